@@ -1,1 +1,131 @@
-fn main() {}
+//! `skiff`: one binary for the whole system — the control plane (`server`), the all-in-one
+//! single node (`up`), and, as later issues add them, the node agent and function-author verbs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use skiff_control_plane::server::{RunningServer, ServerConfig, StoreConfig};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, about = "Skiff: a WebAssembly-first workload orchestrator that speaks the Kubernetes API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an all-in-one single node: the control plane (and the node agent, once it exists).
+    Up(ServeArgs),
+    /// Run the control plane only: API server and state store.
+    Server(ServeArgs),
+    /// Print the version of this binary and of the Kubernetes API it serves.
+    Version,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    /// One redb file in the data dir (the default).
+    Embedded,
+    /// An etcd cluster (see --etcd-endpoints).
+    Etcd,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Where state, certificates and the kubeconfig live
+    /// [default: /var/lib/skiff as root, ~/.local/share/skiff otherwise].
+    #[arg(long, env = "SKIFF_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address the HTTPS API listens on [default: 127.0.0.1:6443 for `up`, 0.0.0.0:6443 for `server`].
+    #[arg(long, env = "SKIFF_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// State store backend.
+    #[arg(long, value_enum, default_value = "embedded")]
+    store: StoreKind,
+    /// etcd client URLs, comma separated (with --store etcd).
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    etcd_endpoints: Vec<String>,
+    /// Key prefix of Skiff's objects in etcd.
+    #[arg(long, default_value = "/registry/")]
+    etcd_prefix: String,
+    /// Extra DNS names or IPs for the API server certificate, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<String>,
+    /// How often old history is compacted (watchers further behind must re-list).
+    #[arg(long, default_value = "300", value_name = "SECONDS")]
+    compaction_interval: u64,
+}
+
+fn default_data_dir() -> PathBuf {
+    let is_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false) || std::env::var("HOME").map(|h| h == "/root").unwrap_or(false);
+    if is_root {
+        return PathBuf::from("/var/lib/skiff");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/skiff"),
+        None => PathBuf::from(".skiff"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("skiff {} (Kubernetes API v1.{})", env!("CARGO_PKG_VERSION"), skiff_control_plane::apiserver::discovery::KUBE_MINOR);
+            Ok(())
+        }
+        Command::Up(args) => run(args, "127.0.0.1:6443"),
+        Command::Server(args) => run(args, "0.0.0.0:6443"),
+    }
+}
+
+fn run(args: ServeArgs, default_listen: &str) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let listen = match args.listen {
+        Some(l) => l,
+        None => default_listen.parse().context("default listen address")?,
+    };
+    let store = match args.store {
+        StoreKind::Embedded => StoreConfig::Embedded,
+        StoreKind::Etcd => StoreConfig::Etcd { endpoints: args.etcd_endpoints, prefix: args.etcd_prefix },
+    };
+    let cfg = ServerConfig {
+        data_dir: args.data_dir.unwrap_or_else(default_data_dir),
+        listen,
+        store,
+        extra_sans: args.tls_san,
+        compaction_interval: Duration::from_secs(args.compaction_interval.max(1)),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let server = RunningServer::start(cfg, shutdown.clone()).await.context("starting the control plane")?;
+        eprintln!("kubeconfig: {}", server.kubeconfig.display());
+        eprintln!("API server: https://{}", server.addr);
+        tokio::spawn(signals(shutdown));
+        server.wait().await;
+        anyhow::Ok(())
+    })
+}
+
+/// First SIGTERM/SIGINT drains gracefully; a second one exits at once.
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("shutting down (send the signal again to exit at once)");
+    shutdown.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    std::process::exit(130);
+}

@@ -7,4 +7,5 @@
 pub mod apiserver;
 pub mod pki;
 pub mod registry;
+pub mod server;
 pub mod storage;

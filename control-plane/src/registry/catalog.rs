@@ -193,7 +193,7 @@ use k8s_openapi::api::{
 /// Every resource the API server serves.
 pub static RESOURCES: &[ResourceInfo] = &[
     resource!(core::Namespace, "namespace", short: ["ns"], cat: [], sub: ["status", "finalize"]),
-    resource!(core::Pod, "pod", short: ["po"], cat: ["all"], sub: ["status", "binding", "log", "exec", "portforward", "eviction"]),
+    resource!(core::Pod, "pod", short: ["po"], cat: ["all"], sub: ["status", "binding"]),
     resource!(core::Service, "service", short: ["svc"], cat: ["all"], sub: ["status"]),
     resource!(core::Endpoints, "endpoints", short: ["ep"], cat: [], sub: []),
     resource!(core::ConfigMap, "configmap", short: ["cm"], cat: [], sub: []),
@@ -217,7 +217,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     resource!(coordination::Lease, "lease", short: [], cat: [], sub: []),
     resource!(storage::StorageClass, "storageclass", short: ["sc"], cat: [], sub: []),
     resource!(policy::PodDisruptionBudget, "poddisruptionbudget", short: ["pdb"], cat: [], sub: ["status"]),
-    resource!(events::Event, "event", short: ["ev"], cat: [], sub: []),
+    resource!(events::Event, "event", short: [], cat: [], sub: []),
 ];
 
 /// Finds a resource by group, version and plural.

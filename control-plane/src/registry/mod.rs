@@ -1,5 +1,10 @@
 //! Per-resource strategy: what the API server knows about each kind beyond its REST shape —
-//! the catalog of served resources, defaulting and validation, and how the status subresource
-//! splits writes.
+//! the catalog of served resources, defaulting and validation, how the status subresource
+//! splits writes — and the validated read/write path ([`rest::Registry`]) that HTTP handlers
+//! and in-process controllers share.
 
 pub mod catalog;
+pub mod list;
+pub mod object;
+pub mod rest;
+pub mod strategy;

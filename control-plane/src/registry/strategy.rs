@@ -1,0 +1,170 @@
+//! Per-kind rules the generic write path applies around validation — the Go API server's
+//! "strategies": what a create resets (status belongs to controllers and agents), what an
+//! update may change on the main resource versus the `status` subresource, and when the
+//! `generation` moves.
+
+use serde_json::{Value, json};
+
+use super::catalog::ResourceInfo;
+use super::object::{meta_mut, spec_part};
+
+/// Clears what a user may not set on create.
+pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
+    match info.kind {
+        // Status is written by the agent; a new pod is Pending (with its QoS class).
+        "Pod" => {
+            let qos = qos_class(obj);
+            obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+        }
+        "Namespace" => {
+            obj["status"] = json!({"phase": "Active"});
+        }
+        "PersistentVolumeClaim" | "PersistentVolume" => {
+            obj["status"] = json!({"phase": "Pending"});
+        }
+        // Nodes report their own status at registration; other kinds with a status
+        // subresource start with an empty one.
+        "Node" => {}
+        _ if info.has_subresource("status") => {
+            if let Some(m) = obj.as_object_mut() {
+                m.remove("status");
+            }
+        }
+        _ => {}
+    }
+    let meta = meta_mut(obj);
+    meta.remove("deletionTimestamp");
+    meta.remove("deletionGracePeriodSeconds");
+    meta.remove("managedFields");
+    meta.insert("generation".into(), json!(1));
+}
+
+/// Merges an update of the main resource or of a subresource onto `old`, producing the
+/// object to store. For the main resource the status is kept from `old` (when the kind has
+/// a status subresource); for `status` only the status moves.
+pub fn prepare_for_update(info: &ResourceInfo, subresource: Option<&str>, new: &mut Value, old: &Value) {
+    match subresource {
+        // Binding is the one write that may set spec.nodeName (and the PodScheduled condition).
+        Some("binding") => {
+            let node = new.get("spec").and_then(|s| s.get("nodeName")).cloned();
+            let status = new.get("status").cloned();
+            let mut merged = old.clone();
+            if let Some(node) = node {
+                merged["spec"]["nodeName"] = node;
+            }
+            if let Some(status) = status {
+                merged["status"] = status;
+            }
+            *new = merged;
+        }
+        Some("status") => {
+            let status = new.get("status").cloned();
+            let mut merged = old.clone();
+            match status {
+                Some(s) => merged["status"] = s,
+                None => {
+                    if let Some(m) = merged.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            *new = merged;
+        }
+        _ => {
+            if info.has_subresource("status") {
+                match old.get("status") {
+                    Some(s) => new["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = new.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Fields the server owns survive any update.
+    let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let meta = meta_mut(new);
+    for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        match old_meta.get(field) {
+            Some(v) => meta.insert(field.into(), v.clone()),
+            None => meta.remove(field),
+        };
+    }
+    meta.remove("managedFields");
+    let generation = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
+    if subresource != Some("binding") && spec_part(new) != spec_part(old) {
+        meta_mut(new).insert("generation".into(), json!(generation + 1));
+    }
+}
+
+/// The pod's QoS class from its containers' requests and limits, as Kubernetes computes it.
+fn qos_class(pod: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|f| pod.get("spec")?.get(*f)?.as_array())
+        .flatten()
+        .collect();
+    let mut any_set = false;
+    let mut all_guaranteed = !containers.is_empty();
+    for c in &containers {
+        let requests = c.get("resources").and_then(|r| r.get("requests")).and_then(Value::as_object);
+        let limits = c.get("resources").and_then(|r| r.get("limits")).and_then(Value::as_object);
+        if requests.is_some_and(|r| !r.is_empty()) || limits.is_some_and(|l| !l.is_empty()) {
+            any_set = true;
+        }
+        let guaranteed = ["cpu", "memory"].iter().all(|res| {
+            let l = limits.and_then(|l| l.get(*res));
+            let r = requests.and_then(|r| r.get(*res)).or(l);
+            l.is_some() && r == l
+        });
+        all_guaranteed &= guaranteed;
+    }
+    if all_guaranteed {
+        "Guaranteed"
+    } else if any_set {
+        "Burstable"
+    } else {
+        "BestEffort"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::catalog;
+
+    #[test]
+    fn main_update_keeps_status_and_bumps_generation_on_spec_change() {
+        let info = catalog::find("apps", "v1", "deployments").expect("deployments");
+        let old = json!({"metadata": {"name": "a", "uid": "u1", "generation": 2}, "spec": {"replicas": 1}, "status": {"replicas": 1}});
+        let mut new = json!({"metadata": {"name": "a"}, "spec": {"replicas": 3}, "status": {"replicas": 9}});
+        prepare_for_update(info, None, &mut new, &old);
+        assert_eq!(new["status"]["replicas"], 1);
+        assert_eq!(new["metadata"]["uid"], "u1");
+        assert_eq!(new["metadata"]["generation"], 3);
+    }
+
+    #[test]
+    fn status_update_changes_only_status() {
+        let info = catalog::find("", "v1", "pods").expect("pods");
+        let old = json!({"metadata": {"name": "p", "generation": 1, "labels": {"a": "b"}}, "spec": {"nodeName": "n"}, "status": {"phase": "Pending"}});
+        let mut new = json!({"metadata": {"name": "p", "labels": {"x": "y"}}, "spec": {"nodeName": "other"}, "status": {"phase": "Running"}});
+        prepare_for_update(info, Some("status"), &mut new, &old);
+        assert_eq!(new["status"]["phase"], "Running");
+        assert_eq!(new["spec"]["nodeName"], "n");
+        assert_eq!(new["metadata"]["labels"]["a"], "b");
+        assert_eq!(new["metadata"]["generation"], 1);
+    }
+
+    #[test]
+    fn qos_classes() {
+        let guaranteed = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+        assert_eq!(qos_class(&guaranteed), "Guaranteed");
+        let burstable = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});
+        assert_eq!(qos_class(&burstable), "Burstable");
+        let best = json!({"spec": {"containers": [{"name": "a"}]}});
+        assert_eq!(qos_class(&best), "BestEffort");
+    }
+}
