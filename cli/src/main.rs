@@ -1,3 +1,4 @@
+#![allow(clippy::print_stdout)] // a CLI prints its answers
 //! `skiff`: one binary for the whole system — the control plane (`server`), the all-in-one
 //! single node (`up`), and, as later issues add them, the node agent and function-author verbs.
 

@@ -11,8 +11,12 @@ pub mod auth;
 pub mod discovery;
 pub mod error;
 pub mod handlers;
+pub mod openapi;
+pub mod patch;
 pub mod request;
 pub mod scale;
+pub mod serve;
+pub mod table;
 pub mod watch;
 
 use std::sync::Arc;
