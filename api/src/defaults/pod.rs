@@ -80,7 +80,10 @@ fn apply_container_defaults(c: &mut Map<String, Value>, host_network: bool) {
     }
     if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
         for e in env.iter_mut() {
-            if let Some(f) = e.pointer_mut("/valueFrom/fieldRef").and_then(Value::as_object_mut) {
+            if let Some(f) = e
+                .pointer_mut("/valueFrom/fieldRef")
+                .and_then(Value::as_object_mut)
+            {
                 set_default(f, "apiVersion", json!("v1"));
             }
         }
@@ -90,12 +93,22 @@ fn apply_container_defaults(c: &mut Map<String, Value>, host_network: bool) {
 /// Defaults only a Pod (not a template) gets: requests from limits, priority,
 /// the default service account and the not-ready/unreachable tolerations.
 pub(crate) fn apply_pod_defaults(obj: &mut Value) {
-    let Some(spec) = child(obj, "spec") else { return };
+    let Some(spec) = child(obj, "spec") else {
+        return;
+    };
     apply_pod_spec_defaults(spec);
     for list in ["containers", "initContainers"] {
-        let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else { continue };
+        let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
         for c in containers.iter_mut() {
-            let Some(limits) = c.pointer("/resources/limits").and_then(Value::as_object).cloned() else { continue };
+            let Some(limits) = c
+                .pointer("/resources/limits")
+                .and_then(Value::as_object)
+                .cloned()
+            else {
+                continue;
+            };
             if let Some(res) = c.get_mut("resources").and_then(Value::as_object_mut) {
                 let requests = res.entry("requests").or_insert_with(|| json!({}));
                 if let Some(requests) = requests.as_object_mut() {
@@ -109,7 +122,10 @@ pub(crate) fn apply_pod_defaults(obj: &mut Value) {
     set_default(spec, "priority", json!(0));
     set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     set_default(spec, "serviceAccountName", json!("default"));
-    let sa = spec.get("serviceAccountName").cloned().unwrap_or(json!("default"));
+    let sa = spec
+        .get("serviceAccountName")
+        .cloned()
+        .unwrap_or(json!("default"));
     set_default(spec, "serviceAccount", sa);
     let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
     if let Some(list) = tolerations.as_array_mut() {
@@ -117,7 +133,8 @@ pub(crate) fn apply_pod_defaults(obj: &mut Value) {
             let present = list.iter().any(|t| {
                 let k = t.get("key").and_then(Value::as_str);
                 let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
-                (k == Some(key) || k.is_none_or(str::is_empty)) && (effect.is_empty() || effect == "NoExecute")
+                (k == Some(key) || k.is_none_or(str::is_empty))
+                    && (effect.is_empty() || effect == "NoExecute")
                     && t.get("operator").and_then(Value::as_str) == Some("Exists")
             });
             if !present {

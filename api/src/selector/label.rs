@@ -48,28 +48,50 @@ pub struct Requirement {
 
 impl Requirement {
     /// Build and validate a requirement.
-    pub fn new(key: &str, operator: Operator, mut values: Vec<String>) -> Result<Self, SelectorError> {
+    pub fn new(
+        key: &str,
+        operator: Operator,
+        mut values: Vec<String>,
+    ) -> Result<Self, SelectorError> {
         let errs = qualified_name_errors(key);
         if !errs.is_empty() {
-            return Err(SelectorError::InvalidKey { key: key.to_string(), reason: errs.join("; ") });
+            return Err(SelectorError::InvalidKey {
+                key: key.to_string(),
+                reason: errs.join("; "),
+            });
         }
-        let bad_values = |reason: &str| SelectorError::InvalidValues { key: key.to_string(), reason: reason.to_string() };
+        let bad_values = |reason: &str| SelectorError::InvalidValues {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        };
         match operator {
             Operator::In | Operator::NotIn if values.is_empty() => {
-                return Err(bad_values("for 'in', 'notin' operators, values set can't be empty"));
+                return Err(bad_values(
+                    "for 'in', 'notin' operators, values set can't be empty",
+                ));
             }
-            Operator::Equals | Operator::DoubleEquals | Operator::NotEquals if values.len() != 1 => {
-                return Err(bad_values("exact-match compatibility requires one single value"));
+            Operator::Equals | Operator::DoubleEquals | Operator::NotEquals
+                if values.len() != 1 =>
+            {
+                return Err(bad_values(
+                    "exact-match compatibility requires one single value",
+                ));
             }
             Operator::Exists | Operator::DoesNotExist if !values.is_empty() => {
-                return Err(bad_values("values set must be empty for exists and does not exist"));
+                return Err(bad_values(
+                    "values set must be empty for exists and does not exist",
+                ));
             }
             Operator::GreaterThan | Operator::LessThan => {
                 if values.len() != 1 {
-                    return Err(bad_values("for 'Gt', 'Lt' operators, exactly one value is required"));
+                    return Err(bad_values(
+                        "for 'Gt', 'Lt' operators, exactly one value is required",
+                    ));
                 }
                 if values[0].parse::<i64>().is_err() {
-                    return Err(bad_values("for 'Gt', 'Lt' operators, the value must be an integer"));
+                    return Err(bad_values(
+                        "for 'Gt', 'Lt' operators, the value must be an integer",
+                    ));
                 }
             }
             _ => {}
@@ -88,7 +110,11 @@ impl Requirement {
             values.sort();
             values.dedup();
         }
-        Ok(Self { key: key.to_string(), operator, values })
+        Ok(Self {
+            key: key.to_string(),
+            operator,
+            values,
+        })
     }
 
     /// Whether the label set satisfies this requirement.
@@ -96,7 +122,9 @@ impl Requirement {
         let got = labels.get(&self.key);
         let in_values = |v: &String| self.values.iter().any(|x| x == v);
         let compare = |ord: std::cmp::Ordering| {
-            let (Some(v), Some(bound)) = (got, self.values.first()) else { return false };
+            let (Some(v), Some(bound)) = (got, self.values.first()) else {
+                return false;
+            };
             match (v.parse::<i64>(), bound.parse::<i64>()) {
                 (Ok(v), Ok(bound)) => v.cmp(&bound) == ord,
                 _ => false,
@@ -144,7 +172,7 @@ impl LabelSelector {
 
     /// Parse the query-string syntax. An empty (or all-blank) string selects everything.
     pub fn parse(input: &str) -> Result<Self, SelectorError> {
-        let requirements = Parser::new(input).parse()?;
+        let requirements = super::parse::parse(input)?;
         Ok(Self::from_requirements(requirements))
     }
 
@@ -172,18 +200,29 @@ impl LabelSelector {
                 "NotIn" => Operator::NotIn,
                 "Exists" => Operator::Exists,
                 "DoesNotExist" => Operator::DoesNotExist,
-                other => return Err(SelectorError::InvalidOperator { operator: other.to_string() }),
+                other => {
+                    return Err(SelectorError::InvalidOperator {
+                        operator: other.to_string(),
+                    });
+                }
             };
-            reqs.push(Requirement::new(&expr.key, operator, expr.values.clone().unwrap_or_default())?);
+            reqs.push(Requirement::new(
+                &expr.key,
+                operator,
+                expr.values.clone().unwrap_or_default(),
+            )?);
         }
         Ok(Self::from_requirements(reqs))
     }
 
     /// Compile a structured selector given as JSON (as stored in objects).
     pub fn from_json(selector: &Value) -> Result<Self, SelectorError> {
-        let typed: metav1::LabelSelector = serde_json::from_value(selector.clone()).map_err(|e| {
-            SelectorError::Syntax { input: selector.to_string(), position: 0, message: e.to_string() }
-        })?;
+        let typed: metav1::LabelSelector =
+            serde_json::from_value(selector.clone()).map_err(|e| SelectorError::Syntax {
+                input: selector.to_string(),
+                position: 0,
+                message: e.to_string(),
+            })?;
         Self::from_label_selector(&typed)
     }
 
@@ -218,7 +257,11 @@ impl LabelSelector {
 pub(crate) fn labels_of(obj: &Value) -> BTreeMap<String, String> {
     obj.pointer("/metadata/labels")
         .and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -241,226 +284,15 @@ impl fmt::Display for LabelSelector {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
-    Ident(String),
-    In,
-    NotIn,
-    Bang,
-    Eq,
-    DoubleEq,
-    NotEq,
-    Gt,
-    Lt,
-    Open,
-    Close,
-    Comma,
-    End,
-}
-
-impl Token {
-    fn describe(&self) -> String {
-        match self {
-            Token::Ident(s) => format!("'{s}'"),
-            Token::In => "'in'".into(),
-            Token::NotIn => "'notin'".into(),
-            Token::Bang => "'!'".into(),
-            Token::Eq => "'='".into(),
-            Token::DoubleEq => "'=='".into(),
-            Token::NotEq => "'!='".into(),
-            Token::Gt => "'>'".into(),
-            Token::Lt => "'<'".into(),
-            Token::Open => "'('".into(),
-            Token::Close => "')'".into(),
-            Token::Comma => "','".into(),
-            Token::End => "end of string".into(),
-        }
-    }
-}
-
-fn is_special(c: char) -> bool {
-    matches!(c, '=' | '!' | '(' | ')' | ',' | '>' | '<')
-}
-
-/// Tokens with their byte offsets, ending with [`Token::End`].
-fn lex(input: &str) -> Vec<(usize, Token)> {
-    let mut out = Vec::new();
-    let mut chars = input.char_indices().peekable();
-    while let Some(&(pos, c)) = chars.peek() {
-        if c.is_whitespace() {
-            chars.next();
-            continue;
-        }
-        if is_special(c) {
-            chars.next();
-            let next_eq = chars.peek().is_some_and(|&(_, n)| n == '=');
-            let tok = match (c, next_eq) {
-                ('=', true) => Token::DoubleEq,
-                ('!', true) => Token::NotEq,
-                ('=', false) => Token::Eq,
-                ('!', false) => Token::Bang,
-                ('(', _) => Token::Open,
-                (')', _) => Token::Close,
-                (',', _) => Token::Comma,
-                ('>', _) => Token::Gt,
-                _ => Token::Lt,
-            };
-            if matches!(tok, Token::DoubleEq | Token::NotEq) {
-                chars.next();
-            }
-            out.push((pos, tok));
-            continue;
-        }
-        let mut ident = String::new();
-        while let Some(&(_, c)) = chars.peek() {
-            if c.is_whitespace() || is_special(c) {
-                break;
-            }
-            ident.push(c);
-            chars.next();
-        }
-        let tok = match ident.as_str() {
-            "in" => Token::In,
-            "notin" => Token::NotIn,
-            _ => Token::Ident(ident),
-        };
-        out.push((pos, tok));
-    }
-    out.push((input.len(), Token::End));
-    out
-}
-
-struct Parser<'a> {
-    input: &'a str,
-    tokens: Vec<(usize, Token)>,
-    pos: usize,
-}
-
-impl<'a> Parser<'a> {
-    fn new(input: &'a str) -> Self {
-        Self { input, tokens: lex(input), pos: 0 }
-    }
-
-    fn peek(&self) -> &Token {
-        self.tokens.get(self.pos).map(|(_, t)| t).unwrap_or(&Token::End)
-    }
-
-    fn next(&mut self) -> Token {
-        let t = self.peek().clone();
-        if self.pos < self.tokens.len() {
-            self.pos += 1;
-        }
-        t
-    }
-
-    fn error(&self, message: String) -> SelectorError {
-        let at = self.pos.saturating_sub(1);
-        let position = self.tokens.get(at).map(|(p, _)| *p).unwrap_or(self.input.len());
-        SelectorError::Syntax { input: self.input.to_string(), position, message }
-    }
-
-    fn parse(&mut self) -> Result<Vec<Requirement>, SelectorError> {
-        let mut reqs = Vec::new();
-        if *self.peek() == Token::End {
-            return Ok(reqs);
-        }
-        loop {
-            reqs.push(self.requirement()?);
-            match self.next() {
-                Token::End => return Ok(reqs),
-                Token::Comma => {}
-                t => return Err(self.error(format!("found {}, expected: ',' or 'end of string'", t.describe()))),
-            }
-        }
-    }
-
-    fn requirement(&mut self) -> Result<Requirement, SelectorError> {
-        let negated = *self.peek() == Token::Bang;
-        if negated {
-            self.next();
-        }
-        let key = match self.next() {
-            Token::Ident(k) => k,
-            t => return Err(self.error(format!("found {}, expected: identifier", t.describe()))),
-        };
-        if negated {
-            return Requirement::new(&key, Operator::DoesNotExist, Vec::new());
-        }
-        let op = match self.peek() {
-            Token::Comma | Token::End => return Requirement::new(&key, Operator::Exists, Vec::new()),
-            Token::In => Operator::In,
-            Token::NotIn => Operator::NotIn,
-            Token::Eq => Operator::Equals,
-            Token::DoubleEq => Operator::DoubleEquals,
-            Token::NotEq => Operator::NotEquals,
-            Token::Gt => Operator::GreaterThan,
-            Token::Lt => Operator::LessThan,
-            t => {
-                let found = t.describe();
-                self.next();
-                return Err(self.error(format!(
-                    "found {found}, expected: in, notin, =, ==, !=, gt, lt"
-                )));
-            }
-        };
-        self.next();
-        let values = if matches!(op, Operator::In | Operator::NotIn) {
-            self.value_set()?
-        } else {
-            // An exact match may compare with the empty value (`a=`).
-            match self.peek().clone() {
-                Token::Ident(v) => {
-                    self.next();
-                    vec![v]
-                }
-                Token::Comma | Token::End => vec![String::new()],
-                t => {
-                    self.next();
-                    return Err(self.error(format!("found {}, expected: identifier", t.describe())));
-                }
-            }
-        };
-        Requirement::new(&key, op, values)
-    }
-
-    fn value_set(&mut self) -> Result<Vec<String>, SelectorError> {
-        match self.next() {
-            Token::Open => {}
-            t => return Err(self.error(format!("found {}, expected: '('", t.describe()))),
-        }
-        let mut values = Vec::new();
-        // Kubernetes accepts empty members: `in ()` and `in (a,)` include "".
-        let mut expect_value = true;
-        loop {
-            match self.next() {
-                Token::Ident(v) if expect_value => {
-                    values.push(v);
-                    expect_value = false;
-                }
-                Token::Comma => {
-                    if expect_value {
-                        values.push(String::new());
-                    }
-                    expect_value = true;
-                }
-                Token::Close => {
-                    if expect_value {
-                        values.push(String::new());
-                    }
-                    return Ok(values);
-                }
-                t => return Err(self.error(format!("found {}, expected: ',', ')' or identifier", t.describe()))),
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn sel(s: &str) -> LabelSelector {
@@ -471,8 +303,18 @@ mod tests {
     fn parses_every_operator() {
         let s = sel("a=b,c!=d,e in (x,y),f notin (z),g,!h,i==j,k>3,l<5");
         assert_eq!(s.requirements().len(), 9);
-        assert_eq!(s.to_string(), "a=b,c!=d,e in (x,y),f notin (z),g,!h,i==j,k>3,l<5");
-        let l = labels(&[("a", "b"), ("e", "y"), ("g", ""), ("i", "j"), ("k", "4"), ("l", "1")]);
+        assert_eq!(
+            s.to_string(),
+            "a=b,c!=d,e in (x,y),f notin (z),g,!h,i==j,k>3,l<5"
+        );
+        let l = labels(&[
+            ("a", "b"),
+            ("e", "y"),
+            ("g", ""),
+            ("i", "j"),
+            ("k", "4"),
+            ("l", "1"),
+        ]);
         assert!(s.matches(&l));
         let mut l2 = l.clone();
         l2.insert("h".into(), "x".into());
@@ -506,12 +348,33 @@ mod tests {
 
     #[test]
     fn rejects_bad_syntax() {
-        for bad in ["a=b,", ",a", "a in x", "a in (x", "a b", "!a=b", "a=(", "=b", "a,,b", "k>x", "x in (a b)"] {
+        for bad in [
+            "a=b,",
+            ",a",
+            "a in x",
+            "a in (x",
+            "a b",
+            "!a=b",
+            "a=(",
+            "=b",
+            "a,,b",
+            "k>x",
+            "x in (a b)",
+        ] {
             assert!(LabelSelector::parse(bad).is_err(), "{bad:?} should fail");
         }
-        assert!(matches!(LabelSelector::parse("a=b c"), Err(SelectorError::Syntax { .. })));
-        assert!(matches!(LabelSelector::parse("-bad=x"), Err(SelectorError::InvalidKey { .. })));
-        assert!(matches!(LabelSelector::parse("a=-x"), Err(SelectorError::InvalidValue { .. })));
+        assert!(matches!(
+            LabelSelector::parse("a=b c"),
+            Err(SelectorError::Syntax { .. })
+        ));
+        assert!(matches!(
+            LabelSelector::parse("-bad=x"),
+            Err(SelectorError::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            LabelSelector::parse("a=-x"),
+            Err(SelectorError::InvalidValue { .. })
+        ));
         let err = LabelSelector::parse("a in x").expect_err("no parenthesis");
         assert!(err.to_string().contains("expected: '('"), "{err}");
     }
@@ -526,8 +389,16 @@ mod tests {
                     operator: "In".into(),
                     values: Some(vec!["fe".into(), "be".into()]),
                 },
-                metav1::LabelSelectorRequirement { key: "canary".into(), operator: "DoesNotExist".into(), values: None },
-                metav1::LabelSelectorRequirement { key: "zone".into(), operator: "Exists".into(), values: None },
+                metav1::LabelSelectorRequirement {
+                    key: "canary".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                },
+                metav1::LabelSelectorRequirement {
+                    key: "zone".into(),
+                    operator: "Exists".into(),
+                    values: None,
+                },
                 metav1::LabelSelectorRequirement {
                     key: "env".into(),
                     operator: "NotIn".into(),
@@ -538,8 +409,17 @@ mod tests {
         let s = LabelSelector::from_label_selector(&ls).expect("valid");
         assert!(s.matches(&labels(&[("app", "web"), ("tier", "fe"), ("zone", "a")])));
         assert!(!s.matches(&labels(&[("app", "web"), ("tier", "fe")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "fe"), ("zone", "a"), ("canary", "1")])));
-        assert!(LabelSelector::from_label_selector(&metav1::LabelSelector::default()).expect("empty").is_empty());
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "fe"),
+            ("zone", "a"),
+            ("canary", "1")
+        ])));
+        assert!(
+            LabelSelector::from_label_selector(&metav1::LabelSelector::default())
+                .expect("empty")
+                .is_empty()
+        );
     }
 
     #[test]
@@ -553,7 +433,10 @@ mod tests {
             ..Default::default()
         };
         let err = LabelSelector::from_label_selector(&bad_op).expect_err("bad operator");
-        assert_eq!(err.to_string(), "\"Equals\" is not a valid label selector operator");
+        assert_eq!(
+            err.to_string(),
+            "\"Equals\" is not a valid label selector operator"
+        );
         let empty_in = metav1::LabelSelector {
             match_expressions: Some(vec![metav1::LabelSelectorRequirement {
                 key: "a".into(),

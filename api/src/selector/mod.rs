@@ -6,6 +6,7 @@
 
 mod field;
 mod label;
+mod parse;
 
 pub use field::{FieldOperator, FieldRequirement, FieldSelector};
 pub use label::{LabelSelector, Operator, Requirement};
@@ -33,7 +34,9 @@ pub enum SelectorError {
         reason: String,
     },
     /// A value is not a valid label value.
-    #[error("unable to parse requirement: invalid label value: {value:?}: at key: {key:?}: {reason}")]
+    #[error(
+        "unable to parse requirement: invalid label value: {value:?}: at key: {key:?}: {reason}"
+    )]
     InvalidValue {
         /// The key the value belongs to.
         key: String,
