@@ -1,0 +1,90 @@
+//! Well-known label, annotation and taint keys.
+//!
+//! Owns the names only: Skiff's own keys live under `skiff.dev/`, and the
+//! Kubernetes keys that Skiff's controllers and node agent read or write are
+//! gathered here so that every crate spells them the same way.
+
+/// Prefix of every Skiff-owned key.
+pub const SKIFF_PREFIX: &str = "skiff.dev/";
+
+/// Node label listing the workload runtimes a node offers (e.g. `wasm.oci`).
+pub const RUNTIMES: &str = "skiff.dev/runtimes";
+/// Pod annotation or label selecting the runtime a pod must run on.
+pub const RUNTIME: &str = "skiff.dev/runtime";
+/// Node label with the Skiff node-agent version.
+pub const NODE_VERSION: &str = "skiff.dev/node-version";
+/// Annotation recording which Skiff component last managed an object.
+pub const MANAGED_BY: &str = "skiff.dev/managed-by";
+
+/// Node label: the node's hostname.
+pub const HOSTNAME: &str = "kubernetes.io/hostname";
+/// Node label: the node's operating system (`linux`).
+pub const OS: &str = "kubernetes.io/os";
+/// Node label: the node's CPU architecture (`amd64`, `arm64`).
+pub const ARCH: &str = "kubernetes.io/arch";
+/// Namespace label the apiserver sets to the namespace's own name.
+pub const METADATA_NAME: &str = "kubernetes.io/metadata.name";
+/// Node role label prefix (`node-role.kubernetes.io/control-plane`).
+pub const NODE_ROLE_PREFIX: &str = "node-role.kubernetes.io/";
+
+/// Taint key: the node controller lost contact with the node.
+pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+/// Taint key: the node reports it is not ready.
+pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
+/// Taint key: the node is cordoned.
+pub const TAINT_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
+
+/// Label the Deployment controller puts on ReplicaSets and their pods.
+pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+/// Label the StatefulSet controller puts on pods: the pod's name.
+pub const STATEFULSET_POD_NAME: &str = "statefulset.kubernetes.io/pod-name";
+/// Label the StatefulSet and DaemonSet controllers use for revisions.
+pub const CONTROLLER_REVISION_HASH: &str = "controller-revision-hash";
+/// Label the Job controller puts on its pods (and in the generated selector).
+pub const JOB_CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
+/// Label the Job controller puts on its pods: the Job's name.
+pub const JOB_NAME: &str = "batch.kubernetes.io/job-name";
+/// Label on EndpointSlices naming their Service.
+pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
+/// Label on EndpointSlices naming the controller that manages them.
+pub const ENDPOINTSLICE_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+
+/// Annotation kubectl writes for `kubectl apply`.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// Annotation the Deployment controller uses to number revisions.
+pub const DEPLOYMENT_REVISION: &str = "deployment.kubernetes.io/revision";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validation::is_qualified_name;
+
+    #[test]
+    fn keys_are_valid_qualified_names() {
+        for key in [
+            RUNTIMES,
+            RUNTIME,
+            NODE_VERSION,
+            MANAGED_BY,
+            HOSTNAME,
+            OS,
+            ARCH,
+            METADATA_NAME,
+            TAINT_UNREACHABLE,
+            TAINT_NOT_READY,
+            TAINT_UNSCHEDULABLE,
+            POD_TEMPLATE_HASH,
+            STATEFULSET_POD_NAME,
+            CONTROLLER_REVISION_HASH,
+            JOB_CONTROLLER_UID,
+            JOB_NAME,
+            SERVICE_NAME,
+            ENDPOINTSLICE_MANAGED_BY,
+            LAST_APPLIED,
+            DEPLOYMENT_REVISION,
+        ] {
+            assert!(is_qualified_name(key), "{key} must be a qualified name");
+        }
+        assert!(RUNTIMES.starts_with(SKIFF_PREFIX));
+    }
+}
