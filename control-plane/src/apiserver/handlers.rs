@@ -145,7 +145,7 @@ pub async fn patch_object(
         .update_with(info, ns, name(path), path.subresource.as_deref(), opts, None, |old| {
             let patched = patch::apply_patch(patch_type, kind, old, body).map_err(|e| {
                 if e.is_invalid() {
-                    ApiError::Invalid { kind: kind.into(), name: crate::registry::object::name(old).into(), causes: vec![skiff_api::validation::FieldCause::invalid("", &e.to_string())] }
+                    ApiError::Invalid { kind: kind.into(), name: crate::registry::object::name(old).into(), causes: vec![skiff_api::validation::FieldCause { field: String::new(), reason: skiff_api::validation::CauseType::FieldValueInvalid, message: e.to_string() }] }
                 } else {
                     ApiError::BadRequest(e.to_string())
                 }

@@ -57,7 +57,7 @@ fn replicas_of(scale: &Value) -> Result<i64, ApiError> {
         return Err(ApiError::Invalid {
             kind: "Scale".into(),
             name: object::name(scale).into(),
-            causes: vec![skiff_api::validation::FieldCause::invalid("spec.replicas", "must be greater than or equal to 0")],
+            causes: vec![skiff_api::validation::FieldCause::invalid("spec.replicas", &json!(r), "must be greater than or equal to 0")],
         });
     }
     Ok(r)
@@ -113,7 +113,7 @@ pub async fn bind(state: &SharedState, path: &ResourcePath, body: Value, opts: W
         .ok_or_else(|| ApiError::Invalid {
             kind: "Binding".into(),
             name: name(path).into(),
-            causes: vec![skiff_api::validation::FieldCause::required("target.name", "Required value")],
+            causes: vec![skiff_api::validation::FieldCause::required("target.name", "")],
         })?
         .to_string();
     let pod_name = name(path).to_string();

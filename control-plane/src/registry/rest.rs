@@ -205,7 +205,10 @@ impl Registry {
             }
             defaults::apply_defaults(info.kind, &mut new);
             strategy::prepare_for_update(info, subresource, &mut new, &old);
-            let causes = validation::validate(info.kind, &new, Some(&old));
+            // A binding is the one write that may set spec.nodeName, which the pod update
+            // rules forbid: it is validated as an object, not as an update.
+            let old_for_rules = if subresource == Some("binding") { None } else { Some(&old) };
+            let causes = validation::validate(info.kind, &new, old_for_rules);
             if !causes.is_empty() {
                 return Err(invalid(info, &new, causes));
             }
