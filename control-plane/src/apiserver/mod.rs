@@ -1,1 +1,3 @@
 //! The HTTP API server: Kubernetes REST conventions over HTTPS.
+
+pub mod openapi;
