@@ -128,15 +128,10 @@ fn respond(r: &Rendered, headers: &HeaderMap, cache_control: &'static str) -> Re
 
 /// True when the `Accept` header asks for gnostic protobuf (either spelling kubectl has used).
 fn wants_protobuf(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            let t = t.trim();
-            t.starts_with("application/com.github.proto-openapi.spec.v2") && t.contains("protobuf")
-        })
+    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|t| {
+        let t = t.trim();
+        t.starts_with("application/com.github.proto-openapi.spec.v2") && t.contains("protobuf")
+    })
 }
 
 async fn serve_v2(headers: HeaderMap) -> Response {

@@ -52,27 +52,53 @@ const DRY_RUN: QueryParam = q(
     "string",
     "When present, indicates that modifications should not be persisted. Valid values are: - All: all dry run stages will be processed",
 );
-const FIELD_MANAGER: QueryParam =
-    q("fieldManager", "string", "fieldManager is a name associated with the actor or entity that is making these changes.");
+const FIELD_MANAGER: QueryParam = q(
+    "fieldManager",
+    "string",
+    "fieldManager is a name associated with the actor or entity that is making these changes.",
+);
 const FIELD_VALIDATION: QueryParam = q(
     "fieldValidation",
     "string",
     "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: - Ignore - Warn (the default) - Strict",
 );
-const FORCE: QueryParam =
-    q("force", "boolean", "Force is going to \"force\" Apply requests. It means user will re-acquire conflicting fields owned by other people.");
+const FORCE: QueryParam = q(
+    "force",
+    "boolean",
+    "Force is going to \"force\" Apply requests. It means user will re-acquire conflicting fields owned by other people.",
+);
 
 const LIST_PARAMS: &[QueryParam] = &[
     q("allowWatchBookmarks", "boolean", "allowWatchBookmarks requests watch events with type \"BOOKMARK\"."),
     q("continue", "string", "The continue option should be set when retrieving more results from the server."),
-    q("fieldSelector", "string", "A selector to restrict the list of returned objects by their fields. Defaults to everything."),
-    q("labelSelector", "string", "A selector to restrict the list of returned objects by their labels. Defaults to everything."),
+    q(
+        "fieldSelector",
+        "string",
+        "A selector to restrict the list of returned objects by their fields. Defaults to everything.",
+    ),
+    q(
+        "labelSelector",
+        "string",
+        "A selector to restrict the list of returned objects by their labels. Defaults to everything.",
+    ),
     q("limit", "integer", "limit is a maximum number of responses to return for a list call."),
-    q("resourceVersion", "string", "resourceVersion sets a constraint on what resource versions a request may be served from."),
-    q("resourceVersionMatch", "string", "resourceVersionMatch determines how resourceVersion is applied to list calls."),
+    q(
+        "resourceVersion",
+        "string",
+        "resourceVersion sets a constraint on what resource versions a request may be served from.",
+    ),
+    q(
+        "resourceVersionMatch",
+        "string",
+        "resourceVersionMatch determines how resourceVersion is applied to list calls.",
+    ),
     q("sendInitialEvents", "boolean", "`sendInitialEvents=true` may be set together with `watch=true`."),
     q("timeoutSeconds", "integer", "Timeout for the list/watch call."),
-    q("watch", "boolean", "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications."),
+    q(
+        "watch",
+        "boolean",
+        "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications.",
+    ),
     PRETTY,
 ];
 const WRITE_PARAMS: &[QueryParam] = &[DRY_RUN, FIELD_MANAGER, FIELD_VALIDATION, PRETTY];

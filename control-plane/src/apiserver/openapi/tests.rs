@@ -108,11 +108,7 @@ async fn kubectl(server: &str, dir: &std::path::Path, args: &[&str]) -> String {
         .expect("kubectl timed out")
         .expect("kubectl runs (is kubectl 1.32 installed at /usr/bin/kubectl?)");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "kubectl {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "kubectl {args:?} failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
     stdout
 }
 
@@ -134,7 +130,8 @@ async fn kubectl_explain_works() {
     assert!(strategy.contains("rollingUpdate\t<RollingUpdateDeployment>"), "{strategy}");
 
     // OpenAPI v2, through the protobuf document.
-    let v2 = kubectl(&server, dir.path(), &["explain", "deployment.spec.strategy", "--output=plaintext-openapiv2"]).await;
+    let v2 =
+        kubectl(&server, dir.path(), &["explain", "deployment.spec.strategy", "--output=plaintext-openapiv2"]).await;
     assert!(v2.contains("RESOURCE: strategy <Object>"), "{v2}");
     assert!(v2.contains("rollingUpdate"), "{v2}");
 

@@ -108,7 +108,7 @@ pub mod parameter {
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Oneof {
         #[prost(message, tag = "1")]
-        BodyParameter(super::BodyParameter),
+        BodyParameter(Box<super::BodyParameter>),
         #[prost(message, tag = "2")]
         NonBodyParameter(super::NonBodyParameter),
     }
@@ -316,7 +316,9 @@ fn text(v: &Value, key: &str) -> String {
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array).map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
 }
 
 fn any(v: &Value) -> Any {
@@ -339,7 +341,9 @@ pub fn document(doc: &Value) -> Document {
     let paths = doc
         .get("paths")
         .and_then(Value::as_object)
-        .map(|p| p.iter().map(|(name, item)| NamedPathItem { name: name.clone(), value: Some(path_item(item)) }).collect())
+        .map(|p| {
+            p.iter().map(|(name, item)| NamedPathItem { name: name.clone(), value: Some(path_item(item)) }).collect()
+        })
         .unwrap_or_default();
     Document {
         swagger: text(doc, "swagger"),
@@ -398,13 +402,13 @@ fn parameters(v: Option<&Value>) -> Vec<ParametersItem> {
         .iter()
         .map(|p| {
             let oneof = if text(p, "in") == "body" {
-                parameter::Oneof::BodyParameter(BodyParameter {
+                parameter::Oneof::BodyParameter(Box::new(BodyParameter {
                     description: text(p, "description"),
                     name: text(p, "name"),
                     r#in: "body".into(),
                     required: p.get("required").and_then(Value::as_bool).unwrap_or(false),
                     schema: p.get("schema").map(schema),
-                })
+                }))
             } else {
                 let ty = text(p, "type");
                 let is_path = text(p, "in") == "path";

@@ -145,7 +145,10 @@ fn operation(op: &Operation) -> Value {
     let Some(obj) = out.as_object_mut() else { return out };
     if let Some(body) = &op.body {
         let types: &[&str] = if op.method == Method::Patch { PATCH_TYPES } else { &["*/*"] };
-        obj.insert("requestBody".into(), json!({"content": content(types, body), "required": op.method != Method::Delete}));
+        obj.insert(
+            "requestBody".into(),
+            json!({"content": content(types, body), "required": op.method != Method::Delete}),
+        );
     }
     for (k, v) in paths::operation_extensions(op) {
         obj.insert(k.into(), v);
