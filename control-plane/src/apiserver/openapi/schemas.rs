@@ -52,10 +52,17 @@ const PATCH_META: &[(&str, &str, Option<&str>, &str)] = &[
     ("io.k8s.api.core.v1.Container", "volumeMounts", Some("mountPath"), "merge"),
     ("io.k8s.api.core.v1.Container", "volumeDevices", Some("devicePath"), "merge"),
     ("io.k8s.api.core.v1.EphemeralContainer", "env", Some("name"), "merge"),
+    ("io.k8s.api.core.v1.EphemeralContainer", "ports", Some("containerPort"), "merge"),
     ("io.k8s.api.core.v1.EphemeralContainer", "volumeMounts", Some("mountPath"), "merge"),
     ("io.k8s.api.core.v1.EphemeralContainer", "volumeDevices", Some("devicePath"), "merge"),
     ("io.k8s.api.core.v1.ServiceSpec", "ports", Some("port"), "merge"),
+    ("io.k8s.api.core.v1.ServiceStatus", "conditions", Some("type"), "merge"),
+    ("io.k8s.api.core.v1.ServiceAccount", "secrets", Some("name"), "merge"),
     ("io.k8s.api.core.v1.PodStatus", "conditions", Some("type"), "merge"),
+    ("io.k8s.api.core.v1.PodStatus", "podIPs", Some("ip"), "merge"),
+    ("io.k8s.api.core.v1.PodStatus", "hostIPs", Some("ip"), "merge"),
+    ("io.k8s.api.core.v1.PodStatus", "resourceClaimStatuses", Some("name"), "merge,retainKeys"),
+    ("io.k8s.api.core.v1.NodeSpec", "podCIDRs", None, "merge"),
     ("io.k8s.api.core.v1.NodeStatus", "conditions", Some("type"), "merge"),
     ("io.k8s.api.core.v1.NodeStatus", "addresses", Some("type"), "merge"),
     ("io.k8s.api.core.v1.NamespaceStatus", "conditions", Some("type"), "merge"),
@@ -64,7 +71,10 @@ const PATCH_META: &[(&str, &str, Option<&str>, &str)] = &[
     ("io.k8s.api.apps.v1.DeploymentStatus", "conditions", Some("type"), "merge"),
     ("io.k8s.api.apps.v1.ReplicaSetStatus", "conditions", Some("type"), "merge"),
     ("io.k8s.api.apps.v1.DaemonSetStatus", "conditions", Some("type"), "merge"),
+    ("io.k8s.api.apps.v1.StatefulSetStatus", "conditions", Some("type"), "merge"),
     ("io.k8s.api.batch.v1.JobStatus", "conditions", Some("type"), "merge"),
+    ("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerStatus", "conditions", Some("type"), "merge"),
+    ("io.k8s.api.policy.v1.PodDisruptionBudgetStatus", "conditions", Some("type"), "merge"),
 ];
 
 /// Every definition the documents need, keyed by OpenAPI name, refs in neutral form.
@@ -250,6 +260,12 @@ mod tests {
         assert!(missing.is_empty(), "dangling refs: {missing:?}");
         let containers = &defs.map["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
         assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+        // Every patch-metadata entry names a real property (a typo would silently break
+        // `kubectl apply` merging for that list).
+        for (def, prop, _, strategy) in PATCH_META {
+            let p = defs.map.get(*def).and_then(|d| d.pointer(&format!("/properties/{prop}")));
+            assert_eq!(p.map(|p| &p["x-kubernetes-patch-strategy"]), Some(&json!(strategy)), "{def}.{prop}");
+        }
     }
 
     #[test]

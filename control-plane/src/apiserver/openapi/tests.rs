@@ -137,3 +137,42 @@ async fn kubectl_explain_works() {
 
     serving.abort();
 }
+
+/// `kubectl apply` computes its strategic merge patch from the OpenAPI documents: with the
+/// `containers` merge key it deletes the dropped container by name (`$patch: delete`) instead
+/// of sending a replacement list the server would merge into the old one.
+#[tokio::test]
+async fn kubectl_apply_merges_containers_by_name() {
+    let pod = |containers: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "default"},
+               "spec": {"containers": containers}})
+    };
+    let old = pod(json!([{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]));
+    let mut live = old.clone();
+    live["metadata"]["annotations"] = json!({"kubectl.kubernetes.io/last-applied-configuration": old.to_string()});
+    let patches = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = patches.clone();
+    let live_for_patch = live.clone();
+    let item = get(move || std::future::ready(axum::Json(live.clone()))).patch(move |body: String| {
+        seen.lock().expect("lock").push(body);
+        std::future::ready(axum::Json(live_for_patch.clone()))
+    });
+    let app = routes::<()>().merge(discovery()).route("/api/v1/namespaces/default/pods/web", item);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let server = format!("http://{}", listener.local_addr().expect("addr"));
+    let serving = tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let manifest = dir.path().join("pod.json");
+    std::fs::write(&manifest, pod(json!([{"name": "a", "image": "a:2"}])).to_string()).expect("write manifest");
+    let manifest = manifest.display().to_string();
+    kubectl(&server, dir.path(), &["apply", "-f", &manifest]).await;
+
+    let patches = patches.lock().expect("lock").clone();
+    let [patch] = patches.as_slice() else { panic!("expected one PATCH, got {patches:?}") };
+    let patch: Value = serde_json::from_str(patch).expect("patch is JSON");
+    assert_eq!(patch["spec"]["$setElementOrder/containers"], json!([{"name": "a"}]), "{patch}");
+    let containers = patch["spec"]["containers"].as_array().expect("containers");
+    assert!(containers.contains(&json!({"$patch": "delete", "name": "b"})), "{patch}");
+    serving.abort();
+}
