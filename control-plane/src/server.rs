@@ -98,6 +98,9 @@ impl RunningServer {
             }
         });
         tasks.spawn(compactor(store, cfg.compaction_interval, shutdown.clone()));
+        // Building the OpenAPI documents takes a while; do it now, off the async workers, so
+        // the first `kubectl apply` does not pay for it.
+        tasks.spawn_blocking(apiserver::openapi::prebuild);
         info!(%addr, kubeconfig = %kubeconfig.display(), "API server serving");
         Ok(RunningServer { addr, kubeconfig, tasks, state })
     }
