@@ -1,1 +1,4 @@
 //! The HTTP API server: Kubernetes REST conventions over HTTPS.
+
+pub mod serve;
+pub mod table;
