@@ -141,8 +141,15 @@ pub async fn serve(
         }
 
         drop(listener);
-        tracing::info!(open = graceful.count(), ?drain, "shutting down: draining connections");
-        if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::info!(
+            open = graceful.count(),
+            ?drain,
+            "shutting down: draining connections"
+        );
+        if tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("drain timeout elapsed; closing remaining connections");
         }
         executor.hard_stop.cancel();
@@ -224,10 +231,12 @@ impl Connection {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let service = self.app.map_request(move |mut req: http::Request<Incoming>| {
-            req.extensions_mut().insert(peer.clone());
-            req
-        });
+        let service = self
+            .app
+            .map_request(move |mut req: http::Request<Incoming>| {
+                req.extensions_mut().insert(peer.clone());
+                req
+            });
         let mut builder = auto::Builder::new(self.executor);
         builder.http1().timer(TokioTimer::new());
         builder.http2().timer(TokioTimer::new());

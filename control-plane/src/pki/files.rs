@@ -69,6 +69,9 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).expect("read"), "two");
         let mode = fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(read_optional(&dir.path().join("missing")).expect("read"), None);
+        assert_eq!(
+            read_optional(&dir.path().join("missing")).expect("read"),
+            None
+        );
     }
 }

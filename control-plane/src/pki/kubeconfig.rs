@@ -66,7 +66,10 @@ mod tests {
         let v: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
         assert_eq!(v["current-context"], "skiff");
         assert_eq!(v["clusters"][0]["name"], "skiff");
-        assert_eq!(v["clusters"][0]["cluster"]["server"], "https://127.0.0.1:6443");
+        assert_eq!(
+            v["clusters"][0]["cluster"]["server"],
+            "https://127.0.0.1:6443"
+        );
         let data = v["clusters"][0]["cluster"]["certificate-authority-data"]
             .as_str()
             .expect("ca data");

@@ -53,12 +53,11 @@ pub(crate) fn server_config(
             .build()
             .map_err(|e| PkiError::Tls(e.to_string()))?;
     let chain = vec![cert_der(&server.cert_pem, "server certificate")?];
-    let key = PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).map_err(|e| {
-        PkiError::Pem {
+    let key =
+        PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).map_err(|e| PkiError::Pem {
             what: "server key",
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| PkiError::Tls(e.to_string()))?

@@ -33,14 +33,16 @@ fn app() -> Router {
     Router::new()
         .route(
             "/",
-            get(|Extension(peer): Extension<PeerInfo>, req: Request| async move {
-                format!(
-                    "{:?} {} {}",
-                    req.version(),
-                    peer.client_cert_cn.as_deref().unwrap_or("-"),
-                    peer.client_cert_orgs.join(",")
-                )
-            }),
+            get(
+                |Extension(peer): Extension<PeerInfo>, req: Request| async move {
+                    format!(
+                        "{:?} {} {}",
+                        req.version(),
+                        peer.client_cert_cn.as_deref().unwrap_or("-"),
+                        peer.client_cert_orgs.join(",")
+                    )
+                },
+            ),
         )
         .route(
             "/slow",
@@ -102,10 +104,13 @@ async fn tls_connect(
     config.alpn_protocols = vec![alpn.to_vec()];
     let tcp = TcpStream::connect(server.addr).await.expect("connect");
     let name = ServerName::try_from("localhost").expect("name");
-    let tls = tokio::time::timeout(WAIT, TlsConnector::from(Arc::new(config)).connect(name, tcp))
-        .await
-        .expect("handshake in time")
-        .expect("handshake");
+    let tls = tokio::time::timeout(
+        WAIT,
+        TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
     tls
 }
@@ -225,16 +230,18 @@ async fn shutdown_bounded_by_drain_with_stuck_connections() {
     let _stalled = TcpStream::connect(server.addr).await.expect("connect");
     // An idle HTTP/2 connection whose client never answers GOAWAY by closing.
     let idle = tls_connect(&server, b"h2", None).await;
-    let (_sender, conn) =
-        hyper::client::conn::http2::handshake::<_, _, Empty<Bytes>>(
-            TokioExecutor::new(),
-            TokioIo::new(idle),
-        )
-            .await
-            .expect("h2 handshake");
+    let (_sender, conn) = hyper::client::conn::http2::handshake::<_, _, Empty<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(idle),
+    )
+    .await
+    .expect("h2 handshake");
     let driver = tokio::spawn(conn);
     // A request that outlives the drain period.
-    let slow = tokio::spawn(get_h1(tls_connect(&server, b"http/1.1", None).await, "/slow"));
+    let slow = tokio::spawn(get_h1(
+        tls_connect(&server, b"http/1.1", None).await,
+        "/slow",
+    ));
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = std::time::Instant::now();
     server.stop().await;
