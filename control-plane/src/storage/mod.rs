@@ -14,6 +14,7 @@
 
 pub mod embedded;
 pub mod etcd;
+pub mod etcd_server;
 #[cfg(test)]
 mod conformance;
 

@@ -1,1 +1,0 @@
-//! Embedded `redb` backend.
