@@ -7,7 +7,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::{EventKind, KeyValue, ListOptions, SharedStore, StoreError, WatchEvent, WatchStream};
+use super::{KeyValue, ListOptions, SharedStore, StoreError, WatchEvent, WatchStream};
+
+mod watch;
+use self::watch::{
+    compaction_makes_old_revisions_gone, delete_event_carries_the_previous_value,
+    watch_filters_by_prefix, watch_from_now_sees_only_later_events,
+    watch_replays_history_then_continues_live,
+};
 
 /// Every wait in the suite is bounded by this.
 const WAIT: Duration = Duration::from_secs(10);
@@ -36,7 +43,10 @@ async fn watch_outcome(store: &SharedStore, prefix: &str, after: i64) -> Result<
 }
 
 async fn create(store: &SharedStore, key: &str, value: &str) -> KeyValue {
-    store.create(key, value.as_bytes().to_vec()).await.expect("create succeeds")
+    store
+        .create(key, value.as_bytes().to_vec())
+        .await
+        .expect("create succeeds")
 }
 
 fn keys(items: &[KeyValue]) -> Vec<&str> {
@@ -47,19 +57,39 @@ pub(super) async fn revision_is_global_and_monotonic(store: SharedStore) {
     let start = store.current_revision().await.expect("revision");
     let a = create(&store, "a/1", "x").await;
     let b = create(&store, "b/1", "y").await;
-    let a2 = store.update("a/1", b"z".to_vec(), a.mod_revision).await.expect("update");
-    assert!(start < a.mod_revision && a.mod_revision < b.mod_revision && b.mod_revision < a2.mod_revision);
+    let a2 = store
+        .update("a/1", b"z".to_vec(), a.mod_revision)
+        .await
+        .expect("update");
+    assert!(
+        start < a.mod_revision
+            && a.mod_revision < b.mod_revision
+            && b.mod_revision < a2.mod_revision
+    );
     assert_eq!(a.create_revision, a.mod_revision);
     assert_eq!(a2.create_revision, a.create_revision);
-    assert_eq!(store.current_revision().await.expect("revision"), a2.mod_revision);
+    assert_eq!(
+        store.current_revision().await.expect("revision"),
+        a2.mod_revision
+    );
 }
 
 pub(super) async fn get_returns_the_latest_value(store: SharedStore) {
     assert_eq!(store.get("pods/default/web").await.expect("get"), None);
     let created = create(&store, "pods/default/web", "v1").await;
-    assert_eq!(store.get("pods/default/web").await.expect("get"), Some(created.clone()));
-    let updated = store.update("pods/default/web", b"v2".to_vec(), created.mod_revision).await.expect("update");
-    let got = store.get("pods/default/web").await.expect("get").expect("present");
+    assert_eq!(
+        store.get("pods/default/web").await.expect("get"),
+        Some(created.clone())
+    );
+    let updated = store
+        .update("pods/default/web", b"v2".to_vec(), created.mod_revision)
+        .await
+        .expect("update");
+    let got = store
+        .get("pods/default/web")
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(got, updated);
     assert_eq!(got.value, b"v2");
 }
@@ -67,38 +97,72 @@ pub(super) async fn get_returns_the_latest_value(store: SharedStore) {
 pub(super) async fn create_twice_is_already_exists(store: SharedStore) {
     create(&store, "k", "1").await;
     let again = store.create("k", b"2".to_vec()).await;
-    assert!(matches!(again, Err(StoreError::AlreadyExists(ref k)) if k == "k"), "{again:?}");
-    assert_eq!(store.get("k").await.expect("get").expect("present").value, b"1");
+    assert!(
+        matches!(again, Err(StoreError::AlreadyExists(ref k)) if k == "k"),
+        "{again:?}"
+    );
+    assert_eq!(
+        store.get("k").await.expect("get").expect("present").value,
+        b"1"
+    );
 }
 
 pub(super) async fn update_checks_the_revision(store: SharedStore) {
     let v1 = create(&store, "k", "1").await;
-    let v2 = store.update("k", b"2".to_vec(), v1.mod_revision).await.expect("update");
+    let v2 = store
+        .update("k", b"2".to_vec(), v1.mod_revision)
+        .await
+        .expect("update");
     let stale = store.update("k", b"3".to_vec(), v1.mod_revision).await;
     match stale {
-        Err(StoreError::Conflict { key, expected, actual }) => {
-            assert_eq!((key.as_str(), expected, actual), ("k", v1.mod_revision, v2.mod_revision));
+        Err(StoreError::Conflict {
+            key,
+            expected,
+            actual,
+        }) => {
+            assert_eq!(
+                (key.as_str(), expected, actual),
+                ("k", v1.mod_revision, v2.mod_revision)
+            );
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
     let missing = store.update("nope", b"x".to_vec(), v1.mod_revision).await;
-    assert!(matches!(missing, Err(StoreError::NotFound(ref k)) if k == "nope"), "{missing:?}");
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(ref k)) if k == "nope"),
+        "{missing:?}"
+    );
     let missing_zero = store.update("nope", b"x".to_vec(), 0).await;
-    assert!(matches!(missing_zero, Err(StoreError::NotFound(_))), "{missing_zero:?}");
+    assert!(
+        matches!(missing_zero, Err(StoreError::NotFound(_))),
+        "{missing_zero:?}"
+    );
 }
 
 pub(super) async fn delete_checks_the_revision(store: SharedStore) {
     let v1 = create(&store, "k", "1").await;
     let wrong = store.delete("k", Some(v1.mod_revision + 100)).await;
-    assert!(matches!(wrong, Err(StoreError::Conflict { .. })), "{wrong:?}");
-    let deleted = store.delete("k", Some(v1.mod_revision)).await.expect("delete");
+    assert!(
+        matches!(wrong, Err(StoreError::Conflict { .. })),
+        "{wrong:?}"
+    );
+    let deleted = store
+        .delete("k", Some(v1.mod_revision))
+        .await
+        .expect("delete");
     assert_eq!(deleted.value, b"1");
     assert_eq!(deleted.create_revision, v1.create_revision);
     assert!(deleted.mod_revision > v1.mod_revision);
-    assert_eq!(store.current_revision().await.expect("revision"), deleted.mod_revision);
+    assert_eq!(
+        store.current_revision().await.expect("revision"),
+        deleted.mod_revision
+    );
     assert_eq!(store.get("k").await.expect("get"), None);
     let missing = store.delete("k", None).await;
-    assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
     create(&store, "u", "1").await;
     store.delete("u", None).await.expect("unconditional delete");
 }
@@ -107,13 +171,25 @@ pub(super) async fn list_is_scoped_to_the_prefix(store: SharedStore) {
     for key in ["pods/a/x", "pods/a/y", "pods/ab/x", "pods/b/z", "podsx"] {
         create(&store, key, key).await;
     }
-    let page = store.list("pods/a/", ListOptions::default()).await.expect("list");
+    let page = store
+        .list("pods/a/", ListOptions::default())
+        .await
+        .expect("list");
     assert_eq!(keys(&page.items), ["pods/a/x", "pods/a/y"]);
     assert_eq!(page.items[0].value, b"pods/a/x");
     assert_eq!(page.continue_after, None);
-    assert_eq!(page.revision, store.current_revision().await.expect("revision"));
-    let all = store.list("pods/", ListOptions::default()).await.expect("list");
-    assert_eq!(keys(&all.items), ["pods/a/x", "pods/a/y", "pods/ab/x", "pods/b/z"]);
+    assert_eq!(
+        page.revision,
+        store.current_revision().await.expect("revision")
+    );
+    let all = store
+        .list("pods/", ListOptions::default())
+        .await
+        .expect("list");
+    assert_eq!(
+        keys(&all.items),
+        ["pods/a/x", "pods/a/y", "pods/ab/x", "pods/b/z"]
+    );
     assert_eq!(store.count("pods/").await.expect("count"), 4);
     assert_eq!(store.count("pods/a/").await.expect("count"), 2);
     assert_eq!(store.count("none/").await.expect("count"), 0);
@@ -125,7 +201,16 @@ pub(super) async fn pagination_is_pinned_to_a_revision(store: SharedStore) {
         originals.push(create(&store, &format!("p/{i}"), &format!("v{i}")).await);
     }
     create(&store, "q/0", "outside").await;
-    let first = store.list("p/", ListOptions { limit: 2, ..Default::default() }).await.expect("page 1");
+    let first = store
+        .list(
+            "p/",
+            ListOptions {
+                limit: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("page 1");
     assert_eq!(keys(&first.items), ["p/1", "p/2"]);
     assert_eq!(first.continue_after.as_deref(), Some("p/2"));
     assert_eq!(first.remaining, Some(3));
@@ -133,12 +218,19 @@ pub(super) async fn pagination_is_pinned_to_a_revision(store: SharedStore) {
     // Writes between pages must not show up in later pages.
     create(&store, "p/25", "new").await;
     store.delete("p/4", None).await.expect("delete");
-    store.update("p/3", b"changed".to_vec(), originals[2].mod_revision).await.expect("update");
+    store
+        .update("p/3", b"changed".to_vec(), originals[2].mod_revision)
+        .await
+        .expect("update");
 
     let mut items = first.items.clone();
     let mut next = first.continue_after.clone();
     while let Some(after) = next {
-        let opts = ListOptions { limit: 2, start_after: Some(after), revision: first.revision };
+        let opts = ListOptions {
+            limit: 2,
+            start_after: Some(after),
+            revision: first.revision,
+        };
         let page = store.list("p/", opts).await.expect("next page");
         assert_eq!(page.revision, first.revision);
         items.extend(page.items);
@@ -146,84 +238,25 @@ pub(super) async fn pagination_is_pinned_to_a_revision(store: SharedStore) {
     }
     assert_eq!(items, originals);
 
-    let latest = store.list("p/", ListOptions::default()).await.expect("latest");
+    let latest = store
+        .list("p/", ListOptions::default())
+        .await
+        .expect("latest");
     assert_eq!(keys(&latest.items), ["p/1", "p/2", "p/25", "p/3", "p/5"]);
     assert_eq!(latest.items[3].value, b"changed");
-    let future = store.list("p/", ListOptions { revision: latest.revision + 10, ..Default::default() }).await;
-    assert!(matches!(future, Err(StoreError::FutureRevision { .. })), "{future:?}");
-}
-
-pub(super) async fn watch_from_now_sees_only_later_events(store: SharedStore) {
-    create(&store, "w/old", "1").await;
-    let mut stream = store.watch("w/", 0).await.expect("watch");
-    let new = create(&store, "w/new", "2").await;
-    let event = next_event(&mut stream).await;
-    assert_eq!(event, WatchEvent { kind: EventKind::Create, kv: new, prev: None });
-    assert_quiet(&mut stream).await;
-}
-
-pub(super) async fn watch_replays_history_then_continues_live(store: SharedStore) {
-    let a = create(&store, "w/a", "1").await;
-    let b = create(&store, "w/b", "1").await;
-    let a2 = store.update("w/a", b"2".to_vec(), a.mod_revision).await.expect("update");
-    let b_gone = store.delete("w/b", None).await.expect("delete");
-    let mut stream = store.watch("w/", a.mod_revision).await.expect("watch");
-    let replayed = [next_event(&mut stream).await, next_event(&mut stream).await, next_event(&mut stream).await];
-    assert_eq!(replayed[0], WatchEvent { kind: EventKind::Create, kv: b.clone(), prev: None });
-    assert_eq!(replayed[1], WatchEvent { kind: EventKind::Update, kv: a2.clone(), prev: Some(a) });
-    assert_eq!(replayed[2], WatchEvent { kind: EventKind::Delete, kv: b_gone, prev: Some(b) });
-    let c = create(&store, "w/c", "1").await;
-    assert_eq!(next_event(&mut stream).await.kv, c);
-    let mut revisions = replayed.iter().map(|e| e.kv.mod_revision).collect::<Vec<_>>();
-    revisions.push(c.mod_revision);
-    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
-    assert_quiet(&mut stream).await;
-}
-
-pub(super) async fn watch_filters_by_prefix(store: SharedStore) {
-    let mut stream = store.watch("pods/a/", 0).await.expect("watch");
-    create(&store, "pods/ab/x", "no").await;
-    create(&store, "services/a/x", "no").await;
-    let mine = create(&store, "pods/a/x", "yes").await;
-    assert_eq!(next_event(&mut stream).await.kv, mine);
-    assert_quiet(&mut stream).await;
-}
-
-pub(super) async fn delete_event_carries_the_previous_value(store: SharedStore) {
-    let created = create(&store, "d/k", "last").await;
-    let mut stream = store.watch("d/", created.mod_revision).await.expect("watch");
-    let deleted = store.delete("d/k", Some(created.mod_revision)).await.expect("delete");
-    let event = next_event(&mut stream).await;
-    assert_eq!(event.kind, EventKind::Delete);
-    assert_eq!(event.kv, deleted);
-    assert_eq!(event.kv.value, b"last");
-    assert_eq!(event.prev, Some(created));
-}
-
-pub(super) async fn compaction_makes_old_revisions_gone(store: SharedStore) {
-    let mut last = create(&store, "c/k", "0").await;
-    for i in 1..6 {
-        last = store.update("c/k", i.to_string().into_bytes(), last.mod_revision).await.expect("update");
-    }
-    let point = last.mod_revision - 2;
-    store.compact(point).await.expect("compact");
-    assert_eq!(store.compacted_revision().await.expect("compacted"), point);
-    store.compact(point - 1).await.expect("compacting below the point is a no-op");
-
-    let old_watch = watch_outcome(&store, "c/", point - 2).await;
-    assert!(matches!(old_watch, Err(StoreError::Compacted { .. })), "{old_watch:?}");
-    let old_list = store.list("c/", ListOptions { revision: point - 1, ..Default::default() }).await;
-    assert!(matches!(old_list, Err(StoreError::Compacted { .. })), "{old_list:?}");
-
-    // The compaction point itself is still readable and watchable.
-    let at_point = store.list("c/", ListOptions { revision: point, ..Default::default() }).await.expect("list");
-    assert_eq!(at_point.items.len(), 1);
-    assert_eq!(at_point.items[0].mod_revision, point);
-    let mut stream = store.watch("c/", point - 1).await.expect("watch at the point");
-    assert_eq!(next_event(&mut stream).await.kv.mod_revision, point);
-
-    let future = store.compact(last.mod_revision + 100).await;
-    assert!(matches!(future, Err(StoreError::FutureRevision { .. })), "{future:?}");
+    let future = store
+        .list(
+            "p/",
+            ListOptions {
+                revision: latest.revision + 10,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(future, Err(StoreError::FutureRevision { .. })),
+        "{future:?}"
+    );
 }
 
 pub(super) async fn concurrent_creates_all_succeed(store: SharedStore) {
@@ -233,7 +266,10 @@ pub(super) async fn concurrent_creates_all_succeed(store: SharedStore) {
         tasks.spawn(async move {
             let mut revisions = Vec::new();
             for i in 0..50 {
-                let kv = store.create(&format!("load/{task}/{i}"), vec![7; 64]).await.expect("create");
+                let kv = store
+                    .create(&format!("load/{task}/{i}"), vec![7; 64])
+                    .await
+                    .expect("create");
                 revisions.push(kv.mod_revision);
             }
             revisions
@@ -302,12 +338,20 @@ mod fixtures {
     pub(super) async fn embedded() -> Fixture {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = EmbeddedStore::open(&dir.path().join("state.redb")).expect("the store opens");
-        Fixture { store: Arc::new(store), _guard: Box::new(dir) }
+        Fixture {
+            store: Arc::new(store),
+            _guard: Box::new(dir),
+        }
     }
 
     pub(super) async fn etcd() -> Fixture {
         let server = EtcdServer::start().await.expect("etcd starts");
-        let store = EtcdStore::connect(&[server.endpoint.clone()], "/registry/").await.expect("etcd connects");
-        Fixture { store: Arc::new(store), _guard: Box::new(server) }
+        let store = EtcdStore::connect(std::slice::from_ref(&server.endpoint), "/registry/")
+            .await
+            .expect("etcd connects");
+        Fixture {
+            store: Arc::new(store),
+            _guard: Box::new(server),
+        }
     }
 }

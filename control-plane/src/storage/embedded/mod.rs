@@ -4,12 +4,12 @@
 //! `Durability::Immediate`, i.e. fsync'd), the global revision (persisted in the `meta`
 //! table), the event history for watch replay, and compaction of that history.
 //!
-//! How: writes go through one writer thread doing group commit ([`writer`]); reads run in
+//! How: writes go through one writer thread doing group commit (`writer.rs`); reads run in
 //! their own read transactions on the blocking pool and never wait for the writer
-//! ([`read`]); watches replay the history table and then follow the writer's broadcast
-//! ([`watch`]). The file layout is in [`codec`].
+//! (`read.rs`); watches replay the history table and then follow the writer's broadcast
+//! (`watch.rs`). The file layout is in `codec.rs`.
 //!
-//! Lists at a past revision are reconstructed from history (see [`read`]), so pagination
+//! Lists at a past revision are reconstructed from history (see `read.rs`), so pagination
 //! pinned to the first page's revision sees exactly that revision's state.
 //!
 //! Reopening the same file requires every handle to the previous store — including watch
@@ -17,6 +17,8 @@
 
 mod codec;
 mod read;
+#[cfg(test)]
+mod tests;
 mod watch;
 mod writer;
 
@@ -61,10 +63,10 @@ impl Drop for Inner {
         // Closing the queue lets the writer finish what was queued and exit; joining it
         // releases its database handle, so the file can be reopened right after.
         self.writes = None;
-        if let Some(writer) = self.writer.take() {
-            if writer.join().is_err() {
-                tracing::error!("store writer thread panicked");
-            }
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!("store writer thread panicked");
         }
     }
 }
@@ -72,6 +74,14 @@ impl Drop for Inner {
 impl EmbeddedStore {
     /// Opens (or creates) the store file at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
+        Self::open_with_event_buffer(path, EVENT_BUFFER)
+    }
+
+    /// [`Self::open`] with a chosen broadcast depth (tests make watchers lag with a tiny one).
+    fn open_with_event_buffer(
+        path: &Path,
+        event_buffer: usize,
+    ) -> Result<EmbeddedStore, StoreError> {
         let db = Database::create(path)
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
         // Create the tables up front so read transactions can always open them.
@@ -83,17 +93,27 @@ impl EmbeddedStore {
 
         let db = Arc::new(db);
         let (writes, requests) = mpsc::channel(WRITE_QUEUE);
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (events, _) = broadcast::channel(event_buffer);
         let writer = writer::spawn(db.clone(), requests, events.clone())
             .map_err(|e| StoreError::Backend(format!("starting the store writer: {e}")))?;
-        Ok(EmbeddedStore { inner: Inner { db, writes: Some(writes), events, writer: Some(writer) } })
+        Ok(EmbeddedStore {
+            inner: Inner {
+                db,
+                writes: Some(writes),
+                events,
+                writer: Some(writer),
+            },
+        })
     }
 
     /// Queues `op` for the writer and waits until it is committed.
     async fn write(&self, op: WriteOp) -> Result<Option<KeyValue>, StoreError> {
         let writes = self.inner.writes.as_ref().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        writes.send(WriteRequest { op, reply }).await.map_err(|_| StoreError::Closed)?;
+        writes
+            .send(WriteRequest { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -139,15 +159,33 @@ impl Store for EmbeddedStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StoreError> {
-        self.write_kv(WriteOp::Create { key: key.to_owned(), value }).await
+        self.write_kv(WriteOp::Create {
+            key: key.to_owned(),
+            value,
+        })
+        .await
     }
 
-    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StoreError> {
-        self.write_kv(WriteOp::Update { key: key.to_owned(), value, expected }).await
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<KeyValue, StoreError> {
+        self.write_kv(WriteOp::Update {
+            key: key.to_owned(),
+            value,
+            expected,
+        })
+        .await
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue, StoreError> {
-        self.write_kv(WriteOp::Delete { key: key.to_owned(), expected }).await
+        self.write_kv(WriteOp::Delete {
+            key: key.to_owned(),
+            expected,
+        })
+        .await
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
@@ -156,9 +194,18 @@ impl Store for EmbeddedStore {
         let (current, compacted) = self.read(read::revisions).await?;
         let after = if after == 0 { current } else { after };
         if after + 1 < compacted {
-            return Err(StoreError::Compacted { requested: after + 1, compacted });
+            return Err(StoreError::Compacted {
+                requested: after + 1,
+                compacted,
+            });
         }
-        let watch = watch::Watch::new(self.inner.db.clone(), prefix.to_owned(), live, after, current);
+        let watch = watch::Watch::new(
+            self.inner.db.clone(),
+            prefix.to_owned(),
+            live,
+            after,
+            current,
+        );
         Ok(watch.into_stream())
     }
 

@@ -9,17 +9,19 @@
 //! finds it by binary search over "can I still read at revision r?" probes (a few cheap
 //! count-only ranges).
 
-use std::collections::VecDeque;
+mod watch;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
-    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, WatchOptions,
 };
 use futures::StreamExt;
 
-use super::{EventKind, KeyValue, ListOptions, ListPage, Revision, Store, StoreError, WatchEvent, WatchStream};
+use self::watch::WatchState;
+use super::{KeyValue, ListOptions, ListPage, Revision, Store, StoreError, WatchStream};
 
 /// The etcd-backed store.
 #[derive(Clone)]
@@ -30,7 +32,9 @@ pub struct EtcdStore {
 
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdStore").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("EtcdStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -38,15 +42,21 @@ impl std::fmt::Debug for EtcdStore {
 fn map_error(error: etcd_client::Error, requested: Revision) -> StoreError {
     let text = error.to_string();
     if text.contains("required revision has been compacted") {
-        StoreError::Compacted { requested, compacted: 0 }
+        StoreError::Compacted {
+            requested,
+            compacted: 0,
+        }
     } else if text.contains("required revision is a future revision") {
-        StoreError::FutureRevision { requested, current: 0 }
+        StoreError::FutureRevision {
+            requested,
+            current: 0,
+        }
     } else {
         StoreError::Backend(format!("etcd: {text}"))
     }
 }
 
-fn backend(error: etcd_client::Error) -> StoreError {
+pub(super) fn backend(error: etcd_client::Error) -> StoreError {
     StoreError::Backend(format!("etcd: {error}"))
 }
 
@@ -63,7 +73,9 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<Revision, StoreError> {
-    header.map(|h| h.revision()).ok_or_else(|| StoreError::Backend("etcd response without header".into()))
+    header
+        .map(|h| h.revision())
+        .ok_or_else(|| StoreError::Backend("etcd response without header".into()))
 }
 
 impl EtcdStore {
@@ -72,8 +84,13 @@ impl EtcdStore {
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        let client = Client::connect(endpoints, Some(options)).await.map_err(backend)?;
-        Ok(EtcdStore { client, prefix: prefix.to_owned() })
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(backend)?;
+        Ok(EtcdStore {
+            client,
+            prefix: prefix.to_owned(),
+        })
     }
 
     fn full(&self, key: &str) -> String {
@@ -81,11 +98,11 @@ impl EtcdStore {
     }
 
     /// Converts an etcd key-value, stripping the prefix.
-    fn convert(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
+    pub(super) fn convert(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
         let full = kv.key_str().map_err(backend)?;
-        let key = full
-            .strip_prefix(self.prefix.as_str())
-            .ok_or_else(|| StoreError::Backend(format!("etcd returned key {full} outside {}", self.prefix)))?;
+        let key = full.strip_prefix(self.prefix.as_str()).ok_or_else(|| {
+            StoreError::Backend(format!("etcd returned key {full} outside {}", self.prefix))
+        })?;
         Ok(KeyValue {
             key: key.to_owned(),
             value: kv.value().to_vec(),
@@ -102,14 +119,26 @@ impl EtcdStore {
         });
         match found {
             None => StoreError::NotFound(key.to_owned()),
-            Some(actual) => StoreError::Conflict { key: key.to_owned(), expected, actual },
+            Some(actual) => StoreError::Conflict {
+                key: key.to_owned(),
+                expected,
+                actual,
+            },
         }
     }
 
     /// Whether revision `revision` can still be read (is not compacted).
     async fn readable(&self, revision: Revision) -> Result<bool, StoreError> {
-        let options = GetOptions::new().with_revision(revision).with_count_only().with_limit(1);
-        match self.client.clone().get(self.prefix.as_str(), Some(options)).await {
+        let options = GetOptions::new()
+            .with_revision(revision)
+            .with_count_only()
+            .with_limit(1);
+        match self
+            .client
+            .clone()
+            .get(self.prefix.as_str(), Some(options))
+            .await
+        {
             Ok(_) => Ok(true),
             Err(error) => match map_error(error, revision) {
                 StoreError::Compacted { .. } => Ok(false),
@@ -121,7 +150,10 @@ impl EtcdStore {
     /// A `Compacted` error for `requested`, with the real compaction point filled in.
     async fn compacted_error(&self, requested: Revision) -> StoreError {
         match self.compacted_revision().await {
-            Ok(compacted) => StoreError::Compacted { requested, compacted },
+            Ok(compacted) => StoreError::Compacted {
+                requested,
+                compacted,
+            },
             Err(error) => error,
         }
     }
@@ -131,12 +163,22 @@ impl EtcdStore {
 impl Store for EtcdStore {
     async fn current_revision(&self) -> Result<Revision, StoreError> {
         let options = GetOptions::new().with_count_only();
-        let resp = self.client.clone().get(self.prefix.as_str(), Some(options)).await.map_err(backend)?;
+        let resp = self
+            .client
+            .clone()
+            .get(self.prefix.as_str(), Some(options))
+            .await
+            .map_err(backend)?;
         header_revision(resp.header())
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let resp = self.client.clone().get(self.full(key), None).await.map_err(backend)?;
+        let resp = self
+            .client
+            .clone()
+            .get(self.full(key), None)
+            .await
+            .map_err(backend)?;
         resp.kvs().first().map(|kv| self.convert(kv)).transpose()
     }
 
@@ -146,7 +188,9 @@ impl Store for EtcdStore {
             Some(after) if after.as_str() >= prefix => format!("{}\0", self.full(after)),
             _ => full_prefix.clone(),
         };
-        let mut options = GetOptions::new().with_range(prefix_end(full_prefix.as_bytes())).with_limit(opts.limit);
+        let mut options = GetOptions::new()
+            .with_range(prefix_end(full_prefix.as_bytes()))
+            .with_limit(opts.limit);
         if opts.revision != 0 {
             options = options.with_revision(opts.revision);
         }
@@ -154,7 +198,9 @@ impl Store for EtcdStore {
             Ok(resp) => resp,
             Err(error) => {
                 return Err(match map_error(error, opts.revision) {
-                    StoreError::Compacted { requested, .. } => self.compacted_error(requested).await,
+                    StoreError::Compacted { requested, .. } => {
+                        self.compacted_error(requested).await
+                    }
                     StoreError::FutureRevision { requested, .. } => StoreError::FutureRevision {
                         requested,
                         current: self.current_revision().await?,
@@ -163,17 +209,41 @@ impl Store for EtcdStore {
                 });
             }
         };
-        let items = resp.kvs().iter().map(|kv| self.convert(kv)).collect::<Result<Vec<_>, _>>()?;
-        let revision = if opts.revision != 0 { opts.revision } else { header_revision(resp.header())? };
+        let items = resp
+            .kvs()
+            .iter()
+            .map(|kv| self.convert(kv))
+            .collect::<Result<Vec<_>, _>>()?;
+        let revision = if opts.revision != 0 {
+            opts.revision
+        } else {
+            header_revision(resp.header())?
+        };
         let remaining = resp.count() - items.len() as i64;
-        let continue_after = if resp.more() { items.last().map(|kv| kv.key.clone()) } else { None };
-        Ok(ListPage { items, revision, continue_after, remaining: Some(remaining) })
+        let continue_after = if resp.more() {
+            items.last().map(|kv| kv.key.clone())
+        } else {
+            None
+        };
+        Ok(ListPage {
+            items,
+            revision,
+            continue_after,
+            remaining: Some(remaining),
+        })
     }
 
     async fn count(&self, prefix: &str) -> Result<i64, StoreError> {
         let full_prefix = self.full(prefix);
-        let options = GetOptions::new().with_range(prefix_end(full_prefix.as_bytes())).with_count_only();
-        let resp = self.client.clone().get(full_prefix, Some(options)).await.map_err(backend)?;
+        let options = GetOptions::new()
+            .with_range(prefix_end(full_prefix.as_bytes()))
+            .with_count_only();
+        let resp = self
+            .client
+            .clone()
+            .get(full_prefix, Some(options))
+            .await
+            .map_err(backend)?;
         Ok(resp.count())
     }
 
@@ -187,17 +257,31 @@ impl Store for EtcdStore {
             return Err(StoreError::AlreadyExists(key.to_owned()));
         }
         let revision = header_revision(resp.header())?;
-        Ok(KeyValue { key: key.to_owned(), value, create_revision: revision, mod_revision: revision })
+        Ok(KeyValue {
+            key: key.to_owned(),
+            value,
+            create_revision: revision,
+            mod_revision: revision,
+        })
     }
 
-    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StoreError> {
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<KeyValue, StoreError> {
         let full = self.full(key);
         let txn = Txn::new()
             .when([
                 Compare::create_revision(full.as_str(), CompareOp::Greater, 0),
                 Compare::mod_revision(full.as_str(), CompareOp::Equal, expected),
             ])
-            .and_then([TxnOp::put(full.as_str(), value.clone(), Some(PutOptions::new().with_prev_key()))])
+            .and_then([TxnOp::put(
+                full.as_str(),
+                value.clone(),
+                Some(PutOptions::new().with_prev_key()),
+            )])
             .or_else([TxnOp::get(full.as_str(), None)]);
         let resp = self.client.clone().txn(txn).await.map_err(backend)?;
         if !resp.succeeded() {
@@ -212,18 +296,34 @@ impl Store for EtcdStore {
                 _ => None,
             })
             .ok_or_else(|| StoreError::Backend("etcd put returned no previous key".into()))?;
-        Ok(KeyValue { key: key.to_owned(), value, create_revision, mod_revision: revision })
+        Ok(KeyValue {
+            key: key.to_owned(),
+            value,
+            create_revision,
+            mod_revision: revision,
+        })
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue, StoreError> {
         let full = self.full(key);
-        let mut compares = vec![Compare::create_revision(full.as_str(), CompareOp::Greater, 0)];
+        let mut compares = vec![Compare::create_revision(
+            full.as_str(),
+            CompareOp::Greater,
+            0,
+        )];
         if let Some(expected) = expected {
-            compares.push(Compare::mod_revision(full.as_str(), CompareOp::Equal, expected));
+            compares.push(Compare::mod_revision(
+                full.as_str(),
+                CompareOp::Equal,
+                expected,
+            ));
         }
         let txn = Txn::new()
             .when(compares)
-            .and_then([TxnOp::delete(full.as_str(), Some(DeleteOptions::new().with_prev_key()))])
+            .and_then([TxnOp::delete(
+                full.as_str(),
+                Some(DeleteOptions::new().with_prev_key()),
+            )])
             .or_else([TxnOp::get(full.as_str(), None)]);
         let resp = self.client.clone().txn(txn).await.map_err(backend)?;
         if !resp.succeeded() {
@@ -238,12 +338,19 @@ impl Store for EtcdStore {
                 _ => None,
             })
             .ok_or_else(|| StoreError::Backend("etcd delete returned no previous key".into()))?;
-        Ok(KeyValue { mod_revision: revision, ..self.convert(&prev)? })
+        Ok(KeyValue {
+            mod_revision: revision,
+            ..self.convert(&prev)?
+        })
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
         // "From now" is pinned to the current revision so no write after this call is missed.
-        let after = if after == 0 { self.current_revision().await? } else { after };
+        let after = if after == 0 {
+            self.current_revision().await?
+        } else {
+            after
+        };
         // etcd reports a compacted start revision only asynchronously; probe it up front so
         // the caller gets the error from `watch` itself, like the embedded store.
         if !self.readable(after + 1).await.or_else(|e| match e {
@@ -257,8 +364,13 @@ impl Store for EtcdStore {
             .with_range(prefix_end(full_prefix.as_bytes()))
             .with_prev_key()
             .with_start_revision(after + 1);
-        let responses = self.client.clone().watch(full_prefix, Some(options)).await.map_err(backend)?;
-        let state = WatchState { store: self.clone(), responses, pending: VecDeque::new(), after, finished: false };
+        let responses = self
+            .client
+            .clone()
+            .watch(full_prefix, Some(options))
+            .await
+            .map_err(backend)?;
+        let state = WatchState::new(self.clone(), responses, after);
         Ok(futures::stream::unfold(state, |mut state| async move {
             state.next_event().await.map(|item| (item, state))
         })
@@ -295,72 +407,5 @@ impl Store for EtcdStore {
             }
         }
         Ok(high)
-    }
-}
-
-/// One etcd watch turned into [`WatchEvent`]s.
-struct WatchState {
-    store: EtcdStore,
-    responses: etcd_client::WatchStream,
-    pending: VecDeque<Result<WatchEvent, StoreError>>,
-    after: Revision,
-    finished: bool,
-}
-
-impl WatchState {
-    async fn next_event(&mut self) -> Option<Result<WatchEvent, StoreError>> {
-        loop {
-            if let Some(item) = self.pending.pop_front() {
-                return Some(item);
-            }
-            if self.finished {
-                return None;
-            }
-            let failure = match self.responses.message().await {
-                Ok(Some(resp)) if resp.compact_revision() != 0 => Some(StoreError::Compacted {
-                    requested: self.after + 1,
-                    compacted: resp.compact_revision(),
-                }),
-                Ok(Some(resp)) if resp.canceled() => {
-                    Some(StoreError::Backend(format!("etcd canceled the watch: {}", resp.cancel_reason())))
-                }
-                Ok(Some(resp)) => {
-                    for event in resp.events() {
-                        let converted = self.convert(event);
-                        if let Ok(event) = &converted {
-                            self.after = event.kv.mod_revision;
-                        }
-                        self.pending.push_back(converted);
-                    }
-                    None
-                }
-                Ok(None) => Some(StoreError::Backend("etcd closed the watch stream".into())),
-                Err(error) => Some(backend(error)),
-            };
-            if let Some(error) = failure {
-                self.finished = true;
-                self.pending.push_back(Err(error));
-            }
-        }
-    }
-
-    fn convert(&self, event: &etcd_client::Event) -> Result<WatchEvent, StoreError> {
-        let kv = event.kv().ok_or_else(|| StoreError::Backend("etcd event without key-value".into()))?;
-        let kv = self.store.convert(kv)?;
-        let prev = event.prev_kv().map(|prev| self.store.convert(prev)).transpose()?;
-        Ok(match event.event_type() {
-            EventType::Put if kv.create_revision == kv.mod_revision => {
-                WatchEvent { kind: EventKind::Create, kv, prev: None }
-            }
-            EventType::Put => WatchEvent { kind: EventKind::Update, kv, prev },
-            EventType::Delete => {
-                // etcd's delete event carries an empty value; ours carries the last one.
-                let kv = match &prev {
-                    Some(prev) => KeyValue { mod_revision: kv.mod_revision, ..prev.clone() },
-                    None => kv,
-                };
-                WatchEvent { kind: EventKind::Delete, kv, prev }
-            }
-        })
     }
 }
