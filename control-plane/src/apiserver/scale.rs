@@ -66,7 +66,7 @@ fn replicas_of(scale: &Value) -> Result<i64, ApiError> {
 /// Writes `spec.replicas` computed by `f` from the current Scale.
 async fn write_scale<F>(state: &SharedState, path: &ResourcePath, opts: WriteOptions, precondition: Option<i64>, f: F) -> Result<Response, ApiError>
 where
-    F: Fn(&Value) -> Result<i64, ApiError> + Send,
+    F: Fn(&Value) -> Result<i64, ApiError> + Send + Sync,
 {
     let w = state
         .registry

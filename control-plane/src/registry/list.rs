@@ -31,11 +31,7 @@ impl Filter {
         let fields = match fields.filter(|s| !s.trim().is_empty()) {
             Some(s) => {
                 let sel = FieldSelector::parse(s).map_err(|e| ApiError::BadRequest(format!("invalid field selector: {e}")))?;
-                // Reject unsupported field labels up front, on an empty object.
-                for field in sel.fields() {
-                    field_value(info.kind, &Value::Null, field)
-                        .map_err(|_| ApiError::BadRequest(format!("field label not supported: {field}")))?;
-                }
+                skiff_api::fields::check_supported(info.kind, &sel).map_err(|e| ApiError::BadRequest(e.to_string()))?;
                 Some(sel)
             }
             None => None,
