@@ -32,7 +32,11 @@ pub fn skiff_binary() -> Result<PathBuf> {
             .and_then(Path::file_name)
             .and_then(|n| n.to_str())
             .unwrap_or("debug");
-        let flag = if profile == "release" { " --release" } else { "" };
+        let flag = if profile == "release" {
+            " --release"
+        } else {
+            ""
+        };
         bail!(
             "skiff binary not found at {}: build it first with `cargo build{flag} -p skiff` \
              (or set {SKIFF_BIN_ENV})",

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::net::{free_port, log_tail, wait_until};
+use crate::net::{Fatal, free_port, log_tail, wait_until};
 
 /// Environment variable overriding the etcd binary.
 pub const ETCD_BIN_ENV: &str = "ETCD_BIN";
@@ -101,7 +101,7 @@ impl Etcd {
                 let request = http.get(&url).send();
                 async move {
                     if let Some(status) = exited.context("polling etcd")? {
-                        bail!("etcd exited early with {status}");
+                        return Err(Fatal(format!("etcd exited early with {status}")).into());
                     }
                     let body = request.await?.text().await?;
                     Ok(body.contains("\"true\"").then_some(()))

@@ -93,7 +93,9 @@ impl Skiff {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().context("starting kubectl (is it installed?)")?;
+        let mut child = command
+            .spawn()
+            .context("starting kubectl (is it installed?)")?;
         if let Some(input) = input {
             let mut stdin = child.stdin.take().context("kubectl stdin")?;
             stdin

@@ -17,7 +17,7 @@ pub mod skiff;
 pub use etcd::Etcd;
 pub use kubeconfig::KubeconfigInfo;
 pub use kubectl::{KubectlOutput, KubectlStream};
-pub use net::{wait_until, with_timeout};
+pub use net::{Fatal, wait_until, with_timeout};
 pub use skiff::{Skiff, StartOptions, StoreKind};
 
 /// Declares `mod $name { embedded, etcd }`: two `#[tokio::test]`s running the async function

@@ -19,10 +19,24 @@ pub fn free_port() -> Result<u16> {
     Ok(addr.port())
 }
 
+/// An error that makes [`wait_until`] give up at once instead of retrying (e.g. the process
+/// being waited for has exited).
+#[derive(Debug)]
+pub struct Fatal(pub String);
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Fatal {}
+
 /// Polls `check` every `every` until it returns `Ok(Some(value))`, failing after `timeout`.
 ///
 /// `Ok(None)` and `Err(_)` both mean "not yet"; the last error is reported on timeout so a
-/// failure says why the condition never held.
+/// failure says why the condition never held. An error that is a [`Fatal`] ends the wait at
+/// once.
 pub async fn wait_until<T, F, Fut>(
     what: &str,
     timeout: Duration,
@@ -39,6 +53,7 @@ where
         match check().await {
             Ok(Some(value)) => return Ok(value),
             Ok(None) => {}
+            Err(error) if error.downcast_ref::<Fatal>().is_some() => return Err(error),
             Err(error) => last_error = Some(error),
         }
         if tokio::time::Instant::now() >= deadline {
@@ -82,11 +97,16 @@ mod tests {
     #[tokio::test]
     async fn wait_until_returns_value_and_times_out() {
         let mut n = 0;
-        let got = wait_until("n reaches 3", Duration::from_secs(5), Duration::from_millis(1), || {
-            n += 1;
-            let v = n;
-            async move { Ok((v >= 3).then_some(v)) }
-        })
+        let got = wait_until(
+            "n reaches 3",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || {
+                n += 1;
+                let v = n;
+                async move { Ok((v >= 3).then_some(v)) }
+            },
+        )
         .await
         .expect("condition holds");
         assert_eq!(got, 3);
@@ -100,5 +120,17 @@ mod tests {
         .await
         .expect_err("must time out");
         assert!(format!("{err:#}").contains("still broken"), "{err:#}");
+
+        let started = std::time::Instant::now();
+        let err = wait_until::<(), _, _>(
+            "fatal",
+            Duration::from_secs(30),
+            Duration::from_millis(5),
+            || async { Err(Fatal("gone".into()).into()) },
+        )
+        .await
+        .expect_err("must fail");
+        assert_eq!(err.to_string(), "gone");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

@@ -15,7 +15,7 @@ use tempfile::TempDir;
 use crate::binary::skiff_binary;
 use crate::etcd::Etcd;
 use crate::kubeconfig::KubeconfigInfo;
-use crate::net::{free_port, log_tail, wait_until};
+use crate::net::{Fatal, free_port, log_tail, wait_until};
 
 /// How long `skiff up` may take to answer `/readyz`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -113,9 +113,7 @@ impl Skiff {
             .prefix("skiff-e2e-")
             .tempdir()
             .context("creating work dir")?;
-        let data_dir = options
-            .data_dir
-            .unwrap_or_else(|| work.path().join("data"));
+        let data_dir = options.data_dir.unwrap_or_else(|| work.path().join("data"));
         let home = work.path().join("home");
         std::fs::create_dir_all(&home).context("creating kubectl HOME")?;
         let etcd = match options.store {
@@ -274,7 +272,10 @@ impl Skiff {
         let log_err = log.try_clone().context("cloning log handle")?;
         let child = self
             .command()
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -303,17 +304,22 @@ impl Skiff {
             .context("building readiness client")?;
         let url = format!("{}/readyz", self.url);
         let child = self.child.as_mut().context("skiff not spawned")?;
-        wait_until("GET /readyz = 200", READY_TIMEOUT, Duration::from_millis(100), || {
-            let exited = child.try_wait();
-            let request = probe.get(&url).send();
-            async move {
-                if let Some(status) = exited.context("polling skiff")? {
-                    bail!("skiff exited early with {status}");
+        wait_until(
+            "GET /readyz = 200",
+            READY_TIMEOUT,
+            Duration::from_millis(100),
+            || {
+                let exited = child.try_wait();
+                let request = probe.get(&url).send();
+                async move {
+                    if let Some(status) = exited.context("polling skiff")? {
+                        return Err(Fatal(format!("skiff exited early with {status}")).into());
+                    }
+                    let response = request.await?;
+                    Ok(response.status().is_success().then_some(()))
                 }
-                let response = request.await?;
-                Ok(response.status().is_success().then_some(()))
-            }
-        })
+            },
+        )
         .await?;
         let kubeconfig = self.find_kubeconfig();
         self.info = wait_until(
