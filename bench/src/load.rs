@@ -118,7 +118,12 @@ mod tests {
         .expect("load runs");
         assert_eq!(result.ops, 100);
         assert_eq!(result.errors, 10);
-        assert!(result.first_error.as_ref().is_some_and(|e| e.contains("failed")));
+        assert!(
+            result
+                .first_error
+                .as_ref()
+                .is_some_and(|e| e.contains("failed"))
+        );
         assert_eq!(result.latency.len(), 90);
         assert!(result.per_second() > 0.0);
     }
