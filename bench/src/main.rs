@@ -1,1 +1,140 @@
-fn main() {}
+//! `skiff-bench`: benchmarks that write BENCHMARKS.md at the workspace root.
+//!
+//! One module per benchmark (`api`, …), each rewriting only its own section of the file
+//! (see [`report`]). Run with `--release` against a release `skiff`:
+//! `cargo build --release -p skiff && cargo run --release -p skiff-bench -- api`.
+
+mod api;
+mod load;
+mod procfs;
+mod report;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use skiff_tests::{Etcd, StoreKind};
+
+/// Benchmarks for Skiff; results go to BENCHMARKS.md.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Markdown file to update.
+    #[arg(long, global = true, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../BENCHMARKS.md"))]
+    output: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// API pod-create throughput/latency on both stores, raw etcd puts, and a large list.
+    Api {
+        /// Pods created per store and concurrency.
+        #[arg(long, default_value_t = 5000)]
+        pods: usize,
+        /// Concurrent clients, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,32")]
+        clients: Vec<usize>,
+        /// Pods in the list benchmark (0 skips it).
+        #[arg(long, default_value_t = 10_000)]
+        list_pods: usize,
+        /// Timed lists per store.
+        #[arg(long, default_value_t = 10)]
+        list_runs: usize,
+        /// Stores to benchmark, comma separated (embedded, etcd).
+        #[arg(long, value_delimiter = ',', default_value = "embedded,etcd")]
+        stores: Vec<String>,
+        /// skiff binary (default: `skiff` beside this binary, i.e. target/release/skiff).
+        #[arg(long, env = "SKIFF_BIN")]
+        skiff_bin: Option<PathBuf>,
+        /// Print the section instead of writing it to the output file.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Only raw etcd puts against a throw-away etcd (a baseline; writes nothing).
+    RawEtcd {
+        /// Puts per concurrency.
+        #[arg(long, default_value_t = 5000)]
+        puts: usize,
+        /// Concurrent clients, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,32")]
+        clients: Vec<usize>,
+        /// Value size in bytes.
+        #[arg(long, default_value_t = 1000)]
+        value_bytes: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Api {
+            pods,
+            clients,
+            list_pods,
+            list_runs,
+            stores,
+            skiff_bin,
+            dry_run,
+        } => {
+            let stores = stores
+                .iter()
+                .map(|s| match s.as_str() {
+                    "embedded" => Ok(StoreKind::Embedded),
+                    "etcd" => Ok(StoreKind::Etcd),
+                    other => anyhow::bail!("unknown store {other:?} (embedded, etcd)"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let bench = api::ApiBench {
+                pods,
+                concurrency: clients,
+                list_pods,
+                list_runs,
+                stores,
+                skiff_bin,
+            };
+            let section = bench.run().await?;
+            if dry_run {
+                writeln!(std::io::stdout(), "{section}").context("writing stdout")?;
+            } else {
+                report::write_section(&cli.output, "api", &section)?;
+                eprintln!("updated {}", cli.output.display());
+            }
+        }
+        Command::RawEtcd {
+            puts,
+            clients,
+            value_bytes,
+        } => {
+            let etcd = Etcd::start().await?;
+            let mut out = std::io::stdout();
+            writeln!(
+                out,
+                "| clients | value bytes | puts/s | p50 ms | p99 ms | errors |"
+            )?;
+            writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
+            for c in clients {
+                let r = api::raw_etcd_puts(
+                    &etcd.endpoint,
+                    &format!("/raw/c{c}/"),
+                    puts,
+                    c,
+                    value_bytes,
+                )
+                .await?;
+                writeln!(
+                    out,
+                    "| {c} | {value_bytes} | {:.0} | {:.2} | {:.2} | {} |",
+                    r.per_second(),
+                    r.percentile_ms(50.0),
+                    r.percentile_ms(99.0),
+                    r.errors
+                )?;
+            }
+        }
+    }
+    Ok(())
+}

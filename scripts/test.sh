@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Build the debug `skiff` binary the end-to-end tests run, then run the whole suite.
+# With CI=true warnings are errors and clippy runs too. Extra arguments go to `cargo test`.
+#
+#   bash scripts/test.sh
+#   bash scripts/test.sh -p skiff-tests -- kubectl   # a subset
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+
+# The e2e tests start etcd and drive kubectl themselves; fail early and clearly without them.
+for tool in etcd kubectl; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "test.sh: $tool not found; run scripts/setup.sh first" >&2
+        exit 1
+    fi
+done
+
+if [ "${CI:-}" = true ]; then
+    export RUSTFLAGS="${RUSTFLAGS:-} -Dwarnings"
+fi
+
+echo "==> cargo build -p skiff" >&2
+cargo build -p skiff
+echo "==> cargo test --workspace $*" >&2
+cargo test --workspace "$@"
+
+if [ "${CI:-}" = true ]; then
+    echo "==> cargo clippy --workspace --all-targets -- -D warnings" >&2
+    cargo clippy --workspace --all-targets -- -D warnings
+fi
