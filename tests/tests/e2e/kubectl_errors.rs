@@ -40,13 +40,19 @@ async fn kubectl_errors(store: StoreKind) -> Result<()> {
     ensure!(absent.contains("NotFound"), "{absent}");
 
     let err = skiff
-        .kubectl(&["create", "configmap", "Bad_Name", "--from-literal=a=b"])
+        .kubectl_stdin(
+            &["apply", "-f", "-"],
+            Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\ndata:\n  a: b\n"),
+        )
         .await?
         .err()?;
     ensure!(err.contains("Invalid"), "{err}");
 
     skiff
-        .kubectl(&["create", "configmap", "here", "--from-literal=a=b"])
+        .kubectl_stdin(
+            &["apply", "-f", "-"],
+            Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: here\ndata:\n  a: b\n"),
+        )
         .await?
         .ok()?;
     let err = skiff

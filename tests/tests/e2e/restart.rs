@@ -8,29 +8,16 @@ use crate::get_json;
 async fn restart_keeps_objects(store: StoreKind) -> Result<()> {
     let mut skiff = Skiff::start(store).await?;
     skiff
-        .kubectl(&["create", "namespace", "durable"])
-        .await?
-        .ok()?;
-    skiff
-        .kubectl(&[
-            "create",
-            "configmap",
-            "kept",
-            "-n",
-            "durable",
-            "--from-literal=k=v",
-        ])
-        .await?
-        .ok()?;
-    skiff
-        .kubectl(&[
-            "create",
-            "deployment",
-            "web",
-            "-n",
-            "durable",
-            "--image=registry.example/web:1",
-        ])
+        .kubectl_stdin(
+            &["apply", "-f", "-"],
+            Some(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: durable\n---\n\
+                 apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept\n  namespace: durable\ndata:\n  k: v\n---\n\
+                 apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: durable\nspec:\n  \
+                 selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    \
+                 spec:\n      containers:\n      - name: web\n        image: registry.example/web:1\n",
+            ),
+        )
         .await?
         .ok()?;
     let before = get_json(&skiff, &["cm", "kept", "-n", "durable"]).await?;
