@@ -48,6 +48,12 @@ impl<T> std::fmt::Debug for Typed<T> {
     }
 }
 
+impl<T> Default for Typed<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<T> Typed<T> {
     pub const fn new() -> Self {
         Self(PhantomData)
