@@ -27,7 +27,7 @@ pub enum ApiError {
     AlreadyExists { resource: String, name: String },
     #[error("{0}")]
     Conflict(String),
-    #[error("{kind} \"{name}\" is invalid: {}", summarize(.causes))]
+    #[error("{}", skiff_api::validation::invalid_message(kind, name, causes))]
     Invalid { kind: String, name: String, causes: Vec<FieldCause> },
     #[error("{0}")]
     Gone(String),
@@ -43,11 +43,6 @@ pub enum ApiError {
     Internal(String),
     #[error("the server is shutting down")]
     Unavailable,
-}
-
-fn summarize(causes: &[FieldCause]) -> String {
-    let parts: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
-    if parts.len() == 1 { parts[0].clone() } else { format!("[{}]", parts.join(", ")) }
 }
 
 impl ApiError {
@@ -75,18 +70,22 @@ impl ApiError {
     pub fn to_status(&self) -> Value {
         let (code, reason) = self.code_reason();
         let mut details = serde_json::Map::new();
+        // `resource`/`kind` may be qualified (`deployments.apps`, `Deployment.apps`); details
+        // carry the group separately, as Kubernetes does.
+        let mut name_and_kind = |name: &str, qualified: &str| {
+            let (kind, group) = qualified.split_once('.').unwrap_or((qualified, ""));
+            details.insert("name".into(), json!(name));
+            details.insert("kind".into(), json!(kind));
+            if !group.is_empty() {
+                details.insert("group".into(), json!(group));
+            }
+        };
         match self {
             ApiError::NotFound { resource, name } | ApiError::AlreadyExists { resource, name } => {
-                let (kind, group) = resource.split_once('.').unwrap_or((resource.as_str(), ""));
-                details.insert("name".into(), json!(name));
-                details.insert("kind".into(), json!(kind));
-                if !group.is_empty() {
-                    details.insert("group".into(), json!(group));
-                }
+                name_and_kind(name, resource);
             }
             ApiError::Invalid { kind, name, causes } => {
-                details.insert("name".into(), json!(name));
-                details.insert("kind".into(), json!(kind));
+                name_and_kind(name, kind);
                 let causes: Vec<Value> = causes
                     .iter()
                     .map(|c| json!({"reason": c.reason.as_str(), "message": c.message, "field": c.field}))

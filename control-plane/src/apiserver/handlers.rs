@@ -114,7 +114,7 @@ async fn dispatch(
             let code = if d.gone { StatusCode::OK } else { StatusCode::ACCEPTED };
             Ok(object_response(code, &path, d.object, &headers, vec![]))
         }
-        (&Method::DELETE, false, None) => delete_collection(&state, &path, &query, body, &headers).await,
+        (&Method::DELETE, false, None) => delete_collection(&state, &path, &query, body).await,
         _ => Err(ApiError::MethodNotAllowed),
     }
 }
@@ -145,7 +145,7 @@ pub async fn patch_object(
         .update_with(info, ns, name(path), path.subresource.as_deref(), opts, None, |old| {
             let patched = patch::apply_patch(patch_type, kind, old, body).map_err(|e| {
                 if e.is_invalid() {
-                    ApiError::Invalid { kind: kind.into(), name: crate::registry::object::name(old).into(), causes: vec![skiff_api::validation::FieldCause { field: String::new(), reason: skiff_api::validation::CauseType::FieldValueInvalid, message: e.to_string() }] }
+                    ApiError::Invalid { kind: info.qualified_kind(), name: crate::registry::object::name(old).into(), causes: vec![skiff_api::validation::FieldCause { field: String::new(), reason: skiff_api::validation::CauseType::FieldValueInvalid, message: e.to_string() }] }
                 } else {
                     ApiError::BadRequest(e.to_string())
                 }
@@ -226,13 +226,7 @@ async fn list(state: &SharedState, path: &ResourcePath, q: &Query, headers: &Hea
     Ok(json_response(StatusCode::OK, &body, vec![]))
 }
 
-async fn delete_collection(
-    state: &SharedState,
-    path: &ResourcePath,
-    q: &Query,
-    body: Body,
-    headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+async fn delete_collection(state: &SharedState, path: &ResourcePath, q: &Query, body: Body) -> Result<Response, ApiError> {
     let opts = delete_opts(q, body).await?;
     let filter = Filter::parse(path.info, q.label_selector.as_deref(), q.field_selector.as_deref())?;
     let page = list::list(state.store(), &path.list_prefix(), &filter, 0, None).await?;
@@ -246,7 +240,6 @@ async fn delete_collection(
             Err(e) => return Err(e),
         }
     }
-    let _ = headers;
     let body = json!({
         "kind": path.info.list_kind(),
         "apiVersion": path.info.api_version(),

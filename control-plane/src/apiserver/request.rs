@@ -59,11 +59,7 @@ impl ResourcePath {
 
     /// `plural` or `plural.group`: how Kubernetes names the resource in error messages.
     pub fn resource_name(&self) -> String {
-        if self.info.group.is_empty() {
-            self.info.plural.to_string()
-        } else {
-            format!("{}.{}", self.info.plural, self.info.group)
-        }
+        self.info.resource_name()
     }
 
     /// The namespace for a namespaced resource, or `None` for cluster-scoped ones.

@@ -141,6 +141,16 @@ impl ResourceInfo {
         }
     }
 
+    /// `plural` or `plural.group`: how Kubernetes names the resource in messages.
+    pub fn resource_name(&self) -> String {
+        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
+    }
+
+    /// `Kind` or `Kind.group`: how Kubernetes names the kind in `Invalid` messages.
+    pub fn qualified_kind(&self) -> String {
+        if self.group.is_empty() { self.kind.to_string() } else { format!("{}.{}", self.kind, self.group) }
+    }
+
     /// `ListKind` of the resource (`PodList`).
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)

@@ -94,7 +94,7 @@ impl Registry {
         let generate_name = meta_str(&obj, "generateName").map(str::to_string);
         if object::name(&obj).is_empty() && generate_name.is_none() {
             return Err(ApiError::Invalid {
-                kind: info.kind.into(),
+                kind: info.qualified_kind(),
                 name: String::new(),
                 causes: vec![validation::FieldCause::required("metadata.name", "name or generateName is required")],
             });
@@ -424,22 +424,18 @@ fn parse_rv(rv: &str) -> Result<Revision, ApiError> {
     rv.parse::<Revision>().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))
 }
 
-fn resource_name(info: &ResourceInfo) -> String {
-    if info.group.is_empty() { info.plural.to_string() } else { format!("{}.{}", info.plural, info.group) }
-}
-
 pub fn not_found(info: &ResourceInfo, name: &str) -> ApiError {
-    ApiError::NotFound { resource: resource_name(info), name: name.into() }
+    ApiError::NotFound { resource: info.resource_name(), name: name.into() }
 }
 
 fn conflict(info: &ResourceInfo, name: &str) -> ApiError {
-    ApiError::from_store(StoreError::Conflict { key: String::new(), expected: 0, actual: 0 }, &resource_name(info), name)
+    ApiError::from_store(StoreError::Conflict { key: String::new(), expected: 0, actual: 0 }, &info.resource_name(), name)
 }
 
 pub fn store_err(e: StoreError, info: &ResourceInfo, name: &str) -> ApiError {
-    ApiError::from_store(e, &resource_name(info), name)
+    ApiError::from_store(e, &info.resource_name(), name)
 }
 
 fn invalid(info: &ResourceInfo, obj: &Value, causes: Vec<validation::FieldCause>) -> ApiError {
-    ApiError::Invalid { kind: info.kind.into(), name: object::name(obj).into(), causes }
+    ApiError::Invalid { kind: info.qualified_kind(), name: object::name(obj).into(), causes }
 }
