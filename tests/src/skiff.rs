@@ -61,6 +61,8 @@ pub struct StartOptions {
     pub binary: Option<PathBuf>,
     /// `--etcd-prefix` to pass, if any.
     pub etcd_prefix: Option<String>,
+    /// Further `skiff up` flags (e.g. `--compaction-interval 1`).
+    pub extra_args: Vec<String>,
 }
 
 impl StartOptions {
@@ -71,6 +73,7 @@ impl StartOptions {
             data_dir: None,
             binary: None,
             etcd_prefix: None,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -89,6 +92,7 @@ pub struct Skiff {
     listen: String,
     data_dir: PathBuf,
     etcd_prefix: Option<String>,
+    extra_args: Vec<String>,
     log: PathBuf,
     home: PathBuf,
     child: Option<Child>,
@@ -136,6 +140,7 @@ impl Skiff {
             listen,
             data_dir,
             etcd_prefix: options.etcd_prefix,
+            extra_args: options.extra_args,
             log: work.path().join("skiff.log"),
             home,
             child: None,
@@ -260,6 +265,7 @@ impl Skiff {
         if let Some(prefix) = &self.etcd_prefix {
             command.arg("--etcd-prefix").arg(prefix);
         }
+        command.args(&self.extra_args);
         command
     }
 
