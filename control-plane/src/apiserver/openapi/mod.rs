@@ -16,6 +16,8 @@ mod v3;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use schemas::definitions;
+
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
@@ -64,10 +66,10 @@ struct Documents {
 static DOCUMENTS: OnceLock<Documents> = OnceLock::new();
 
 fn build() -> Documents {
-    let defs = schemas::Definitions::generate();
-    let v2 = v2::document(&defs);
+    let defs = schemas::Definitions::shared();
+    let v2 = v2::document(defs);
     let v2_proto = v2_proto::document(&v2).encode_to_vec();
-    let v3: BTreeMap<String, Rendered> = v3::documents(&defs)
+    let v3: BTreeMap<String, Rendered> = v3::documents(defs)
         .into_iter()
         .map(|(key, doc)| (key, Rendered::new(doc.to_string().into_bytes(), "application/json")))
         .collect();

@@ -6,14 +6,21 @@
 //! definitions. It also adds what `k8s-openapi` does not carry but clients rely on: the
 //! `x-kubernetes-group-version-kind` extension on top-level kinds (kubectl keys its models by
 //! it), synthesised `<Kind>List` definitions, and the strategic-merge-patch extensions of the
-//! best-known list fields (so `kubectl apply` merges containers by name instead of replacing).
+//! tagged fields (so `kubectl apply` merges containers by name instead of replacing), taken
+//! from the table in [`crate::apiserver::patch::merge_keys`] that the PATCH code reads too.
+//!
+//! The definitions are generated once per process ([`Definitions::shared`]) and shared by the
+//! documents and by strategic merge, which walks them to find each field's type
+//! ([`definitions`]).
 
 use std::collections::BTreeSet;
+use std::sync::OnceLock;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
 
+use crate::apiserver::patch::merge_keys::PATCH_META;
 use crate::registry::catalog::{RESOURCES, ResourceInfo};
 
 /// The ref prefix of the generated schemas (schemars' draft 2020-12 default).
@@ -33,57 +40,25 @@ pub(super) const SCALE: &str = "io.k8s.api.autoscaling.v1.Scale";
 /// `x-kubernetes-group-version-kind` name.
 pub(super) const GVK_EXT: &str = "x-kubernetes-group-version-kind";
 
-/// Strategic-merge-patch metadata of list fields, as the Go types declare it in struct tags:
-/// `(definition, property, merge key, strategy)`.
-const PATCH_META: &[(&str, &str, Option<&str>, &str)] = &[
-    ("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "finalizers", None, "merge"),
-    ("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "ownerReferences", Some("uid"), "merge"),
-    ("io.k8s.api.core.v1.PodSpec", "containers", Some("name"), "merge"),
-    ("io.k8s.api.core.v1.PodSpec", "initContainers", Some("name"), "merge"),
-    ("io.k8s.api.core.v1.PodSpec", "ephemeralContainers", Some("name"), "merge"),
-    ("io.k8s.api.core.v1.PodSpec", "volumes", Some("name"), "merge,retainKeys"),
-    ("io.k8s.api.core.v1.PodSpec", "imagePullSecrets", Some("name"), "merge"),
-    ("io.k8s.api.core.v1.PodSpec", "hostAliases", Some("ip"), "merge"),
-    ("io.k8s.api.core.v1.PodSpec", "topologySpreadConstraints", Some("topologyKey"), "merge"),
-    ("io.k8s.api.core.v1.PodSpec", "schedulingGates", Some("name"), "merge"),
-    ("io.k8s.api.core.v1.PodSpec", "resourceClaims", Some("name"), "merge,retainKeys"),
-    ("io.k8s.api.core.v1.Container", "env", Some("name"), "merge"),
-    ("io.k8s.api.core.v1.Container", "ports", Some("containerPort"), "merge"),
-    ("io.k8s.api.core.v1.Container", "volumeMounts", Some("mountPath"), "merge"),
-    ("io.k8s.api.core.v1.Container", "volumeDevices", Some("devicePath"), "merge"),
-    ("io.k8s.api.core.v1.EphemeralContainer", "env", Some("name"), "merge"),
-    ("io.k8s.api.core.v1.EphemeralContainer", "ports", Some("containerPort"), "merge"),
-    ("io.k8s.api.core.v1.EphemeralContainer", "volumeMounts", Some("mountPath"), "merge"),
-    ("io.k8s.api.core.v1.EphemeralContainer", "volumeDevices", Some("devicePath"), "merge"),
-    ("io.k8s.api.core.v1.ServiceSpec", "ports", Some("port"), "merge"),
-    ("io.k8s.api.core.v1.ServiceStatus", "conditions", Some("type"), "merge"),
-    ("io.k8s.api.core.v1.ServiceAccount", "secrets", Some("name"), "merge"),
-    ("io.k8s.api.core.v1.PodStatus", "conditions", Some("type"), "merge"),
-    ("io.k8s.api.core.v1.PodStatus", "podIPs", Some("ip"), "merge"),
-    ("io.k8s.api.core.v1.PodStatus", "hostIPs", Some("ip"), "merge"),
-    ("io.k8s.api.core.v1.PodStatus", "resourceClaimStatuses", Some("name"), "merge,retainKeys"),
-    ("io.k8s.api.core.v1.NodeSpec", "podCIDRs", None, "merge"),
-    ("io.k8s.api.core.v1.NodeStatus", "conditions", Some("type"), "merge"),
-    ("io.k8s.api.core.v1.NodeStatus", "addresses", Some("type"), "merge"),
-    ("io.k8s.api.core.v1.NamespaceStatus", "conditions", Some("type"), "merge"),
-    ("io.k8s.api.core.v1.PersistentVolumeClaimStatus", "conditions", Some("type"), "merge"),
-    ("io.k8s.api.apps.v1.DeploymentSpec", "strategy", None, "retainKeys"),
-    ("io.k8s.api.apps.v1.DeploymentStatus", "conditions", Some("type"), "merge"),
-    ("io.k8s.api.apps.v1.ReplicaSetStatus", "conditions", Some("type"), "merge"),
-    ("io.k8s.api.apps.v1.DaemonSetStatus", "conditions", Some("type"), "merge"),
-    ("io.k8s.api.apps.v1.StatefulSetStatus", "conditions", Some("type"), "merge"),
-    ("io.k8s.api.batch.v1.JobStatus", "conditions", Some("type"), "merge"),
-    ("io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerStatus", "conditions", Some("type"), "merge"),
-    ("io.k8s.api.policy.v1.PodDisruptionBudgetStatus", "conditions", Some("type"), "merge"),
-];
-
 /// Every definition the documents need, keyed by OpenAPI name, refs in neutral form.
 #[derive(Debug)]
 pub(super) struct Definitions {
     pub map: Map<String, Value>,
 }
 
+static SHARED: OnceLock<Definitions> = OnceLock::new();
+
+/// The definitions map, generated on first use (it takes a moment) and kept for the process.
+pub(crate) fn definitions() -> &'static Map<String, Value> {
+    &Definitions::shared().map
+}
+
 impl Definitions {
+    /// The process-wide definitions, generated on first use.
+    pub fn shared() -> &'static Definitions {
+        SHARED.get_or_init(Self::generate)
+    }
+
     /// Generates the definitions of every served kind, their lists and the shared meta types.
     pub fn generate() -> Self {
         let mut generator = SchemaGenerator::new(SchemaSettings::draft2020_12());

@@ -9,9 +9,13 @@
 //! * [`strategic`] implements apimachinery's `strategicpatch` merge as kubectl 1.32 sends it
 //!   (`apply`, `label`, `annotate`, `scale`, `patch`, `set image`, `rollout restart`).
 //! * [`merge_keys`] holds the patch metadata (merge strategy and merge key per field) of the
-//!   built-in types that strategic merge needs.
+//!   built-in types, keyed by OpenAPI definition and property like the Go struct tags; the
+//!   OpenAPI documents publish the same table.
+//! * [`schema`] walks the served kinds' OpenAPI schemas so strategic merge knows which
+//!   definition, and so which tags, each field of the patched object belongs to.
 
-mod merge_keys;
+pub(crate) mod merge_keys;
+mod schema;
 mod strategic;
 
 use std::fmt;

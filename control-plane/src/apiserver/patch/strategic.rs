@@ -15,7 +15,7 @@
 use serde_json::{Map, Value};
 
 use super::PatchError;
-use super::merge_keys::{self, FieldMeta, Strategy, Ty};
+use super::schema::{self, FieldMeta, Strategy, Ty};
 
 type Object = Map<String, Value>;
 
@@ -30,7 +30,7 @@ pub(super) fn apply(kind: &str, original: &Value, patch: &Object) -> Result<Valu
         Value::Object(map) => map.clone(),
         _ => Object::new(),
     };
-    merge_map(original, patch, merge_keys::root_type(kind), "").map(Value::Object)
+    merge_map(original, patch, schema::root_type(kind), "").map(Value::Object)
 }
 
 /// Merges the object `patch` into `original`, of type `ty`, at `path` (for errors).
@@ -87,7 +87,7 @@ fn merge_entries(
             original.shift_remove(key);
             continue;
         }
-        let meta = merge_keys::field(ty, key);
+        let meta = schema::field(ty, key);
         let child = child_path(path, key);
         // `get_mut` + `insert` keeps the key where it was in the original.
         let current = original.get_mut(key).map(Value::take);
@@ -301,7 +301,7 @@ fn apply_element_order(
             "$setElementOrder must be a list".to_owned(),
         ));
     };
-    let meta = merge_keys::field(ty, field);
+    let meta = schema::field(ty, field);
     let key = match meta.strategy {
         Strategy::Merge { key } => key,
         Strategy::Default => None,
