@@ -24,23 +24,6 @@ pub use skiff::{Skiff, StartOptions, StoreKind};
 /// `$name(StoreKind) -> anyhow::Result<()>` (defined beside the macro call) against each store.
 #[macro_export]
 macro_rules! both_stores {
-    (ignore = $why:literal; $($name:ident),+ $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = $why]
-                async fn embedded() -> ::anyhow::Result<()> {
-                    super::$name($crate::StoreKind::Embedded).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = $why]
-                async fn etcd() -> ::anyhow::Result<()> {
-                    super::$name($crate::StoreKind::Etcd).await
-                }
-            }
-        )+
-    };
     ($($name:ident),+ $(,)?) => {
         $(
             mod $name {

@@ -3,7 +3,7 @@
 //!
 //! Layout: `request` understands URLs, queries and bodies; `handlers` dispatches verbs to the
 //! shared [`crate::registry::rest::Registry`]; `watch` streams changes; `discovery` and
-//! `openapi` describe what is served; `table` prints for kubectl; `patch` applies the three
+//! `openapi` describe what is served; `protobuf` decodes kubectl's protobuf bodies; `table` prints for kubectl; `patch` applies the three
 //! patch formats; `auth` checks credentials; `serve` runs the TLS listener; `error` is the
 //! single place errors become `Status` objects.
 
@@ -13,6 +13,7 @@ pub mod error;
 pub mod handlers;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod request;
 pub mod scale;
 pub mod serve;

@@ -1,5 +1,5 @@
 //! Understanding a request: which resource a URL path names, the Kubernetes query parameters,
-//! the body (JSON or YAML, size-limited) and what representation the client accepts.
+//! the body (JSON, YAML or protobuf, size-limited) and what representation the client accepts.
 //!
 //! Path grammar below `/api/v1` and `/apis/<group>/<version>`:
 //! `[namespaces/<ns>/]<plural>[/<name>[/<subresource>]]`, with the legacy `watch/` prefix.
@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use super::error::ApiError;
+use super::protobuf;
 use crate::registry::catalog::{self, ResourceInfo};
 
 /// Largest request body accepted, as the Go API server (3 MiB).
@@ -158,14 +159,17 @@ pub async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
     }
 }
 
-/// Decodes a JSON or YAML body into a JSON value (400 with the parser's message on failure).
+/// Decodes a JSON, YAML or Kubernetes protobuf body into a JSON value (400 with the parser's
+/// message on failure).
 pub fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let ct = content_type(headers);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest("the request body is empty".into()));
     }
     let is_yaml = ct.contains("yaml");
-    let value: Value = if is_yaml {
+    let value: Value = if ct == protobuf::MEDIA_TYPE {
+        protobuf::decode(body).map_err(|e| ApiError::BadRequest(format!("error decoding protobuf body: {e}")))?
+    } else if is_yaml {
         serde_yaml::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?
     } else if ct.is_empty() || ct.contains("json") {
         serde_json::from_slice(body)
@@ -249,5 +253,15 @@ mod tests {
         assert!(wants_table(&h));
         h.insert(axum::http::header::ACCEPT, "application/json".parse().expect("header"));
         assert!(!wants_table(&h));
+    }
+
+    #[test]
+    fn protobuf_bodies_decode_or_answer_bad_request() {
+        let mut h = HeaderMap::new();
+        h.insert(axum::http::header::CONTENT_TYPE, protobuf::MEDIA_TYPE.parse().expect("header"));
+        let cm = parse_body(&h, include_bytes!("protobuf/testdata/configmap.pb")).expect("configmap");
+        assert_eq!(cm["kind"], "ConfigMap");
+        assert!(matches!(parse_body(&h, b"k8s\0\x0a"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(parse_body(&h, b"{}"), Err(ApiError::BadRequest(_))));
     }
 }

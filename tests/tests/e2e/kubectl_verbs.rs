@@ -159,7 +159,6 @@ async fn modify_verbs(store: StoreKind) -> Result<()> {
     Ok(())
 }
 
-both_stores!(modify_verbs);
 // `kubectl create namespace|configmap|secret|deployment` send protobuf request bodies
-// (typed client-go clients); the API server decodes JSON and YAML only so far.
-both_stores!(ignore = "needs protobuf request bodies (kubectl's typed create verbs)"; create_verbs);
+// (typed client-go clients), which the API server decodes into JSON.
+both_stores!(create_verbs, modify_verbs);
