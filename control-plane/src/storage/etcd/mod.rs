@@ -79,6 +79,71 @@ fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<Revis
 }
 
 impl EtcdStore {
+    /// [`Self::range`], halving the chunk while the response is over the gRPC message limit
+    /// (large objects), down to one key.
+    async fn range_fitting(&self, prefix: &str, start_after: Option<String>, mut limit: i64, revision: Revision) -> Result<ListPage, StoreError> {
+        loop {
+            match self.range(prefix, start_after.clone(), limit, revision).await {
+                Err(StoreError::Backend(msg)) if limit > 1 && msg.contains("too large") => limit /= 2,
+                other => return other,
+            }
+        }
+    }
+
+    /// One etcd range: at most `limit` keys under `prefix` after `start_after`, at `revision`
+    /// (0 = latest).
+    async fn range(&self, prefix: &str, start_after: Option<String>, limit: i64, revision: Revision) -> Result<ListPage, StoreError> {
+        let opts = ListOptions { limit, start_after, revision };
+        let full_prefix = self.full(prefix);
+        let start = match &opts.start_after {
+            Some(after) if after.as_str() >= prefix => format!("{}\0", self.full(after)),
+            _ => full_prefix.clone(),
+        };
+        let mut options = GetOptions::new()
+            .with_range(prefix_end(full_prefix.as_bytes()))
+            .with_limit(opts.limit);
+        if opts.revision != 0 {
+            options = options.with_revision(opts.revision);
+        }
+        let resp = match self.client.clone().get(start, Some(options)).await {
+            Ok(resp) => resp,
+            Err(error) => {
+                return Err(match map_error(error, opts.revision) {
+                    StoreError::Compacted { requested, .. } => {
+                        self.compacted_error(requested).await
+                    }
+                    StoreError::FutureRevision { requested, .. } => StoreError::FutureRevision {
+                        requested,
+                        current: self.current_revision().await?,
+                    },
+                    other => other,
+                });
+            }
+        };
+        let items = resp
+            .kvs()
+            .iter()
+            .map(|kv| self.convert(kv))
+            .collect::<Result<Vec<_>, _>>()?;
+        let revision = if opts.revision != 0 {
+            opts.revision
+        } else {
+            header_revision(resp.header())?
+        };
+        let remaining = resp.count() - items.len() as i64;
+        let continue_after = if resp.more() {
+            items.last().map(|kv| kv.key.clone())
+        } else {
+            None
+        };
+        Ok(ListPage {
+            items,
+            revision,
+            continue_after,
+            remaining: Some(remaining),
+        })
+    }
+
     /// Connects to the etcd cluster at `endpoints`, storing every key under `prefix`.
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<EtcdStore, StoreError> {
         let options = ConnectOptions::new()
@@ -159,6 +224,14 @@ impl EtcdStore {
     }
 }
 
+/// Most keys one etcd range returns: keeps a response well under gRPC's message limit for
+/// typical objects (a few KiB each).
+const LIST_CHUNK: i64 = 500;
+
+fn chunk(limit: i64) -> i64 {
+    if limit == 0 { LIST_CHUNK } else { limit.min(LIST_CHUNK) }
+}
+
 #[async_trait]
 impl Store for EtcdStore {
     async fn current_revision(&self) -> Result<Revision, StoreError> {
@@ -183,54 +256,20 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListPage, StoreError> {
-        let full_prefix = self.full(prefix);
-        let start = match &opts.start_after {
-            Some(after) if after.as_str() >= prefix => format!("{}\0", self.full(after)),
-            _ => full_prefix.clone(),
-        };
-        let mut options = GetOptions::new()
-            .with_range(prefix_end(full_prefix.as_bytes()))
-            .with_limit(opts.limit);
-        if opts.revision != 0 {
-            options = options.with_revision(opts.revision);
-        }
-        let resp = match self.client.clone().get(start, Some(options)).await {
-            Ok(resp) => resp,
-            Err(error) => {
-                return Err(match map_error(error, opts.revision) {
-                    StoreError::Compacted { requested, .. } => {
-                        self.compacted_error(requested).await
-                    }
-                    StoreError::FutureRevision { requested, .. } => StoreError::FutureRevision {
-                        requested,
-                        current: self.current_revision().await?,
-                    },
-                    other => other,
-                });
+        // One gRPC response is capped (4 MiB by default), so a large or unlimited list is read
+        // as several ranges pinned to the revision of the first one.
+        let mut page = self.range_fitting(prefix, opts.start_after.clone(), chunk(opts.limit), opts.revision).await?;
+        while let Some(after) = page.continue_after.clone() {
+            let wanted = if opts.limit == 0 { LIST_CHUNK } else { opts.limit - page.items.len() as i64 };
+            if wanted <= 0 {
+                break;
             }
-        };
-        let items = resp
-            .kvs()
-            .iter()
-            .map(|kv| self.convert(kv))
-            .collect::<Result<Vec<_>, _>>()?;
-        let revision = if opts.revision != 0 {
-            opts.revision
-        } else {
-            header_revision(resp.header())?
-        };
-        let remaining = resp.count() - items.len() as i64;
-        let continue_after = if resp.more() {
-            items.last().map(|kv| kv.key.clone())
-        } else {
-            None
-        };
-        Ok(ListPage {
-            items,
-            revision,
-            continue_after,
-            remaining: Some(remaining),
-        })
+            let next = self.range_fitting(prefix, Some(after), chunk(wanted), page.revision).await?;
+            page.items.extend(next.items);
+            page.continue_after = next.continue_after;
+            page.remaining = next.remaining;
+        }
+        Ok(page)
     }
 
     async fn count(&self, prefix: &str) -> Result<i64, StoreError> {
