@@ -97,6 +97,7 @@ impl RunningServer {
                 warn!(error = %e, "API server listener failed");
             }
         });
+        tasks.spawn(state.registry.namespace_cache().run(store.clone(), shutdown.clone()));
         tasks.spawn(compactor(store, cfg.compaction_interval, shutdown.clone()));
         // Building the OpenAPI documents takes a while; do it now, off the async workers, so
         // the first `kubectl apply` does not pay for it.

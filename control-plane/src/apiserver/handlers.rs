@@ -204,26 +204,40 @@ async fn delete_opts(q: &Query, body: Body) -> Result<DeleteOptions, ApiError> {
 
 async fn list(state: &SharedState, path: &ResourcePath, q: &Query, headers: &HeaderMap) -> Result<Response, ApiError> {
     let filter = Filter::parse(path.info, q.label_selector.as_deref(), q.field_selector.as_deref())?;
-    let page = list::list(state.store(), &path.list_prefix(), &filter, q.limit.unwrap_or(0), q.continue_token.as_deref()).await?;
-    let rv = page.revision.to_string();
+    let limit = q.limit.unwrap_or(0);
+    let token = q.continue_token.as_deref();
     if wants_table(headers) {
+        let page = list::list(state.store(), &path.list_prefix(), &filter, limit, token).await?;
+        let rv = page.revision.to_string();
         let t = table::to_table(path.info.kind, &page.items, include_object(q), &rv, page.continue_token.as_deref());
         return Ok(json_response(StatusCode::OK, &t, vec![]));
     }
-    let mut meta = json!({"resourceVersion": rv});
+    // Items are serialised as they are read: a list of thousands of objects never exists as
+    // a vector of JSON values, only as its response bytes.
+    let mut items = Vec::with_capacity(64 * 1024);
+    let mut first = true;
+    let page = list::list_each(state.store(), &path.list_prefix(), &filter, limit, token, |obj| {
+        if !std::mem::take(&mut first) {
+            items.push(b',');
+        }
+        // Serialising a `Value` into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut items, &obj);
+    })
+    .await?;
+    let mut meta = json!({"resourceVersion": page.revision.to_string()});
     if let Some(c) = &page.continue_token {
         meta["continue"] = json!(c);
     }
     if let Some(r) = page.remaining.filter(|r| *r > 0) {
         meta["remainingItemCount"] = json!(r);
     }
-    let body = json!({
-        "kind": path.info.list_kind(),
-        "apiVersion": path.info.api_version(),
-        "metadata": meta,
-        "items": page.items,
-    });
-    Ok(json_response(StatusCode::OK, &body, vec![]))
+    let head = json!({"kind": path.info.list_kind(), "apiVersion": path.info.api_version(), "metadata": meta});
+    let mut body = serde_json::to_vec(&head).map_err(|e| ApiError::Internal(format!("encoding list: {e}")))?;
+    body.pop(); // the closing brace; items follow
+    body.extend_from_slice(b",\"items\":[");
+    body.extend_from_slice(&items);
+    body.extend_from_slice(b"]}");
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn delete_collection(state: &SharedState, path: &ResourcePath, q: &Query, body: Body) -> Result<Response, ApiError> {

@@ -93,6 +93,22 @@ pub async fn list(
     limit: i64,
     continue_token: Option<&str>,
 ) -> Result<ListResult, ApiError> {
+    let mut items = Vec::new();
+    let mut result = list_each(store, prefix, filter, limit, continue_token, |obj| items.push(obj)).await?;
+    result.items = items;
+    Ok(result)
+}
+
+/// Like [`list`], handing each matching object to `visit` instead of collecting them, so a
+/// large list can be serialised item by item (the returned `items` is empty).
+pub async fn list_each(
+    store: &SharedStore,
+    prefix: &str,
+    filter: &Filter,
+    limit: i64,
+    continue_token: Option<&str>,
+    mut visit: impl FnMut(Value),
+) -> Result<ListResult, ApiError> {
     let (mut revision, mut start_after) = match continue_token.filter(|t| !t.is_empty()) {
         Some(t) => {
             let tok = decode_continue(t)?;
@@ -103,10 +119,10 @@ pub async fn list(
         }
         None => (0, None),
     };
-    let mut items = Vec::new();
+    let mut count: i64 = 0;
     let limit = limit.max(0);
     loop {
-        let want = if limit == 0 { 0 } else { limit - items.len() as i64 };
+        let want = if limit == 0 { 0 } else { limit - count };
         let page = store
             .list(prefix, ListOptions { limit: want, start_after: start_after.clone(), revision })
             .await
@@ -120,16 +136,22 @@ pub async fn list(
         for kv in &page.items {
             let obj = object::decode(kv)?;
             if filter.matches(&obj) {
-                items.push(obj);
+                count += 1;
+                visit(obj);
             }
         }
         match page.continue_after {
-            Some(after) if limit > 0 && (items.len() as i64) >= limit => {
+            Some(after) if limit > 0 && count >= limit => {
                 let remaining = if filter.is_empty() { page.remaining } else { None };
-                return Ok(ListResult { items, revision, continue_token: Some(encode_continue(revision, &after)), remaining });
+                return Ok(ListResult {
+                    items: Vec::new(),
+                    revision,
+                    continue_token: Some(encode_continue(revision, &after)),
+                    remaining,
+                });
             }
             Some(after) => start_after = Some(after),
-            None => return Ok(ListResult { items, revision, continue_token: None, remaining: None }),
+            None => return Ok(ListResult { items: Vec::new(), revision, continue_token: None, remaining: None }),
         }
     }
 }

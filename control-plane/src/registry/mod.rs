@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod list;
+pub mod namespaces;
 pub mod object;
 pub mod rest;
 pub mod strategy;

@@ -11,6 +11,7 @@ use tracing::instrument;
 
 use super::catalog::ResourceInfo;
 use super::object::{self, meta_mut, meta_str};
+use super::namespaces::NamespaceCache;
 use super::strategy;
 use crate::apiserver::error::ApiError;
 use crate::apiserver::request::FieldValidation;
@@ -58,6 +59,7 @@ pub struct Deleted {
 #[derive(Debug, Clone)]
 pub struct Registry {
     store: SharedStore,
+    namespaces: NamespaceCache,
 }
 
 /// How often a write retries after losing a compare-and-swap race it did not ask for.
@@ -65,7 +67,12 @@ const MAX_RETRIES: usize = 16;
 
 impl Registry {
     pub fn new(store: SharedStore) -> Self {
-        Self { store }
+        Self { store, namespaces: NamespaceCache::default() }
+    }
+
+    /// The namespace cache admission reads; [`NamespaceCache::run`] keeps it current.
+    pub fn namespace_cache(&self) -> NamespaceCache {
+        self.namespaces.clone()
     }
 
     pub fn store(&self) -> &SharedStore {
@@ -343,9 +350,14 @@ impl Registry {
     /// Namespace lifecycle admission: a namespaced object needs its namespace to exist and
     /// not be terminating.
     async fn admit_namespace(&self, ns: &str) -> Result<(), ApiError> {
-        let info = super::catalog::find("", "v1", "namespaces").ok_or(ApiError::NoRoute)?;
-        let nsobj = self.get(info, None, ns).await?;
-        if meta_str(&nsobj, "deletionTimestamp").is_some() {
+        let terminating = match self.namespaces.lookup(ns) {
+            Some(terminating) => terminating,
+            None => {
+                let info = super::catalog::find("", "v1", "namespaces").ok_or(ApiError::NoRoute)?;
+                meta_str(&self.get(info, None, ns).await?, "deletionTimestamp").is_some()
+            }
+        };
+        if terminating {
             return Err(ApiError::Forbidden(format!(
                 "unable to create new content in namespace {ns} because it is being terminated"
             )));
