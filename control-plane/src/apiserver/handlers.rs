@@ -49,7 +49,7 @@ fn parse_query(uri: &Uri) -> Result<Query, ApiError> {
 }
 
 #[allow(clippy::too_many_arguments)]
-#[instrument(skip_all, fields(%method, group, version, path = rest))]
+#[instrument(level = "debug", skip_all, fields(%method, group, version, path = rest))]
 async fn dispatch(
     state: SharedState,
     method: Method,

@@ -49,11 +49,35 @@ pub fn set_resource_version(obj: &mut Value, rev: Revision) {
 
 /// The store bytes of an object (resourceVersion stripped).
 pub fn encode(obj: &Value) -> Result<Vec<u8>, ApiError> {
-    let mut obj = obj.clone();
-    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
+    /// Serialises like the object but skips `metadata.resourceVersion`, without the deep
+    /// copy that removing it from a clone would cost on every write.
+    struct WithoutRv<'a>(&'a Value);
+    struct MetaWithoutRv<'a>(&'a serde_json::Map<String, Value>);
+    impl serde::Serialize for WithoutRv<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let Some(map) = self.0.as_object() else { return self.0.serialize(s) };
+            let mut out = s.serialize_map(Some(map.len()))?;
+            for (k, v) in map {
+                match (k.as_str(), v.as_object()) {
+                    ("metadata", Some(meta)) => out.serialize_entry(k, &MetaWithoutRv(meta))?,
+                    _ => out.serialize_entry(k, v)?,
+                }
+            }
+            out.end()
+        }
     }
-    serde_json::to_vec(&obj).map_err(|e| ApiError::Internal(format!("encoding object: {e}")))
+    impl serde::Serialize for MetaWithoutRv<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut out = s.serialize_map(None)?;
+            for (k, v) in self.0.iter().filter(|(k, _)| k.as_str() != "resourceVersion") {
+                out.serialize_entry(k, v)?;
+            }
+            out.end()
+        }
+    }
+    serde_json::to_vec(&WithoutRv(obj)).map_err(|e| ApiError::Internal(format!("encoding object: {e}")))
 }
 
 /// Decodes store bytes and injects the resourceVersion.
@@ -65,6 +89,19 @@ pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
 }
 
 /// The current time as Kubernetes writes timestamps (RFC 3339, seconds, UTC).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_drops_only_the_resource_version() {
+        let obj = json!({"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "7", "uid": "u"}, "spec": {}});
+        let stored: Value = serde_json::from_slice(&encode(&obj).expect("encodes")).expect("json");
+        assert_eq!(stored, json!({"kind": "Pod", "metadata": {"name": "a", "uid": "u"}, "spec": {}}));
+        assert_eq!(obj["metadata"]["resourceVersion"], "7");
+    }
+}
+
 pub fn now() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }

@@ -89,7 +89,7 @@ impl Registry {
     }
 
     /// Creates an object from a client body.
-    #[instrument(skip(self, body, opts), fields(kind = info.kind, ns = ns))]
+    #[instrument(level = "debug", skip(self, body, opts), fields(kind = info.kind, ns = ns))]
     pub async fn create(
         &self,
         info: &ResourceInfo,
@@ -148,7 +148,7 @@ impl Registry {
     }
 
     /// Replaces an object (or one of its `status`/`finalize` subresources) with a client body.
-    #[instrument(skip(self, body, opts), fields(kind = info.kind, ns = ns, name = name))]
+    #[instrument(level = "debug", skip(self, body, opts), fields(kind = info.kind, ns = ns, name = name))]
     pub async fn update(
         &self,
         info: &ResourceInfo,
@@ -251,7 +251,7 @@ impl Registry {
     }
 
     /// Deletes an object, honouring preconditions, graceful pod deletion and finalizers.
-    #[instrument(skip(self, opts), fields(kind = info.kind, ns = ns, name = name))]
+    #[instrument(level = "debug", skip(self, opts), fields(kind = info.kind, ns = ns, name = name))]
     pub async fn delete(
         &self,
         info: &ResourceInfo,
