@@ -89,19 +89,6 @@ pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
 }
 
 /// The current time as Kubernetes writes timestamps (RFC 3339, seconds, UTC).
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encode_drops_only_the_resource_version() {
-        let obj = json!({"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "7", "uid": "u"}, "spec": {}});
-        let stored: Value = serde_json::from_slice(&encode(&obj).expect("encodes")).expect("json");
-        assert_eq!(stored, json!({"kind": "Pod", "metadata": {"name": "a", "uid": "u"}, "spec": {}}));
-        assert_eq!(obj["metadata"]["resourceVersion"], "7");
-    }
-}
-
 pub fn now() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
@@ -131,4 +118,17 @@ pub fn spec_part(obj: &Value) -> Value {
         m.remove("apiVersion");
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_drops_only_the_resource_version() {
+        let obj = json!({"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "7", "uid": "u"}, "spec": {}});
+        let stored: Value = serde_json::from_slice(&encode(&obj).expect("encodes")).expect("json");
+        assert_eq!(stored, json!({"kind": "Pod", "metadata": {"name": "a", "uid": "u"}, "spec": {}}));
+        assert_eq!(obj["metadata"]["resourceVersion"], "7");
+    }
 }
