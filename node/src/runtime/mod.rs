@@ -1,0 +1,155 @@
+//! The one runtime trait the agent drives every container through (ARCHITECTURE decision 2).
+//!
+//! What it owns: the contract between a pod worker and a runtime — pull an image, create and
+//! run a container from a [`ContainerSpec`], wait for it, stop it, read its stats — and the
+//! log sink a runtime writes a container's output to. What it does not: decide *when* to do any
+//! of this (the pod worker's state machine does), resolve env or volumes (the pod environment
+//! does), or know about the API server.
+//!
+//! Why the trait lives in the agent and not in `skiff-api`: the runtimes (`skiff-wasm-runtime`,
+//! `skiff-oci-shim`) stay plain libraries with no Kubernetes types, and the agent owns the
+//! adapters that map a pod onto them. Errors carry the Kubernetes waiting/terminated reason the
+//! pod status shows, so a runtime decides how its failures read to users.
+
+use std::fmt::Debug;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// The `imagePullPolicy` of a container, defaulted as Kubernetes does (`Always` for `:latest`
+/// or no tag, `IfNotPresent` otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+/// Credentials the agent found for a pull (from `imagePullSecrets`, or the cluster's own
+/// registry credentials for the built-in registry).
+#[derive(Debug, Clone, Default)]
+pub struct PullCredentials {
+    /// `(registry host[:port], username, password)` triples.
+    pub basic: Vec<(String, String, String)>,
+}
+
+/// A pulled image, ready to create containers from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// The reference as written in the pod spec.
+    pub reference: String,
+    /// `containerStatuses[].imageID`: the content digest the runtime resolved.
+    pub image_id: String,
+}
+
+/// Where a volume appears inside a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The prepared directory (or file) on the node.
+    pub host_path: PathBuf,
+    /// `volumeMounts[].mountPath`.
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+/// Identifies the pod a container belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// Everything a runtime needs to start one container: already resolved, no API lookups left.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub pod: PodRef,
+    pub container_name: String,
+    pub image: ImageRef,
+    /// `command` followed by `args` (empty: the artifact's default entry point).
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub mounts: Vec<Mount>,
+    pub pod_ip: IpAddr,
+    /// `ports[].containerPort` of TCP ports: where an HTTP component is served.
+    pub ports: Vec<u16>,
+    /// `resources.limits.memory` in bytes.
+    pub memory_limit: Option<u64>,
+    /// `resources.limits.cpu` in millicores.
+    pub cpu_limit_millis: Option<u64>,
+    /// Where the container's stdout/stderr go.
+    pub logs: Arc<dyn LogSink>,
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// Receives a container's output. Implementations must not block for long: runtimes call it
+/// from the guest's own thread.
+pub trait LogSink: Send + Sync + Debug + 'static {
+    fn write(&self, stream: LogStream, bytes: &[u8]);
+}
+
+/// How a container ended: the fields of `containerStatuses[].state.terminated`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitInfo {
+    pub exit_code: i32,
+    /// `Completed`, `Error`, `OOMKilled`, ...
+    pub reason: String,
+    pub message: Option<String>,
+}
+
+/// Resource usage of one container, for probes of health and later for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerStats {
+    pub cpu_time: Duration,
+    pub memory_bytes: u64,
+}
+
+/// A runtime failure, already phrased for pod status: `reason` becomes the waiting reason
+/// (`ErrImagePull`, `InvalidImageName`, `CreateContainerError`, `RunContainerError`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct RuntimeError {
+    pub reason: String,
+    pub message: String,
+}
+
+impl RuntimeError {
+    pub fn new(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        RuntimeError { reason: reason.into(), message: message.into() }
+    }
+}
+
+/// One kind of runtime (WASM in-process, OCI through runc).
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync + Debug + 'static {
+    /// The value this runtime adds to the node's `skiff.dev/runtimes` label (`wasm`, `oci`).
+    fn name(&self) -> &'static str;
+
+    /// Makes `image` available locally according to `policy` (and verifies it).
+    async fn pull(&self, image: &str, policy: PullPolicy, creds: &PullCredentials) -> Result<ImageRef, RuntimeError>;
+
+    /// Creates and starts a container; returns once it runs (an HTTP component: once it listens).
+    async fn start(&self, spec: ContainerSpec) -> Result<Box<dyn RunningContainer>, RuntimeError>;
+}
+
+/// A started container.
+#[async_trait]
+pub trait RunningContainer: Send + Sync + Debug {
+    /// Resolves when the container has ended (by itself, or after [`RunningContainer::stop`]).
+    /// May be called again after it resolved and returns the same answer.
+    async fn wait(&self) -> ExitInfo;
+
+    /// Asks the container to stop, and forces it after `grace`. Returns once it has ended.
+    async fn stop(&self, grace: Duration);
+
+    fn stats(&self) -> ContainerStats;
+}
