@@ -9,6 +9,7 @@
 
 pub mod binary;
 pub mod etcd;
+pub mod guests;
 pub mod kubeconfig;
 pub mod kubectl;
 pub mod net;
