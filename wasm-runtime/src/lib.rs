@@ -1,5 +1,37 @@
-//! wasmtime setup for Skiff: the engine (pooling allocator, epoch interruption, compiled
-//! artifact cache), the `wasi:cli` and `wasi:http` hosts, resource limits and the mapping of a
-//! pod's volumes and env onto guest capabilities.
+//! wasmtime for Skiff: the engine (component model, pooling allocator, epoch interruption,
+//! an on-disk cache of compiled artifacts), shape detection, the `wasi:http` server and the
+//! `wasi:cli` process runner, memory limits, CPU accounting, and the mapping of a pod's
+//! volumes, env and output onto guest capabilities.
 //!
-//! Not implemented yet: this crate holds only its overview until the WASM-pods issue fills it.
+//! What it does not own: pulling artifacts (the node agent hands over bytes and a digest),
+//! pod lifecycle, restarts, probes, log files (an [`OutputSink`] receives the bytes), or pod
+//! IPs (the caller says where to listen).
+//!
+//! ```text
+//! WasmRuntime::new(cfg) ─ load(digest, bytes) → Artifact { shape: Http | Command }
+//!   Http:    serve_http(&artifact, guest, opts).await → HttpServer (a fresh instance per request)
+//!   Command: run_command(&artifact, guest) → CommandRun (own thread) → wait().await → Exit
+//! ```
+
+mod artifact;
+mod cache;
+mod command;
+mod config;
+mod error;
+mod guest;
+mod http;
+mod limits;
+mod output;
+mod runtime;
+mod stats;
+
+pub use artifact::{Artifact, Shape};
+pub use command::{CommandRun, Exit};
+pub use config::RuntimeConfig;
+pub use error::{LoadError, RunError, RuntimeError};
+pub use guest::{GUEST_ARGV0, GuestConfig, Preopen};
+pub use http::{HttpOptions, HttpServer};
+pub use limits::MemoryBudget;
+pub use output::{DiscardOutput, OutputSink, OutputStream};
+pub use runtime::{CacheStats, WasmRuntime};
+pub use stats::GuestStats;

@@ -2,7 +2,8 @@
 //!
 //! `exit N` · `print TEXT` (stdout) · `eprint TEXT` (stderr) · `alloc MB` (allocate and touch)
 //! · `cat PATH` · `write PATH` (writes `written`) · `env NAME` · `sleep MS` · `serve PORT`
-//! (answers every HTTP request with `cli-probe`, forever) · `trap` (panics → wasm trap).
+//! (answers every HTTP request with `cli-probe`, forever) · `spin` (burns CPU forever) ·
+//! `trap` (panics → wasm trap).
 //! Several commands may follow each other: `print a sleep 10 exit 3`.
 
 use std::io::{Read as _, Write as _};
@@ -41,6 +42,12 @@ fn main() {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
             }
             "serve" => serve(arg()),
+            "spin" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
             "trap" => panic!("cli-probe: trap requested"),
             other => fail(&format!("unknown command {other}")),
         }
