@@ -9,10 +9,8 @@ use std::path::{Path, PathBuf};
 
 /// The directory the guests are built into.
 pub fn guests_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"),
-        PathBuf::from,
-    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"), PathBuf::from);
     target.join("guests").join("wasm32-wasip2").join("release")
 }
 

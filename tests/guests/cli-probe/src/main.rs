@@ -56,8 +56,8 @@ fn main() {
 }
 
 fn serve(port: &str) -> ! {
-    let listener = std::net::TcpListener::bind(format!("0.0.0.0:{port}"))
-        .unwrap_or_else(|e| fail(&format!("serve: bind: {e}")));
+    let listener =
+        std::net::TcpListener::bind(format!("0.0.0.0:{port}")).unwrap_or_else(|e| fail(&format!("serve: bind: {e}")));
     println!("listening on {port}");
     let _ = std::io::stdout().flush();
     loop {
@@ -65,11 +65,7 @@ fn serve(port: &str) -> ! {
         let mut buf = [0u8; 4096];
         let _ = conn.read(&mut buf);
         let body = "cli-probe";
-        let _ = write!(
-            conn,
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
+        let _ = write!(conn, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
     }
 }
 
