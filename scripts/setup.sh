@@ -40,9 +40,10 @@ declare -A WANT=(
     [protoc]=protobuf-compiler
     [etcd]=etcd-server
     [etcdctl]=etcd-client
+    [docker-registry]=docker-registry
+    [curl]=curl
     [cc]=build-essential
     [pkg-config]=pkg-config
-    [curl]=curl
     [git]=git
 )
 missing=()

@@ -14,7 +14,7 @@ if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
 fi
 
 # The e2e tests start etcd and drive kubectl themselves; fail early and clearly without them.
-for tool in etcd kubectl; do
+for tool in etcd kubectl docker-registry; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "test.sh: $tool not found; run scripts/setup.sh first" >&2
         exit 1
@@ -25,6 +25,8 @@ if [ "${CI:-}" = true ]; then
     export RUSTFLAGS="${RUSTFLAGS:-} -Dwarnings"
 fi
 
+echo "==> building the WASM guests and examples" >&2
+bash scripts/build-guests.sh
 echo "==> cargo build -p skiff" >&2
 cargo build -p skiff
 echo "==> cargo test --workspace $*" >&2
