@@ -67,7 +67,8 @@ pub fn run(args: PushArgs) -> anyhow::Result<()> {
         }
     };
     let reference = format!("{host_port}/{}", args.name_tag);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     let pushed = rt.block_on(push_wasm(&reference, wasm, &creds)).with_context(|| format!("pushing {reference}"))?;
     eprintln!("pushed {} ({})", reference, pushed.digest);
     println!("{reference}");
@@ -111,29 +112,39 @@ fn kubeconfig_path(explicit: Option<&Path>, data_dir: Option<&Path>) -> anyhow::
     if let Some(home) = std::env::var_os("HOME") {
         candidates.push(PathBuf::from(home).join(".kube/config"));
     }
-    candidates.into_iter().find(|p| p.is_file()).context("no kubeconfig found: pass --kubeconfig, --data-dir, or set KUBECONFIG")
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .context("no kubeconfig found: pass --kubeconfig, --data-dir, or set KUBECONFIG")
 }
 
 /// Reads the current context's server, CA and token.
 fn read_kubeconfig(path: &Path) -> anyhow::Result<ClusterAccess> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).with_context(|| format!("parsing kubeconfig {}", path.display()))?;
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&text).with_context(|| format!("parsing kubeconfig {}", path.display()))?;
     let current = doc["current-context"].as_str().context("kubeconfig has no current-context")?;
     let named = |list: &str, name: &str| {
         doc[list].as_sequence().and_then(|items| items.iter().find(|i| i["name"].as_str() == Some(name)).cloned())
     };
     let context = named("contexts", current).with_context(|| format!("context {current:?} not in kubeconfig"))?;
     let cluster_name = context["context"]["cluster"].as_str().context("context names no cluster")?;
-    let cluster = named("clusters", cluster_name).with_context(|| format!("cluster {cluster_name:?} not in kubeconfig"))?;
+    let cluster =
+        named("clusters", cluster_name).with_context(|| format!("cluster {cluster_name:?} not in kubeconfig"))?;
     let server = cluster["cluster"]["server"].as_str().context("cluster has no server")?;
     let host_port = server
         .strip_prefix("https://")
         .with_context(|| format!("server {server:?} is not https:// (the built-in registry is served over TLS)"))?
         .trim_end_matches('/')
         .to_string();
-    let ca_pem = match (cluster["cluster"]["certificate-authority-data"].as_str(), cluster["cluster"]["certificate-authority"].as_str()) {
+    let ca_pem = match (
+        cluster["cluster"]["certificate-authority-data"].as_str(),
+        cluster["cluster"]["certificate-authority"].as_str(),
+    ) {
         (Some(data), _) => {
-            let pem = base64::engine::general_purpose::STANDARD.decode(data.trim()).context("certificate-authority-data is not base64")?;
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .context("certificate-authority-data is not base64")?;
             Some(String::from_utf8(pem).context("certificate-authority-data is not PEM")?)
         }
         (None, Some(file)) => Some(std::fs::read_to_string(file).with_context(|| format!("reading CA {file}"))?),

@@ -38,10 +38,7 @@ impl DockerRegistry {
         let bin = std::env::var_os(DOCKER_REGISTRY_BIN_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/usr/bin/docker-registry"));
-        let dir = tempfile::Builder::new()
-            .prefix("skiff-registry-")
-            .tempdir()
-            .context("creating registry temp dir")?;
+        let dir = tempfile::Builder::new().prefix("skiff-registry-").tempdir().context("creating registry temp dir")?;
         let storage = dir.path().join("storage");
         let host_port = format!("127.0.0.1:{}", free_port()?);
         let config = dir.path().join("config.yml");
@@ -79,11 +76,7 @@ impl DockerRegistry {
     /// The file holding blob `sha256:<hex>` in the registry's storage.
     pub fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-        self.storage
-            .join("docker/registry/v2/blobs/sha256")
-            .join(&hex[..2.min(hex.len())])
-            .join(hex)
-            .join("data")
+        self.storage.join("docker/registry/v2/blobs/sha256").join(&hex[..2.min(hex.len())]).join(hex).join("data")
     }
 
     /// The tail of the registry's log, for failure messages.
@@ -92,10 +85,8 @@ impl DockerRegistry {
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .context("building HTTP client")?;
+        let http =
+            reqwest::Client::builder().timeout(Duration::from_secs(2)).build().context("building HTTP client")?;
         let url = format!("http://{}/v2/", self.host_port);
         let child = &mut self.child;
         wait_until("docker-registry GET /v2/", READY_TIMEOUT, Duration::from_millis(100), || {

@@ -38,10 +38,7 @@ pub fn select_from_index(index: &Value) -> Option<String> {
         "aarch64" => "arm64",
         other => other,
     };
-    entries
-        .iter()
-        .find(|e| e["platform"]["os"] == "linux" && e["platform"]["architecture"] == arch)
-        .and_then(digest)
+    entries.iter().find(|e| e["platform"]["os"] == "linux" && e["platform"]["architecture"] == arch).and_then(digest)
 }
 
 /// The layer holding the wasm binary, when the manifest is a WASM artifact: by the wasm
@@ -95,7 +92,8 @@ mod tests {
         assert_eq!(select_from_index(&index).as_deref(), Some("sha256:wasm"));
         let plain = json!({"manifests": [{"digest": "sha256:any"}]});
         assert_eq!(select_from_index(&plain).as_deref(), Some("sha256:any"));
-        let other = json!({"manifests": [{"digest": "sha256:s390", "platform": {"os": "linux", "architecture": "s390x"}}]});
+        let other =
+            json!({"manifests": [{"digest": "sha256:s390", "platform": {"os": "linux", "architecture": "s390x"}}]});
         assert_eq!(select_from_index(&other), None);
         assert!(!is_index(&json!({"schemaVersion": 2, "layers": []})));
     }

@@ -47,7 +47,9 @@ impl Remote {
             ..ClientConfig::default()
         };
         if let Some(pem) = &creds.extra_root_ca_pem {
-            config.extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data: pem.as_bytes().to_vec() });
+            config
+                .extra_root_certificates
+                .push(Certificate { encoding: CertificateEncoding::Pem, data: pem.as_bytes().to_vec() });
         }
         let client = Client::try_from(config).map_err(|e| ImageError::Registry {
             reference: reference.whole(),

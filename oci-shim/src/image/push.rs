@@ -58,7 +58,11 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 }
 
 /// Pushes `wasm` to `reference` (which must carry a tag).
-pub async fn push_wasm(reference: &str, wasm: Vec<u8>, creds: &RegistryCredentials) -> Result<PushedArtifact, ImageError> {
+pub async fn push_wasm(
+    reference: &str,
+    wasm: Vec<u8>,
+    creds: &RegistryCredentials,
+) -> Result<PushedArtifact, ImageError> {
     let os = wasm_os(&wasm)?;
     let parsed: Reference = reference.parse().map_err(|e: oci_client::ParseError| ImageError::InvalidReference {
         reference: reference.to_string(),

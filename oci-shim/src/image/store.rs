@@ -101,10 +101,14 @@ impl ImageStore {
     /// Makes `reference` available locally per `policy` and describes it. Concurrent calls for
     /// the same reference share one download (and the first caller's credentials).
     #[tracing::instrument(skip(self, creds), fields(dir = %self.inner.dir.display()))]
-    pub async fn pull(&self, reference: &str, policy: PullPolicy, creds: &RegistryCredentials) -> Result<PulledImage, ImageError> {
-        let parsed: Reference = reference.parse().map_err(|e: oci_client::ParseError| ImageError::InvalidReference {
-            reference: reference.to_string(),
-            message: e.to_string(),
+    pub async fn pull(
+        &self,
+        reference: &str,
+        policy: PullPolicy,
+        creds: &RegistryCredentials,
+    ) -> Result<PulledImage, ImageError> {
+        let parsed: Reference = reference.parse().map_err(|e: oci_client::ParseError| {
+            ImageError::InvalidReference { reference: reference.to_string(), message: e.to_string() }
         })?;
         let key = parsed.whole();
         if policy != PullPolicy::Always
@@ -163,7 +167,11 @@ impl Inner {
     }
 
     /// Pulls from the registry: manifest, config, and (for WASM) the module layer.
-    async fn fetch(self: Arc<Self>, reference: Reference, creds: &RegistryCredentials) -> Result<PulledImage, ImageError> {
+    async fn fetch(
+        self: Arc<Self>,
+        reference: Reference,
+        creds: &RegistryCredentials,
+    ) -> Result<PulledImage, ImageError> {
         let key = reference.whole();
         let remote = Remote::new(reference, creds)?;
         self.fetches.fetch_add(1, Ordering::Relaxed);
@@ -176,7 +184,10 @@ impl Inner {
                 self.write_stream(&key, &layer.digest, remote.blob(layer).await?).await?;
                 let module_digest = layer.digest.clone();
                 (
-                    ImageKind::Wasm { module_path: self.blob_path(&module_digest), module_digest: module_digest.clone() },
+                    ImageKind::Wasm {
+                        module_path: self.blob_path(&module_digest),
+                        module_digest: module_digest.clone(),
+                    },
                     IndexKind::Wasm { module_digest },
                 )
             }
@@ -203,8 +214,13 @@ impl Inner {
         digest: &str,
         stream: impl Stream<Item = Result<bytes::Bytes, std::io::Error>>,
     ) -> Result<(), ImageError> {
-        let Some(hex) = digest.strip_prefix("sha256:").filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())) else {
-            return Err(ImageError::Unsupported { reference: reference.to_string(), message: format!("unsupported digest {digest:?}") });
+        let Some(hex) =
+            digest.strip_prefix("sha256:").filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
+            return Err(ImageError::Unsupported {
+                reference: reference.to_string(),
+                message: format!("unsupported digest {digest:?}"),
+            });
         };
         let target = self.blob_path(digest);
         if target.is_file() {
@@ -254,7 +270,10 @@ impl Inner {
             });
         }
         if let Some(e) = stream_error {
-            return Err(ImageError::Registry { reference: reference.to_string(), message: format!("downloading sha256:{hex}: {e}") });
+            return Err(ImageError::Registry {
+                reference: reference.to_string(),
+                message: format!("downloading sha256:{hex}: {e}"),
+            });
         }
         file.sync_all().await.map_err(ImageError::io(staging))?;
         drop(file);
@@ -266,7 +285,8 @@ impl Inner {
         let json = {
             let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
             index.insert(key.to_string(), entry);
-            serde_json::to_vec_pretty(&*index).map_err(|e| ImageError::Io { path: self.dir.join("index.json"), message: e.to_string() })?
+            serde_json::to_vec_pretty(&*index)
+                .map_err(|e| ImageError::Io { path: self.dir.join("index.json"), message: e.to_string() })?
         };
         let staging = self.dir.join("tmp").join(format!("index-{}", uuid::Uuid::new_v4()));
         let path = self.dir.join("index.json");
@@ -321,11 +341,15 @@ mod tests {
             let store = ImageStore::open(dir.path()).expect("open");
             store.inner.write_bytes("r", &module_digest, module).await.expect("module");
             store.inner.write_bytes("r", &manifest_digest, b"{}").await.expect("manifest");
-            let entry = IndexEntry { digest: manifest_digest.clone(), kind: IndexKind::Wasm { module_digest: module_digest.clone() } };
+            let entry = IndexEntry {
+                digest: manifest_digest.clone(),
+                kind: IndexKind::Wasm { module_digest: module_digest.clone() },
+            };
             store.inner.record("example.com/a:v1", entry).await.expect("record");
         }
         let store = ImageStore::open(dir.path()).expect("reopen");
-        let image = store.pull("example.com/a:v1", PullPolicy::Never, &RegistryCredentials::default()).await.expect("cached");
+        let image =
+            store.pull("example.com/a:v1", PullPolicy::Never, &RegistryCredentials::default()).await.expect("cached");
         assert_eq!(image.digest, manifest_digest);
         match image.kind {
             ImageKind::Wasm { module_path, module_digest: d } => {

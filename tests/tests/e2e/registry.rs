@@ -10,7 +10,9 @@ use anyhow::{Context, Result, ensure};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use skiff_oci_shim::image::push::sha256_digest;
-use skiff_oci_shim::image::{Auth, ImageError, ImageKind, ImageStore, PullPolicy, PulledImage, RegistryCredentials, push_wasm};
+use skiff_oci_shim::image::{
+    Auth, ImageError, ImageKind, ImageStore, PullPolicy, PulledImage, RegistryCredentials, push_wasm,
+};
 use skiff_tests::binary::skiff_binary;
 use skiff_tests::{DockerRegistry, Skiff, StoreKind, with_timeout};
 
@@ -62,7 +64,9 @@ async fn docker_registry_pull_policies() -> Result<()> {
     let store = ImageStore::open(&work.path().join("images"))?;
     let never = store.pull(&reference, PullPolicy::Never, &creds).await;
     ensure!(matches!(never, Err(ImageError::NotPresent { .. })), "Never on an empty store: {never:?}");
-    let first = with_timeout("pull", STEP, async { Ok(store.pull(&reference, PullPolicy::IfNotPresent, &creds).await?) }).await?;
+    let first =
+        with_timeout("pull", STEP, async { Ok(store.pull(&reference, PullPolicy::IfNotPresent, &creds).await?) })
+            .await?;
     ensure!(module_bytes(&first)? == MODULE, "pulled bytes differ");
     ensure!(first.digest.starts_with("sha256:"), "imageID {}", first.digest);
     ensure!(store.registry_fetches() == 1, "fetches {}", store.registry_fetches());
@@ -123,7 +127,8 @@ async fn built_in_registry() -> Result<()> {
     {
         let creds = RegistryCredentials { auth: Some(auth), extra_root_ca_pem: Some(ca.clone()), ..Default::default() };
         let store = ImageStore::open(&work.path().join(format!("store{i}")))?;
-        let image = with_timeout("pull", STEP, async { Ok(store.pull(&reference, PullPolicy::Always, &creds).await?) }).await?;
+        let image =
+            with_timeout("pull", STEP, async { Ok(store.pull(&reference, PullPolicy::Always, &creds).await?) }).await?;
         ensure!(module_bytes(&image)? == MODULE, "pulled bytes differ");
     }
 
@@ -135,11 +140,15 @@ async fn built_in_registry() -> Result<()> {
     // Monolithic upload.
     let blob = b"monolithic blob".to_vec();
     let digest = sha256_digest(&blob);
-    let response = http.post(format!("{base}/demo/raw/blobs/uploads/?digest={digest}")).body(blob.clone()).send().await?;
+    let response =
+        http.post(format!("{base}/demo/raw/blobs/uploads/?digest={digest}")).body(blob.clone()).send().await?;
     ensure!(response.status() == StatusCode::CREATED, "monolithic: {}", response.status());
     ensure!(response.headers()["docker-content-digest"] == digest.as_str(), "digest header");
     let head = http.head(format!("{base}/demo/raw/blobs/{digest}")).send().await?;
-    ensure!(head.status() == StatusCode::OK && head.headers()["content-length"] == blob.len().to_string().as_str(), "HEAD blob");
+    ensure!(
+        head.status() == StatusCode::OK && head.headers()["content-length"] == blob.len().to_string().as_str(),
+        "HEAD blob"
+    );
     let got = http.get(format!("{base}/demo/raw/blobs/{digest}")).send().await?.bytes().await?;
     ensure!(got.as_ref() == blob.as_slice(), "GET blob");
 
@@ -152,7 +161,10 @@ async fn built_in_registry() -> Result<()> {
     let url = format!("{}{location}", skiff.url);
     let (a, b) = (b"chunk one, ".to_vec(), b"chunk two".to_vec());
     let patch = http.patch(&url).header("content-range", format!("0-{}", a.len() - 1)).body(a.clone()).send().await?;
-    ensure!(patch.status() == StatusCode::ACCEPTED && patch.headers()["range"] == format!("0-{}", a.len() - 1).as_str(), "patch 1");
+    ensure!(
+        patch.status() == StatusCode::ACCEPTED && patch.headers()["range"] == format!("0-{}", a.len() - 1).as_str(),
+        "patch 1"
+    );
     let wrong = http.patch(&url).header("content-range", "0-3").body(b"xxxx".to_vec()).send().await?;
     ensure!(wrong.status() == StatusCode::RANGE_NOT_SATISFIABLE, "overlapping chunk: {}", wrong.status());
     let end = a.len() + b.len() - 1;
@@ -203,7 +215,8 @@ async fn built_in_registry() -> Result<()> {
     let denied = anonymous.post(format!("{base}/demo/x/blobs/uploads/")).send().await?;
     ensure!(denied.status() == StatusCode::UNAUTHORIZED, "anonymous upload: {}", denied.status());
     let creds = RegistryCredentials { extra_root_ca_pem: Some(ca), ..Default::default() };
-    let err = push_wasm(&format!("{host_port}/demo/anon:v1"), MODULE.to_vec(), &creds).await.expect_err("anonymous push");
+    let err =
+        push_wasm(&format!("{host_port}/demo/anon:v1"), MODULE.to_vec(), &creds).await.expect_err("anonymous push");
     ensure!(err.to_string().contains("401") || err.to_string().to_uppercase().contains("UNAUTHORIZED"), "{err}");
 
     // CLI errors: not wasm, missing file, bad reference.
