@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod push;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use skiff_control_plane::server::{RunningServer, ServerConfig, StoreConfig};
@@ -26,6 +28,8 @@ enum Command {
     Server(ServeArgs),
     /// Print the version of this binary and of the Kubernetes API it serves.
     Version,
+    /// Push a .wasm file to the cluster's built-in registry (or --registry) and print its image reference.
+    Push(push::PushArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Up(args) => run(args, "127.0.0.1:6443"),
         Command::Server(args) => run(args, "0.0.0.0:6443"),
+        Command::Push(args) => push::run(args),
     }
 }
 

@@ -5,6 +5,7 @@
 //! It owns the cluster's state; nodes never touch the store, they go through the API server.
 
 pub mod apiserver;
+pub mod artifacts;
 pub mod pki;
 pub mod registry;
 pub mod server;

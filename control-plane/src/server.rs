@@ -85,7 +85,12 @@ impl RunningServer {
         let kubeconfig = cfg.data_dir.join("kubeconfig");
         pki::write_kubeconfig(&kubeconfig, &server_url, pki.ca_pem(), pki.admin_token())?;
 
-        let state = Arc::new(ApiState::new(store.clone(), pki.admin_token().to_string(), shutdown.clone(), format!("{client_host}:{}", addr.port())));
+        let mut api = ApiState::new(store.clone(), pki.admin_token().to_string(), shutdown.clone(), format!("{client_host}:{}", addr.port()));
+        // The built-in OCI registry keeps its blobs, uploads and tags beside the state.
+        let registry_dir = cfg.data_dir.join("registry");
+        let artifacts = crate::artifacts::storage::Storage::open(&registry_dir).map_err(|source| ServerError::DataDir { path: registry_dir, source })?;
+        api.artifacts = Some(Arc::new(artifacts));
+        let state = Arc::new(api);
         bootstrap(&state).await?;
 
         let mut tasks = JoinSet::new();

@@ -13,12 +13,14 @@ pub mod guests;
 pub mod kubeconfig;
 pub mod kubectl;
 pub mod net;
+pub mod registry;
 pub mod skiff;
 
 pub use etcd::Etcd;
 pub use kubeconfig::KubeconfigInfo;
 pub use kubectl::{KubectlOutput, KubectlStream};
 pub use net::{Fatal, wait_until, with_timeout};
+pub use registry::DockerRegistry;
 pub use skiff::{Skiff, StartOptions, StoreKind};
 
 /// Declares `mod $name { embedded, etcd }`: two `#[tokio::test]`s running the async function

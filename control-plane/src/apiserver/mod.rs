@@ -42,11 +42,13 @@ pub struct ApiState {
     pub tasks: TaskTracker,
     /// Address clients should use (for `serverAddressByClientCIDRs`).
     pub advertise: String,
+    /// The built-in OCI registry's storage; `/v2/` answers 404 without it.
+    pub artifacts: Option<Arc<crate::artifacts::storage::Storage>>,
 }
 
 impl ApiState {
     pub fn new(store: SharedStore, admin_token: String, shutdown: CancellationToken, advertise: String) -> Self {
-        Self { registry: Registry::new(store), admin_token, shutdown, tasks: TaskTracker::new(), advertise }
+        Self { registry: Registry::new(store), admin_token, shutdown, tasks: TaskTracker::new(), advertise, artifacts: None }
     }
 
     pub fn store(&self) -> &SharedStore {
@@ -70,6 +72,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/apis/{group}/{version}", get(discovery::group_resources))
         .route("/apis/{group}/{version}/{*rest}", any(handlers::grouped))
         .merge(openapi::routes())
+        .merge(crate::artifacts::routes())
         .fallback(handlers::fallback)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .with_state(state);

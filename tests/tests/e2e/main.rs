@@ -10,6 +10,7 @@ mod kube_rs;
 mod kubectl_apply;
 mod kubectl_errors;
 mod kubectl_verbs;
+mod registry;
 mod restart;
 mod watch_compaction;
 

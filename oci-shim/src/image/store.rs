@@ -1,0 +1,362 @@
+//! The content store on a node:
+//!
+//! ```text
+//! <dir>/blobs/sha256/<hex>   every blob and manifest, by digest, verified before it lands
+//! <dir>/tmp/                 downloads in progress (renamed into blobs/ once verified)
+//! <dir>/index.json           pulled references -> manifest digest and kind
+//! ```
+//!
+//! Containers will share `blobs/` (their unpacked snapshots live beside it, issue 5). A blob
+//! under its final name is always complete and verified: it is hashed while written to `tmp/`,
+//! fsync'd, and renamed only on a match. Concurrent pulls of one reference share one download.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::{Stream, StreamExt};
+use oci_client::Reference;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::artifact::wasm_layer;
+use super::fetch::Remote;
+use super::{ImageError, ImageKind, PullPolicy, PulledImage, RegistryCredentials};
+
+type PullFuture = Shared<BoxFuture<'static, Result<PulledImage, ImageError>>>;
+
+/// A node's image and artifact store. Cheap to clone; clones share the store.
+#[derive(Clone)]
+pub struct ImageStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    /// Normalised reference -> what it resolved to last time.
+    index: Mutex<HashMap<String, IndexEntry>>,
+    /// Pulls under way, by normalised reference.
+    inflight: Mutex<HashMap<String, PullFuture>>,
+    /// Registry round trips made (manifest fetches), for metrics and tests.
+    fetches: AtomicU64,
+}
+
+impl std::fmt::Debug for ImageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageStore").field("dir", &self.inner.dir).finish_non_exhaustive()
+    }
+}
+
+/// One pulled reference in `index.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct IndexEntry {
+    digest: String,
+    kind: IndexKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum IndexKind {
+    Wasm { module_digest: String },
+    Container { config_digest: String },
+}
+
+impl ImageStore {
+    /// Opens (creating if needed) the store in `dir`, discarding unfinished downloads.
+    pub fn open(dir: &Path) -> Result<ImageStore, ImageError> {
+        std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(ImageError::io(dir))?;
+        let tmp = dir.join("tmp");
+        // Leftovers of a crash mid-download are never valid content.
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(ImageError::io(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(ImageError::io(&tmp))?;
+        let index_path = dir.join("index.json");
+        let index = match std::fs::read(&index_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %index_path.display(), error = %e, "unreadable image index; starting empty");
+                HashMap::new()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => return Err(ImageError::io(&index_path)(e)),
+        };
+        Ok(ImageStore {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                index: Mutex::new(index),
+                inflight: Mutex::new(HashMap::new()),
+                fetches: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// How many times this store asked a registry for a manifest (one per actual pull).
+    pub fn registry_fetches(&self) -> u64 {
+        self.inner.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Makes `reference` available locally per `policy` and describes it. Concurrent calls for
+    /// the same reference share one download (and the first caller's credentials).
+    #[tracing::instrument(skip(self, creds), fields(dir = %self.inner.dir.display()))]
+    pub async fn pull(
+        &self,
+        reference: &str,
+        policy: PullPolicy,
+        creds: &RegistryCredentials,
+    ) -> Result<PulledImage, ImageError> {
+        let parsed: Reference = reference.parse().map_err(|e: oci_client::ParseError| {
+            ImageError::InvalidReference { reference: reference.to_string(), message: e.to_string() }
+        })?;
+        let key = parsed.whole();
+        if policy != PullPolicy::Always
+            && let Some(image) = self.inner.local(&key)
+        {
+            return Ok(image);
+        }
+        if policy == PullPolicy::Never {
+            return Err(ImageError::NotPresent { reference: key });
+        }
+        let pull = {
+            let mut inflight = self.inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            inflight
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let inner = self.inner.clone();
+                    let creds = creds.clone();
+                    async move { inner.fetch(parsed, &creds).await }.boxed().shared()
+                })
+                .clone()
+        };
+        let result = pull.clone().await;
+        let mut inflight = self.inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if inflight.get(&key).is_some_and(|current| current.ptr_eq(&pull)) {
+            inflight.remove(&key);
+        }
+        result
+    }
+}
+
+impl Inner {
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.dir.join("blobs/sha256").join(hex)
+    }
+
+    /// The pulled image for `key` if the index has it and its content is still on disk.
+    fn local(&self, key: &str) -> Option<PulledImage> {
+        let entry = self.index.lock().unwrap_or_else(|p| p.into_inner()).get(key)?.clone();
+        if !self.blob_path(&entry.digest).is_file() {
+            return None;
+        }
+        let kind = match entry.kind {
+            IndexKind::Wasm { module_digest } => {
+                let module_path = self.blob_path(&module_digest);
+                if !module_path.is_file() {
+                    return None;
+                }
+                ImageKind::Wasm { module_path, module_digest }
+            }
+            IndexKind::Container { config_digest } => {
+                ImageKind::Container { manifest_digest: entry.digest.clone(), config_digest }
+            }
+        };
+        Some(PulledImage { reference: key.to_string(), digest: entry.digest, kind })
+    }
+
+    /// Pulls from the registry: manifest, config, and (for WASM) the module layer.
+    async fn fetch(
+        self: Arc<Self>,
+        reference: Reference,
+        creds: &RegistryCredentials,
+    ) -> Result<PulledImage, ImageError> {
+        let key = reference.whole();
+        let remote = Remote::new(reference, creds)?;
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let (manifest, digest, raw) = remote.manifest().await?;
+        self.write_bytes(&key, &digest, &raw).await?;
+        let config = manifest.config.clone();
+        self.write_stream(&key, &config.digest, remote.blob(&config).await?).await?;
+        let (kind, index_kind) = match wasm_layer(&manifest) {
+            Some(layer) => {
+                self.write_stream(&key, &layer.digest, remote.blob(layer).await?).await?;
+                let module_digest = layer.digest.clone();
+                (
+                    ImageKind::Wasm {
+                        module_path: self.blob_path(&module_digest),
+                        module_digest: module_digest.clone(),
+                    },
+                    IndexKind::Wasm { module_digest },
+                )
+            }
+            None => (
+                ImageKind::Container { manifest_digest: digest.clone(), config_digest: config.digest.clone() },
+                IndexKind::Container { config_digest: config.digest.clone() },
+            ),
+        };
+        self.record(&key, IndexEntry { digest: digest.clone(), kind: index_kind }).await?;
+        tracing::info!(reference = %key, %digest, "pulled");
+        Ok(PulledImage { reference: key, digest, kind })
+    }
+
+    async fn write_bytes(&self, reference: &str, digest: &str, bytes: &[u8]) -> Result<(), ImageError> {
+        let chunk: Result<bytes::Bytes, std::io::Error> = Ok(bytes::Bytes::copy_from_slice(bytes));
+        self.write_stream(reference, digest, futures::stream::iter([chunk])).await
+    }
+
+    /// Streams a blob into `tmp/`, hashing as it goes, and renames it under its digest only
+    /// if the content matches. Blobs already present (verified when written) are skipped.
+    async fn write_stream(
+        &self,
+        reference: &str,
+        digest: &str,
+        stream: impl Stream<Item = Result<bytes::Bytes, std::io::Error>>,
+    ) -> Result<(), ImageError> {
+        let Some(hex) =
+            digest.strip_prefix("sha256:").filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
+            return Err(ImageError::Unsupported {
+                reference: reference.to_string(),
+                message: format!("unsupported digest {digest:?}"),
+            });
+        };
+        let target = self.blob_path(digest);
+        if target.is_file() {
+            return Ok(());
+        }
+        let staging = self.dir.join("tmp").join(uuid::Uuid::new_v4().to_string());
+        let result = self.download(reference, hex, &staging, &target, stream).await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&staging).await;
+        }
+        result
+    }
+
+    async fn download(
+        &self,
+        reference: &str,
+        hex: &str,
+        staging: &Path,
+        target: &Path,
+        stream: impl Stream<Item = Result<bytes::Bytes, std::io::Error>>,
+    ) -> Result<(), ImageError> {
+        let mut file = tokio::fs::File::create(staging).await.map_err(ImageError::io(staging))?;
+        let mut hasher = Sha256::new();
+        let mut stream = std::pin::pin!(stream);
+        let mut stream_error = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    hasher.update(&chunk);
+                    file.write_all(&chunk).await.map_err(ImageError::io(staging))?;
+                }
+                Err(e) => {
+                    stream_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let actual = hex::encode(hasher.finalize());
+        // oci-client's own verification ends the stream with an error on a mismatch; report
+        // that as the mismatch we saw (naming both digests), and any other stream error as is.
+        let verification_error = stream_error.as_ref().is_none_or(|e| e.to_string().to_lowercase().contains("digest"));
+        if actual != hex && verification_error {
+            return Err(ImageError::DigestMismatch {
+                reference: reference.to_string(),
+                digest: format!("sha256:{hex}"),
+                actual: format!("sha256:{actual}"),
+            });
+        }
+        if let Some(e) = stream_error {
+            return Err(ImageError::Registry {
+                reference: reference.to_string(),
+                message: format!("downloading sha256:{hex}: {e}"),
+            });
+        }
+        file.sync_all().await.map_err(ImageError::io(staging))?;
+        drop(file);
+        tokio::fs::rename(staging, target).await.map_err(ImageError::io(target))
+    }
+
+    /// Adds `entry` to the index and rewrites `index.json` atomically.
+    async fn record(&self, key: &str, entry: IndexEntry) -> Result<(), ImageError> {
+        let json = {
+            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            index.insert(key.to_string(), entry);
+            serde_json::to_vec_pretty(&*index)
+                .map_err(|e| ImageError::Io { path: self.dir.join("index.json"), message: e.to_string() })?
+        };
+        let staging = self.dir.join("tmp").join(format!("index-{}", uuid::Uuid::new_v4()));
+        let path = self.dir.join("index.json");
+        let mut file = tokio::fs::File::create(&staging).await.map_err(ImageError::io(&staging))?;
+        file.write_all(&json).await.map_err(ImageError::io(&staging))?;
+        file.sync_all().await.map_err(ImageError::io(&staging))?;
+        drop(file);
+        // Two concurrent records may rename in either order; each file holds the whole index
+        // as of its snapshot, so the older one can lose the newer entry until the next pull.
+        tokio::fs::rename(&staging, &path).await.map_err(ImageError::io(&path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn never_and_if_not_present_without_a_registry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("open");
+        let creds = RegistryCredentials::default();
+        let err = store.pull("127.0.0.1:1/demo/hello:v1", PullPolicy::Never, &creds).await.expect_err("absent");
+        assert!(matches!(err, ImageError::NotPresent { .. }), "{err}");
+        assert!(err.to_string().contains("pull policy is Never"));
+        let err = store.pull("NOT A REF", PullPolicy::IfNotPresent, &creds).await.expect_err("bad ref");
+        assert!(matches!(err, ImageError::InvalidReference { .. }), "{err}");
+        assert_eq!(store.registry_fetches(), 0);
+    }
+
+    #[tokio::test]
+    async fn blobs_are_verified_before_they_land() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("open");
+        let good = format!("sha256:{}", hex::encode(Sha256::digest(b"hello")));
+        store.inner.write_bytes("r", &good, b"hello").await.expect("good blob");
+        assert_eq!(std::fs::read(store.inner.blob_path(&good)).expect("stored"), b"hello");
+        let claimed = format!("sha256:{}", hex::encode(Sha256::digest(b"other")));
+        let err = store.inner.write_bytes("r", &claimed, b"hello").await.expect_err("mismatch");
+        assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+        assert!(!store.inner.blob_path(&claimed).exists());
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0, "staging cleaned up");
+    }
+
+    #[tokio::test]
+    async fn index_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let module = b"\0asm\x01\0\0\0";
+        let module_digest = format!("sha256:{}", hex::encode(Sha256::digest(module)));
+        let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(b"{}")));
+        {
+            let store = ImageStore::open(dir.path()).expect("open");
+            store.inner.write_bytes("r", &module_digest, module).await.expect("module");
+            store.inner.write_bytes("r", &manifest_digest, b"{}").await.expect("manifest");
+            let entry = IndexEntry {
+                digest: manifest_digest.clone(),
+                kind: IndexKind::Wasm { module_digest: module_digest.clone() },
+            };
+            store.inner.record("example.com/a:v1", entry).await.expect("record");
+        }
+        let store = ImageStore::open(dir.path()).expect("reopen");
+        let image =
+            store.pull("example.com/a:v1", PullPolicy::Never, &RegistryCredentials::default()).await.expect("cached");
+        assert_eq!(image.digest, manifest_digest);
+        match image.kind {
+            ImageKind::Wasm { module_path, module_digest: d } => {
+                assert_eq!(d, module_digest);
+                assert_eq!(std::fs::read(module_path).expect("module"), module);
+            }
+            other => panic!("expected wasm, got {other:?}"),
+        }
+    }
+}
