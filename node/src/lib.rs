@@ -2,5 +2,9 @@
 //! through the runtime trait (WASM in-process, containers through the OCI shim), probes them,
 //! captures logs and reports status — talking only to the API server, exactly like a kubelet.
 
+pub mod bridge;
+pub mod ipam;
 pub mod pod_env;
+pub mod probe;
 pub mod runtime;
+pub mod worker;

@@ -1,0 +1,3 @@
+//! Pod workers (placeholder while building).
+pub mod backoff;
+pub mod status;
