@@ -49,8 +49,11 @@ pub struct ContainerView {
 /// Everything the status is computed from.
 #[derive(Debug, Clone)]
 pub struct StatusInput<'a> {
-    /// The pod as last seen (its spec, and its status for previous conditions).
+    /// The pod as last seen (its spec).
     pub pod: &'a Pod,
+    /// The status last reported (for condition transition times); the pod's own status if
+    /// this worker has not reported one yet.
+    pub previous: Option<&'a PodStatus>,
     /// One view per `spec.containers` entry, in order.
     pub containers: &'a [ContainerView],
     pub pod_ip: Option<IpAddr>,
@@ -149,7 +152,7 @@ pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
     } else {
         ("False", Some("ContainersNotReady"), Some(format!("containers with unready status: [{}]", unready.join(" "))))
     };
-    let previous = input.pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let previous = input.previous.or(input.pod.status.as_ref()).and_then(|s| s.conditions.as_ref());
     let condition = |type_: &str, status: &str, reason: Option<&str>, message: Option<String>| {
         let since = previous
             .and_then(|cs| cs.iter().find(|c| c.type_ == type_ && c.status == status))

@@ -89,6 +89,7 @@ fn ready_conditions_follow_containers_and_keep_transition_times() {
     let input = StatusInput {
         pod: &p0,
         containers: &views,
+        previous: None,
         pod_ip: Some("127.244.0.2".parse().expect("ip")),
         host_ip: "127.0.0.1".parse().expect("ip"),
         start_time: Some(ts(5)),
@@ -134,6 +135,7 @@ fn terminal_pods_are_not_ready_and_show_exit_states() {
     let s = pod_status(&StatusInput {
         pod: &p,
         containers: &views,
+        previous: None,
         pod_ip: None,
         host_ip: "127.0.0.1".parse().expect("ip"),
         start_time: Some(ts(5)),
@@ -154,6 +156,7 @@ fn crash_loop_shows_waiting_and_last_state() {
     let s = pod_status(&StatusInput {
         pod: &p,
         containers: &views,
+        previous: None,
         pod_ip: None,
         host_ip: "127.0.0.1".parse().expect("ip"),
         start_time: None,
