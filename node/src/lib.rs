@@ -4,6 +4,7 @@
 
 pub mod bridge;
 pub mod ipam;
+pub mod node_status;
 pub mod pod_env;
 pub mod probe;
 pub mod runtime;

@@ -87,6 +87,11 @@ impl ProbeTracker {
         self.verdict
     }
 
+    /// Whether the failure threshold is reached (a startup probe that fails for good).
+    pub fn failing(&self) -> bool {
+        self.failures >= self.settings.failure_threshold
+    }
+
     /// Records one result; returns `Some(new verdict)` when the verdict changed.
     pub fn record(&mut self, ok: bool) -> Option<bool> {
         if ok {
@@ -186,9 +191,14 @@ mod tests {
 
     #[test]
     fn startup_starts_unstarted() {
-        let mut t = ProbeTracker::new(ProbeKind::Startup, settings(1, 3));
+        let mut t = ProbeTracker::new(ProbeKind::Startup, settings(1, 2));
         assert!(!t.verdict());
+        assert_eq!(t.record(false), None);
+        assert!(!t.failing());
+        assert_eq!(t.record(false), None);
+        assert!(t.failing(), "two failures reach the threshold");
         assert_eq!(t.record(true), Some(true));
+        assert!(!t.failing());
     }
 
     #[test]
