@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use skiff_control_plane::server::{RunningServer, ServerConfig, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
+mod agent;
+
 #[derive(Debug, Parser)]
 #[command(name = "skiff", version, about = "Skiff: a WebAssembly-first workload orchestrator that speaks the Kubernetes API")]
 struct Cli {
@@ -24,6 +26,8 @@ enum Command {
     Up(ServeArgs),
     /// Run the control plane only: API server and state store.
     Server(ServeArgs),
+    /// Run the node agent: register this machine as a Node and run the pods bound to it.
+    Agent(agent::AgentArgs),
     /// Print the version of this binary and of the Kubernetes API it serves.
     Version,
 }
@@ -82,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Up(args) => run(args, "127.0.0.1:6443"),
         Command::Server(args) => run(args, "0.0.0.0:6443"),
+        Command::Agent(args) => agent::run(args),
     }
 }
 
