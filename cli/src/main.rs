@@ -13,6 +13,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use skiff_control_plane::server::{RunningServer, ServerConfig, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
+mod agent;
+
 #[derive(Debug, Parser)]
 #[command(name = "skiff", version, about = "Skiff: a WebAssembly-first workload orchestrator that speaks the Kubernetes API")]
 struct Cli {
@@ -26,6 +28,8 @@ enum Command {
     Up(ServeArgs),
     /// Run the control plane only: API server and state store.
     Server(ServeArgs),
+    /// Run the node agent: register this machine as a Node and run the pods bound to it.
+    Agent(agent::AgentArgs),
     /// Print the version of this binary and of the Kubernetes API it serves.
     Version,
     /// Push a .wasm file to the cluster's built-in registry (or --registry) and print its image reference.
@@ -87,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         Command::Up(args) => run(args, "127.0.0.1:6443"),
         Command::Server(args) => run(args, "0.0.0.0:6443"),
         Command::Push(args) => push::run(args),
+        Command::Agent(args) => agent::run(args),
     }
 }
 

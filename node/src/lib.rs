@@ -2,5 +2,16 @@
 //! through the runtime trait (WASM in-process, containers through the OCI shim), probes them,
 //! captures logs and reports status — talking only to the API server, exactly like a kubelet.
 
+pub mod agent;
+pub mod bridge;
+pub mod ipam;
+pub mod lease;
+pub mod node_status;
 pub mod pod_env;
+pub mod pods;
+pub mod probe;
 pub mod runtime;
+pub mod worker;
+
+pub use agent::{Agent, AgentConfig, AgentError, RunningAgent};
+pub use bridge::PodNetwork;

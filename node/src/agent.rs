@@ -1,0 +1,177 @@
+//! The agent as a whole: configuration, start-up order, owned tasks, shutdown.
+//!
+//! What it owns: loading the IPAM state and setting up pod networking, registering the Node,
+//! then running the status loop, the Lease heartbeat and the pod dispatcher as owned tasks
+//! under one cancellation token. What it does not: serve the node API (`nodeapi`, started by
+//! whoever builds the agent, which passes its port in), or build runtimes and the pod
+//! environment (passed in, so tests can use fakes).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::bridge::{HostNet, NetError, PodNetwork};
+use crate::ipam::{Ipam, IpamError};
+use crate::node_status::{self, NodeFacts, NodeIdentity};
+use crate::pod_env::PodEnvironment;
+use crate::runtime::{ContainerRuntime, PullCredentials};
+use crate::worker::WorkerContext;
+use crate::worker::backoff::BackoffConfig;
+use crate::{lease, pods, probe};
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    /// Where the agent keeps its state (IP assignments).
+    pub data_dir: PathBuf,
+    pub pod_network: PodNetwork,
+    /// The pod CIDR (default: the network mode's, `127.244.0.0/24` or `10.244.0.0/24`).
+    pub pod_cidr: Option<Ipv4Net>,
+    /// The node's InternalIP (also the pods' hostIP).
+    pub node_ip: IpAddr,
+    /// The port the node API listens on (reported as the kubelet endpoint).
+    pub node_api_port: u16,
+    /// Capacity overrides (`cpu`, `memory`, `pods`) as quantities.
+    pub capacity: BTreeMap<String, String>,
+    /// Extra Node labels.
+    pub labels: BTreeMap<String, String>,
+    pub backoff: BackoffConfig,
+    /// How often the Node status is refreshed.
+    pub status_interval: Duration,
+    /// How often the Lease is renewed.
+    pub lease_interval: Duration,
+    /// Grace given to containers when the agent stops.
+    pub shutdown_grace: Duration,
+    /// Credentials for image pulls (e.g. the cluster's built-in registry).
+    pub pull_credentials: PullCredentials,
+}
+
+impl AgentConfig {
+    /// Defaults: loopback networking on 127.0.0.1, port 10250, kubelet timings.
+    pub fn new(node_name: impl Into<String>, data_dir: impl Into<PathBuf>) -> AgentConfig {
+        AgentConfig {
+            node_name: node_name.into(),
+            data_dir: data_dir.into(),
+            pod_network: PodNetwork::Loopback,
+            pod_cidr: None,
+            node_ip: IpAddr::from([127, 0, 0, 1]),
+            node_api_port: 10250,
+            capacity: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            backoff: BackoffConfig::default(),
+            status_interval: Duration::from_secs(10),
+            lease_interval: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(2),
+            pull_credentials: PullCredentials::default(),
+        }
+    }
+
+    /// The pod CIDR in effect.
+    pub fn effective_pod_cidr(&self) -> Ipv4Net {
+        self.pod_cidr.unwrap_or_else(|| self.pod_network.default_cidr())
+    }
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("creating the data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error("setting up pod networking: {0}")]
+    Net(#[from] NetError),
+    #[error("registering node {node}: {source}")]
+    Register { node: String, source: kube::Error },
+    #[error("building the probe HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// The node agent.
+#[derive(Debug)]
+pub struct Agent;
+
+impl Agent {
+    /// Registers the Node and starts the agent's tasks; they run until `shutdown` fires.
+    pub async fn start(
+        cfg: AgentConfig,
+        client: kube::Client,
+        runtimes: Vec<Arc<dyn ContainerRuntime>>,
+        env: Arc<dyn PodEnvironment>,
+        shutdown: CancellationToken,
+    ) -> Result<RunningAgent, AgentError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| AgentError::DataDir { path: cfg.data_dir.clone(), source })?;
+        let cidr = cfg.effective_pod_cidr();
+        let ipam = Ipam::load(cidr, &cfg.data_dir.join("ipam.json"))?;
+        let net = HostNet::new(cfg.pod_network, cidr);
+        net.setup().await?;
+
+        let facts = NodeFacts::detect();
+        let id = NodeIdentity {
+            name: cfg.node_name.clone(),
+            node_ip: cfg.node_ip,
+            api_port: cfg.node_api_port,
+            pod_cidr: cidr.to_string(),
+            runtimes: runtimes.iter().map(|r| r.name().to_string()).collect(),
+            labels: cfg.labels.clone(),
+            capacity: cfg.capacity.clone(),
+        };
+        let nodes: Api<Node> = Api::all(client.clone());
+        let node = node_status::register(&nodes, &node_status::desired_node(&id, &facts))
+            .await
+            .map_err(|source| AgentError::Register { node: cfg.node_name.clone(), source })?;
+        info!(node = %cfg.node_name, %cidr, "node registered");
+
+        let ctx = Arc::new(WorkerContext {
+            client: client.clone(),
+            node_name: cfg.node_name.clone(),
+            host_ip: cfg.node_ip,
+            runtimes,
+            env,
+            ipam: Arc::new(Mutex::new(ipam)),
+            net,
+            backoff: cfg.backoff,
+            http: probe::check::http_client()?,
+            creds: cfg.pull_credentials.clone(),
+            shutdown_grace: cfg.shutdown_grace,
+        });
+        let mut tasks = JoinSet::new();
+        tasks.spawn(node_status::status_loop(nodes, id, facts, cfg.status_interval, shutdown.clone()));
+        tasks.spawn(lease::heartbeat(client, cfg.node_name.clone(), Some(node), cfg.lease_interval, shutdown.clone()));
+        tasks.spawn(pods::dispatch(ctx, shutdown.clone()));
+        Ok(RunningAgent { node_name: cfg.node_name, pod_cidr: cidr, tasks, shutdown })
+    }
+}
+
+/// A started agent.
+#[derive(Debug)]
+pub struct RunningAgent {
+    pub node_name: String,
+    pub pod_cidr: Ipv4Net,
+    tasks: JoinSet<()>,
+    shutdown: CancellationToken,
+}
+
+impl RunningAgent {
+    /// Waits until the agent's tasks have ended (after the shutdown token fired, once every
+    /// pod's containers are stopped).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Fires the shutdown token and waits for the tasks.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+}

@@ -1,0 +1,81 @@
+//! Launching one run of a container: pull, env, logs, start — as one owned task per launch,
+//! so a slow pull never blocks the worker from seeing a deletion.
+//!
+//! What it owns: turning a pod's container into a [`ContainerSpec`] and handing it to the
+//! runtime. What it does not: decide whether to launch or what a failure means (the slot does).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+use super::container::LaunchFailure;
+use super::spec;
+use crate::pod_env::PodEnvironment;
+use crate::runtime::{ContainerRuntime, ContainerSpec, Mount, PodRef, PullCredentials, RunningContainer};
+
+/// Everything one launch needs, resolved by the worker beforehand.
+#[derive(Debug)]
+pub struct LaunchPlan {
+    pub pod: Pod,
+    pub pod_ref: PodRef,
+    pub container: Container,
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub env: Arc<dyn PodEnvironment>,
+    pub creds: PullCredentials,
+    pub pod_ip: IpAddr,
+    pub mounts: Vec<Mount>,
+    /// The restart count the run will have (names its log).
+    pub run_count: i32,
+}
+
+/// What a launch produced.
+#[derive(Debug)]
+pub struct Launched {
+    pub result: Result<Arc<dyn RunningContainer>, LaunchFailure>,
+    /// The resolved image digest, when the pull got that far.
+    pub image_id: Option<String>,
+}
+
+/// Pulls, resolves env, opens the log and starts the container.
+pub async fn launch(plan: LaunchPlan) -> Launched {
+    let c = &plan.container;
+    let image = c.image.clone().unwrap_or_default();
+    let pulled = match plan.runtime.pull(&image, spec::pull_policy(c), &plan.creds).await {
+        Ok(i) => i,
+        Err(e) => {
+            return Launched { result: Err(LaunchFailure::Pull { reason: e.reason, message: e.message }), image_id: None };
+        }
+    };
+    let image_id = Some(pulled.image_id.clone());
+    let fail = |f: LaunchFailure| Launched { result: Err(f), image_id: image_id.clone() };
+    let (memory_limit, cpu_limit_millis) = match spec::limits(c) {
+        Ok(l) => l,
+        Err(e) => return fail(LaunchFailure::Config(e)),
+    };
+    let env = match plan.env.container_env(&plan.pod, c, plan.pod_ip).await {
+        Ok(env) => env,
+        Err(e) => return fail(LaunchFailure::Config(e.to_string())),
+    };
+    let logs = match plan.env.open_log(&plan.pod_ref, &c.name, plan.run_count) {
+        Ok(l) => l,
+        Err(e) => return fail(LaunchFailure::Config(format!("opening the log: {e}"))),
+    };
+    let spec = ContainerSpec {
+        pod: plan.pod_ref.clone(),
+        container_name: c.name.clone(),
+        image: pulled,
+        argv: spec::argv(c),
+        env,
+        mounts: plan.mounts,
+        pod_ip: plan.pod_ip,
+        ports: spec::tcp_ports(c),
+        memory_limit,
+        cpu_limit_millis,
+        logs,
+    };
+    match plan.runtime.start(spec).await {
+        Ok(running) => Launched { result: Ok(Arc::from(running)), image_id },
+        Err(e) => fail(LaunchFailure::Start { reason: e.reason, message: e.message }),
+    }
+}

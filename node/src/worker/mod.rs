@@ -1,0 +1,513 @@
+//! Pod workers: one task per pod bound to this node, driving its lifecycle.
+//!
+//! What it owns: pull → IP and volumes → start containers → running (probes, restarts with
+//! back-off) → terminating (grace period, then the pod object is deleted for good) →
+//! terminated (IP released, node-side leftovers cleaned up), and reporting every step as pod
+//! status. The worker is fed the latest pod object through a watch channel (`None`: the pod is
+//! gone from the API) and learns about its containers through events from the tasks it owns
+//! (launches, waits, probes). What it does not: watch the API (the dispatcher does), decide
+//! the status shape (`status`), or the container transitions (`container`).
+
+pub mod backoff;
+pub mod container;
+pub mod launch;
+pub mod spec;
+pub mod status;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use self::backoff::{BackoffConfig, RestartPolicy};
+use self::container::{LaunchFailure, Run, Slot};
+use self::launch::{LaunchPlan, Launched};
+use self::status::{StatusInput, is_terminal, pod_phase, pod_status};
+use crate::bridge::HostNet;
+use crate::ipam::Ipam;
+use crate::pod_env::{PodEnvironment, PodVolumes};
+use crate::probe::{self, Action, ProbeKind, ProbeReport, ProbeSettings, ProbeTarget};
+use crate::runtime::{ContainerRuntime, ExitInfo, PodRef, PullCredentials};
+
+/// How often a worker re-checks its pod when nothing happens (retries of IP or volume set-up,
+/// a status patch that failed).
+const RESYNC: Duration = Duration::from_secs(10);
+/// How long a terminating worker waits for launches already under way.
+const LAUNCH_DRAIN: Duration = Duration::from_secs(60);
+
+/// What every worker shares: the node's identity, its runtimes and environment, the IPAM.
+pub struct WorkerContext {
+    pub client: kube::Client,
+    pub node_name: String,
+    pub host_ip: IpAddr,
+    pub runtimes: Vec<Arc<dyn ContainerRuntime>>,
+    pub env: Arc<dyn PodEnvironment>,
+    pub ipam: Arc<Mutex<Ipam>>,
+    pub net: HostNet,
+    pub backoff: BackoffConfig,
+    pub http: reqwest::Client,
+    pub creds: PullCredentials,
+    /// Grace given to containers when the agent itself shuts down.
+    pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for WorkerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerContext")
+            .field("node_name", &self.node_name)
+            .field("host_ip", &self.host_ip)
+            .field("runtimes", &self.runtimes)
+            .field("net", &self.net)
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Results of the tasks a worker owns, tagged with the container (index) and run (generation).
+#[derive(Debug)]
+enum Event {
+    Launched { idx: usize, generation: u64, launched: Launched },
+    Exited { idx: usize, generation: u64, info: ExitInfo },
+    Probe { idx: usize, generation: u64, report: ProbeReport },
+}
+
+/// How a pod's life on this node ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// `deletionTimestamp` is set: honour the grace period, then delete the object.
+    Graceful,
+    /// The object is gone from the API: stop at once.
+    Gone,
+}
+
+/// Runs the worker of one pod until it is gone (or `cancel` fires: the agent stops).
+pub async fn run(ctx: Arc<WorkerContext>, pod: Pod, rx: watch::Receiver<Option<Pod>>, cancel: CancellationToken) {
+    let worker = Worker::new(ctx, pod, cancel);
+    let span = tracing::info_span!("pod", pod = %worker.describe());
+    tracing::Instrument::instrument(worker.run(rx), span).await;
+}
+
+struct Worker {
+    ctx: Arc<WorkerContext>,
+    pod: Pod,
+    pod_ref: PodRef,
+    policy: RestartPolicy,
+    slots: Vec<Slot>,
+    pod_ip: Option<IpAddr>,
+    /// Whether this worker holds an IPAM assignment (released once the pod is done).
+    holds_ip: bool,
+    volumes: Option<Arc<dyn PodVolumes>>,
+    setup_retry: Option<Instant>,
+    start_time: Option<Timestamp>,
+    last_status: Option<PodStatus>,
+    /// The pod was already finished when this worker started: leave it alone.
+    finished_before: bool,
+    /// All containers are done for good.
+    done: bool,
+    /// Terminating: nothing is (re)started any more.
+    stopping: bool,
+    tasks: JoinSet<()>,
+    tx: mpsc::UnboundedSender<Event>,
+    rx: mpsc::UnboundedReceiver<Event>,
+    cancel: CancellationToken,
+}
+
+impl Worker {
+    fn new(ctx: Arc<WorkerContext>, pod: Pod, cancel: CancellationToken) -> Worker {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let previous = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+        let slots = spec
+            .containers
+            .iter()
+            .map(|c| Slot::new(c.clone(), previous.and_then(|p| p.iter().find(|s| s.name == c.name))))
+            .collect();
+        let finished_before = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(is_terminal);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pod_ref = PodRef {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+        };
+        Worker {
+            policy: RestartPolicy::parse(spec.restart_policy.as_deref()),
+            start_time: pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0),
+            ctx,
+            pod,
+            pod_ref,
+            slots,
+            pod_ip: None,
+            holds_ip: false,
+            volumes: None,
+            setup_retry: None,
+            last_status: None,
+            finished_before,
+            done: finished_before,
+            stopping: false,
+            tasks: JoinSet::new(),
+            tx,
+            rx,
+            cancel: cancel.child_token(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{}/{}", self.pod_ref.namespace, self.pod_ref.name)
+    }
+
+    fn api(&self) -> Api<Pod> {
+        Api::namespaced(self.ctx.client.clone(), &self.pod_ref.namespace)
+    }
+
+    async fn run(mut self, mut pod_rx: watch::Receiver<Option<Pod>>) {
+        info!(finished = self.finished_before, "pod worker started");
+        loop {
+            if self.pod.metadata.deletion_timestamp.is_some() {
+                return self.end(Ending::Graceful).await;
+            }
+            if !self.done {
+                self.sync().await;
+            }
+            self.report().await;
+            let wake = self.wake_at();
+            tokio::select! {
+                _ = self.cancel.cancelled() => return self.shutdown().await,
+                changed = pod_rx.changed() => {
+                    if changed.is_err() {
+                        // The dispatcher is gone: the agent is stopping.
+                        return self.shutdown().await;
+                    }
+                    let latest = pod_rx.borrow_and_update().clone();
+                    match latest {
+                        Some(pod) => self.pod = pod,
+                        None => return self.end(Ending::Gone).await,
+                    }
+                }
+                Some(event) = self.rx.recv() => self.handle(event),
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    fn wake_at(&self) -> Instant {
+        let resync = Instant::now() + RESYNC;
+        self.slots.iter().filter_map(Slot::wake_at).chain(self.setup_retry).fold(resync, Instant::min)
+    }
+
+    /// Prepares the IP and volumes, starts what is due, and notices when the pod is done.
+    async fn sync(&mut self) {
+        let now = Instant::now();
+        if self.setup_retry.is_some_and(|t| t > now) {
+            return;
+        }
+        self.start_time.get_or_insert_with(Timestamp::now);
+        if let Err(message) = self.setup().await {
+            warn!(%message, "pod set-up failed; retrying");
+            for slot in &mut self.slots {
+                if let Run::Waiting { message: m, .. } = &mut slot.run {
+                    *m = Some(message.clone());
+                }
+            }
+            self.setup_retry = Some(now + self.ctx.backoff.base.min(RESYNC));
+            return;
+        }
+        self.setup_retry = None;
+        for idx in 0..self.slots.len() {
+            if self.slots[idx].due(now) {
+                self.launch(idx);
+            }
+        }
+        let views: Vec<_> = self.slots.iter().map(Slot::view).collect();
+        if is_terminal(pod_phase(self.policy, &views)) {
+            info!("all containers finished");
+            self.done = true;
+            self.release_ip().await;
+        }
+    }
+
+    /// The pod IP and volumes, once.
+    async fn setup(&mut self) -> Result<(), String> {
+        if self.pod_ip.is_none() {
+            let host_network = self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+            if host_network {
+                self.pod_ip = Some(self.ctx.host_ip);
+            } else {
+                let ip = self.allocate_ip()?;
+                self.holds_ip = true;
+                self.ctx.net.add_pod_ip(ip).await.map_err(|e| format!("setting up pod IP {ip}: {e}"))?;
+                self.pod_ip = Some(IpAddr::V4(ip));
+            }
+        }
+        if self.volumes.is_none() {
+            let volumes = self.ctx.env.prepare_volumes(&self.pod).await.map_err(|e| format!("mounting volumes: {e}"))?;
+            self.volumes = Some(Arc::from(volumes));
+        }
+        Ok(())
+    }
+
+    fn allocate_ip(&self) -> Result<Ipv4Addr, String> {
+        let mut ipam = self.ctx.ipam.lock().map_err(|_| "IPAM lock poisoned".to_string())?;
+        ipam.allocate(&self.pod_ref.uid).map_err(|e| format!("allocating a pod IP: {e}"))
+    }
+
+    async fn release_ip(&mut self) {
+        if !std::mem::take(&mut self.holds_ip) {
+            return;
+        }
+        let released = match self.ctx.ipam.lock() {
+            Ok(mut ipam) => ipam.release(&self.pod_ref.uid),
+            Err(_) => return warn!("IPAM lock poisoned; pod IP not released"),
+        };
+        match released {
+            Ok(Some(ip)) => {
+                if let Err(e) = self.ctx.net.remove_pod_ip(ip).await {
+                    warn!(error = %e, "removing the pod IP");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "releasing the pod IP"),
+        }
+    }
+
+    /// Starts a launch task for container `idx`.
+    fn launch(&mut self, idx: usize) {
+        let (Some(pod_ip), Some(volumes)) = (self.pod_ip, self.volumes.clone()) else { return };
+        let slot = &mut self.slots[idx];
+        let prepared = spec::runtime_for(&self.pod, &self.ctx.runtimes)
+            .and_then(|rt| volumes.mounts(&slot.container).map(|m| (rt, m)).map_err(|e| e.to_string()));
+        let (runtime, mounts) = match prepared {
+            Ok(p) => p,
+            Err(message) => return slot.launch_failed(LaunchFailure::Config(message), None, self.policy, &self.ctx.backoff),
+        };
+        let plan = LaunchPlan {
+            pod: self.pod.clone(),
+            pod_ref: self.pod_ref.clone(),
+            container: slot.container.clone(),
+            runtime,
+            env: self.ctx.env.clone(),
+            creds: self.ctx.creds.clone(),
+            pod_ip,
+            mounts,
+            run_count: slot.next_run_count(),
+        };
+        let generation = slot.launching();
+        debug!(container = slot.name(), generation, "launching");
+        let tx = self.tx.clone();
+        self.tasks.spawn(async move {
+            let launched = launch::launch(plan).await;
+            let _ = tx.send(Event::Launched { idx, generation, launched });
+        });
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Launched { idx, generation, launched } => self.launched(idx, generation, launched),
+            Event::Exited { idx, generation, info } => {
+                let pod_desc = format!("pod={}_{}({})", self.pod_ref.name, self.pod_ref.namespace, self.pod_ref.uid);
+                let slot = &mut self.slots[idx];
+                if slot.generation == generation && matches!(slot.run, Run::Running { .. }) {
+                    info!(container = slot.name(), exit_code = info.exit_code, reason = %info.reason, "container exited");
+                    slot.exited(info, self.policy, !self.stopping, &self.ctx.backoff, &pod_desc);
+                }
+            }
+            Event::Probe { idx, generation, report } => self.probed(idx, generation, report),
+        }
+    }
+
+    fn launched(&mut self, idx: usize, generation: u64, launched: Launched) {
+        let slot = &mut self.slots[idx];
+        let current = slot.generation == generation && matches!(slot.run, Run::Launching);
+        let handle = match launched.result {
+            Ok(handle) if !current => {
+                // A stray run (should not happen): do not leave it running.
+                self.tasks.spawn(async move { handle.stop(Duration::ZERO).await });
+                return;
+            }
+            Ok(handle) => handle,
+            Err(_) if !current => return,
+            Err(failure) => {
+                warn!(container = slot.name(), ?failure, "launch failed");
+                return slot.launch_failed(failure, launched.image_id, self.policy, &self.ctx.backoff);
+            }
+        };
+        info!(container = slot.name(), "container started");
+        let probes = slot.started(handle.clone(), launched.image_id.unwrap_or_default(), &self.cancel);
+        let tx = self.tx.clone();
+        let waiter = handle.clone();
+        self.tasks.spawn(async move {
+            let info = waiter.wait().await;
+            let _ = tx.send(Event::Exited { idx, generation, info });
+        });
+        if self.stopping {
+            // Terminating already: the run is stopped by `stop_all`.
+            return;
+        }
+        let pod_ip = self.pod_ip.unwrap_or(self.ctx.host_ip);
+        for kind in [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness] {
+            let Some(p) = kind.of(&slot.container) else { continue };
+            let action = Action::resolve(p, &ProbeTarget { pod_ip, container: &slot.container });
+            let task = probe::run_probe(
+                kind,
+                ProbeSettings::of(kind, p),
+                action,
+                self.ctx.http.clone(),
+                self.tx.clone(),
+                move |report| Event::Probe { idx, generation, report },
+                probes.clone(),
+            );
+            self.tasks.spawn(task);
+        }
+    }
+
+    fn probed(&mut self, idx: usize, generation: u64, report: ProbeReport) {
+        let grace = self.termination_grace();
+        let slot = &mut self.slots[idx];
+        let Run::Running { handle, probes, .. } = &slot.run else { return };
+        if slot.generation != generation || self.stopping {
+            return;
+        }
+        // Liveness and readiness wait for the startup probe.
+        let started = slot.is_started();
+        if report.kind != ProbeKind::Startup && !started {
+            return;
+        }
+        let Some(tracker) = slot.probes.get_mut(&report.kind) else { return };
+        let changed = tracker.record(report.ok);
+        let kill = match report.kind {
+            ProbeKind::Startup => !tracker.verdict() && tracker.failing(),
+            ProbeKind::Liveness => changed == Some(false),
+            ProbeKind::Readiness => {
+                if let Some(ready) = changed {
+                    info!(container = %slot.container.name, ready, detail = %report.detail, "readiness changed");
+                }
+                false
+            }
+        };
+        if kill {
+            info!(container = %slot.container.name, probe = ?report.kind, detail = %report.detail, "probe failed; killing the container");
+            probes.cancel();
+            let handle = handle.clone();
+            self.tasks.spawn(async move { handle.stop(grace).await });
+        }
+    }
+
+    fn termination_grace(&self) -> Duration {
+        let secs = self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+        Duration::from_secs(secs.max(0) as u64)
+    }
+
+    /// Patches `pods/status` when the computed status differs from the last one reported.
+    async fn report(&mut self) {
+        if self.finished_before {
+            return;
+        }
+        let views: Vec<_> = self.slots.iter().map(Slot::view).collect();
+        let status = pod_status(&StatusInput {
+            pod: &self.pod,
+            previous: self.last_status.as_ref(),
+            containers: &views,
+            pod_ip: self.pod_ip,
+            host_ip: self.ctx.host_ip,
+            start_time: self.start_time,
+            now: Timestamp::now(),
+        });
+        if self.last_status.as_ref() == Some(&status) {
+            return;
+        }
+        let patch = Patch::Merge(json!({ "status": status }));
+        match self.api().patch_status(&self.pod_ref.name, &PatchParams::default(), &patch).await {
+            Ok(_) => {
+                debug!(phase = ?status.phase, "status reported");
+                self.last_status = Some(status);
+            }
+            Err(e) => warn!(error = %e, "reporting pod status failed; will retry"),
+        }
+    }
+
+    /// Stops every running container with `grace`, all at once; records how they ended.
+    async fn stop_all(&mut self, grace: Duration) {
+        let running: Vec<_> = self.slots.iter().enumerate().filter_map(|(i, s)| s.handle().map(|h| (i, h))).collect();
+        let ended = join_all(running.into_iter().map(|(i, h)| async move {
+            h.stop(grace).await;
+            (i, h.wait().await)
+        }))
+        .await;
+        for (i, info) in ended {
+            self.slots[i].exited(info, self.policy, false, &self.ctx.backoff, "");
+        }
+    }
+
+    /// Waits (bounded) for launches under way, so nothing they start is left behind.
+    async fn drain_launches(&mut self) {
+        let deadline = Instant::now() + LAUNCH_DRAIN;
+        while self.slots.iter().any(|s| matches!(s.run, Run::Launching)) {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(event)) => self.handle(event),
+                _ => return warn!("launches still under way after {LAUNCH_DRAIN:?}; giving up on them"),
+            }
+        }
+    }
+
+    /// The agent stops: stop the containers quickly and keep everything else (IP, volumes) for
+    /// the agent's next start.
+    async fn shutdown(mut self) {
+        self.stopping = true;
+        self.tasks.abort_all();
+        let grace = self.ctx.shutdown_grace;
+        self.stop_all(grace).await;
+        info!("pod worker stopped (agent shutdown)");
+    }
+
+    /// The pod is being deleted (or is gone): stop, delete the object, clean up.
+    async fn end(mut self, ending: Ending) {
+        self.stopping = true;
+        let grace = match ending {
+            Ending::Graceful => {
+                let secs = self.pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
+                Duration::from_secs(secs.max(0) as u64)
+            }
+            Ending::Gone => Duration::ZERO,
+        };
+        info!(?ending, ?grace, "pod terminating");
+        let cancel = self.cancel.clone();
+        tokio::select! {
+            _ = async { self.drain_launches().await; self.stop_all(grace).await } => {}
+            _ = cancel.cancelled() => {
+                // The agent stops meanwhile: finish quickly; the next agent deletes the pod.
+                self.stop_all(Duration::ZERO).await;
+                return;
+            }
+        }
+        self.tasks.abort_all();
+        if ending == Ending::Graceful {
+            self.report().await;
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions { uid: Some(self.pod_ref.uid.clone()), resource_version: None }),
+                ..DeleteParams::default()
+            };
+            match self.api().delete(&self.pod_ref.name, &params).await {
+                Ok(_) => info!("pod deleted"),
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => debug!("pod already gone"),
+                Err(e) => warn!(error = %e, "deleting the pod failed"),
+            }
+        }
+        self.release_ip().await;
+        // A pod that finished earlier released its IPAM entry, but a restarted agent may still hold one.
+        if let Ok(mut ipam) = self.ctx.ipam.lock() {
+            let _ = ipam.release(&self.pod_ref.uid);
+        }
+        self.volumes = None;
+        self.ctx.env.cleanup(&self.pod_ref).await;
+        info!("pod cleaned up");
+    }
+}
