@@ -11,6 +11,7 @@
 //! adapters that map a pod onto them. Errors carry the Kubernetes waiting/terminated reason the
 //! pod status shows, so a runtime decides how its failures read to users.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -18,6 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+pub mod wasm;
 
 /// The `imagePullPolicy` of a container, defaulted as Kubernetes does (`Always` for `:latest`
 /// or no tag, `IfNotPresent` otherwise).
@@ -82,6 +85,8 @@ pub struct ContainerSpec {
     pub cpu_limit_millis: Option<u64>,
     /// Where the container's stdout/stderr go.
     pub logs: Arc<dyn LogSink>,
+    /// The pod's annotations: runtime-specific settings (`skiff.dev/request-timeout`, ...).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Which output stream a chunk came from.

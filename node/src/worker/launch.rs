@@ -73,6 +73,7 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
         memory_limit,
         cpu_limit_millis,
         logs,
+        annotations: plan.pod.metadata.annotations.clone().unwrap_or_default(),
     };
     match plan.runtime.start(spec).await {
         Ok(running) => Launched { result: Ok(Arc::from(running)), image_id },
