@@ -5,7 +5,9 @@
 //! It owns the cluster's state; nodes never touch the store, they go through the API server.
 
 pub mod apiserver;
+pub mod controllers;
 pub mod pki;
 pub mod registry;
+pub mod scheduler;
 pub mod server;
 pub mod storage;
