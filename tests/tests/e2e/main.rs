@@ -11,6 +11,7 @@ mod kubectl_apply;
 mod kubectl_errors;
 mod kubectl_verbs;
 mod restart;
+mod scheduling;
 mod watch_compaction;
 
 use std::path::PathBuf;
