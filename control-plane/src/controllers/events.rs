@@ -43,14 +43,18 @@ pub fn reference(api_version: &str, kind: &str, meta: &ObjectMeta) -> ObjectRefe
 }
 
 /// Writes one Event about `involved`, reported by `component` (e.g. `default-scheduler`).
-pub async fn record(registry: &Registry, component: &str, involved: &ObjectReference, kind: EventType, reason: &str, message: &str) {
+pub async fn record(
+    registry: &Registry,
+    component: &str,
+    involved: &ObjectReference,
+    kind: EventType,
+    reason: &str,
+    message: &str,
+) {
     let Some(info) = catalog::find("", "v1", "events") else { return };
     let ns = involved.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into());
-    let name = format!(
-        "{}.{:x}",
-        involved.name.as_deref().unwrap_or("unknown"),
-        jiff::Timestamp::now().as_nanosecond()
-    );
+    let name =
+        format!("{}.{:x}", involved.name.as_deref().unwrap_or("unknown"), jiff::Timestamp::now().as_nanosecond());
     let now = object::now();
     let body = json!({
         "apiVersion": "v1",

@@ -89,12 +89,21 @@ impl GarbageCollector {
         match key {
             REPLICASETS => {
                 let candidates: Vec<ObjectMeta> = self.replicasets.list().iter().map(|r| r.metadata.clone()).collect();
-                let cached = |uid: &str| self.deployments.list_where(|d| d.metadata.uid.as_deref() == Some(uid)).is_empty();
-                self.sweep(info("apps", "replicasets"), candidates, "Deployment", info("apps", "deployments"), cached).await
+                let cached =
+                    |uid: &str| self.deployments.list_where(|d| d.metadata.uid.as_deref() == Some(uid)).is_empty();
+                self.sweep(info("apps", "replicasets"), candidates, "Deployment", info("apps", "deployments"), cached)
+                    .await
             }
             PODS => {
-                let candidates: Vec<ObjectMeta> = self.pods.list().iter().filter(|p| p.metadata.deletion_timestamp.is_none()).map(|p| p.metadata.clone()).collect();
-                let cached = |uid: &str| self.replicasets.list_where(|r| r.metadata.uid.as_deref() == Some(uid)).is_empty();
+                let candidates: Vec<ObjectMeta> = self
+                    .pods
+                    .list()
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .map(|p| p.metadata.clone())
+                    .collect();
+                let cached =
+                    |uid: &str| self.replicasets.list_where(|r| r.metadata.uid.as_deref() == Some(uid)).is_empty();
                 self.sweep(info("", "pods"), candidates, "ReplicaSet", info("apps", "replicasets"), cached).await
             }
             _ => Ok(()),

@@ -253,7 +253,8 @@ mod tests {
     use std::sync::Mutex;
 
     fn cm(name: &str, data: &str) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({"metadata": {"name": name, "namespace": "ns"}, "data": {"k": data}})).expect("json")
+        serde_json::to_vec(&serde_json::json!({"metadata": {"name": name, "namespace": "ns"}, "data": {"k": data}}))
+            .expect("json")
     }
 
     #[tokio::test]
@@ -307,8 +308,10 @@ mod tests {
             c.metadata.resource_version = Some(rv.into());
             Arc::new(c)
         };
-        let old: HashMap<_, _> = [("a".to_string(), mk("a", "1")), ("b".to_string(), mk("b", "1")), ("c".to_string(), mk("c", "1"))].into();
-        let new: HashMap<_, _> = [("a".to_string(), mk("a", "1")), ("b".to_string(), mk("b", "5")), ("d".to_string(), mk("d", "6"))].into();
+        let old: HashMap<_, _> =
+            [("a".to_string(), mk("a", "1")), ("b".to_string(), mk("b", "1")), ("c".to_string(), mk("c", "1"))].into();
+        let new: HashMap<_, _> =
+            [("a".to_string(), mk("a", "1")), ("b".to_string(), mk("b", "5")), ("d".to_string(), mk("d", "6"))].into();
         let mut kinds: Vec<String> = diff(&old, &new)
             .iter()
             .map(|c| match c {

@@ -131,12 +131,21 @@ pub fn start(registry: &Registry, cancel: &CancellationToken, tasks: &mut JoinSe
 
 /// One worker: waits for the caches, then reconciles keys until `cancel`; a failed key is
 /// retried with back-off, a successful one forgets its failures.
-async fn run_worker<F, Fut>(name: &'static str, queue: WorkQueue, inf: Informers, cancel: CancellationToken, reconcile: F)
-where
+async fn run_worker<F, Fut>(
+    name: &'static str,
+    queue: WorkQueue,
+    inf: Informers,
+    cancel: CancellationToken,
+    reconcile: F,
+) where
     F: Fn(String) -> Fut,
     Fut: Future<Output = Result<(), ReconcileError>>,
 {
-    for synced in [inf.pods.wait_synced(&cancel).await, inf.replicasets.wait_synced(&cancel).await, inf.deployments.wait_synced(&cancel).await] {
+    for synced in [
+        inf.pods.wait_synced(&cancel).await,
+        inf.replicasets.wait_synced(&cancel).await,
+        inf.deployments.wait_synced(&cancel).await,
+    ] {
         if !synced {
             return;
         }

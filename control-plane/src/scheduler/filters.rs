@@ -81,7 +81,11 @@ pub fn runtime_offered(pod: &Pod, node: &Node) -> Result<(), Reason> {
     let wanted = required_runtime(pod);
     let offered = node.metadata.labels.as_ref().and_then(|l| l.get(labels::RUNTIMES)).map(String::as_str).unwrap_or("");
     // Label values cannot hold commas, so the list is dot-separated; accept commas anyway.
-    if offered.split(['.', ',']).any(|r| r == wanted) { Ok(()) } else { Err(Reason::RuntimeNotOffered(wanted.to_string())) }
+    if offered.split(['.', ',']).any(|r| r == wanted) {
+        Ok(())
+    } else {
+        Err(Reason::RuntimeNotOffered(wanted.to_string()))
+    }
 }
 
 fn tolerations(pod: &Pod) -> &[Toleration] {

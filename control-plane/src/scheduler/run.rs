@@ -76,7 +76,9 @@ impl Scheduler {
             // pods that fit nowhere before.
             let relevant = match change {
                 Change::Added(_) => true,
-                Change::Updated { old, new } => old.metadata.labels != new.metadata.labels || old.spec != new.spec || old.status != new.status,
+                Change::Updated { old, new } => {
+                    old.metadata.labels != new.metadata.labels || old.spec != new.spec || old.status != new.status
+                }
                 Change::Deleted(_) => false,
             };
             if relevant {
@@ -218,7 +220,11 @@ impl Scheduler {
             .update_with(info, ns, name, Some("status"), WriteOptions::default(), None, |old| {
                 changed = false;
                 let mut new = old.clone();
-                let bound = old.get("spec").and_then(|s| s.get("nodeName")).and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+                let bound = old
+                    .get("spec")
+                    .and_then(|s| s.get("nodeName"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| !n.is_empty());
                 let mut conditions: Vec<Value> = old["status"]["conditions"].as_array().cloned().unwrap_or_default();
                 let current = conditions.iter().find(|c| c["type"] == "PodScheduled");
                 if bound || current.is_some_and(|c| c["status"] == "False" && c["message"] == message.as_str()) {
@@ -237,7 +243,15 @@ impl Scheduler {
         match result {
             Ok(_) if changed => {
                 let involved = events::reference("v1", "Pod", &pod.metadata);
-                events::record(&self.registry, SCHEDULER_NAME, &involved, EventType::Warning, "FailedScheduling", &message).await;
+                events::record(
+                    &self.registry,
+                    SCHEDULER_NAME,
+                    &involved,
+                    EventType::Warning,
+                    "FailedScheduling",
+                    &message,
+                )
+                .await;
             }
             Ok(_) | Err(ApiError::NotFound { .. }) => {}
             Err(e) => warn!(pod = name, error = %e, "could not record that the pod is unschedulable"),

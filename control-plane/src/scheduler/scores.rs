@@ -40,7 +40,10 @@ pub fn prefer_no_schedule(pod: &Pod, nodes: &[&NodeInfo]) -> Vec<i64> {
         .iter()
         .map(|n| {
             let taints = n.node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or(&[]);
-            taints.iter().filter(|t| t.effect == "PreferNoSchedule" && !tols.iter().any(|tol| tolerates(tol, t))).count() as i64
+            taints
+                .iter()
+                .filter(|t| t.effect == "PreferNoSchedule" && !tols.iter().any(|tol| tolerates(tol, t)))
+                .count() as i64
         })
         .collect();
     let most = counts.iter().copied().max().unwrap_or(0);

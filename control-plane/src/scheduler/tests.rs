@@ -34,7 +34,9 @@ fn pod(patch: Value) -> Pod {
 }
 
 fn with_requests(cpu: &str, mem: &str) -> Pod {
-    pod(json!({"spec": {"containers": [{"name": "c", "image": "a", "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}}))
+    pod(
+        json!({"spec": {"containers": [{"name": "c", "image": "a", "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}}),
+    )
 }
 
 fn filter(p: &Pod, n: &NodeInfo) -> Result<(), Vec<Reason>> {
@@ -54,7 +56,9 @@ fn ready_filter() {
 fn unschedulable_filter_and_its_toleration() {
     let cordoned = node("a", json!({"spec": {"unschedulable": true}}));
     assert_eq!(filter(&pod(json!({})), &cordoned), Err(vec![Reason::Unschedulable]));
-    let tolerant = pod(json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}}));
+    let tolerant = pod(
+        json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}}),
+    );
     assert_eq!(filter(&tolerant, &cordoned), Ok(()));
 }
 
@@ -119,7 +123,9 @@ fn node_selector_filter() {
 }
 
 fn affinity(terms: Value) -> Pod {
-    pod(json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}}}))
+    pod(
+        json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}}}),
+    )
 }
 
 fn expr(key: &str, op: &str, values: &[&str]) -> Value {
@@ -158,15 +164,22 @@ fn required_node_affinity_operators() {
 
 #[test]
 fn taint_filter_and_tolerations() {
-    let tainted = |effect: &str| node("a", json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": effect}]}}));
+    let tainted =
+        |effect: &str| node("a", json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": effect}]}}));
     let untolerated = Err(vec![Reason::UntoleratedTaint { key: "dedicated".into(), value: "gpu".into() }]);
     assert_eq!(filter(&pod(json!({})), &tainted("NoSchedule")), untolerated);
     assert_eq!(filter(&pod(json!({})), &tainted("NoExecute")), untolerated);
     assert_eq!(filter(&pod(json!({})), &tainted("PreferNoSchedule")), Ok(()), "PreferNoSchedule only scores");
     let tol = |t: Value| pod(json!({"spec": {"tolerations": [t]}}));
     let n = tainted("NoSchedule");
-    assert!(filter(&tol(json!({"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"})), &n).is_ok());
-    assert!(filter(&tol(json!({"key": "dedicated", "value": "gpu"})), &n).is_ok(), "default operator Equal, any effect");
+    assert!(
+        filter(&tol(json!({"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"})), &n)
+            .is_ok()
+    );
+    assert!(
+        filter(&tol(json!({"key": "dedicated", "value": "gpu"})), &n).is_ok(),
+        "default operator Equal, any effect"
+    );
     assert!(filter(&tol(json!({"key": "dedicated", "operator": "Exists"})), &n).is_ok());
     assert!(filter(&tol(json!({"operator": "Exists"})), &n).is_ok(), "empty key with Exists tolerates everything");
     assert!(filter(&tol(json!({"key": "dedicated", "value": "cpu"})), &n).is_err());
@@ -177,11 +190,17 @@ fn taint_filter_and_tolerations() {
 #[test]
 fn host_port_filter() {
     let with_port = |ip: Option<&str>, port: i32, proto: &str| {
-        pod(json!({"spec": {"containers": [{"name": "c", "image": "a", "ports": [{"containerPort": 80, "hostPort": port, "hostIP": ip, "protocol": proto}]}]}}))
+        pod(
+            json!({"spec": {"containers": [{"name": "c", "image": "a", "ports": [{"containerPort": 80, "hostPort": port, "hostIP": ip, "protocol": proto}]}]}}),
+        )
     };
     let mut n = node("a", json!({}));
     n.add_pod(&with_port(Some("127.0.0.1"), 8080, "TCP"));
-    assert_eq!(filter(&with_port(None, 8080, "TCP"), &n), Err(vec![Reason::HostPorts]), "wildcard clashes with any address");
+    assert_eq!(
+        filter(&with_port(None, 8080, "TCP"), &n),
+        Err(vec![Reason::HostPorts]),
+        "wildcard clashes with any address"
+    );
     assert_eq!(filter(&with_port(Some("127.0.0.1"), 8080, "TCP"), &n), Err(vec![Reason::HostPorts]));
     assert_eq!(filter(&with_port(Some("127.0.0.2"), 8080, "TCP"), &n), Ok(()));
     assert_eq!(filter(&with_port(Some("127.0.0.1"), 8080, "UDP"), &n), Ok(()));
@@ -207,7 +226,9 @@ fn least_allocated_prefers_the_emptier_node() {
 }
 
 fn owned(uid: &str) -> Pod {
-    pod(json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": uid, "controller": true}]}}))
+    pod(
+        json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": uid, "controller": true}]}}),
+    )
 }
 
 #[test]
@@ -244,7 +265,10 @@ fn unschedulable_message_has_the_go_form() {
     ];
     let err = schedule(&with_requests("100m", "1Gi"), &nodes).expect_err("nothing fits");
     assert_eq!(err.num_nodes, 3);
-    assert_eq!(err.to_string(), "0/3 nodes are available: 1 node(s) had untolerated taint {key: value}, 2 Insufficient memory.");
+    assert_eq!(
+        err.to_string(),
+        "0/3 nodes are available: 1 node(s) had untolerated taint {key: value}, 2 Insufficient memory."
+    );
     let sel = schedule(&pod(json!({"spec": {"nodeSelector": {"x": "y"}}})), &nodes[..2]).expect_err("no match");
     assert_eq!(sel.to_string(), "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector.");
     let none = FitError { num_nodes: 0, reasons: Default::default() };

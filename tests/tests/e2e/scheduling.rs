@@ -81,14 +81,21 @@ async fn apply(skiff: &Skiff, file: &str, text: &str) -> Result<()> {
 /// The `app=web` pods that are not being deleted.
 async fn live_web_pods(skiff: &Skiff) -> Result<Vec<Value>> {
     let list = get_json(skiff, &["pods", "-l", "app=web"]).await?;
-    Ok(list["items"].as_array().cloned().unwrap_or_default().into_iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect())
+    Ok(list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect())
 }
 
 /// Waits for exactly `n` live web pods, all bound; returns the nodes they are on.
 async fn wait_bound(skiff: &Skiff, n: usize) -> Result<Vec<String>> {
     wait_until(&format!("{n} bound web pods"), CONVERGE, POLL, || async {
         let pods = live_web_pods(skiff).await?;
-        let nodes: Vec<String> = pods.iter().filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_string)).collect();
+        let nodes: Vec<String> =
+            pods.iter().filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_string)).collect();
         Ok((pods.len() == n && nodes.len() == n).then_some(nodes))
     })
     .await
@@ -104,17 +111,28 @@ async fn deployment_and_scaling(skiff: &Skiff) -> Result<()> {
     let items = rs["items"].as_array().context("rs list")?;
     ensure!(items.len() == 1, "one ReplicaSet per template: {rs}");
     let hash = items[0]["metadata"]["labels"]["pod-template-hash"].as_str().context("pod-template-hash label")?;
-    ensure!(items[0]["metadata"]["name"] == format!("web-{hash}").as_str(), "ReplicaSet name: {}", items[0]["metadata"]["name"]);
+    ensure!(
+        items[0]["metadata"]["name"] == format!("web-{hash}").as_str(),
+        "ReplicaSet name: {}",
+        items[0]["metadata"]["name"]
+    );
     ensure!(items[0]["metadata"]["ownerReferences"][0]["kind"] == "Deployment");
     let pod = &live_web_pods(skiff).await?[0];
     ensure!(pod["metadata"]["generateName"] == format!("web-{hash}-").as_str(), "pod generateName: {pod}");
     ensure!(pod["metadata"]["labels"]["pod-template-hash"] == hash);
-    let scheduled = pod["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "PodScheduled" && c["status"] == "True");
+    let scheduled = pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "PodScheduled" && c["status"] == "True");
     ensure!(scheduled, "bound pod has PodScheduled=True: {pod}");
 
     wait_until("deployment status replicas=3", CONVERGE, POLL, || async {
         let d = get_json(skiff, &["deployment", "web"]).await?;
-        Ok((d["status"]["replicas"] == 3 && d["status"]["updatedReplicas"] == 3 && d["status"]["observedGeneration"] == d["metadata"]["generation"]).then_some(()))
+        Ok((d["status"]["replicas"] == 3
+            && d["status"]["updatedReplicas"] == 3
+            && d["status"]["observedGeneration"] == d["metadata"]["generation"])
+            .then_some(()))
     })
     .await?;
 
@@ -139,14 +157,18 @@ async fn unschedulable_then_scheduled(skiff: &Skiff) -> Result<()> {
     let want = "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector.";
     wait_until("PodScheduled=False on the picky pod", CONVERGE, POLL, || async {
         let pod = get_json(skiff, &["pod", "picky"]).await?;
-        let cond = pod["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "PodScheduled").cloned();
+        let cond =
+            pod["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "PodScheduled").cloned();
         Ok(cond.filter(|c| c["status"] == "False" && c["reason"] == "Unschedulable" && c["message"] == want))
     })
     .await?;
     wait_until("a FailedScheduling event", CONVERGE, POLL, || async {
         let events = get_json(skiff, &["events"]).await?;
         let found = events["items"].as_array().into_iter().flatten().any(|e| {
-            e["reason"] == "FailedScheduling" && e["involvedObject"]["name"] == "picky" && e["message"] == want && e["type"] == "Warning"
+            e["reason"] == "FailedScheduling"
+                && e["involvedObject"]["name"] == "picky"
+                && e["message"] == want
+                && e["type"] == "Warning"
         });
         Ok(found.then_some(()))
     })
@@ -177,7 +199,8 @@ async fn delete_cleans_up(skiff: &Skiff) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_pods_are_scheduled_scaled_and_collected() -> Result<()> {
     let skiff = Skiff::start(StoreKind::Embedded).await?;
-    apply(&skiff, "nodes.yaml", &format!("{}---\n{}", node_manifest("node-a", ""), node_manifest("node-b", ""))).await?;
+    apply(&skiff, "nodes.yaml", &format!("{}---\n{}", node_manifest("node-a", ""), node_manifest("node-b", "")))
+        .await?;
     let result = async {
         deployment_and_scaling(&skiff).await?;
         unschedulable_then_scheduled(&skiff).await?;

@@ -53,9 +53,15 @@ mod tests {
 
     #[test]
     fn hash_is_stable_and_follows_the_template() {
-        let a = template(json!({"metadata": {"labels": {"app": "web", "tier": "fe"}}, "spec": {"containers": [{"name": "c", "image": "v1"}]}}));
-        let same_other_order = template(json!({"spec": {"containers": [{"image": "v1", "name": "c"}]}, "metadata": {"labels": {"tier": "fe", "app": "web"}}}));
-        let b = template(json!({"metadata": {"labels": {"app": "web", "tier": "fe"}}, "spec": {"containers": [{"name": "c", "image": "v2"}]}}));
+        let a = template(
+            json!({"metadata": {"labels": {"app": "web", "tier": "fe"}}, "spec": {"containers": [{"name": "c", "image": "v1"}]}}),
+        );
+        let same_other_order = template(
+            json!({"spec": {"containers": [{"image": "v1", "name": "c"}]}, "metadata": {"labels": {"tier": "fe", "app": "web"}}}),
+        );
+        let b = template(
+            json!({"metadata": {"labels": {"app": "web", "tier": "fe"}}, "spec": {"containers": [{"name": "c", "image": "v2"}]}}),
+        );
         let h = template_hash(&a);
         assert_eq!(h, template_hash(&a));
         assert_eq!(h, template_hash(&same_other_order));
@@ -64,7 +70,11 @@ mod tests {
         // Pinned: a change of serialisation would rename every ReplicaSet on upgrade.
         assert_eq!(h, "6dd84d667b");
         let mut labelled = a.clone();
-        labelled.metadata.as_mut().and_then(|m| m.labels.as_mut()).map(|l| l.insert(POD_TEMPLATE_HASH.into(), h.clone()));
+        labelled
+            .metadata
+            .as_mut()
+            .and_then(|m| m.labels.as_mut())
+            .map(|l| l.insert(POD_TEMPLATE_HASH.into(), h.clone()));
         assert_eq!(template_hash(&labelled), h, "the hash label itself does not count");
     }
 }

@@ -110,10 +110,13 @@ impl DeploymentController {
             .replicasets
             .list_namespace(ns)
             .into_iter()
-            .filter(|rs| rs.metadata.deletion_timestamp.is_none() && controller_ref(&rs.metadata).is_some_and(|r| r.uid == uid))
+            .filter(|rs| {
+                rs.metadata.deletion_timestamp.is_none() && controller_ref(&rs.metadata).is_some_and(|r| r.uid == uid)
+            })
             .collect();
         let hash = hash::template_hash(&spec.template);
-        let is_new = |rs: &ReplicaSet| rs.metadata.labels.as_ref().and_then(|l| l.get(POD_TEMPLATE_HASH)) == Some(&hash);
+        let is_new =
+            |rs: &ReplicaSet| rs.metadata.labels.as_ref().and_then(|l| l.get(POD_TEMPLATE_HASH)) == Some(&hash);
         let replicas = spec.replicas.unwrap_or(1);
 
         let new_rs = owned.iter().find(|rs| is_new(rs)).cloned();
@@ -144,11 +147,19 @@ impl DeploymentController {
         let value = serde_json::to_value(&status).unwrap_or_default();
         let result = self
             .registry
-            .update_with(info("apps", "deployments"), Some(ns), d.metadata.name.as_deref().unwrap_or_default(), Some("status"), WriteOptions::default(), None, |old| {
-                let mut new = old.clone();
-                new["status"] = value.clone();
-                Ok(new)
-            })
+            .update_with(
+                info("apps", "deployments"),
+                Some(ns),
+                d.metadata.name.as_deref().unwrap_or_default(),
+                Some("status"),
+                WriteOptions::default(),
+                None,
+                |old| {
+                    let mut new = old.clone();
+                    new["status"] = value.clone();
+                    Ok(new)
+                },
+            )
             .await;
         match result {
             Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
@@ -161,11 +172,19 @@ impl DeploymentController {
         debug!(rs = name, replicas, "scaling ReplicaSet");
         let result = self
             .registry
-            .update_with(info("apps", "replicasets"), rs.metadata.namespace.as_deref(), name, None, WriteOptions::default(), None, |old| {
-                let mut new = old.clone();
-                new["spec"]["replicas"] = json!(replicas);
-                Ok(new)
-            })
+            .update_with(
+                info("apps", "replicasets"),
+                rs.metadata.namespace.as_deref(),
+                name,
+                None,
+                WriteOptions::default(),
+                None,
+                |old| {
+                    let mut new = old.clone();
+                    new["spec"]["replicas"] = json!(replicas);
+                    Ok(new)
+                },
+            )
             .await;
         match result {
             Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),

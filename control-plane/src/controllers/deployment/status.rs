@@ -30,14 +30,24 @@ fn sum(rss: &[Arc<ReplicaSet>], f: impl Fn(&ReplicaSet) -> i32) -> i32 {
     rss.iter().map(|r| f(r)).sum()
 }
 
-fn condition(old: Option<&DeploymentStatus>, type_: &str, status: bool, reason: &str, message: String, now: &Time) -> DeploymentCondition {
+fn condition(
+    old: Option<&DeploymentStatus>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    now: &Time,
+) -> DeploymentCondition {
     let status = if status { "True" } else { "False" }.to_string();
     let prev = old.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == type_));
-    let unchanged = prev.is_some_and(|p| p.status == status && p.reason.as_deref() == Some(reason) && p.message.as_deref() == Some(&message));
+    let unchanged = prev.is_some_and(|p| {
+        p.status == status && p.reason.as_deref() == Some(reason) && p.message.as_deref() == Some(&message)
+    });
     if unchanged && let Some(p) = prev {
         return p.clone();
     }
-    let transition = prev.filter(|p| p.status == status).and_then(|p| p.last_transition_time.clone()).unwrap_or_else(|| now.clone());
+    let transition =
+        prev.filter(|p| p.status == status).and_then(|p| p.last_transition_time.clone()).unwrap_or_else(|| now.clone());
     DeploymentCondition {
         type_: type_.into(),
         status,
@@ -49,7 +59,12 @@ fn condition(old: Option<&DeploymentStatus>, type_: &str, status: bool, reason: 
 }
 
 /// The status of `d` given its ReplicaSets (`new_rs` among them when it exists).
-pub fn compute(d: &Deployment, new_rs: Option<&ReplicaSet>, all: &[Arc<ReplicaSet>], now: jiff::Timestamp) -> DeploymentStatus {
+pub fn compute(
+    d: &Deployment,
+    new_rs: Option<&ReplicaSet>,
+    all: &[Arc<ReplicaSet>],
+    now: jiff::Timestamp,
+) -> DeploymentStatus {
     let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status_of = |r: &ReplicaSet| r.status.clone().unwrap_or_default();
     let replicas = sum(all, |r| status_of(r).replicas);
@@ -61,16 +76,44 @@ pub fn compute(d: &Deployment, new_rs: Option<&ReplicaSet>, all: &[Arc<ReplicaSe
     let old = d.status.as_ref();
     let min_available = desired - max_unavailable(d, desired);
     let available_cond = if available >= min_available {
-        condition(old, "Available", true, "MinimumReplicasAvailable", "Deployment has minimum availability.".into(), &now)
+        condition(
+            old,
+            "Available",
+            true,
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".into(),
+            &now,
+        )
     } else {
-        condition(old, "Available", false, "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into(), &now)
+        condition(
+            old,
+            "Available",
+            false,
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".into(),
+            &now,
+        )
     };
     let rs_name = new_rs.and_then(|r| r.metadata.name.clone()).unwrap_or_default();
     let complete = updated == desired && replicas == desired && available == desired;
     let progressing = if complete {
-        condition(old, "Progressing", true, "NewReplicaSetAvailable", format!("ReplicaSet \"{rs_name}\" has successfully progressed."), &now)
+        condition(
+            old,
+            "Progressing",
+            true,
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
+            &now,
+        )
     } else {
-        condition(old, "Progressing", true, "ReplicaSetUpdated", format!("ReplicaSet \"{rs_name}\" is progressing."), &now)
+        condition(
+            old,
+            "Progressing",
+            true,
+            "ReplicaSetUpdated",
+            format!("ReplicaSet \"{rs_name}\" is progressing."),
+            &now,
+        )
     };
     DeploymentStatus {
         replicas: Some(replicas),
@@ -123,9 +166,11 @@ mod tests {
     fn max_unavailable_forms() {
         let sel = json!({"matchLabels": {"a": "b"}});
         assert_eq!(max_unavailable(&deploy(json!({"selector": sel, "template": {}})), 10), 2, "25% rounded down");
-        let pct = deploy(json!({"strategy": {"rollingUpdate": {"maxUnavailable": "50%"}}, "selector": sel, "template": {}}));
+        let pct =
+            deploy(json!({"strategy": {"rollingUpdate": {"maxUnavailable": "50%"}}, "selector": sel, "template": {}}));
         assert_eq!(max_unavailable(&pct, 5), 2);
-        let int = deploy(json!({"strategy": {"rollingUpdate": {"maxUnavailable": 3}}, "selector": sel, "template": {}}));
+        let int =
+            deploy(json!({"strategy": {"rollingUpdate": {"maxUnavailable": 3}}, "selector": sel, "template": {}}));
         assert_eq!(max_unavailable(&int, 2), 2, "never more than replicas");
         let recreate = deploy(json!({"strategy": {"type": "Recreate"}, "selector": sel, "template": {}}));
         assert_eq!(max_unavailable(&recreate, 5), 0);
@@ -138,7 +183,10 @@ mod tests {
         let old = rs("web-old", 0, 1, 1);
         let now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().expect("time");
         let s = compute(&d, Some(&new), &[new.clone(), old], now);
-        assert_eq!((s.replicas, s.updated_replicas, s.ready_replicas, s.available_replicas), (Some(3), Some(2), Some(3), Some(3)));
+        assert_eq!(
+            (s.replicas, s.updated_replicas, s.ready_replicas, s.available_replicas),
+            (Some(3), Some(2), Some(3), Some(3))
+        );
         assert_eq!(s.observed_generation, Some(2));
         let conds = s.conditions.clone().expect("conditions");
         assert_eq!((conds[0].type_.as_str(), conds[0].status.as_str()), ("Available", "True"));
@@ -150,6 +198,14 @@ mod tests {
 
         let none = compute(&d, None, &[], now);
         assert_eq!(none.conditions.expect("conditions")[0].status, "False", "0 of 3 available, 0 may be missing");
-        assert!(!differs(Some(&s), &compute(&d, Some(&new), &[new.clone(), rs("web-old", 0, 1, 1)], "2026-01-02T00:00:00Z".parse().expect("t"))));
+        assert!(!differs(
+            Some(&s),
+            &compute(
+                &d,
+                Some(&new),
+                &[new.clone(), rs("web-old", 0, 1, 1)],
+                "2026-01-02T00:00:00Z".parse().expect("t")
+            )
+        ));
     }
 }

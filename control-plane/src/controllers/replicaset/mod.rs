@@ -84,7 +84,9 @@ impl ReplicaSetController {
                     }
                     self.queue.add(owner);
                 }
-                if let Some(old_owner) = controller_key(&old.metadata, "ReplicaSet").filter(|o| Some(o) != owner.as_ref()) {
+                if let Some(old_owner) =
+                    controller_key(&old.metadata, "ReplicaSet").filter(|o| Some(o) != owner.as_ref())
+                {
                     self.queue.add(&old_owner);
                 }
                 if owner.is_none() {
@@ -125,7 +127,8 @@ impl ReplicaSetController {
             return Ok(());
         }
         let Some(spec) = rs.spec.as_ref() else { return Ok(()) };
-        let selector = LabelSelector::from_label_selector(&spec.selector).map_err(|source| ReconcileError::Selector { key: key.into(), source })?;
+        let selector = LabelSelector::from_label_selector(&spec.selector)
+            .map_err(|source| ReconcileError::Selector { key: key.into(), source })?;
         let uid = rs.metadata.uid.as_deref().unwrap_or_default();
         let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
 
@@ -162,21 +165,30 @@ impl ReplicaSetController {
 
     /// Sets this ReplicaSet as the controller of an orphan; false if someone else got it.
     async fn adopt(&self, rs: &ReplicaSet, pod: &Pod) -> Result<bool, ReconcileError> {
-        let reference = serde_json::to_value(controller_reference("apps/v1", "ReplicaSet", &rs.metadata)).unwrap_or_default();
+        let reference =
+            serde_json::to_value(controller_reference("apps/v1", "ReplicaSet", &rs.metadata)).unwrap_or_default();
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let result = self
             .registry
-            .update_with(info("", "pods"), pod.metadata.namespace.as_deref(), name, None, WriteOptions::default(), None, |old| {
-                let mut new = old.clone();
-                let refs = new["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
-                if refs.iter().any(|r| r["controller"] == true) {
-                    return Err(ApiError::Conflict(format!("pod {name} already has a controller")));
-                }
-                let mut refs = refs;
-                refs.push(reference.clone());
-                new["metadata"]["ownerReferences"] = json!(refs);
-                Ok(new)
-            })
+            .update_with(
+                info("", "pods"),
+                pod.metadata.namespace.as_deref(),
+                name,
+                None,
+                WriteOptions::default(),
+                None,
+                |old| {
+                    let mut new = old.clone();
+                    let refs = new["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
+                    if refs.iter().any(|r| r["controller"] == true) {
+                        return Err(ApiError::Conflict(format!("pod {name} already has a controller")));
+                    }
+                    let mut refs = refs;
+                    refs.push(reference.clone());
+                    new["metadata"]["ownerReferences"] = json!(refs);
+                    Ok(new)
+                },
+            )
             .await;
         match result {
             Ok(_) => Ok(true),
@@ -190,7 +202,9 @@ impl ReplicaSetController {
         self.expectations.expect(key, n as i64, 0);
         let body = pods::pod_from_template(rs);
         let ns = rs.metadata.namespace.as_deref();
-        let results = join_all((0..n).map(|_| self.registry.create(info("", "pods"), ns, body.clone(), WriteOptions::default()))).await;
+        let results =
+            join_all((0..n).map(|_| self.registry.create(info("", "pods"), ns, body.clone(), WriteOptions::default())))
+                .await;
         let mut first_error = None;
         for r in results {
             if let Err(e) = r {
@@ -211,7 +225,12 @@ impl ReplicaSetController {
         self.expectations.expect(key, 0, victims.len() as i64);
         let opts = DeleteOptions::default();
         let results = join_all(victims.iter().map(|p| {
-            self.registry.delete(info("", "pods"), p.metadata.namespace.as_deref(), p.metadata.name.as_deref().unwrap_or_default(), &opts)
+            self.registry.delete(
+                info("", "pods"),
+                p.metadata.namespace.as_deref(),
+                p.metadata.name.as_deref().unwrap_or_default(),
+                &opts,
+            )
         }))
         .await;
         let mut first_error = None;
@@ -240,11 +259,19 @@ impl ReplicaSetController {
         let name = rs.metadata.name.as_deref().unwrap_or_default();
         let result = self
             .registry
-            .update_with(info("apps", "replicasets"), rs.metadata.namespace.as_deref(), name, Some("status"), WriteOptions::default(), None, |old| {
-                let mut new = old.clone();
-                new["status"] = value.clone();
-                Ok(new)
-            })
+            .update_with(
+                info("apps", "replicasets"),
+                rs.metadata.namespace.as_deref(),
+                name,
+                Some("status"),
+                WriteOptions::default(),
+                None,
+                |old| {
+                    let mut new = old.clone();
+                    new["status"] = value.clone();
+                    Ok(new)
+                },
+            )
             .await;
         match result {
             Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),

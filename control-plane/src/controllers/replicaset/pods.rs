@@ -60,14 +60,12 @@ fn phase_rank(pod: &Pod) -> u8 {
 /// scheduled, pending before unknown before running, not ready before ready, newest first.
 pub fn deletion_order(a: &Pod, b: &Pod) -> Ordering {
     let assigned = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
-    assigned(a)
-        .cmp(&assigned(b))
-        .then(phase_rank(a).cmp(&phase_rank(b)))
-        .then(is_ready(a).cmp(&is_ready(b)))
-        .then_with(|| {
+    assigned(a).cmp(&assigned(b)).then(phase_rank(a).cmp(&phase_rank(b))).then(is_ready(a).cmp(&is_ready(b))).then_with(
+        || {
             let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
             created(b).cmp(&created(a))
-        })
+        },
+    )
 }
 
 /// The `n` pods to delete when there are too many.
@@ -82,7 +80,11 @@ pub fn pods_to_delete(pods: &[Arc<Pod>], n: usize) -> Vec<Arc<Pod>> {
 pub fn compute_status(rs: &ReplicaSet, pods: &[Arc<Pod>], now: jiff::Timestamp) -> ReplicaSetStatus {
     let spec = rs.spec.as_ref();
     let min_ready = spec.and_then(|s| s.min_ready_seconds).map(i64::from).unwrap_or(0);
-    let template_labels = spec.and_then(|s| s.template.as_ref()).and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+    let template_labels = spec
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
     let count = |f: &dyn Fn(&Pod) -> bool| pods.iter().filter(|p| f(p)).count() as i32;
     let fully_labeled = count(&|p: &Pod| {
         let labels = p.metadata.labels.as_ref();
@@ -155,7 +157,10 @@ mod tests {
     #[test]
     fn status_counts_labels_readiness_and_availability() {
         let now: jiff::Timestamp = "2026-01-01T00:00:30Z".parse().expect("time");
-        let pods = vec![pod("a", Some("n"), "Running", true, "2026-01-01T00:00:00Z"), pod("b", Some("n"), "Running", false, "2026-01-01T00:00:00Z")];
+        let pods = vec![
+            pod("a", Some("n"), "Running", true, "2026-01-01T00:00:00Z"),
+            pod("b", Some("n"), "Running", false, "2026-01-01T00:00:00Z"),
+        ];
         let s = compute_status(&rs(), &pods, now);
         assert_eq!((s.replicas, s.fully_labeled_replicas, s.ready_replicas), (2, Some(0), Some(1)));
         assert_eq!(s.available_replicas, Some(0), "ready for 30s < minReadySeconds 60");
