@@ -1,12 +1,14 @@
 //! The Skiff control plane: the Kubernetes-compatible API server, the state store it persists
-//! to, the per-resource registry (defaulting, validation, subresources), and — as later issues
-//! add them — the in-process controllers, the scheduler and the built-in OCI registry.
+//! to, the per-resource registry (defaulting, validation, subresources), the in-process
+//! controllers, the scheduler and the built-in OCI registry for artifacts.
 //!
 //! It owns the cluster's state; nodes never touch the store, they go through the API server.
 
 pub mod apiserver;
 pub mod artifacts;
+pub mod controllers;
 pub mod pki;
 pub mod registry;
+pub mod scheduler;
 pub mod server;
 pub mod storage;

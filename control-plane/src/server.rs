@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::apiserver::{self, ApiState, error::ApiError, serve};
+use crate::controllers;
 use crate::pki::{self, ClusterPki};
 use crate::registry::catalog;
 use crate::registry::rest::WriteOptions;
@@ -103,6 +104,8 @@ impl RunningServer {
             }
         });
         tasks.spawn(state.registry.namespace_cache().run(store.clone(), shutdown.clone()));
+        // The informer caches, the scheduler and the workload controllers.
+        controllers::start(&state.registry, &shutdown, &mut tasks);
         tasks.spawn(compactor(store, cfg.compaction_interval, shutdown.clone()));
         // Building the OpenAPI documents takes a while; do it now, off the async workers, so
         // the first `kubectl apply` does not pay for it.

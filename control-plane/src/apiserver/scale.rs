@@ -12,7 +12,8 @@ use super::handlers::{json_response, object_response};
 use super::patch::{self, PatchType};
 use super::request::ResourcePath;
 use crate::registry::object::{self, meta_str};
-use crate::registry::rest::WriteOptions;
+use crate::registry::catalog;
+use crate::registry::rest::{Registry, WriteOptions, Written};
 
 /// The Scale view of an object.
 fn to_scale(obj: &Value) -> Value {
@@ -116,10 +117,19 @@ pub async fn bind(state: &SharedState, path: &ResourcePath, body: Value, opts: W
             causes: vec![skiff_api::validation::FieldCause::required("target.name", "")],
         })?
         .to_string();
-    let pod_name = name(path).to_string();
-    let w = state
-        .registry
-        .update_with(path.info, path.object_namespace(), &pod_name, Some("binding"), opts, None, |old| {
+    let w = bind_pod(&state.registry, path.object_namespace(), name(path), &target, opts).await?;
+    tracing::debug!(pod = %name(path), node = ?w.object["spec"]["nodeName"], "bound");
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+    Ok(object_response(StatusCode::CREATED, path, status, &HeaderMap::new(), vec![]))
+}
+
+/// Assigns a pod to a node: sets `spec.nodeName` (once; a bound or terminating pod is a
+/// `Conflict`) and the PodScheduled=True condition. The one binding path, shared by
+/// `pods/binding` and the in-process scheduler.
+pub async fn bind_pod(registry: &Registry, ns: Option<&str>, pod_name: &str, node: &str, opts: WriteOptions) -> Result<Written, ApiError> {
+    let info = catalog::find("", "v1", "pods").ok_or(ApiError::NoRoute)?;
+    registry
+        .update_with(info, ns, pod_name, Some("binding"), opts, None, |old| {
             let current = old.get("spec").and_then(|s| s.get("nodeName")).and_then(Value::as_str).unwrap_or("");
             if !current.is_empty() {
                 return Err(ApiError::Conflict(format!("pod {pod_name} is already assigned to node \"{current}\"")));
@@ -128,15 +138,12 @@ pub async fn bind(state: &SharedState, path: &ResourcePath, body: Value, opts: W
                 return Err(ApiError::Conflict(format!("pod {pod_name} is being deleted, cannot be assigned to a host")));
             }
             let mut new = old.clone();
-            new["spec"]["nodeName"] = json!(target);
+            new["spec"]["nodeName"] = json!(node);
             let mut conditions: Vec<Value> = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
             conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
             conditions.push(json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": object::now(), "lastProbeTime": null}));
             new["status"]["conditions"] = json!(conditions);
             Ok(new)
         })
-        .await?;
-    tracing::debug!(pod = %pod_name, node = ?w.object["spec"]["nodeName"], "bound");
-    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
-    Ok(object_response(StatusCode::CREATED, path, status, &HeaderMap::new(), vec![]))
+        .await
 }

@@ -12,6 +12,7 @@ mod kubectl_errors;
 mod kubectl_verbs;
 mod registry;
 mod restart;
+mod scheduling;
 mod watch_compaction;
 
 use std::path::PathBuf;

@@ -1,0 +1,281 @@
+//! The ReplicaSet controller: keeps `spec.replicas` pods matching the selector — creating
+//! them from the template, deleting the extra ones in Kubernetes' order, adopting orphans —
+//! and reports status. Expectations keep it from over-creating while the cache lags.
+//!
+//! Not here: releasing pods whose labels stop matching, pod-deletion-cost, burst limits.
+
+pub mod pods;
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::json;
+use skiff_api::selector::LabelSelector;
+use tracing::{debug, instrument};
+
+use super::expectations::Expectations;
+use super::informer::{Change, Informer, key_of};
+use super::owner::{controller_key, controller_ref, controller_reference};
+use super::workqueue::WorkQueue;
+use super::{Context, Informers, ReconcileError, info};
+use crate::apiserver::error::ApiError;
+use crate::registry::rest::{DeleteOptions, Registry, WriteOptions};
+use crate::scheduler::node_info::holds_resources;
+
+/// Pods this controller may count: not terminating, not finished.
+pub fn is_active(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none() && holds_resources(pod)
+}
+
+/// The ReplicaSet controller (cheap to clone; clones share everything).
+#[derive(Debug, Clone)]
+pub struct ReplicaSetController {
+    registry: Registry,
+    pods: Informer<Pod>,
+    replicasets: Informer<ReplicaSet>,
+    queue: WorkQueue,
+    expectations: Expectations,
+}
+
+impl ReplicaSetController {
+    /// Creates the controller and subscribes it to the caches.
+    pub fn new(registry: Registry, inf: &Informers) -> Self {
+        let c = ReplicaSetController {
+            registry,
+            pods: inf.pods.clone(),
+            replicasets: inf.replicasets.clone(),
+            queue: WorkQueue::new(),
+            expectations: Expectations::default(),
+        };
+        let me = c.clone();
+        c.replicasets.subscribe(move |change| {
+            let key = key_of(&change.object().metadata);
+            if let Change::Deleted(_) = change {
+                me.expectations.forget(&key);
+            }
+            me.queue.add(&key);
+        });
+        let me = c.clone();
+        c.pods.subscribe(move |change| me.on_pod(change));
+        c
+    }
+
+    /// The queue of ReplicaSet keys.
+    pub fn queue(&self) -> WorkQueue {
+        self.queue.clone()
+    }
+
+    fn on_pod(&self, change: &Change<Pod>) {
+        match change {
+            Change::Added(p) => match controller_key(&p.metadata, "ReplicaSet") {
+                Some(owner) => {
+                    self.expectations.created(&owner);
+                    self.queue.add(&owner);
+                }
+                None => self.enqueue_matching(p),
+            },
+            Change::Updated { old, new } => {
+                let owner = controller_key(&new.metadata, "ReplicaSet");
+                if let Some(owner) = &owner {
+                    if old.metadata.deletion_timestamp.is_none() && new.metadata.deletion_timestamp.is_some() {
+                        self.expectations.deleted(owner);
+                    }
+                    self.queue.add(owner);
+                }
+                if let Some(old_owner) =
+                    controller_key(&old.metadata, "ReplicaSet").filter(|o| Some(o) != owner.as_ref())
+                {
+                    self.queue.add(&old_owner);
+                }
+                if owner.is_none() {
+                    self.enqueue_matching(new);
+                }
+            }
+            Change::Deleted(p) => {
+                if let Some(owner) = controller_key(&p.metadata, "ReplicaSet") {
+                    if p.metadata.deletion_timestamp.is_none() {
+                        self.expectations.deleted(&owner);
+                    }
+                    self.queue.add(&owner);
+                }
+            }
+        }
+    }
+
+    /// An orphan pod: every ReplicaSet of its namespace whose selector matches may adopt it.
+    fn enqueue_matching(&self, pod: &Pod) {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        for rs in self.replicasets.list_namespace(ns) {
+            let sel = rs.spec.as_ref().and_then(|s| LabelSelector::from_label_selector(&s.selector).ok());
+            if sel.is_some_and(|s| !s.is_empty() && s.matches(&labels)) {
+                self.queue.add(&key_of(&rs.metadata));
+            }
+        }
+    }
+
+    /// Brings one ReplicaSet's pods and status to the desired state.
+    #[instrument(level = "debug", skip(self))]
+    pub async fn reconcile(&self, key: &str) -> Result<(), ReconcileError> {
+        let Some(rs) = self.replicasets.get(key) else {
+            self.expectations.forget(key);
+            return Ok(());
+        };
+        if rs.metadata.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let Some(spec) = rs.spec.as_ref() else { return Ok(()) };
+        let selector = LabelSelector::from_label_selector(&spec.selector)
+            .map_err(|source| ReconcileError::Selector { key: key.into(), source })?;
+        let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+        let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
+
+        let mut owned: Vec<Arc<Pod>> = Vec::new();
+        let mut orphans: Vec<Arc<Pod>> = Vec::new();
+        for pod in self.pods.list_namespace(ns) {
+            if !is_active(&pod) {
+                continue;
+            }
+            let labels = pod.metadata.labels.clone().unwrap_or_default();
+            match controller_ref(&pod.metadata) {
+                Some(r) if r.uid == uid && selector.matches(&labels) => owned.push(pod),
+                Some(_) => {}
+                None if !selector.is_empty() && selector.matches(&labels) => orphans.push(pod),
+                None => {}
+            }
+        }
+        for orphan in orphans {
+            if self.adopt(&rs, &orphan).await? {
+                owned.push(orphan);
+            }
+        }
+
+        if self.expectations.satisfied(key) {
+            let want = spec.replicas.unwrap_or(1).max(0) as usize;
+            if owned.len() < want {
+                self.create_pods(key, &rs, want - owned.len()).await?;
+            } else if owned.len() > want {
+                self.delete_pods(key, &owned, owned.len() - want).await?;
+            }
+        }
+        self.update_status(&rs, &owned).await
+    }
+
+    /// Sets this ReplicaSet as the controller of an orphan; false if someone else got it.
+    async fn adopt(&self, rs: &ReplicaSet, pod: &Pod) -> Result<bool, ReconcileError> {
+        let reference =
+            serde_json::to_value(controller_reference("apps/v1", "ReplicaSet", &rs.metadata)).unwrap_or_default();
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let result = self
+            .registry
+            .update_with(
+                info("", "pods"),
+                pod.metadata.namespace.as_deref(),
+                name,
+                None,
+                WriteOptions::default(),
+                None,
+                |old| {
+                    let mut new = old.clone();
+                    let refs = new["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
+                    if refs.iter().any(|r| r["controller"] == true) {
+                        return Err(ApiError::Conflict(format!("pod {name} already has a controller")));
+                    }
+                    let mut refs = refs;
+                    refs.push(reference.clone());
+                    new["metadata"]["ownerReferences"] = json!(refs);
+                    Ok(new)
+                },
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(ApiError::Conflict(_) | ApiError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e).context(|| format!("adopting pod {name}")),
+        }
+    }
+
+    async fn create_pods(&self, key: &str, rs: &ReplicaSet, n: usize) -> Result<(), ReconcileError> {
+        debug!(rs = key, n, "creating pods");
+        self.expectations.expect(key, n as i64, 0);
+        let body = pods::pod_from_template(rs);
+        let ns = rs.metadata.namespace.as_deref();
+        let results =
+            join_all((0..n).map(|_| self.registry.create(info("", "pods"), ns, body.clone(), WriteOptions::default())))
+                .await;
+        let mut first_error = None;
+        for r in results {
+            if let Err(e) = r {
+                // This creation will never be observed.
+                self.expectations.created(key);
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err(e).context(|| format!("creating pods for ReplicaSet {key}")),
+        }
+    }
+
+    async fn delete_pods(&self, key: &str, owned: &[Arc<Pod>], n: usize) -> Result<(), ReconcileError> {
+        let victims = pods::pods_to_delete(owned, n);
+        debug!(rs = key, n, "deleting pods");
+        self.expectations.expect(key, 0, victims.len() as i64);
+        let opts = DeleteOptions::default();
+        let results = join_all(victims.iter().map(|p| {
+            self.registry.delete(
+                info("", "pods"),
+                p.metadata.namespace.as_deref(),
+                p.metadata.name.as_deref().unwrap_or_default(),
+                &opts,
+            )
+        }))
+        .await;
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err(ApiError::NotFound { .. }) => self.expectations.deleted(key),
+                Err(e) => {
+                    self.expectations.deleted(key);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err(e).context(|| format!("deleting pods of ReplicaSet {key}")),
+        }
+    }
+
+    async fn update_status(&self, rs: &ReplicaSet, owned: &[Arc<Pod>]) -> Result<(), ReconcileError> {
+        let status = pods::compute_status(rs, owned, jiff::Timestamp::now());
+        if rs.status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let value = serde_json::to_value(&status).unwrap_or_default();
+        let name = rs.metadata.name.as_deref().unwrap_or_default();
+        let result = self
+            .registry
+            .update_with(
+                info("apps", "replicasets"),
+                rs.metadata.namespace.as_deref(),
+                name,
+                Some("status"),
+                WriteOptions::default(),
+                None,
+                |old| {
+                    let mut new = old.clone();
+                    new["status"] = value.clone();
+                    Ok(new)
+                },
+            )
+            .await;
+        match result {
+            Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e).context(|| format!("updating status of ReplicaSet {name}")),
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The scheduler's async shell: pods without a node are queued the moment they appear in the
+//! informer cache; one loop decides (pure [`super::schedule`], in memory), records the choice
+//! in the assume cache, and hands the binding write to a task of its own, so a slow store
+//! write never holds up the next decision. Pods that fit nowhere are marked
+//! `PodScheduled=False` (reason `Unschedulable`) with a `FailedScheduling` event, and retried
+//! whenever a node or a bound pod changes, and every [`RETRY_UNSCHEDULABLE`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, instrument, warn};
+
+use super::node_info::{NodeInfo, holds_resources};
+use super::{FitError, SCHEDULER_NAME, schedule};
+use crate::apiserver::error::ApiError;
+use crate::apiserver::scale::bind_pod;
+use crate::controllers::events::{self, EventType};
+use crate::controllers::informer::{Change, Informer, key_of};
+use crate::controllers::workqueue::WorkQueue;
+use crate::registry::catalog;
+use crate::registry::object;
+use crate::registry::rest::{Registry, WriteOptions};
+
+/// How often pods that fit nowhere are tried again even when nothing seems to change.
+pub const RETRY_UNSCHEDULABLE: Duration = Duration::from_secs(30);
+
+/// The scheduler: owns its queue, its assume cache and its binding tasks.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    registry: Registry,
+    pods: Informer<Pod>,
+    nodes: Informer<Node>,
+    queue: WorkQueue,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Pod key → the node it was just bound (or is being bound) to, until the cache shows it.
+    assumed: Mutex<HashMap<String, String>>,
+    /// Pods that fit nowhere at their last attempt.
+    unschedulable: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether this scheduler should place `pod` now.
+pub fn needs_scheduling(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else { return false };
+    spec.node_name.as_deref().unwrap_or("").is_empty()
+        && pod.metadata.deletion_timestamp.is_none()
+        && spec.scheduler_name.as_deref().is_none_or(|s| s.is_empty() || s == SCHEDULER_NAME)
+        && holds_resources(pod)
+}
+
+fn bound_to(pod: &Pod) -> Option<&str> {
+    pod.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty())
+}
+
+impl Scheduler {
+    /// Creates the scheduler and subscribes it to the caches (before they start).
+    pub fn new(registry: Registry, pods: Informer<Pod>, nodes: Informer<Node>) -> Self {
+        let s = Scheduler { registry, pods, nodes, queue: WorkQueue::new(), shared: Arc::default() };
+        let me = s.clone();
+        s.pods.subscribe(move |change| me.on_pod(change));
+        let me = s.clone();
+        s.nodes.subscribe(move |change| {
+            // A new node, or one whose labels, taints, capacity or readiness changed, may fit
+            // pods that fit nowhere before.
+            let relevant = match change {
+                Change::Added(_) => true,
+                Change::Updated { old, new } => {
+                    old.metadata.labels != new.metadata.labels || old.spec != new.spec || old.status != new.status
+                }
+                Change::Deleted(_) => false,
+            };
+            if relevant {
+                me.retry_unschedulable();
+            }
+        });
+        s
+    }
+
+    fn on_pod(&self, change: &Change<Pod>) {
+        let pod = change.object();
+        let key = key_of(&pod.metadata);
+        match change {
+            Change::Added(p) | Change::Updated { new: p, .. } if needs_scheduling(p) => self.queue.add(&key),
+            _ => {}
+        }
+        let gone = matches!(change, Change::Deleted(_));
+        if gone || bound_to(pod).is_some() {
+            // The cache now tells the truth about this pod: the assumption is no longer needed.
+            lock(&self.shared.assumed).remove(&key);
+        }
+        if gone {
+            lock(&self.shared.unschedulable).remove(&key);
+        }
+        // A bound pod that leaves or finishes frees room on its node.
+        let freed = match change {
+            Change::Deleted(p) => bound_to(p).is_some(),
+            Change::Updated { old, new } => bound_to(new).is_some() && holds_resources(old) && !holds_resources(new),
+            Change::Added(_) => false,
+        };
+        if freed {
+            self.retry_unschedulable();
+        }
+    }
+
+    fn retry_unschedulable(&self) {
+        let keys: Vec<String> = lock(&self.shared.unschedulable).iter().cloned().collect();
+        for key in keys {
+            self.queue.add(&key);
+        }
+    }
+
+    /// Schedules until `cancel`, then waits for in-flight bindings.
+    pub async fn run(self, cancel: CancellationToken) {
+        if !self.pods.wait_synced(&cancel).await || !self.nodes.wait_synced(&cancel).await {
+            return;
+        }
+        let tasks = TaskTracker::new();
+        let mut periodic = tokio::time::interval(RETRY_UNSCHEDULABLE);
+        loop {
+            tokio::select! {
+                key = self.queue.next(&cancel) => {
+                    let Some(key) = key else { break };
+                    self.schedule_one(&key, &tasks);
+                    self.queue.done(&key);
+                }
+                _ = periodic.tick() => self.retry_unschedulable(),
+            }
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    /// Every node with what its pods (bound, or assumed bound) use, in name order.
+    fn snapshot(&self) -> Vec<NodeInfo> {
+        let mut nodes: Vec<NodeInfo> = self.nodes.list().into_iter().map(NodeInfo::new).collect();
+        nodes.sort_by(|a, b| a.name().cmp(b.name()));
+        let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name().to_string(), i)).collect();
+        let assumed = lock(&self.shared.assumed).clone();
+        for pod in self.pods.list() {
+            let node = match bound_to(&pod) {
+                Some(n) => Some(n.to_string()),
+                None => assumed.get(&key_of(&pod.metadata)).cloned(),
+            };
+            if let Some(i) = node.and_then(|n| index.get(&n).copied()) {
+                nodes[i].add_pod(&pod);
+            }
+        }
+        nodes
+    }
+
+    #[instrument(level = "debug", skip(self, tasks))]
+    fn schedule_one(&self, key: &str, tasks: &TaskTracker) {
+        let Some(pod) = self.pods.get(key) else { return };
+        if !needs_scheduling(&pod) || lock(&self.shared.assumed).contains_key(key) {
+            return;
+        }
+        let nodes = self.snapshot();
+        match schedule(&pod, &nodes) {
+            Ok(node) => {
+                debug!(pod = key, node, "assumed");
+                lock(&self.shared.assumed).insert(key.to_string(), node.clone());
+                lock(&self.shared.unschedulable).remove(key);
+                let me = self.clone();
+                let key = key.to_string();
+                tasks.spawn(async move { me.bind(key, pod, node).await });
+            }
+            Err(fit) => {
+                debug!(pod = key, reason = %fit, "unschedulable");
+                lock(&self.shared.unschedulable).insert(key.to_string());
+                let me = self.clone();
+                tasks.spawn(async move { me.mark_unschedulable(pod, fit).await });
+            }
+        }
+    }
+
+    async fn bind(&self, key: String, pod: Arc<Pod>, node: String) {
+        let ns = pod.metadata.namespace.as_deref();
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        match bind_pod(&self.registry, ns, name, &node, WriteOptions::default()).await {
+            Ok(_) => {
+                self.queue.forget(&key);
+                let msg = format!("Successfully assigned {key} to {node}");
+                let involved = events::reference("v1", "Pod", &pod.metadata);
+                events::record(&self.registry, SCHEDULER_NAME, &involved, EventType::Normal, "Scheduled", &msg).await;
+            }
+            // Deleted meanwhile, or bound by someone else: nothing left to do for this pod.
+            Err(ApiError::NotFound { .. } | ApiError::Conflict(_)) => {
+                lock(&self.shared.assumed).remove(&key);
+            }
+            Err(e) => {
+                warn!(pod = %key, node, error = %e, "binding failed; will retry");
+                lock(&self.shared.assumed).remove(&key);
+                self.queue.retry(&key);
+            }
+        }
+    }
+
+    /// Sets PodScheduled=False/Unschedulable with the fit message and records a
+    /// FailedScheduling event — only when the message changed, so retries do not flood.
+    async fn mark_unschedulable(&self, pod: Arc<Pod>, fit: FitError) {
+        let Some(info) = catalog::find("", "v1", "pods") else { return };
+        let message = fit.to_string();
+        let ns = pod.metadata.namespace.as_deref();
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let mut changed = false;
+        let result = self
+            .registry
+            .update_with(info, ns, name, Some("status"), WriteOptions::default(), None, |old| {
+                changed = false;
+                let mut new = old.clone();
+                let bound = old
+                    .get("spec")
+                    .and_then(|s| s.get("nodeName"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| !n.is_empty());
+                let mut conditions: Vec<Value> = old["status"]["conditions"].as_array().cloned().unwrap_or_default();
+                let current = conditions.iter().find(|c| c["type"] == "PodScheduled");
+                if bound || current.is_some_and(|c| c["status"] == "False" && c["message"] == message.as_str()) {
+                    return Ok(new);
+                }
+                changed = true;
+                conditions.retain(|c| c["type"] != "PodScheduled");
+                conditions.push(json!({
+                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+                    "lastTransitionTime": object::now(), "lastProbeTime": null,
+                }));
+                new["status"]["conditions"] = json!(conditions);
+                Ok(new)
+            })
+            .await;
+        match result {
+            Ok(_) if changed => {
+                let involved = events::reference("v1", "Pod", &pod.metadata);
+                events::record(
+                    &self.registry,
+                    SCHEDULER_NAME,
+                    &involved,
+                    EventType::Warning,
+                    "FailedScheduling",
+                    &message,
+                )
+                .await;
+            }
+            Ok(_) | Err(ApiError::NotFound { .. }) => {}
+            Err(e) => warn!(pod = name, error = %e, "could not record that the pod is unschedulable"),
+        }
+    }
+}
