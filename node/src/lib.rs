@@ -4,3 +4,4 @@
 
 pub mod pod_env;
 pub mod runtime;
+pub mod logs;
