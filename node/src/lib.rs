@@ -2,6 +2,9 @@
 //! through the runtime trait (WASM in-process, containers through the OCI shim), probes them,
 //! captures logs and reports status — talking only to the API server, exactly like a kubelet.
 
+pub mod env;
+pub mod environment;
+pub mod logs;
 pub mod pod_env;
 pub mod runtime;
-pub mod logs;
+pub mod volumes;

@@ -18,13 +18,15 @@ use crate::pod_env::PodEnvError;
 /// every refresh sees the object at most this old.
 pub const CACHE_TTL: Duration = Duration::from_millis(800);
 
+/// `(kind, namespace, name)`.
+type Key = (&'static str, String, String);
 type Entry = (Instant, Option<BTreeMap<String, Vec<u8>>>);
 
 /// Cached reads of the objects pods refer to.
 #[derive(Clone)]
 pub struct ApiObjects {
     client: kube::Client,
-    cache: Arc<Mutex<HashMap<(&'static str, String, String), Entry>>>,
+    cache: Arc<Mutex<HashMap<Key, Entry>>>,
 }
 
 impl std::fmt::Debug for ApiObjects {
@@ -57,13 +59,13 @@ impl ApiObjects {
         ApiObjects { client, cache: Arc::default() }
     }
 
-    fn cached(&self, key: &(&'static str, String, String)) -> Option<Option<BTreeMap<String, Vec<u8>>>> {
+    fn cached(&self, key: &Key) -> Option<Option<BTreeMap<String, Vec<u8>>>> {
         let cache = self.cache.lock().ok()?;
         let (at, value) = cache.get(key)?;
         (at.elapsed() < CACHE_TTL).then(|| value.clone())
     }
 
-    fn remember(&self, key: (&'static str, String, String), value: Option<BTreeMap<String, Vec<u8>>>) {
+    fn remember(&self, key: Key, value: Option<BTreeMap<String, Vec<u8>>>) {
         if let Ok(mut cache) = self.cache.lock() {
             // Drop stale entries now and then so deleted objects do not pile up.
             if cache.len() > 1024 {
