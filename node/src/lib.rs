@@ -8,3 +8,4 @@ pub mod logs;
 pub mod pod_env;
 pub mod runtime;
 pub mod volumes;
+pub mod nodeapi;
