@@ -85,7 +85,9 @@ impl RunningServer {
         let kubeconfig = cfg.data_dir.join("kubeconfig");
         pki::write_kubeconfig(&kubeconfig, &server_url, pki.ca_pem(), pki.admin_token())?;
 
-        let state = Arc::new(ApiState::new(store.clone(), pki.admin_token().to_string(), shutdown.clone(), format!("{client_host}:{}", addr.port())));
+        let mut state = ApiState::new(store.clone(), pki.admin_token().to_string(), shutdown.clone(), format!("{client_host}:{}", addr.port()));
+        state.kubelet_tls = Some(pki.kubelet_client_config()?);
+        let state = Arc::new(state);
         bootstrap(&state).await?;
 
         let mut tasks = JoinSet::new();

@@ -13,6 +13,7 @@ pub mod error;
 pub mod handlers;
 pub mod openapi;
 pub mod patch;
+pub mod pod_log;
 pub mod protobuf;
 pub mod request;
 pub mod scale;
@@ -42,11 +43,13 @@ pub struct ApiState {
     pub tasks: TaskTracker,
     /// Address clients should use (for `serverAddressByClientCIDRs`).
     pub advertise: String,
+    /// Client TLS for calling node APIs (`pods/log`); `None` disables those subresources.
+    pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ApiState {
     pub fn new(store: SharedStore, admin_token: String, shutdown: CancellationToken, advertise: String) -> Self {
-        Self { registry: Registry::new(store), admin_token, shutdown, tasks: TaskTracker::new(), advertise }
+        Self { registry: Registry::new(store), admin_token, shutdown, tasks: TaskTracker::new(), advertise, kubelet_tls: None }
     }
 
     pub fn store(&self) -> &SharedStore {
