@@ -28,10 +28,8 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
-    /// No logs of that pod exist on this node.
-    #[error("pod \"{0}\" not found")]
-    PodNotFound(String),
-    /// The container has not started a run yet.
+    /// The container has not started a run yet (or the pod none at all: the API server has
+    /// already checked that the pod exists and is bound here).
     #[error("container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating")]
     NotStarted { pod: String, container: String },
     /// `--previous` but there is no earlier run.
@@ -106,11 +104,11 @@ impl LogStore {
 
     /// The pod directory of `namespace/name`: the most recently changed one when pods of the
     /// same name came and went (their uids differ).
-    fn find_pod_dir(&self, namespace: &str, name: &str) -> Result<PathBuf, LogError> {
+    fn find_pod_dir(&self, namespace: &str, name: &str) -> Result<Option<PathBuf>, LogError> {
         let prefix = format!("{namespace}_{name}_");
         let entries = match std::fs::read_dir(&self.root) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LogError::PodNotFound(name.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(LogError::io(&self.root, e)),
         };
         let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
@@ -125,15 +123,15 @@ impl LogStore {
                 best = Some((modified, entry.path()));
             }
         }
-        best.map(|(_, p)| p).ok_or_else(|| LogError::PodNotFound(name.to_string()))
+        Ok(best.map(|(_, p)| p))
     }
 
     /// The run to read: the latest, or with `previous` the one before it.
     pub fn find_run(&self, namespace: &str, pod: &str, container: &str, previous: bool) -> Result<RunLog, LogError> {
-        let container_dir = self.find_pod_dir(namespace, pod)?.join(container);
+        let not_started = || LogError::NotStarted { pod: pod.to_string(), container: container.to_string() };
+        let container_dir = self.find_pod_dir(namespace, pod)?.ok_or_else(not_started)?.join(container);
         let mut runs = run_numbers(&container_dir);
         runs.sort_unstable();
-        let not_started = || LogError::NotStarted { pod: pod.to_string(), container: container.to_string() };
         let latest = runs.pop().ok_or_else(not_started)?;
         if !previous {
             return Ok(RunLog { container_dir, restart: latest });

@@ -56,7 +56,7 @@ async fn previous_run_and_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = LogStore::new(dir.path());
     let err = collect(&store, "app", LogOptions::default()).await.expect_err("no pod yet");
-    assert_eq!(err.to_string(), "pod \"web\" not found");
+    assert_eq!(err.to_string(), "container \"app\" in pod \"web\" is waiting to start: ContainerCreating");
     store.open(&pod(), "app", 0).expect("open run 0").write(LogStream::Stdout, b"run zero\n");
     let err = collect(&store, "app", LogOptions { previous: true, ..Default::default() }).await.expect_err("no previous");
     assert_eq!(err.to_string(), "previous terminated container \"app\" in pod \"web\" not found");

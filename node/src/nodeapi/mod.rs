@@ -85,7 +85,6 @@ pub fn status_response(code: StatusCode, reason: &str, message: &str) -> Respons
 
 fn log_error_response(e: &LogError) -> Response {
     match e {
-        LogError::PodNotFound(_) => status_response(StatusCode::NOT_FOUND, "NotFound", &e.to_string()),
         LogError::NotStarted { .. } | LogError::NoPrevious { .. } => status_response(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
         LogError::Io { .. } => {
             tracing::warn!(error = %e, "reading container log failed");

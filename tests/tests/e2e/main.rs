@@ -10,6 +10,8 @@ mod kube_rs;
 mod kubectl_apply;
 mod kubectl_errors;
 mod kubectl_verbs;
+mod logs;
+mod pod_env;
 mod restart;
 mod watch_compaction;
 
