@@ -1,20 +1,16 @@
 //! `skiff agent`: the node agent on its own, joining the cluster its kubeconfig names.
 //!
 //! What it owns: the command-line flags and turning them into an [`AgentConfig`], the kube
-//! client, and the process lifetime (signals). The runtimes and pod environment come from
-//! [`node_parts`], which the integration fills in (the WASM runtime adapter and the env /
-//! volumes / logs implementation); the node API server is started there too.
+//! client, and the process lifetime (signals). Starting the node itself (runtime, pod
+//! environment, node API, agent) is [`crate::node`]'s, shared with `skiff up`.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use ipnet::Ipv4Net;
-use skiff_node::pod_env::PodEnvironment;
-use skiff_node::runtime::ContainerRuntime;
-use skiff_node::{Agent, AgentConfig, PodNetwork};
+use skiff_node::{AgentConfig, PodNetwork};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,19 +44,22 @@ pub struct AgentArgs {
     /// Port of the node API (logs, kubelet role).
     #[arg(long, default_value = "10250")]
     node_api_port: u16,
+    /// The cluster PKI directory (`<server data dir>/pki`): the node API's certificate and the
+    /// built-in registry's credentials come from it until nodes join with tokens.
+    #[arg(long)]
+    cluster_pki: PathBuf,
 }
 
-/// What the agent drives pods through: runtimes (the first is the default) and the pod
-/// environment.
-pub type NodeParts = (Vec<Arc<dyn ContainerRuntime>>, Arc<dyn PodEnvironment>);
-
-/// The runtimes and pod environment for `cfg`. Filled in where the WASM runtime adapter and
-/// the env/volumes/logs implementation are integrated.
-pub fn node_parts(_cfg: &AgentConfig) -> anyhow::Result<NodeParts> {
-    anyhow::bail!("this build of skiff has no container runtime and pod environment wired into `skiff agent` yet")
+impl From<NetworkArg> for PodNetwork {
+    fn from(arg: NetworkArg) -> PodNetwork {
+        match arg {
+            NetworkArg::Loopback => PodNetwork::Loopback,
+            NetworkArg::Bridge => PodNetwork::Bridge,
+        }
+    }
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_ascii_lowercase())
         .ok()
@@ -95,18 +94,22 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let cfg = config(&args);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async move {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
-            .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
-        let client_cfg = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await
-            .context("loading the kubeconfig")?;
-        let client = kube::Client::try_from(client_cfg).context("building the API client")?;
-        let (runtimes, env) = node_parts(&cfg)?;
+        let client = crate::node::client_from_kubeconfig(&args.kubeconfig).await?;
+        let pki = skiff_control_plane::pki::ClusterPki::load_existing(&args.cluster_pki).context("reading the cluster PKI")?;
+        let server = kube::config::Kubeconfig::read_from(&args.kubeconfig)?
+            .clusters
+            .first()
+            .and_then(|c| c.cluster.as_ref())
+            .and_then(|c| c.server.clone())
+            .context("the kubeconfig names no server")?;
+        let api_host = server.trim_start_matches("https://").trim_end_matches('/').to_string();
+        let cluster = crate::node::ClusterAccess { client, api_host, token: pki.admin_token().to_string(), pki };
         let shutdown = CancellationToken::new();
-        let agent = Agent::start(cfg, client, runtimes, env, shutdown.clone()).await.context("starting the node agent")?;
+        let node = crate::node::start(cfg, cluster, shutdown.clone()).await?;
+        let agent = &node.agent;
         eprintln!("node agent running as node {} (pod CIDR {})", agent.node_name, agent.pod_cidr);
         tokio::spawn(crate::signals(shutdown));
-        agent.wait().await;
+        node.wait().await;
         anyhow::Ok(())
     })
 }

@@ -14,6 +14,7 @@ use skiff_control_plane::server::{RunningServer, ServerConfig, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
 mod agent;
+mod node;
 
 #[derive(Debug, Parser)]
 #[command(name = "skiff", version, about = "Skiff: a WebAssembly-first workload orchestrator that speaks the Kubernetes API")]
@@ -24,8 +25,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run an all-in-one single node: the control plane (and the node agent, once it exists).
-    Up(ServeArgs),
+    /// Run an all-in-one single node: the control plane and a node agent running WASM pods.
+    Up(UpArgs),
     /// Run the control plane only: API server and state store.
     Server(ServeArgs),
     /// Run the node agent: register this machine as a Node and run the pods bound to it.
@@ -70,7 +71,24 @@ struct ServeArgs {
     compaction_interval: u64,
 }
 
-fn default_data_dir() -> PathBuf {
+/// `skiff up`: the control plane's flags plus the node's.
+#[derive(Debug, Args)]
+struct UpArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Name of the node [default: the hostname].
+    #[arg(long)]
+    node_name: Option<String>,
+    /// How pods get their IPs: `loopback` (127.244.0.0/24, no privileges needed; the default)
+    /// or `bridge` (10.244.0.0/24 on the bridge skiff0; root).
+    #[arg(long, value_enum, default_value = "loopback")]
+    pod_network: agent::NetworkArg,
+    /// Port of the node API (logs); 0 picks a free one.
+    #[arg(long, default_value = "0")]
+    node_api_port: u16,
+}
+
+pub(crate) fn default_data_dir() -> PathBuf {
     let is_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false) || std::env::var("HOME").map(|h| h == "/root").unwrap_or(false);
     if is_root {
         return PathBuf::from("/var/lib/skiff");
@@ -88,14 +106,25 @@ fn main() -> anyhow::Result<()> {
             println!("skiff {} (Kubernetes API v1.{})", env!("CARGO_PKG_VERSION"), skiff_control_plane::apiserver::discovery::KUBE_MINOR);
             Ok(())
         }
-        Command::Up(args) => run(args, "127.0.0.1:6443"),
-        Command::Server(args) => run(args, "0.0.0.0:6443"),
+        Command::Up(args) => {
+            let node = NodeArgs { name: args.node_name, network: args.pod_network, api_port: args.node_api_port };
+            run(args.serve, "127.0.0.1:6443", Some(node))
+        }
+        Command::Server(args) => run(args, "0.0.0.0:6443", None),
         Command::Push(args) => push::run(args),
         Command::Agent(args) => agent::run(args),
     }
 }
 
-fn run(args: ServeArgs, default_listen: &str) -> anyhow::Result<()> {
+/// The node `skiff up` runs beside the control plane.
+#[derive(Debug)]
+struct NodeArgs {
+    name: Option<String>,
+    network: agent::NetworkArg,
+    api_port: u16,
+}
+
+fn run(args: ServeArgs, default_listen: &str, node: Option<NodeArgs>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -108,8 +137,9 @@ fn run(args: ServeArgs, default_listen: &str) -> anyhow::Result<()> {
         StoreKind::Embedded => StoreConfig::Embedded,
         StoreKind::Etcd => StoreConfig::Etcd { endpoints: args.etcd_endpoints, prefix: args.etcd_prefix },
     };
+    let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     let cfg = ServerConfig {
-        data_dir: args.data_dir.unwrap_or_else(default_data_dir),
+        data_dir: data_dir.clone(),
         listen,
         store,
         extra_sans: args.tls_san,
@@ -121,10 +151,36 @@ fn run(args: ServeArgs, default_listen: &str) -> anyhow::Result<()> {
         let server = RunningServer::start(cfg, shutdown.clone()).await.context("starting the control plane")?;
         eprintln!("kubeconfig: {}", server.kubeconfig.display());
         eprintln!("API server: https://{}", server.addr);
-        tokio::spawn(signals(shutdown));
+        tokio::spawn(signals(shutdown.clone()));
+        let node = match node {
+            Some(args) => Some(start_local_node(&server, &data_dir, args, shutdown.clone()).await?),
+            None => None,
+        };
+        if let Some(node) = node {
+            node.wait().await;
+        }
         server.wait().await;
         anyhow::Ok(())
     })
+}
+
+/// Starts the node of `skiff up` in this process, talking to the control plane like any agent.
+async fn start_local_node(
+    server: &RunningServer,
+    data_dir: &std::path::Path,
+    args: NodeArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<node::RunningNode> {
+    let pki = skiff_control_plane::pki::ClusterPki::load_existing(&data_dir.join("pki")).context("reading the cluster PKI")?;
+    let client = node::client_from_kubeconfig(&server.kubeconfig).await?;
+    let host = if server.addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { server.addr.ip().to_string() };
+    let cluster = node::ClusterAccess { client, api_host: format!("{host}:{}", server.addr.port()), token: pki.admin_token().to_string(), pki };
+    let mut cfg = skiff_node::AgentConfig::new(args.name.unwrap_or_else(agent::hostname), data_dir.join("agent"));
+    cfg.pod_network = args.network.into();
+    cfg.node_api_port = args.api_port;
+    let node = node::start(cfg, cluster, shutdown).await?;
+    eprintln!("node {} running (pod CIDR {})", node.agent.node_name, node.agent.pod_cidr);
+    Ok(node)
 }
 
 /// First SIGTERM/SIGINT drains gracefully; a second one exits at once.

@@ -91,6 +91,7 @@ impl RunningServer {
         let registry_dir = cfg.data_dir.join("registry");
         let artifacts = crate::artifacts::storage::Storage::open(&registry_dir).map_err(|source| ServerError::DataDir { path: registry_dir, source })?;
         api.artifacts = Some(Arc::new(artifacts));
+        api.kubelet_tls = Some(pki.kubelet_client_config()?);
         let state = Arc::new(api);
         bootstrap(&state).await?;
 

@@ -4,13 +4,18 @@
 
 pub mod agent;
 pub mod bridge;
+pub mod env;
+pub mod environment;
 pub mod ipam;
 pub mod lease;
+pub mod logs;
 pub mod node_status;
+pub mod nodeapi;
 pub mod pod_env;
 pub mod pods;
 pub mod probe;
 pub mod runtime;
+pub mod volumes;
 pub mod worker;
 
 pub use agent::{Agent, AgentConfig, AgentError, RunningAgent};

@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::patch::{self, PatchType};
 use super::request::{self, Query, ResourcePath, parse_body, read_body, wants_table};
 use super::table::{self, IncludeObject};
-use super::{SharedState, scale, watch};
+use super::{SharedState, pod_log, scale, watch};
 use crate::registry::list::{self, Filter};
 use crate::registry::rest::{DeleteOptions, WriteOptions, Written};
 
@@ -73,6 +73,7 @@ async fn dispatch(
         }
         (&Method::GET, false, None) => list(&state, &path, &query, &headers).await,
         (&Method::GET, true, Some("scale")) => scale::get(&state, &path).await,
+        (&Method::GET, true, Some("log")) => pod_log::get(&state, &path, &uri).await,
         (&Method::GET, true, _) if path.legacy_watch || query.is_watch() => {
             watch::serve(state, path, query, wants_table(&headers)).await
         }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod handlers;
 pub mod openapi;
 pub mod patch;
+pub mod pod_log;
 pub mod protobuf;
 pub mod request;
 pub mod scale;
@@ -44,11 +45,21 @@ pub struct ApiState {
     pub advertise: String,
     /// The built-in OCI registry's storage; `/v2/` answers 404 without it.
     pub artifacts: Option<Arc<crate::artifacts::storage::Storage>>,
+    /// Client TLS for calling node APIs (`pods/log`); `None` disables those subresources.
+    pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ApiState {
     pub fn new(store: SharedStore, admin_token: String, shutdown: CancellationToken, advertise: String) -> Self {
-        Self { registry: Registry::new(store), admin_token, shutdown, tasks: TaskTracker::new(), advertise, artifacts: None }
+        Self {
+            registry: Registry::new(store),
+            admin_token,
+            shutdown,
+            tasks: TaskTracker::new(),
+            advertise,
+            artifacts: None,
+            kubelet_tls: None,
+        }
     }
 
     pub fn store(&self) -> &SharedStore {

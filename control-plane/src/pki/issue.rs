@@ -107,11 +107,16 @@ pub(crate) fn san(host: &str) -> Result<SanType, PkiError> {
 
 /// Issues the API server's serving certificate for `hosts` (already validated SAN strings).
 pub(crate) fn server_cert(ca: &PemPair, hosts: &[String]) -> Result<PemPair, PkiError> {
+    named_server_cert(ca, "skiff-apiserver", hosts)
+}
+
+/// Issues a serving certificate named `common_name` for `hosts` (a node API's, for example).
+pub(crate) fn named_server_cert(ca: &PemPair, common_name: &str, hosts: &[String]) -> Result<PemPair, PkiError> {
     let issuer = issuer(ca)?;
     let key = new_key()?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "skiff-apiserver");
+    dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
     params.subject_alt_names = hosts.iter().map(|h| san(h)).collect::<Result<_, _>>()?;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -209,6 +209,46 @@ impl ClusterPki {
     }
 }
 
+/// The user name of the API server's client certificate for node APIs.
+pub const KUBELET_CLIENT_USER: &str = "skiff-apiserver-kubelet-client";
+/// Its group: node APIs allow log reads by this group only.
+pub const KUBELET_CLIENT_GROUP: &str = "system:masters";
+
+impl ClusterPki {
+    /// Loads an existing PKI from `dir` without creating or re-issuing anything (for
+    /// processes besides the API server that share its data dir, such as tests).
+    pub fn load_existing(dir: &Path) -> Result<ClusterPki, PkiError> {
+        let read = |name: &str, what: &'static str| -> Result<String, PkiError> {
+            read_optional(&dir.join(name))?.ok_or_else(|| PkiError::Pem { what, reason: format!("{} is missing", dir.join(name).display()) })
+        };
+        let ca = PemPair { cert_pem: read("ca.crt", "CA certificate")?, key_pem: read("ca.key", "CA key")? };
+        let server = PemPair { cert_pem: read("server.crt", "server certificate")?, key_pem: read("server.key", "server key")? };
+        let admin_token = read("admin.token", "admin token")?.trim().to_string();
+        Ok(ClusterPki { dir: dir.to_path_buf(), ca, server, admin_token })
+    }
+
+    /// Issues a serving certificate signed by the cluster CA for `hosts` (IPs or DNS names),
+    /// e.g. a node API's. Returns `(cert_pem, key_pem)`; nothing is written to disk.
+    pub fn issue_server_cert(&self, common_name: &str, hosts: &[String]) -> Result<(String, String), PkiError> {
+        for host in hosts {
+            issue::san(host)?;
+            if rustls::pki_types::ServerName::try_from(host.as_str()).is_err() {
+                return Err(PkiError::UnverifiableHost(host.clone()));
+            }
+        }
+        let pair = issue::named_server_cert(&self.ca, common_name, hosts)?;
+        Ok((pair.cert_pem, pair.key_pem))
+    }
+
+    /// A rustls client configuration for calling node APIs: trusts only the cluster CA and
+    /// presents a fresh client certificate for [`KUBELET_CLIENT_USER`] in
+    /// [`KUBELET_CLIENT_GROUP`]. ALPN is HTTP/1.1 (log streams are one request each).
+    pub fn kubelet_client_config(&self) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+        let pair = issue::client_cert(&self.ca, KUBELET_CLIENT_USER, &[KUBELET_CLIENT_GROUP.to_string()])?;
+        tls::client_config(&self.ca.cert_pem, &pair)
+    }
+}
+
 fn load_or_create_ca(dir: &Path) -> Result<PemPair, PkiError> {
     let cert_path = dir.join("ca.crt");
     let key_path = dir.join("ca.key");

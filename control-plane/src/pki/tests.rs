@@ -153,3 +153,26 @@ fn server_tls_config_advertises_alpn() {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     );
 }
+
+#[test]
+fn node_serving_cert_and_kubelet_client_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = ClusterPki::load_or_create(dir.path(), &[]).expect("create");
+    let (cert_pem, key_pem) = pki.issue_server_cert("node-a", &["127.244.0.1".to_string(), "node-a".to_string()]).expect("issue");
+    assert!(key_pem.contains("PRIVATE KEY"));
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("pem");
+    let verifier = WebPkiServerVerifier::builder_with_provider(pki.ca_root_store().expect("roots"), tls::provider()).build().expect("verifier");
+    for name in ["127.244.0.1", "node-a"] {
+        let server_name = ServerName::try_from(name).expect("name");
+        verifier.verify_server_cert(&der, &[], &server_name, &[], now()).expect("valid for the node's names");
+    }
+    assert!(pki.issue_server_cert("bad", &["not a name!".to_string()]).is_err());
+
+    let client = pki.kubelet_client_config().expect("client config");
+    assert!(client.client_auth_cert_resolver.has_certs());
+
+    let loaded = ClusterPki::load_existing(dir.path()).expect("load existing");
+    assert_eq!(loaded.ca_pem(), pki.ca_pem());
+    assert_eq!(loaded.admin_token(), pki.admin_token());
+    assert!(ClusterPki::load_existing(&dir.path().join("absent")).is_err());
+}

@@ -104,3 +104,20 @@ pub(crate) fn server_cert_is_current(
     }
     Ok(true)
 }
+
+/// A client configuration trusting only the cluster CA and authenticating with `client`.
+pub(crate) fn client_config(ca_pem: &str, client: &PemPair) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+    let chain = vec![cert_der(&client.cert_pem, "client certificate")?];
+    let key = PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).map_err(|e| PkiError::Pem {
+        what: "client key",
+        reason: e.to_string(),
+    })?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PkiError::Tls(e.to_string()))?
+        .with_root_certificates(ca_roots(ca_pem)?)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

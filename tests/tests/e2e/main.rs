@@ -11,6 +11,8 @@ mod kubectl_apply;
 mod kubectl_errors;
 mod kubectl_verbs;
 mod registry;
+mod logs;
+mod pod_env;
 mod restart;
 mod scheduling;
 mod watch_compaction;

@@ -1,0 +1,94 @@
+//! Starting a node inside this process: the WASM runtime over the image store, the pod
+//! environment (env, volumes, logs), the node API the API server reads logs from, and the agent.
+//!
+//! Shared by `skiff up` (the node beside the control plane) and `skiff agent`. What it does not
+//! own: flags (cli modules) or pod lifecycles (the agent).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use skiff_control_plane::pki::ClusterPki;
+use skiff_node::environment::NodePodEnvironment;
+use skiff_node::nodeapi::{self, NodeApiTls};
+use skiff_node::runtime::wasm::{BuiltinRegistry, WasmContainerRuntime};
+use skiff_node::runtime::ContainerRuntime;
+use skiff_node::{Agent, AgentConfig, RunningAgent};
+use skiff_oci_shim::image::ImageStore;
+use skiff_wasm_runtime::{RuntimeConfig, WasmRuntime};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// A node running in this process.
+#[derive(Debug)]
+pub struct RunningNode {
+    pub agent: RunningAgent,
+    tasks: JoinSet<()>,
+}
+
+impl RunningNode {
+    /// Waits for the agent and the node API to end (after the shutdown token fires).
+    pub async fn wait(mut self) {
+        self.agent.wait().await;
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// What the node needs from the cluster: its API client and the built-in registry's access.
+pub struct ClusterAccess {
+    pub client: kube::Client,
+    /// `host:port` of the API server: images under it come from the built-in registry.
+    pub api_host: String,
+    pub token: String,
+    pub pki: ClusterPki,
+}
+
+impl std::fmt::Debug for ClusterAccess {
+    // The token never reaches logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterAccess").field("api_host", &self.api_host).finish_non_exhaustive()
+    }
+}
+
+/// Starts the node: binds the node API first (so its real port goes into the Node), then the agent.
+pub async fn start(mut cfg: AgentConfig, cluster: ClusterAccess, shutdown: CancellationToken) -> anyhow::Result<RunningNode> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let wasm = WasmRuntime::new(RuntimeConfig { cache_dir: cfg.data_dir.join("wasm-cache"), ..RuntimeConfig::default() })
+        .context("starting the WebAssembly engine")?;
+    let images = ImageStore::open(&cfg.data_dir.join("images")).context("opening the image store")?;
+    let builtin = BuiltinRegistry { host: cluster.api_host.clone(), token: cluster.token.clone(), ca_pem: cluster.pki.ca_pem().to_string() };
+    let runtime: Arc<dyn ContainerRuntime> = Arc::new(WasmContainerRuntime::new(wasm, images, Some(builtin), Vec::new()));
+    let env = NodePodEnvironment::new(&cfg.data_dir, cluster.client.clone());
+
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.node_ip, cfg.node_api_port))
+        .await
+        .with_context(|| format!("binding the node API on {}:{}", cfg.node_ip, cfg.node_api_port))?;
+    cfg.node_api_port = listener.local_addr().context("node API address")?.port();
+    let hosts = vec![cfg.node_ip.to_string(), cfg.node_name.clone()];
+    let (cert_pem, key_pem) = cluster
+        .pki
+        .issue_server_cert(&format!("system:node:{}", cfg.node_name), &hosts)
+        .context("issuing the node API certificate")?;
+    let tls = NodeApiTls { cert_pem, key_pem, ca_pem: cluster.pki.ca_pem().to_string() };
+    let mut tasks = JoinSet::new();
+    let (logs, api_shutdown) = (env.logs().clone(), shutdown.clone());
+    tasks.spawn(async move {
+        if let Err(e) = nodeapi::serve(listener, tls, logs, api_shutdown).await {
+            tracing::error!(error = %e, "node API failed");
+        }
+    });
+    let agent = Agent::start(cfg, cluster.client, vec![runtime], Arc::new(env), shutdown)
+        .await
+        .context("starting the node agent")?;
+    Ok(RunningNode { agent, tasks })
+}
+
+/// A kube client from a kubeconfig file.
+pub async fn client_from_kubeconfig(path: &PathBuf) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .context("loading the kubeconfig")?;
+    kube::Client::try_from(config).context("building the API client")
+}
