@@ -161,6 +161,11 @@ impl Skiff {
         self.etcd.as_ref()
     }
 
+    /// The `skiff` binary this server runs (for `skiff push` and other CLI verbs).
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     /// Data dir passed to `--data-dir`.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

@@ -1,20 +1,23 @@
 //! End-to-end tests: one test binary, one module per concern.
 //!
 //! Every scenario starts its own `skiff up` (and etcd, for the etcd store) through the
-//! `skiff-tests` harness and runs once per store via [`skiff_tests::both_stores!`]. The `skiff`
-//! binary must be built first (`cargo build -p skiff`; `scripts/test.sh` does it). Per the
-//! contract of this issue there are no controllers yet, so no test waits for pods to appear.
+//! `skiff-tests` harness; API-level scenarios run once per store via
+//! [`skiff_tests::both_stores!`]. The `skiff` binary and the WASM guests must be built first
+//! (`scripts/test.sh` does both). `skiff up` runs controllers, the scheduler and a node, so
+//! workload objects created here really run (their images may not exist: that only leaves
+//! their pods waiting).
 
 mod http_api;
 mod kube_rs;
 mod kubectl_apply;
 mod kubectl_errors;
 mod kubectl_verbs;
-mod registry;
 mod logs;
 mod pod_env;
+mod registry;
 mod restart;
 mod scheduling;
+mod wasm_pods;
 mod watch_compaction;
 
 use std::path::PathBuf;
