@@ -63,6 +63,9 @@ pub struct StartOptions {
     pub etcd_prefix: Option<String>,
     /// Further `skiff up` flags (e.g. `--compaction-interval 1`).
     pub extra_args: Vec<String>,
+    /// Run `skiff server` (control plane only, no node) instead of `skiff up`: for tests that
+    /// bring their own Nodes and must not have a real one scheduling pods.
+    pub control_plane_only: bool,
 }
 
 impl StartOptions {
@@ -74,7 +77,13 @@ impl StartOptions {
             binary: None,
             etcd_prefix: None,
             extra_args: Vec::new(),
+            control_plane_only: false,
         }
+    }
+
+    /// `skiff server` with `store`: see [`StartOptions::control_plane_only`].
+    pub fn control_plane_only(store: StoreKind) -> StartOptions {
+        StartOptions { control_plane_only: true, ..StartOptions::new(store) }
     }
 }
 
@@ -93,6 +102,7 @@ pub struct Skiff {
     data_dir: PathBuf,
     etcd_prefix: Option<String>,
     extra_args: Vec<String>,
+    control_plane_only: bool,
     log: PathBuf,
     home: PathBuf,
     child: Option<Child>,
@@ -141,6 +151,7 @@ impl Skiff {
             data_dir,
             etcd_prefix: options.etcd_prefix,
             extra_args: options.extra_args,
+            control_plane_only: options.control_plane_only,
             log: work.path().join("skiff.log"),
             home,
             child: None,
@@ -257,7 +268,7 @@ impl Skiff {
     fn command(&self) -> Command {
         let mut command = Command::new(&self.binary);
         command
-            .arg("up")
+            .arg(if self.control_plane_only { "server" } else { "up" })
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen")

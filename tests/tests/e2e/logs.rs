@@ -16,7 +16,7 @@ use skiff_control_plane::pki::ClusterPki;
 use skiff_node::logs::{FileSink, LogStore};
 use skiff_node::nodeapi::{self, NodeApiTls};
 use skiff_node::runtime::{LogSink, LogStream, PodRef};
-use skiff_tests::{Skiff, StoreKind, both_stores};
+use skiff_tests::{Skiff, StartOptions, StoreKind, both_stores};
 use tokio_util::sync::CancellationToken;
 
 const LINE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -85,7 +85,7 @@ async fn logs_ok(skiff: &Skiff, args: &[&str]) -> Result<String> {
 }
 
 async fn kubectl_logs(store: StoreKind) -> Result<()> {
-    let skiff = Skiff::start(store).await?;
+    let skiff = Skiff::start_with(StartOptions::control_plane_only(store)).await?;
     let node = start_node(&skiff, "logs-node").await?;
     let pod = create_pod(&skiff, "web", Some("logs-node")).await?;
 
@@ -148,7 +148,7 @@ both_stores!(kubectl_logs);
 /// are refused, and a certificate from elsewhere never gets through the handshake.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_api_requires_the_kubelet_client_cert() -> Result<()> {
-    let skiff = Skiff::start(StoreKind::Embedded).await?;
+    let skiff = Skiff::start_with(StartOptions::control_plane_only(StoreKind::Embedded)).await?;
     let node = start_node(&skiff, "authz-node").await?;
     let pki = ClusterPki::load_existing(&skiff.data_dir().join("pki"))?;
     let nodes: Api<Node> = Api::all(skiff.kube_client().await?);

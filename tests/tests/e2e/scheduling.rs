@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use skiff_tests::{Skiff, StoreKind, net::wait_until};
+use skiff_tests::{Skiff, StartOptions, StoreKind, net::wait_until};
 
 use crate::{get_json, write_manifest};
 
@@ -198,7 +198,7 @@ async fn delete_cleans_up(skiff: &Skiff) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_pods_are_scheduled_scaled_and_collected() -> Result<()> {
-    let skiff = Skiff::start(StoreKind::Embedded).await?;
+    let skiff = Skiff::start_with(StartOptions::control_plane_only(StoreKind::Embedded)).await?;
     apply(&skiff, "nodes.yaml", &format!("{}---\n{}", node_manifest("node-a", ""), node_manifest("node-b", "")))
         .await?;
     let result = async {
