@@ -70,21 +70,15 @@ impl Ord for Quantity {
 
 /// Parse a Kubernetes quantity string.
 pub fn parse_quantity(input: &str) -> Result<Quantity, QuantityError> {
-    let syntax = || QuantityError::Syntax {
-        input: input.to_string(),
-    };
-    let range = || QuantityError::OutOfRange {
-        input: input.to_string(),
-    };
+    let syntax = || QuantityError::Syntax { input: input.to_string() };
+    let range = || QuantityError::OutOfRange { input: input.to_string() };
     let s = input;
     let (negative, rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
         _ => (false, s),
     };
-    let num_end = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(rest.len());
+    let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
     let (number, suffix) = rest.split_at(num_end);
     let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
     if (int_part.is_empty() && frac_part.is_empty()) || frac_part.contains('.') {
@@ -142,11 +136,7 @@ pub fn parse_quantity(input: &str) -> Result<Quantity, QuantityError> {
             // Too many digits: drop the remainder, remembering to round up.
             let remaining = (int_part.len() + frac_part.len() - i) as i32;
             exp10 += remaining;
-            lost = int_part
-                .bytes()
-                .chain(frac_part.bytes())
-                .skip(i)
-                .any(|b| b != b'0');
+            lost = int_part.bytes().chain(frac_part.bytes()).skip(i).any(|b| b != b'0');
             break;
         }
         digits = digits * 10 + d;
@@ -174,27 +164,18 @@ pub fn parse_quantity(input: &str) -> Result<Quantity, QuantityError> {
     if value > i128::from(i64::MAX) * NANO {
         return Err(range());
     }
-    Ok(Quantity {
-        nanos: if negative { -value } else { value },
-        format,
-    })
+    Ok(Quantity { nanos: if negative { -value } else { value }, format })
 }
 
 impl Quantity {
     /// A quantity of whole units in decimal form.
     pub fn from_units(units: i64) -> Self {
-        Self {
-            nanos: i128::from(units) * NANO,
-            format: QuantityFormat::DecimalSI,
-        }
+        Self { nanos: i128::from(units) * NANO, format: QuantityFormat::DecimalSI }
     }
 
     /// A quantity of thousandths of a unit (for cpu).
     pub fn from_millis(millis: i64) -> Self {
-        Self {
-            nanos: i128::from(millis) * 1_000_000,
-            format: QuantityFormat::DecimalSI,
-        }
+        Self { nanos: i128::from(millis) * 1_000_000, format: QuantityFormat::DecimalSI }
     }
 
     /// The value in thousandths of a unit, rounded up (cpu millicores).
@@ -260,11 +241,7 @@ impl fmt::Display for Quantity {
         }
         if self.format == QuantityFormat::DecimalExponent {
             let exp = (idx as i32) * 3 - 9;
-            return if exp == 0 {
-                write!(f, "{mantissa}")
-            } else {
-                write!(f, "{mantissa}e{exp}")
-            };
+            return if exp == 0 { write!(f, "{mantissa}") } else { write!(f, "{mantissa}e{exp}") };
         }
         let suffix = ["n", "u", "m", "", "k", "M", "G", "T", "P", "E"][idx];
         write!(f, "{mantissa}{suffix}")
@@ -306,22 +283,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_syntax() {
-        for bad in [
-            "", "abc", "1.2.3", "1Kb", "1ki", "Mi", "1e", "1e+", "1 Gi", ".", "--1", "1mm",
-        ] {
+        for bad in ["", "abc", "1.2.3", "1Kb", "1ki", "Mi", "1e", "1e+", "1 Gi", ".", "--1", "1mm"] {
             assert!(
                 matches!(parse_quantity(bad), Err(QuantityError::Syntax { .. })),
                 "{bad:?} should be a syntax error"
             );
         }
-        assert!(matches!(
-            parse_quantity("1e400"),
-            Err(QuantityError::OutOfRange { .. })
-        ));
-        assert!(matches!(
-            parse_quantity("100000Ei"),
-            Err(QuantityError::OutOfRange { .. })
-        ));
+        assert!(matches!(parse_quantity("1e400"), Err(QuantityError::OutOfRange { .. })));
+        assert!(matches!(parse_quantity("100000Ei"), Err(QuantityError::OutOfRange { .. })));
     }
 
     #[test]

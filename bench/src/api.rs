@@ -77,17 +77,9 @@ impl ApiBench {
             options.binary = self.skiff_bin.clone();
             eprintln!("starting skiff with the {store} store");
             let skiff = Skiff::start_with(options).await?;
-            let http = skiff
-                .info
-                .client_builder(true)?
-                .pool_max_idle_per_host(64)
-                .build()
-                .context("building bench client")?;
-            let version = http
-                .get(format!("{}/version", skiff.url))
-                .send()
-                .await?
-                .version();
+            let http =
+                skiff.info.client_builder(true)?.pool_max_idle_per_host(64).build().context("building bench client")?;
+            let version = http.get(format!("{}/version", skiff.url)).send().await?.version();
             eprintln!("connected with {version:?}");
             for &clients in &self.concurrency {
                 let row = self.creates(&skiff, &http, store, clients).await?;
@@ -109,12 +101,8 @@ impl ApiBench {
     ) -> Result<CreateRow> {
         let namespace = format!("bench-c{clients}");
         create_namespace(skiff, http, &namespace).await?;
-        eprintln!(
-            "{store}: creating {} pods with {clients} clients",
-            self.pods
-        );
-        let (result, object_bytes) =
-            create_pods(skiff, http, &namespace, self.pods, clients).await?;
+        eprintln!("{store}: creating {} pods with {clients} clients", self.pods);
+        let (result, object_bytes) = create_pods(skiff, http, &namespace, self.pods, clients).await?;
         ensure!(
             result.errors < result.ops,
             "every pod create failed: {}",
@@ -122,71 +110,38 @@ impl ApiBench {
         );
         let raw_etcd = match skiff.etcd() {
             Some(etcd) => {
-                eprintln!(
-                    "raw etcd: {} puts of {object_bytes} bytes with {clients} clients",
-                    self.pods
-                );
+                eprintln!("raw etcd: {} puts of {object_bytes} bytes with {clients} clients", self.pods);
                 let prefix = format!("/skiff-bench-raw/c{clients}/");
-                Some(
-                    raw_etcd_puts(&etcd.endpoint, &prefix, self.pods, clients, object_bytes)
-                        .await?,
-                )
+                Some(raw_etcd_puts(&etcd.endpoint, &prefix, self.pods, clients, object_bytes).await?)
             }
             None => None,
         };
-        Ok(CreateRow {
-            store,
-            clients,
-            result,
-            object_bytes,
-            raw_etcd,
-        })
+        Ok(CreateRow { store, clients, result, object_bytes, raw_etcd })
     }
 
-    async fn list(
-        &self,
-        skiff: &Skiff,
-        http: &reqwest::Client,
-        store: StoreKind,
-    ) -> Result<ListRow> {
+    async fn list(&self, skiff: &Skiff, http: &reqwest::Client, store: StoreKind) -> Result<ListRow> {
         let pid = skiff.pid().context("skiff not running")?;
         let idle = procfs::memory(pid)?;
         let namespace = "bench-list";
         create_namespace(skiff, http, namespace).await?;
         eprintln!("{store}: creating {} pods to list", self.list_pods);
         let (created, _) = create_pods(skiff, http, namespace, self.list_pods, 32).await?;
-        ensure!(
-            created.errors == 0,
-            "list setup failed: {:?}",
-            created.first_error
-        );
+        ensure!(created.errors == 0, "list setup failed: {:?}", created.first_error);
         let after_create = procfs::memory(pid)?;
         let url = format!("{}/api/v1/namespaces/{namespace}/pods", skiff.url);
         let mut times = Vec::new();
         let mut bytes = 0;
         for run in 0..self.list_runs.max(1) {
             let t0 = Instant::now();
-            let response = http
-                .get(&url)
-                .timeout(Duration::from_secs(120))
-                .send()
-                .await?;
-            ensure!(
-                response.status().is_success(),
-                "list: {}",
-                response.status()
-            );
+            let response = http.get(&url).timeout(Duration::from_secs(120)).send().await?;
+            ensure!(response.status().is_success(), "list: {}", response.status());
             let body = response.bytes().await?;
             times.push(t0.elapsed().as_secs_f64() * 1000.0);
             bytes = body.len();
             if run == 0 {
                 let list: Value = serde_json::from_slice(&body).context("list body")?;
                 let items = list["items"].as_array().map_or(0, Vec::len);
-                ensure!(
-                    items == self.list_pods,
-                    "listed {items} of {} pods",
-                    self.list_pods
-                );
+                ensure!(items == self.list_pods, "listed {items} of {} pods", self.list_pods);
             }
         }
         times.sort_by(f64::total_cmp);
@@ -203,11 +158,7 @@ impl ApiBench {
     }
 
     fn render(&self, creates: &[CreateRow], lists: &[ListRow]) -> String {
-        let profile = if self.skiff_bin.is_some() {
-            "given with --skiff-bin"
-        } else {
-            "beside skiff-bench"
-        };
+        let profile = if self.skiff_bin.is_some() { "given with --skiff-bin" } else { "beside skiff-bench" };
         let mut out = format!(
             "## API: pod creates and lists\n\n\
              Run {} on {}. skiff binary {profile}{}.\n\n\
@@ -217,11 +168,7 @@ impl ApiBench {
              (`/usr/bin/etcd`, default settings, fsync on).\n\n",
             report::now(),
             report::machine(),
-            if cfg!(debug_assertions) {
-                " (WARNING: bench built without --release)"
-            } else {
-                ""
-            },
+            if cfg!(debug_assertions) { " (WARNING: bench built without --release)" } else { "" },
             self.pods,
             self.list_pods,
             self.list_runs,
@@ -250,19 +197,8 @@ impl ApiBench {
                 ]
             })
             .collect();
-        out += &report::table(
-            &[
-                "store",
-                "clients",
-                "pods",
-                "creates/s",
-                "p50 ms",
-                "p99 ms",
-                "errors",
-                "target",
-            ],
-            &rows,
-        );
+        out +=
+            &report::table(&["store", "clients", "pods", "creates/s", "p50 ms", "p99 ms", "errors", "target"], &rows);
         let raw: Vec<Vec<String>> = creates
             .iter()
             .filter_map(|row| {
@@ -297,10 +233,8 @@ impl ApiBench {
             );
         }
         if !lists.is_empty() {
-            out += &format!(
-                "\n### List all pods of a namespace (p50 of {} lists) and server memory\n\n",
-                self.list_runs
-            );
+            out +=
+                &format!("\n### List all pods of a namespace (p50 of {} lists) and server memory\n\n", self.list_runs);
             let rows: Vec<Vec<String>> = lists
                 .iter()
                 .map(|l| {
@@ -352,17 +286,9 @@ fn errors(result: &LoadResult) -> String {
 
 async fn create_namespace(skiff: &Skiff, http: &reqwest::Client, name: &str) -> Result<()> {
     let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-    let response = http
-        .post(format!("{}/api/v1/namespaces", skiff.url))
-        .json(&body)
-        .send()
-        .await?;
+    let response = http.post(format!("{}/api/v1/namespaces", skiff.url)).json(&body).send().await?;
     if !response.status().is_success() {
-        bail!(
-            "creating namespace {name}: {} {}",
-            response.status(),
-            response.text().await?
-        );
+        bail!("creating namespace {name}: {} {}", response.status(), response.text().await?);
     }
     Ok(())
 }
@@ -381,9 +307,7 @@ async fn create_pods(
     let http = http.clone();
     let total_bytes = Arc::clone(&bytes);
     let result = load::run(count, clients, move |i| {
-        let request = http
-            .post(url.as_str())
-            .json(&pod(&namespace, &format!("p-{i}")));
+        let request = http.post(url.as_str()).json(&pod(&namespace, &format!("p-{i}")));
         let bytes = Arc::clone(&total_bytes);
         async move {
             let response = request.send().await?;

@@ -78,13 +78,8 @@ where
             anyhow::Ok((latency, errors, first_error))
         });
     }
-    let mut result = LoadResult {
-        ops: total,
-        errors: 0,
-        first_error: None,
-        elapsed: Duration::ZERO,
-        latency: new_histogram()?,
-    };
+    let mut result =
+        LoadResult { ops: total, errors: 0, first_error: None, elapsed: Duration::ZERO, latency: new_histogram()? };
     while let Some(joined) = workers.join_next().await {
         let (latency, errors, first_error) = joined.context("load worker panicked")??;
         result.latency.add(&latency).context("merging histograms")?;
@@ -118,12 +113,7 @@ mod tests {
         .expect("load runs");
         assert_eq!(result.ops, 100);
         assert_eq!(result.errors, 10);
-        assert!(
-            result
-                .first_error
-                .as_ref()
-                .is_some_and(|e| e.contains("failed"))
-        );
+        assert!(result.first_error.as_ref().is_some_and(|e| e.contains("failed")));
         assert_eq!(result.latency.len(), 90);
         assert!(result.per_second() > 0.0);
     }

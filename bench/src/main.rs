@@ -71,15 +71,7 @@ enum Command {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Api {
-            pods,
-            clients,
-            list_pods,
-            list_runs,
-            stores,
-            skiff_bin,
-            dry_run,
-        } => {
+        Command::Api { pods, clients, list_pods, list_runs, stores, skiff_bin, dry_run } => {
             let stores = stores
                 .iter()
                 .map(|s| match s.as_str() {
@@ -88,14 +80,7 @@ async fn main() -> Result<()> {
                     other => anyhow::bail!("unknown store {other:?} (embedded, etcd)"),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let bench = api::ApiBench {
-                pods,
-                concurrency: clients,
-                list_pods,
-                list_runs,
-                stores,
-                skiff_bin,
-            };
+            let bench = api::ApiBench { pods, concurrency: clients, list_pods, list_runs, stores, skiff_bin };
             let section = bench.run().await?;
             if dry_run {
                 writeln!(std::io::stdout(), "{section}").context("writing stdout")?;
@@ -104,27 +89,13 @@ async fn main() -> Result<()> {
                 eprintln!("updated {}", cli.output.display());
             }
         }
-        Command::RawEtcd {
-            puts,
-            clients,
-            value_bytes,
-        } => {
+        Command::RawEtcd { puts, clients, value_bytes } => {
             let etcd = Etcd::start().await?;
             let mut out = std::io::stdout();
-            writeln!(
-                out,
-                "| clients | value bytes | puts/s | p50 ms | p99 ms | errors |"
-            )?;
+            writeln!(out, "| clients | value bytes | puts/s | p50 ms | p99 ms | errors |")?;
             writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
             for c in clients {
-                let r = api::raw_etcd_puts(
-                    &etcd.endpoint,
-                    &format!("/raw/c{c}/"),
-                    puts,
-                    c,
-                    value_bytes,
-                )
-                .await?;
+                let r = api::raw_etcd_puts(&etcd.endpoint, &format!("/raw/c{c}/"), puts, c, value_bytes).await?;
                 writeln!(
                     out,
                     "| {c} | {value_bytes} | {:.0} | {:.2} | {:.2} | {} |",

@@ -32,8 +32,7 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
     };
-    std::fs::write(path, splice_section(&doc, name, body))
-        .with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, splice_section(&doc, name, body)).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The machine a benchmark ran on, as one markdown line.
@@ -45,17 +44,12 @@ pub fn machine() -> String {
     let mem_gib = field(&meminfo, "MemTotal")
         .and_then(|v| v.trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
-    format!(
-        "{cores} CPUs ({model}), {mem_gib:.1} GiB RAM, {}",
-        std::env::consts::ARCH
-    )
+    format!("{cores} CPUs ({model}), {mem_gib:.1} GiB RAM, {}", std::env::consts::ARCH)
 }
 
 /// Today's date and time in UTC.
 pub fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%d %H:%M UTC")
-        .to_string()
+    jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 /// The value of `key: value` in a `/proc` style file.

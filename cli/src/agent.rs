@@ -95,7 +95,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async move {
         let client = crate::node::client_from_kubeconfig(&args.kubeconfig).await?;
-        let pki = skiff_control_plane::pki::ClusterPki::load_existing(&args.cluster_pki).context("reading the cluster PKI")?;
+        let pki = skiff_control_plane::pki::ClusterPki::load_existing(&args.cluster_pki)
+            .context("reading the cluster PKI")?;
         let server = kube::config::Kubeconfig::read_from(&args.kubeconfig)?
             .clusters
             .first()

@@ -17,7 +17,11 @@ mod agent;
 mod node;
 
 #[derive(Debug, Parser)]
-#[command(name = "skiff", version, about = "Skiff: a WebAssembly-first workload orchestrator that speaks the Kubernetes API")]
+#[command(
+    name = "skiff",
+    version,
+    about = "Skiff: a WebAssembly-first workload orchestrator that speaks the Kubernetes API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,7 +93,8 @@ struct UpArgs {
 }
 
 pub(crate) fn default_data_dir() -> PathBuf {
-    let is_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false) || std::env::var("HOME").map(|h| h == "/root").unwrap_or(false);
+    let is_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || std::env::var("HOME").map(|h| h == "/root").unwrap_or(false);
     if is_root {
         return PathBuf::from("/var/lib/skiff");
     }
@@ -103,7 +108,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
-            println!("skiff {} (Kubernetes API v1.{})", env!("CARGO_PKG_VERSION"), skiff_control_plane::apiserver::discovery::KUBE_MINOR);
+            println!(
+                "skiff {} (Kubernetes API v1.{})",
+                env!("CARGO_PKG_VERSION"),
+                skiff_control_plane::apiserver::discovery::KUBE_MINOR
+            );
             Ok(())
         }
         Command::Up(args) => {
@@ -171,10 +180,16 @@ async fn start_local_node(
     args: NodeArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<node::RunningNode> {
-    let pki = skiff_control_plane::pki::ClusterPki::load_existing(&data_dir.join("pki")).context("reading the cluster PKI")?;
+    let pki = skiff_control_plane::pki::ClusterPki::load_existing(&data_dir.join("pki"))
+        .context("reading the cluster PKI")?;
     let client = node::client_from_kubeconfig(&server.kubeconfig).await?;
     let host = if server.addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { server.addr.ip().to_string() };
-    let cluster = node::ClusterAccess { client, api_host: format!("{host}:{}", server.addr.port()), token: pki.admin_token().to_string(), pki };
+    let cluster = node::ClusterAccess {
+        client,
+        api_host: format!("{host}:{}", server.addr.port()),
+        token: pki.admin_token().to_string(),
+        pki,
+    };
     let mut cfg = skiff_node::AgentConfig::new(args.name.unwrap_or_else(agent::hostname), data_dir.join("agent"));
     cfg.pod_network = args.network.into();
     cfg.node_api_port = args.api_port;

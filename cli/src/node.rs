@@ -12,8 +12,8 @@ use anyhow::Context;
 use skiff_control_plane::pki::ClusterPki;
 use skiff_node::environment::NodePodEnvironment;
 use skiff_node::nodeapi::{self, NodeApiTls};
-use skiff_node::runtime::wasm::{BuiltinRegistry, WasmContainerRuntime};
 use skiff_node::runtime::ContainerRuntime;
+use skiff_node::runtime::wasm::{BuiltinRegistry, WasmContainerRuntime};
 use skiff_node::{Agent, AgentConfig, RunningAgent};
 use skiff_oci_shim::image::ImageStore;
 use skiff_wasm_runtime::{RuntimeConfig, WasmRuntime};
@@ -52,13 +52,23 @@ impl std::fmt::Debug for ClusterAccess {
 }
 
 /// Starts the node: binds the node API first (so its real port goes into the Node), then the agent.
-pub async fn start(mut cfg: AgentConfig, cluster: ClusterAccess, shutdown: CancellationToken) -> anyhow::Result<RunningNode> {
+pub async fn start(
+    mut cfg: AgentConfig,
+    cluster: ClusterAccess,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningNode> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let wasm = WasmRuntime::new(RuntimeConfig { cache_dir: cfg.data_dir.join("wasm-cache"), ..RuntimeConfig::default() })
-        .context("starting the WebAssembly engine")?;
+    let wasm =
+        WasmRuntime::new(RuntimeConfig { cache_dir: cfg.data_dir.join("wasm-cache"), ..RuntimeConfig::default() })
+            .context("starting the WebAssembly engine")?;
     let images = ImageStore::open(&cfg.data_dir.join("images")).context("opening the image store")?;
-    let builtin = BuiltinRegistry { host: cluster.api_host.clone(), token: cluster.token.clone(), ca_pem: cluster.pki.ca_pem().to_string() };
-    let runtime: Arc<dyn ContainerRuntime> = Arc::new(WasmContainerRuntime::new(wasm, images, Some(builtin), Vec::new()));
+    let builtin = BuiltinRegistry {
+        host: cluster.api_host.clone(),
+        token: cluster.token.clone(),
+        ca_pem: cluster.pki.ca_pem().to_string(),
+    };
+    let runtime: Arc<dyn ContainerRuntime> =
+        Arc::new(WasmContainerRuntime::new(wasm, images, Some(builtin), Vec::new()));
     let env = NodePodEnvironment::new(&cfg.data_dir, cluster.client.clone());
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.node_ip, cfg.node_api_port))
@@ -86,7 +96,8 @@ pub async fn start(mut cfg: AgentConfig, cluster: ClusterAccess, shutdown: Cance
 
 /// A kube client from a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &PathBuf) -> anyhow::Result<kube::Client> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
         .await
         .context("loading the kubeconfig")?;

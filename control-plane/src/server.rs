@@ -71,25 +71,38 @@ const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "k
 impl RunningServer {
     /// Opens everything and starts serving; returns once the listener is bound.
     pub async fn start(cfg: ServerConfig, shutdown: CancellationToken) -> Result<RunningServer, ServerError> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServerError::DataDir { path: cfg.data_dir.clone(), source })?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|source| ServerError::DataDir { path: cfg.data_dir.clone(), source })?;
         let store: SharedStore = match &cfg.store {
             StoreConfig::Embedded => Arc::new(EmbeddedStore::open(&cfg.data_dir.join("state.redb"))?),
             StoreConfig::Etcd { endpoints, prefix } => Arc::new(EtcdStore::connect(endpoints, prefix).await?),
         };
-        let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
         let client_host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
         let mut sans = cfg.extra_sans.clone();
         sans.push(client_host.clone());
         let pki = ClusterPki::load_or_create(&cfg.data_dir.join("pki"), &sans)?;
-        let server_url = if addr.is_ipv6() { format!("https://[{client_host}]:{}", addr.port()) } else { format!("https://{client_host}:{}", addr.port()) };
+        let server_url = if addr.is_ipv6() {
+            format!("https://[{client_host}]:{}", addr.port())
+        } else {
+            format!("https://{client_host}:{}", addr.port())
+        };
         let kubeconfig = cfg.data_dir.join("kubeconfig");
         pki::write_kubeconfig(&kubeconfig, &server_url, pki.ca_pem(), pki.admin_token())?;
 
-        let mut api = ApiState::new(store.clone(), pki.admin_token().to_string(), shutdown.clone(), format!("{client_host}:{}", addr.port()));
+        let mut api = ApiState::new(
+            store.clone(),
+            pki.admin_token().to_string(),
+            shutdown.clone(),
+            format!("{client_host}:{}", addr.port()),
+        );
         // The built-in OCI registry keeps its blobs, uploads and tags beside the state.
         let registry_dir = cfg.data_dir.join("registry");
-        let artifacts = crate::artifacts::storage::Storage::open(&registry_dir).map_err(|source| ServerError::DataDir { path: registry_dir, source })?;
+        let artifacts = crate::artifacts::storage::Storage::open(&registry_dir)
+            .map_err(|source| ServerError::DataDir { path: registry_dir, source })?;
         api.artifacts = Some(Arc::new(artifacts));
         api.kubelet_tls = Some(pki.kubelet_client_config()?);
         let state = Arc::new(api);

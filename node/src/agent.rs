@@ -110,7 +110,8 @@ impl Agent {
         env: Arc<dyn PodEnvironment>,
         shutdown: CancellationToken,
     ) -> Result<RunningAgent, AgentError> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| AgentError::DataDir { path: cfg.data_dir.clone(), source })?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|source| AgentError::DataDir { path: cfg.data_dir.clone(), source })?;
         let cidr = cfg.effective_pod_cidr();
         let ipam = Ipam::load(cidr, &cfg.data_dir.join("ipam.json"))?;
         let net = HostNet::new(cfg.pod_network, cidr);

@@ -129,7 +129,10 @@ impl NodeCapacity {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let memory_kib = std::fs::read_to_string("/proc/meminfo")
             .ok()
-            .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<i64>().ok()))
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<i64>().ok())
+            })
             .unwrap_or(0);
         NodeCapacity { cpu_millis: i64::try_from(cpus).unwrap_or(1) * 1000, memory_bytes: memory_kib * 1024 }
     }
@@ -137,10 +140,18 @@ impl NodeCapacity {
 
 /// The value of a `resourceFieldRef` for `container`: the limit (node capacity when unset)
 /// or request, divided by `divisor` and rounded up, as the kubelet formats it.
-pub fn resource_value(container: &Container, sel: &ResourceFieldSelector, node: NodeCapacity) -> Result<String, String> {
+pub fn resource_value(
+    container: &Container,
+    sel: &ResourceFieldSelector,
+    node: NodeCapacity,
+) -> Result<String, String> {
     let resources = container.resources.as_ref();
     let get = |limits: bool, name: &str| {
-        let map = if limits { resources.and_then(|r| r.limits.as_ref()) } else { resources.and_then(|r| r.requests.as_ref()) };
+        let map = if limits {
+            resources.and_then(|r| r.limits.as_ref())
+        } else {
+            resources.and_then(|r| r.requests.as_ref())
+        };
         map.and_then(|m| m.get(name)).map(|q| parse_quantity(&q.0).map_err(|e| e.to_string())).transpose()
     };
     let divisor = match &sel.divisor {
@@ -191,7 +202,13 @@ fn utf8(bytes: Vec<u8>) -> String {
 }
 
 /// Resolves the env of `container` in `pod` (see the module docs).
-pub async fn resolve(objects: &ApiObjects, pod: &Pod, container: &Container, pod_ip: IpAddr, node: NodeCapacity) -> Result<Vec<(String, String)>, PodEnvError> {
+pub async fn resolve(
+    objects: &ApiObjects,
+    pod: &Pod,
+    container: &Container,
+    pod_ip: IpAddr,
+    node: NodeCapacity,
+) -> Result<Vec<(String, String)>, PodEnvError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut env = EnvList::default();
     for from in container.env_from.iter().flatten() {
@@ -233,7 +250,12 @@ pub async fn resolve(objects: &ApiObjects, pod: &Pod, container: &Container, pod
                         (Some(d), optional) => match d.get(&r.key) {
                             Some(v) => utf8(v.clone()),
                             None if optional => continue,
-                            None => return Err(PodEnvError::Config(format!("couldn't find key {} in ConfigMap {ns}/{}", r.key, r.name))),
+                            None => {
+                                return Err(PodEnvError::Config(format!(
+                                    "couldn't find key {} in ConfigMap {ns}/{}",
+                                    r.key, r.name
+                                )));
+                            }
                         },
                         (None, true) => continue,
                         (None, false) => return Err(PodEnvError::Config(format!("configmap {:?} not found", r.name))),
@@ -244,7 +266,12 @@ pub async fn resolve(objects: &ApiObjects, pod: &Pod, container: &Container, pod
                         (Some(d), optional) => match d.get(&r.key) {
                             Some(v) => utf8(v.clone()),
                             None if optional => continue,
-                            None => return Err(PodEnvError::Config(format!("couldn't find key {} in Secret {ns}/{}", r.key, r.name))),
+                            None => {
+                                return Err(PodEnvError::Config(format!(
+                                    "couldn't find key {} in Secret {ns}/{}",
+                                    r.key, r.name
+                                )));
+                            }
                         },
                         (None, true) => continue,
                         (None, false) => return Err(PodEnvError::Config(format!("secret {:?} not found", r.name))),

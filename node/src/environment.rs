@@ -34,7 +34,13 @@ impl NodePodEnvironment {
         let pods = data_dir.join("pods");
         let objects = ApiObjects::new(client);
         let node = NodeCapacity::detect();
-        NodePodEnvironment { volumes: VolumeManager::new(&pods, objects.clone(), node), logs: LogStore::new(&pods), objects, node, data_dir }
+        NodePodEnvironment {
+            volumes: VolumeManager::new(&pods, objects.clone(), node),
+            logs: LogStore::new(&pods),
+            objects,
+            node,
+            data_dir,
+        }
     }
 
     /// The log store, for the node API.
@@ -50,7 +56,12 @@ impl NodePodEnvironment {
 
 #[async_trait]
 impl PodEnvironment for NodePodEnvironment {
-    async fn container_env(&self, pod: &Pod, container: &Container, pod_ip: IpAddr) -> Result<Vec<(String, String)>, PodEnvError> {
+    async fn container_env(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        pod_ip: IpAddr,
+    ) -> Result<Vec<(String, String)>, PodEnvError> {
         env::resolve(&self.objects, pod, container, pod_ip, self.node).await
     }
 
@@ -76,7 +87,8 @@ impl PodEnvironment for NodePodEnvironment {
     }
 
     fn open_log(&self, pod: &PodRef, container: &str, restart_count: i32) -> Result<Arc<dyn LogSink>, PodEnvError> {
-        let restart = u32::try_from(restart_count).map_err(|_| PodEnvError::Io(format!("invalid restart count {restart_count}")))?;
+        let restart = u32::try_from(restart_count)
+            .map_err(|_| PodEnvError::Io(format!("invalid restart count {restart_count}")))?;
         let sink = self.logs.open(pod, container, restart).map_err(|e| PodEnvError::Io(e.to_string()))?;
         Ok(Arc::new(sink))
     }

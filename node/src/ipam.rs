@@ -142,9 +142,7 @@ fn next_free(cidr: Ipv4Net, last: Option<Ipv4Addr>, used: impl Fn(Ipv4Addr) -> b
         Some(l) if usable(cidr, l) => u32::from(l) + 1 - first,
         _ => 0,
     };
-    (0..span)
-        .map(|i| Ipv4Addr::from(first + (start + i) % span))
-        .find(|ip| !used(*ip))
+    (0..span).map(|i| Ipv4Addr::from(first + (start + i) % span)).find(|ip| !used(*ip))
 }
 
 #[cfg(test)]

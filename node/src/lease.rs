@@ -46,7 +46,13 @@ pub fn desired_lease(node_name: &str, node: Option<&Node>, now: Timestamp) -> Le
 }
 
 /// Renews the lease now and every `interval` until `cancel` fires.
-pub async fn heartbeat(client: kube::Client, node_name: String, node: Option<Node>, interval: Duration, cancel: CancellationToken) {
+pub async fn heartbeat(
+    client: kube::Client,
+    node_name: String,
+    node: Option<Node>,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
     let api: Api<Lease> = Api::namespaced(client, NAMESPACE);
     loop {
         if let Err(e) = renew(&api, &node_name, node.as_ref()).await {

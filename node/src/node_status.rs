@@ -113,7 +113,12 @@ pub fn desired_node(id: &NodeIdentity, facts: &NodeFacts) -> Node {
 }
 
 /// The Node status the agent reports; condition transition times carry over from `previous`.
-pub fn desired_status(id: &NodeIdentity, facts: &NodeFacts, previous: Option<&NodeStatus>, now: Timestamp) -> NodeStatus {
+pub fn desired_status(
+    id: &NodeIdentity,
+    facts: &NodeFacts,
+    previous: Option<&NodeStatus>,
+    now: Timestamp,
+) -> NodeStatus {
     let mut capacity = BTreeMap::from([
         ("cpu".to_string(), Quantity(facts.cpu_cores.to_string())),
         ("memory".to_string(), Quantity(format!("{}Ki", facts.memory_bytes / 1024))),
@@ -147,7 +152,12 @@ pub fn desired_status(id: &NodeIdentity, facts: &NodeFacts, previous: Option<&No
             NodeAddress { type_: "Hostname".into(), address: facts.hostname.clone() },
         ]),
         conditions: Some(vec![
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "skiff agent has sufficient memory available"),
+            condition(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "skiff agent has sufficient memory available",
+            ),
             condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "skiff agent has no disk pressure"),
             condition("PIDPressure", "False", "KubeletHasSufficientPID", "skiff agent has sufficient PID available"),
             condition("Ready", "True", "KubeletReady", "skiff agent is posting ready status"),
@@ -187,7 +197,13 @@ pub async fn register(api: &Api<Node>, desired: &Node) -> Result<Node, kube::Err
 }
 
 /// Reports the status now and then every `interval` until `cancel` fires.
-pub async fn status_loop(api: Api<Node>, id: NodeIdentity, facts: NodeFacts, interval: Duration, cancel: CancellationToken) {
+pub async fn status_loop(
+    api: Api<Node>,
+    id: NodeIdentity,
+    facts: NodeFacts,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
     let mut previous: Option<NodeStatus> = None;
     loop {
         let status = desired_status(&id, &facts, previous.as_ref(), Timestamp::now());
@@ -222,7 +238,13 @@ mod tests {
     }
 
     fn facts() -> NodeFacts {
-        NodeFacts { hostname: "box".into(), cpu_cores: 4, memory_bytes: 8 * 1024 * 1024 * 1024, os: "linux".into(), arch: "amd64".into() }
+        NodeFacts {
+            hostname: "box".into(),
+            cpu_cores: 4,
+            memory_bytes: 8 * 1024 * 1024 * 1024,
+            os: "linux".into(),
+            arch: "amd64".into(),
+        }
     }
 
     #[test]
@@ -260,7 +282,8 @@ mod tests {
         let info = s.node_info.clone().expect("info");
         assert!(info.kubelet_version.starts_with("skiff-"));
         assert_eq!(info.container_runtime_version, "wasmtime://48");
-        let ready = |s: &NodeStatus| s.conditions.iter().flatten().find(|c| c.type_ == "Ready").cloned().expect("Ready");
+        let ready =
+            |s: &NodeStatus| s.conditions.iter().flatten().find(|c| c.type_ == "Ready").cloned().expect("Ready");
         assert_eq!(ready(&s).reason.as_deref(), Some("KubeletReady"));
         let t1 = Timestamp::from_second(2000).expect("ts");
         let s2 = desired_status(&id(), &facts(), Some(&s), t1);

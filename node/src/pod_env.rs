@@ -39,8 +39,12 @@ pub trait PodVolumes: Send + Sync + Debug {
 #[async_trait]
 pub trait PodEnvironment: Send + Sync + Debug + 'static {
     /// The env of one container: `env` (`value`, `valueFrom`) and `envFrom`, in Kubernetes order.
-    async fn container_env(&self, pod: &Pod, container: &Container, pod_ip: IpAddr)
-    -> Result<Vec<(String, String)>, PodEnvError>;
+    async fn container_env(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        pod_ip: IpAddr,
+    ) -> Result<Vec<(String, String)>, PodEnvError>;
 
     /// Materialises the pod's volumes; configMap/secret contents follow updates while the
     /// returned value lives.

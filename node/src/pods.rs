@@ -24,7 +24,8 @@ pub async fn dispatch(ctx: Arc<WorkerContext>, cancel: CancellationToken) {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node_name));
     let mut events = watcher(api, config).default_backoff().boxed();
-    let mut d = Dispatcher { ctx, workers: HashMap::new(), finished: HashSet::new(), tasks: JoinSet::new(), listing: None };
+    let mut d =
+        Dispatcher { ctx, workers: HashMap::new(), finished: HashSet::new(), tasks: JoinSet::new(), listing: None };
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,

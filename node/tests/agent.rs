@@ -16,8 +16,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use skiff_node::pod_env::{PodEnvError, PodEnvironment, PodVolumes};
 use skiff_node::runtime::{
-    ContainerRuntime, ContainerSpec, ContainerStats, ExitInfo, ImageRef, LogSink, LogStream, Mount, PodRef, PullCredentials,
-    PullPolicy, RunningContainer, RuntimeError,
+    ContainerRuntime, ContainerSpec, ContainerStats, ExitInfo, ImageRef, LogSink, LogStream, Mount, PodRef,
+    PullCredentials, PullPolicy, RunningContainer, RuntimeError,
 };
 use skiff_node::worker::backoff::BackoffConfig;
 use skiff_node::{Agent, AgentConfig, RunningAgent};
@@ -66,7 +66,10 @@ impl ContainerRuntime for FakeRuntime {
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let reason = if code == 0 { "Completed" } else { "Error" };
-                tx.send_if_modified(|v| v.is_none() && v.replace(ExitInfo { exit_code: code, reason: reason.into(), message: None }).is_none());
+                tx.send_if_modified(|v| {
+                    v.is_none()
+                        && v.replace(ExitInfo { exit_code: code, reason: reason.into(), message: None }).is_none()
+                });
             });
         }
         spec.logs.write(LogStream::Stdout, b"started\n");
@@ -122,7 +125,12 @@ impl LogSink for MemLog {
 
 #[async_trait]
 impl PodEnvironment for FakeEnv {
-    async fn container_env(&self, _pod: &Pod, c: &Container, _ip: IpAddr) -> Result<Vec<(String, String)>, PodEnvError> {
+    async fn container_env(
+        &self,
+        _pod: &Pod,
+        c: &Container,
+        _ip: IpAddr,
+    ) -> Result<Vec<(String, String)>, PodEnvError> {
         Ok(c.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect())
     }
 
@@ -159,7 +167,11 @@ impl Harness {
         cfg.node_api_port = 10999;
         cfg.lease_interval = Duration::from_secs(1);
         cfg.status_interval = Duration::from_secs(1);
-        cfg.backoff = BackoffConfig { base: Duration::from_secs(1), cap: Duration::from_secs(4), reset: Duration::from_secs(600) };
+        cfg.backoff = BackoffConfig {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(4),
+            reset: Duration::from_secs(600),
+        };
         cfg.labels = BTreeMap::from([("zone".into(), "test".into())]);
         let runtime = Arc::new(FakeRuntime::default());
         let env = Arc::new(FakeEnv::default());
@@ -248,7 +260,11 @@ async fn registers_node_and_renews_lease() -> Result<()> {
         let nodes = nodes.clone();
         async move {
             let n = nodes.get("node-a").await?;
-            let ready = n.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "True");
+            let ready = n
+                .status
+                .iter()
+                .flat_map(|s| s.conditions.iter().flatten())
+                .any(|c| c.type_ == "Ready" && c.status == "True");
             Ok(ready.then_some(n))
         }
     })
@@ -299,7 +315,9 @@ async fn pods_run_get_ips_and_ready_and_are_deleted_gracefully() -> Result<()> {
         });
     }
     h.create(web).await?;
-    let running = h.wait_pod("web", "web Running and Ready", |p| phase(p) == "Running" && condition(p, "Ready") == "True").await?;
+    let running = h
+        .wait_pod("web", "web Running and Ready", |p| phase(p) == "Running" && condition(p, "Ready") == "True")
+        .await?;
     let status = running.status.clone().context("status")?;
     let ip: Ipv4Addr = status.pod_ip.clone().context("podIP")?.parse()?;
     ensure!(ip.octets()[..3] == [127, 244, 0] && ip.octets()[3] >= 2, "pod IP {ip}");
@@ -362,10 +380,12 @@ async fn restart_policies_and_crash_loop_back_off() -> Result<()> {
         })
         .await?;
     ensure!(phase(&looping) == "Running", "a crash-looping pod is Running");
-    let last = main_status(&looping).and_then(|s| s.last_state.clone()).and_then(|s| s.terminated).context("lastState")?;
+    let last =
+        main_status(&looping).and_then(|s| s.last_state.clone()).and_then(|s| s.terminated).context("lastState")?;
     ensure!(last.exit_code == 1);
 
-    h.wait_pod("noimage", "pull back-off", |p| waiting_reason(p) == "ImagePullBackOff" && phase(p) == "Pending").await?;
+    h.wait_pod("noimage", "pull back-off", |p| waiting_reason(p) == "ImagePullBackOff" && phase(p) == "Pending")
+        .await?;
 
     // The finished pods gave their IPs back: a new pod gets a fresh address, and stopping the
     // agent stops the crash-looping container.

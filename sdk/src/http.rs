@@ -22,9 +22,7 @@ pub struct Request {
 impl Request {
     /// The path without the query (`/a/b`).
     pub fn path(&self) -> &str {
-        self.path_with_query
-            .split_once('?')
-            .map_or(self.path_with_query.as_str(), |(p, _)| p)
+        self.path_with_query.split_once('?').map_or(self.path_with_query.as_str(), |(p, _)| p)
     }
 
     /// The raw query string after `?`, if any.
@@ -42,10 +40,7 @@ impl Request {
 
     /// The first header `name` (case-insensitive) as UTF-8, if present and valid.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 }
 
@@ -91,15 +86,13 @@ pub fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;

@@ -24,19 +24,11 @@ pub fn skiff_binary() -> Result<PathBuf> {
         return Ok(path);
     }
     let exe = std::env::current_exe().context("finding the running executable")?;
-    let path = binary_beside(&exe, "skiff")
-        .with_context(|| format!("cannot derive the target dir from {}", exe.display()))?;
+    let path =
+        binary_beside(&exe, "skiff").with_context(|| format!("cannot derive the target dir from {}", exe.display()))?;
     if !path.is_file() {
-        let profile = path
-            .parent()
-            .and_then(Path::file_name)
-            .and_then(|n| n.to_str())
-            .unwrap_or("debug");
-        let flag = if profile == "release" {
-            " --release"
-        } else {
-            ""
-        };
+        let profile = path.parent().and_then(Path::file_name).and_then(|n| n.to_str()).unwrap_or("debug");
+        let flag = if profile == "release" { " --release" } else { "" };
         bail!(
             "skiff binary not found at {}: build it first with `cargo build{flag} -p skiff` \
              (or set {SKIFF_BIN_ENV})",
@@ -63,18 +55,12 @@ mod tests {
     #[test]
     fn test_binaries_live_in_deps() {
         let exe = Path::new("/t/target/debug/deps/e2e-0123abcd");
-        assert_eq!(
-            binary_beside(exe, "skiff"),
-            Some(PathBuf::from("/t/target/debug/skiff"))
-        );
+        assert_eq!(binary_beside(exe, "skiff"), Some(PathBuf::from("/t/target/debug/skiff")));
     }
 
     #[test]
     fn bench_binary_lives_in_profile_dir() {
         let exe = Path::new("/t/target/release/skiff-bench");
-        assert_eq!(
-            binary_beside(exe, "skiff"),
-            Some(PathBuf::from("/t/target/release/skiff"))
-        );
+        assert_eq!(binary_beside(exe, "skiff"), Some(PathBuf::from("/t/target/release/skiff")));
     }
 }

@@ -34,13 +34,8 @@ pub struct Etcd {
 impl Etcd {
     /// Starts etcd and waits until it is healthy.
     pub async fn start() -> Result<Etcd> {
-        let bin = std::env::var_os(ETCD_BIN_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
-        let dir = tempfile::Builder::new()
-            .prefix("skiff-etcd-")
-            .tempdir()
-            .context("creating etcd temp dir")?;
+        let bin = std::env::var_os(ETCD_BIN_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
+        let dir = tempfile::Builder::new().prefix("skiff-etcd-").tempdir().context("creating etcd temp dir")?;
         let client_port = free_port()?;
         let mut peer_port = free_port()?;
         while peer_port == client_port {
@@ -65,17 +60,9 @@ impl Etcd {
             .stderr(log_err)
             .spawn()
             .with_context(|| format!("starting {} (install etcd-server?)", bin.display()))?;
-        let mut etcd = Etcd {
-            endpoint: client_url,
-            child,
-            log,
-            _dir: dir,
-        };
+        let mut etcd = Etcd { endpoint: client_url, child, log, _dir: dir };
         if let Err(error) = etcd.wait_healthy().await {
-            bail!(
-                "etcd did not become healthy: {error:#}\n--- etcd log tail ---\n{}",
-                log_tail(&etcd.log, 40)
-            );
+            bail!("etcd did not become healthy: {error:#}\n--- etcd log tail ---\n{}", log_tail(&etcd.log, 40));
         }
         Ok(etcd)
     }
@@ -86,28 +73,21 @@ impl Etcd {
     }
 
     async fn wait_healthy(&mut self) -> Result<()> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .context("building HTTP client")?;
+        let http =
+            reqwest::Client::builder().timeout(Duration::from_secs(2)).build().context("building HTTP client")?;
         let url = format!("{}/health", self.endpoint);
         let child = &mut self.child;
-        wait_until(
-            "etcd /health",
-            READY_TIMEOUT,
-            Duration::from_millis(100),
-            || {
-                let exited = child.try_wait();
-                let request = http.get(&url).send();
-                async move {
-                    if let Some(status) = exited.context("polling etcd")? {
-                        return Err(Fatal(format!("etcd exited early with {status}")).into());
-                    }
-                    let body = request.await?.text().await?;
-                    Ok(body.contains("\"true\"").then_some(()))
+        wait_until("etcd /health", READY_TIMEOUT, Duration::from_millis(100), || {
+            let exited = child.try_wait();
+            let request = http.get(&url).send();
+            async move {
+                if let Some(status) = exited.context("polling etcd")? {
+                    return Err(Fatal(format!("etcd exited early with {status}")).into());
                 }
-            },
-        )
+                let body = request.await?.text().await?;
+                Ok(body.contains("\"true\"").then_some(()))
+            }
+        })
         .await
     }
 }

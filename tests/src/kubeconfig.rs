@@ -27,8 +27,7 @@ pub struct KubeconfigInfo {
 impl KubeconfigInfo {
     /// Reads and parses the kubeconfig at `path`.
     pub fn read(path: &Path) -> Result<KubeconfigInfo> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
         Self::parse(path, &text)
     }
 
@@ -37,9 +36,7 @@ impl KubeconfigInfo {
         let doc: Value = serde_yaml::from_str(text).context("kubeconfig is not valid YAML")?;
         let context_name = doc.get("current-context").and_then(Value::as_str);
         let context = pick(&doc, "contexts", context_name).and_then(|c| c.get("context"));
-        let cluster_name = context
-            .and_then(|c| c.get("cluster"))
-            .and_then(Value::as_str);
+        let cluster_name = context.and_then(|c| c.get("cluster")).and_then(Value::as_str);
         let user_name = context.and_then(|c| c.get("user")).and_then(Value::as_str);
         let cluster = pick(&doc, "clusters", cluster_name)
             .and_then(|c| c.get("cluster"))
@@ -50,10 +47,7 @@ impl KubeconfigInfo {
             .ok_or_else(|| anyhow!("kubeconfig cluster has no server"))?
             .trim_end_matches('/')
             .to_string();
-        let ca_pem = if let Some(data) = cluster
-            .get("certificate-authority-data")
-            .and_then(Value::as_str)
-        {
+        let ca_pem = if let Some(data) = cluster.get("certificate-authority-data").and_then(Value::as_str) {
             base64::engine::general_purpose::STANDARD
                 .decode(data.trim())
                 .context("certificate-authority-data is not base64")?
@@ -68,26 +62,17 @@ impl KubeconfigInfo {
             .and_then(|u| u.get("token"))
             .and_then(Value::as_str)
             .map(str::to_string);
-        Ok(KubeconfigInfo {
-            path: path.to_path_buf(),
-            server,
-            ca_pem,
-            token,
-        })
+        Ok(KubeconfigInfo { path: path.to_path_buf(), server, ca_pem, token })
     }
 
     /// An HTTP client trusting only the cluster CA, sending the admin token on every request.
     pub fn http_client(&self) -> Result<reqwest::Client> {
-        self.client_builder(true)?
-            .build()
-            .context("building HTTP client")
+        self.client_builder(true)?.build().context("building HTTP client")
     }
 
     /// An HTTP client trusting only the cluster CA and sending no credentials.
     pub fn anonymous_http_client(&self) -> Result<reqwest::Client> {
-        self.client_builder(false)?
-            .build()
-            .context("building HTTP client")
+        self.client_builder(false)?.build().context("building HTTP client")
     }
 
     /// A client builder with the CA (and, if `with_token`, the bearer token) configured, for
@@ -96,10 +81,7 @@ impl KubeconfigInfo {
         let ca = reqwest::Certificate::from_pem(&self.ca_pem).context("parsing cluster CA")?;
         let mut headers = reqwest::header::HeaderMap::new();
         if with_token {
-            let token = self
-                .token
-                .as_deref()
-                .ok_or_else(|| anyhow!("kubeconfig user has no token"))?;
+            let token = self.token.as_deref().ok_or_else(|| anyhow!("kubeconfig user has no token"))?;
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
                 .context("token is not a valid header value")?;
             value.set_sensitive(true);
@@ -117,12 +99,8 @@ impl KubeconfigInfo {
 /// The entry of the named list `list` whose `name` is `name`, else the first entry.
 fn pick<'a>(doc: &'a Value, list: &str, name: Option<&str>) -> Option<&'a Value> {
     let items = doc.get(list)?.as_array()?;
-    name.and_then(|n| {
-        items
-            .iter()
-            .find(|item| item.get("name").and_then(Value::as_str) == Some(n))
-    })
-    .or_else(|| items.first())
+    name.and_then(|n| items.iter().find(|item| item.get("name").and_then(Value::as_str) == Some(n)))
+        .or_else(|| items.first())
 }
 
 #[cfg(test)]
@@ -158,8 +136,7 @@ users:
 
     #[test]
     fn missing_cluster_is_an_error() {
-        let err = KubeconfigInfo::parse(Path::new("k"), "apiVersion: v1\nkind: Config\n")
-            .expect_err("no cluster");
+        let err = KubeconfigInfo::parse(Path::new("k"), "apiVersion: v1\nkind: Config\n").expect_err("no cluster");
         assert!(err.to_string().contains("no cluster"), "{err}");
     }
 }

@@ -33,12 +33,7 @@ impl KubectlOutput {
     /// Stdout if kubectl succeeded, else an error carrying its stderr.
     pub fn ok(self) -> Result<String> {
         if !self.success {
-            bail!(
-                "kubectl {} failed:\nstderr: {}\nstdout: {}",
-                self.args.join(" "),
-                self.stderr,
-                self.stdout
-            );
+            bail!("kubectl {} failed:\nstderr: {}\nstdout: {}", self.args.join(" "), self.stderr, self.stdout);
         }
         Ok(self.stdout)
     }
@@ -46,11 +41,7 @@ impl KubectlOutput {
     /// Stderr if kubectl failed, else an error: for tests that expect a rejection.
     pub fn err(self) -> Result<String> {
         if self.success {
-            bail!(
-                "kubectl {} succeeded but was expected to fail; stdout: {}",
-                self.args.join(" "),
-                self.stdout
-            );
+            bail!("kubectl {} succeeded but was expected to fail; stdout: {}", self.args.join(" "), self.stdout);
         }
         Ok(self.stderr)
     }
@@ -86,22 +77,13 @@ impl Skiff {
     pub async fn kubectl_stdin(&self, args: &[&str], input: Option<&str>) -> Result<KubectlOutput> {
         let mut command = self.kubectl_command(args);
         command
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .context("starting kubectl (is it installed?)")?;
+        let mut child = command.spawn().context("starting kubectl (is it installed?)")?;
         if let Some(input) = input {
             let mut stdin = child.stdin.take().context("kubectl stdin")?;
-            stdin
-                .write_all(input.as_bytes())
-                .await
-                .context("writing kubectl stdin")?;
+            stdin.write_all(input.as_bytes()).await.context("writing kubectl stdin")?;
             // Dropping stdin closes it so kubectl sees EOF.
         }
         let output = tokio::time::timeout(KUBECTL_TIMEOUT, child.wait_with_output())
@@ -126,11 +108,7 @@ impl Skiff {
             .spawn()
             .context("starting kubectl")?;
         let stdout = child.stdout.take().context("kubectl stdout")?;
-        Ok(KubectlStream {
-            lines: BufReader::new(stdout).lines(),
-            seen: Vec::new(),
-            _child: child,
-        })
+        Ok(KubectlStream { lines: BufReader::new(stdout).lines(), seen: Vec::new(), _child: child })
     }
 }
 
@@ -144,24 +122,14 @@ pub struct KubectlStream {
 
 impl KubectlStream {
     /// Reads lines until one satisfies `matches`, failing after `timeout` or at end of output.
-    pub async fn wait_for_line(
-        &mut self,
-        timeout: Duration,
-        matches: impl Fn(&str) -> bool,
-    ) -> Result<String> {
+    pub async fn wait_for_line(&mut self, timeout: Duration, matches: impl Fn(&str) -> bool) -> Result<String> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let next = tokio::time::timeout_at(deadline, self.lines.next_line()).await;
             match next {
-                Err(_) => bail!(
-                    "no matching line within {timeout:?}; lines so far:\n{}",
-                    self.seen.join("\n")
-                ),
+                Err(_) => bail!("no matching line within {timeout:?}; lines so far:\n{}", self.seen.join("\n")),
                 Ok(Err(error)) => return Err(error).context("reading kubectl output"),
-                Ok(Ok(None)) => bail!(
-                    "kubectl output ended; lines so far:\n{}",
-                    self.seen.join("\n")
-                ),
+                Ok(Ok(None)) => bail!("kubectl output ended; lines so far:\n{}", self.seen.join("\n")),
                 Ok(Ok(Some(line))) => {
                     self.seen.push(line.clone());
                     if matches(&line) {

@@ -37,12 +37,7 @@ impl std::error::Error for Fatal {}
 /// `Ok(None)` and `Err(_)` both mean "not yet"; the last error is reported on timeout so a
 /// failure says why the condition never held. An error that is a [`Fatal`] ends the wait at
 /// once.
-pub async fn wait_until<T, F, Fut>(
-    what: &str,
-    timeout: Duration,
-    every: Duration,
-    mut check: F,
-) -> Result<T>
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>>>,
@@ -67,14 +62,8 @@ where
 }
 
 /// Runs `future` with a deadline, naming `what` in the error.
-pub async fn with_timeout<T>(
-    what: &str,
-    timeout: Duration,
-    future: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    tokio::time::timeout(timeout, future)
-        .await
-        .with_context(|| format!("timed out after {timeout:?}: {what}"))?
+pub async fn with_timeout<T>(what: &str, timeout: Duration, future: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(timeout, future).await.with_context(|| format!("timed out after {timeout:?}: {what}"))?
 }
 
 /// The last `max_lines` lines of a log file, for error messages; empty if unreadable.
@@ -97,37 +86,26 @@ mod tests {
     #[tokio::test]
     async fn wait_until_returns_value_and_times_out() {
         let mut n = 0;
-        let got = wait_until(
-            "n reaches 3",
-            Duration::from_secs(5),
-            Duration::from_millis(1),
-            || {
-                n += 1;
-                let v = n;
-                async move { Ok((v >= 3).then_some(v)) }
-            },
-        )
+        let got = wait_until("n reaches 3", Duration::from_secs(5), Duration::from_millis(1), || {
+            n += 1;
+            let v = n;
+            async move { Ok((v >= 3).then_some(v)) }
+        })
         .await
         .expect("condition holds");
         assert_eq!(got, 3);
 
-        let err = wait_until::<(), _, _>(
-            "never",
-            Duration::from_millis(20),
-            Duration::from_millis(5),
-            || async { anyhow::bail!("still broken") },
-        )
+        let err = wait_until::<(), _, _>("never", Duration::from_millis(20), Duration::from_millis(5), || async {
+            anyhow::bail!("still broken")
+        })
         .await
         .expect_err("must time out");
         assert!(format!("{err:#}").contains("still broken"), "{err:#}");
 
         let started = std::time::Instant::now();
-        let err = wait_until::<(), _, _>(
-            "fatal",
-            Duration::from_secs(30),
-            Duration::from_millis(5),
-            || async { Err(Fatal("gone".into()).into()) },
-        )
+        let err = wait_until::<(), _, _>("fatal", Duration::from_secs(30), Duration::from_millis(5), || async {
+            Err(Fatal("gone".into()).into())
+        })
         .await
         .expect_err("must fail");
         assert_eq!(err.to_string(), "gone");

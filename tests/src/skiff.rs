@@ -123,10 +123,7 @@ impl Skiff {
             Some(path) => path,
             None => skiff_binary()?,
         };
-        let work = tempfile::Builder::new()
-            .prefix("skiff-e2e-")
-            .tempdir()
-            .context("creating work dir")?;
+        let work = tempfile::Builder::new().prefix("skiff-e2e-").tempdir().context("creating work dir")?;
         let data_dir = options.data_dir.unwrap_or_else(|| work.path().join("data"));
         let home = work.path().join("home");
         std::fs::create_dir_all(&home).context("creating kubectl HOME")?;
@@ -139,12 +136,7 @@ impl Skiff {
         let mut skiff = Skiff {
             url,
             kubeconfig: data_dir.join("kubeconfig"),
-            info: KubeconfigInfo {
-                path: PathBuf::new(),
-                server: String::new(),
-                ca_pem: Vec::new(),
-                token: None,
-            },
+            info: KubeconfigInfo { path: PathBuf::new(), server: String::new(), ca_pem: Vec::new(), token: None },
             store: options.store,
             binary,
             listen,
@@ -209,14 +201,10 @@ impl Skiff {
 
     /// A kube-rs client configured from the kubeconfig skiff wrote.
     pub async fn kube_client(&self) -> Result<kube::Client> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
-            .context("kube-rs reading kubeconfig")?;
-        let config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .context("kube-rs config from kubeconfig")?;
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).context("kube-rs reading kubeconfig")?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .context("kube-rs config from kubeconfig")?;
         kube::Client::try_from(config).context("building kube client")
     }
 
@@ -224,10 +212,7 @@ impl Skiff {
     pub async fn restart(&mut self) -> Result<()> {
         let status = self.stop().await?;
         if !status.success() {
-            bail!(
-                "skiff exited with {status} on SIGTERM\n--- skiff log tail ---\n{}",
-                self.log_tail(40)
-            );
+            bail!("skiff exited with {status} on SIGTERM\n--- skiff log tail ---\n{}", self.log_tail(40));
         }
         self.spawn_and_wait().await
     }
@@ -238,22 +223,15 @@ impl Skiff {
             bail!("skiff is not running");
         };
         // The `kill` command keeps the harness free of libc/unsafe code.
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .context("running kill -TERM")?;
+        let sent =
+            Command::new("kill").args(["-TERM", &child.id().to_string()]).status().context("running kill -TERM")?;
         if !sent.success() {
             bail!("kill -TERM {} failed: {sent}", child.id());
         }
-        let waited = wait_until(
-            "skiff to exit after SIGTERM",
-            STOP_TIMEOUT,
-            Duration::from_millis(50),
-            || {
-                let status = child.try_wait();
-                async move { status.context("polling skiff") }
-            },
-        )
+        let waited = wait_until("skiff to exit after SIGTERM", STOP_TIMEOUT, Duration::from_millis(50), || {
+            let status = child.try_wait();
+            async move { status.context("polling skiff") }
+        })
         .await;
         match waited {
             Ok(status) => Ok(status),
@@ -286,18 +264,11 @@ impl Skiff {
     }
 
     async fn spawn_and_wait(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .context("opening skiff log")?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).context("opening skiff log")?;
         let log_err = log.try_clone().context("cloning log handle")?;
         let child = self
             .command()
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -326,33 +297,23 @@ impl Skiff {
             .context("building readiness client")?;
         let url = format!("{}/readyz", self.url);
         let child = self.child.as_mut().context("skiff not spawned")?;
-        wait_until(
-            "GET /readyz = 200",
-            READY_TIMEOUT,
-            Duration::from_millis(100),
-            || {
-                let exited = child.try_wait();
-                let request = probe.get(&url).send();
-                async move {
-                    if let Some(status) = exited.context("polling skiff")? {
-                        return Err(Fatal(format!("skiff exited early with {status}")).into());
-                    }
-                    let response = request.await?;
-                    Ok(response.status().is_success().then_some(()))
+        wait_until("GET /readyz = 200", READY_TIMEOUT, Duration::from_millis(100), || {
+            let exited = child.try_wait();
+            let request = probe.get(&url).send();
+            async move {
+                if let Some(status) = exited.context("polling skiff")? {
+                    return Err(Fatal(format!("skiff exited early with {status}")).into());
                 }
-            },
-        )
+                let response = request.await?;
+                Ok(response.status().is_success().then_some(()))
+            }
+        })
         .await?;
         let kubeconfig = self.find_kubeconfig();
-        self.info = wait_until(
-            "a readable kubeconfig",
-            Duration::from_secs(10),
-            Duration::from_millis(100),
-            || {
-                let parsed = KubeconfigInfo::read(&kubeconfig);
-                async move { parsed.map(Some) }
-            },
-        )
+        self.info = wait_until("a readable kubeconfig", Duration::from_secs(10), Duration::from_millis(100), || {
+            let parsed = KubeconfigInfo::read(&kubeconfig);
+            async move { parsed.map(Some) }
+        })
         .await?;
         self.kubeconfig = kubeconfig;
         Ok(())

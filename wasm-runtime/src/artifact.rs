@@ -57,10 +57,7 @@ impl Artifact {
 
 impl std::fmt::Debug for Artifact {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Artifact")
-            .field("digest", &self.inner.digest)
-            .field("shape", &self.shape())
-            .finish()
+        f.debug_struct("Artifact").field("digest", &self.inner.digest).field("shape", &self.shape()).finish()
     }
 }
 

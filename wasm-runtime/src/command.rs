@@ -50,9 +50,7 @@ impl CommandRun {
     /// Waits for the guest to end. Cancel-safe; after the end it returns the same [`Exit`].
     pub async fn wait(&mut self) -> Exit {
         if let Some(done) = self.done.as_mut() {
-            let exit = done
-                .await
-                .unwrap_or_else(|_| Exit::Trapped("the guest's thread ended without a result".into()));
+            let exit = done.await.unwrap_or_else(|_| Exit::Trapped("the guest's thread ended without a result".into()));
             self.done = None;
             self.exit = Some(exit);
         }
@@ -114,12 +112,8 @@ impl WasmRuntime {
         let mut builder = guest.wasi_builder()?;
         let prepared = match &artifact.inner.code {
             Code::Command(pre) => {
-                let host = Host {
-                    table: ResourceTable::new(),
-                    wasi: builder.build(),
-                    http: WasiHttpCtx::new(),
-                    limiter,
-                };
+                let host =
+                    Host { table: ResourceTable::new(), wasi: builder.build(), http: WasiHttpCtx::new(), limiter };
                 let mut store = Store::new(engine, host);
                 store.limiter(|h| &mut h.limiter);
                 interrupt_on_kill(&mut store, &kill);

@@ -6,9 +6,9 @@
 //! (read-only ones opened with `FsPerms::ReadOnly`, enforced by wasmtime-wasi, not by the
 //! guest's good will), and the network (pods talk to the world; the node decides addresses).
 
+use crate::RunError;
 use crate::limits::GuestLimiter;
 use crate::output::{OutputSink, OutputStream, SinkStream};
-use crate::RunError;
 use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -53,11 +53,7 @@ impl GuestConfig {
     pub(crate) fn check_preopens(&self) -> Result<(), RunError> {
         for p in &self.preopens {
             if let Err(e) = std::fs::read_dir(&p.host) {
-                return Err(RunError::Preopen {
-                    host: p.host.clone(),
-                    guest: p.guest.clone(),
-                    message: e.to_string(),
-                });
+                return Err(RunError::Preopen { host: p.host.clone(), guest: p.guest.clone(), message: e.to_string() });
             }
         }
         Ok(())
@@ -100,11 +96,7 @@ impl WasiView for Host {
 
 impl WasiHttpView for Host {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: wasmtime_wasi_http::default_hooks(),
-        }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: wasmtime_wasi_http::default_hooks() }
     }
 }
 

@@ -136,8 +136,7 @@ impl WasmRuntime {
         };
         guest.check_preopens()?;
         let listener = listen(opts.listen)?;
-        let local_addr =
-            listener.local_addr().map_err(|source| RunError::Listen { addr: opts.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|source| RunError::Listen { addr: opts.listen, source })?;
         let budget = Arc::new(MemoryBudget::new(guest.memory_limit));
         let counters = Arc::new(Counters::new(Arc::clone(&budget)));
         let state = Arc::new(ServerState {
@@ -158,12 +157,8 @@ impl WasmRuntime {
 
 fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, RunError> {
     let err = |source| RunError::Listen { addr, source };
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    }
-    .map_err(err)?;
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(err)?;
     // Rebinding right after a pod restart must not fail on connections in TIME_WAIT.
     socket.set_reuseaddr(true).map_err(err)?;
     socket.bind(addr).map_err(err)?;
@@ -304,11 +299,7 @@ impl Failure {
 }
 
 /// Maps a failure to a status, counting it; a refused memory growth explains any failure.
-fn respond_failure(
-    state: &ServerState,
-    failure: Failure,
-    memory_denied: bool,
-) -> hyper::Response<ResponseBody> {
+fn respond_failure(state: &ServerState, failure: Failure, memory_denied: bool) -> hyper::Response<ResponseBody> {
     let (status, message) = classify(&failure, memory_denied);
     match status {
         503 => state.counters.rejected_memory.fetch_add(1, Ordering::Relaxed),
@@ -331,12 +322,10 @@ fn classify(failure: &Failure, memory_denied: bool) -> (u16, String) {
 }
 
 fn plain(status: u16, message: &str) -> hyper::Response<ResponseBody> {
-    let body = Full::new(Bytes::from(format!("{message}\n")))
-        .map_err(|never: Infallible| match never {})
-        .boxed_unsync();
+    let body =
+        Full::new(Bytes::from(format!("{message}\n"))).map_err(|never: Infallible| match never {}).boxed_unsync();
     let mut response = hyper::Response::new(body);
-    *response.status_mut() =
-        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     response
         .headers_mut()
         .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -362,10 +351,7 @@ impl Body for GuardedBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 
@@ -393,10 +379,7 @@ mod tests {
     #[test]
     fn an_epoch_interrupt_is_a_timeout() {
         assert_eq!(Failure::from_result(Err(Trap::Interrupt.into())), Failure::Timeout);
-        assert!(matches!(
-            Failure::from_result(Err(Trap::UnreachableCodeReached.into())),
-            Failure::GuestError(_)
-        ));
+        assert!(matches!(Failure::from_result(Err(Trap::UnreachableCodeReached.into())), Failure::GuestError(_)));
         assert!(matches!(Failure::from_result(Ok(())), Failure::GuestError(_)));
     }
 }

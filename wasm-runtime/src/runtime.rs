@@ -70,15 +70,12 @@ impl WasmRuntime {
             Ok(engine) => engine,
             Err(error) => {
                 tracing::warn!(%error, "pooling allocator unavailable; using on-demand allocation");
-                Engine::new(&wasmtime_config(&cfg, false))
-                    .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?
+                Engine::new(&wasmtime_config(&cfg, false)).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?
             }
         };
         let mut component_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
-            .and_then(|()| {
-                wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker)
-            })
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker))
             .map_err(|e| RuntimeError::Engine(format!("linking WASI: {e:#}")))?;
         let mut module_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |h: &mut P1Host| &mut h.wasi)
@@ -110,10 +107,7 @@ impl WasmRuntime {
         if let Some(expected) = digest.strip_prefix("sha256:")
             && !expected.eq_ignore_ascii_case(&sha)
         {
-            return Err(LoadError::DigestMismatch {
-                expected: digest.to_owned(),
-                actual: format!("sha256:{sha}"),
-            });
+            return Err(LoadError::DigestMismatch { expected: digest.to_owned(), actual: format!("sha256:{sha}") });
         }
         let inner = &self.inner;
         if let Some(existing) = lock(&inner.loaded).get(&sha).and_then(Weak::upgrade) {
@@ -153,8 +147,7 @@ impl WasmRuntime {
                 Err(error) => tracing::warn!(path = %path.display(), %error, "stale cache entry; recompiling"),
             }
         }
-        let component = Component::new(&inner.engine, bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let component = Component::new(&inner.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         inner.compiled.fetch_add(1, Ordering::Relaxed);
         match component.serialize() {
             Ok(serialized) => inner.cache.store(&path, &serialized),
@@ -175,8 +168,7 @@ impl WasmRuntime {
                 Err(error) => tracing::warn!(path = %path.display(), %error, "stale cache entry; recompiling"),
             }
         }
-        let module =
-            Module::new(&inner.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let module = Module::new(&inner.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         inner.compiled.fetch_add(1, Ordering::Relaxed);
         match module.serialize() {
             Ok(serialized) => inner.cache.store(&path, &serialized),
@@ -211,15 +203,11 @@ impl WasmRuntime {
     fn link_module(&self, module: Module) -> Result<Code, LoadError> {
         if !matches!(module.get_export("_start"), Some(wasmtime::ExternType::Func(_))) {
             return Err(LoadError::Unsupported(
-                "a core WebAssembly module must be a WASI preview 1 command exporting `_start`"
-                    .to_owned(),
+                "a core WebAssembly module must be a WASI preview 1 command exporting `_start`".to_owned(),
             ));
         }
-        let pre = self
-            .inner
-            .module_linker
-            .instantiate_pre(&module)
-            .map_err(|e| LoadError::Unsupported(format!("{e:#}")))?;
+        let pre =
+            self.inner.module_linker.instantiate_pre(&module).map_err(|e| LoadError::Unsupported(format!("{e:#}")))?;
         Ok(Code::CoreCommand(pre))
     }
 }

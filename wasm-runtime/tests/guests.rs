@@ -5,8 +5,8 @@
 
 use anyhow::{Context as _, Result};
 use skiff_wasm_runtime::{
-    Artifact, CommandRun, Exit, GuestConfig, HttpOptions, HttpServer, LoadError, OutputSink,
-    OutputStream, Preopen, RuntimeConfig, Shape, WasmRuntime,
+    Artifact, CommandRun, Exit, GuestConfig, HttpOptions, HttpServer, LoadError, OutputSink, OutputStream, Preopen,
+    RuntimeConfig, Shape, WasmRuntime,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -15,10 +15,8 @@ use std::time::{Duration, Instant};
 /// Where build-guests.sh puts the guests (same rule as `skiff_tests::guests::guest_path`,
 /// repeated here so this crate's tests do not depend on the e2e harness).
 fn guest_bytes(name: &str) -> Vec<u8> {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"),
-        PathBuf::from,
-    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"), PathBuf::from);
     let dir = target.join("guests/wasm32-wasip2/release");
     for candidate in [name.to_owned(), name.replace('-', "_")] {
         if let Ok(bytes) = std::fs::read(dir.join(format!("{candidate}.wasm"))) {
@@ -86,11 +84,7 @@ fn guest(args: &[&str], out: &Arc<Captured>) -> GuestConfig {
 }
 
 async fn serve(guest: GuestConfig, timeout: Duration) -> Result<HttpServer> {
-    let opts = HttpOptions {
-        listen: "127.0.0.1:0".parse()?,
-        max_concurrency: 16,
-        request_timeout: timeout,
-    };
+    let opts = HttpOptions { listen: "127.0.0.1:0".parse()?, max_concurrency: 16, request_timeout: timeout };
     Ok(runtime().serve_http(&load("http-probe"), guest, opts).await?)
 }
 
@@ -327,7 +321,9 @@ fn bad_artifacts_are_load_errors_with_clear_messages() -> Result<()> {
     let mut truncated = guest_bytes("http-probe");
     truncated.truncate(truncated.len() / 2);
     assert!(matches!(rt.load("test:truncated", &truncated), Err(LoadError::Compile(_))));
-    let not_wasi = wat::parse_str(r#"(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))"#)?;
+    let not_wasi = wat::parse_str(
+        r#"(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))"#,
+    )?;
     match rt.load("test:not-wasi", &not_wasi) {
         Err(LoadError::Unsupported(m)) => assert!(m.contains("_start"), "{m}"),
         other => panic!("expected Unsupported, got {other:?}"),

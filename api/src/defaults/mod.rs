@@ -54,9 +54,7 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
             }
         }
         "PersistentVolumeClaim" => {
-            with_spec(obj, |spec| {
-                set_default(spec, "volumeMode", json!("Filesystem"))
-            });
+            with_spec(obj, |spec| set_default(spec, "volumeMode", json!("Filesystem")));
             if let Some(status) = child(obj, "status") {
                 set_default(status, "phase", json!("Pending"));
             }
@@ -143,10 +141,7 @@ fn statefulset(obj: &mut Value) {
                 }
             }
         }
-        if let Some(claims) = spec
-            .get_mut("volumeClaimTemplates")
-            .and_then(Value::as_array_mut)
-        {
+        if let Some(claims) = spec.get_mut("volumeClaimTemplates").and_then(Value::as_array_mut) {
             for c in claims {
                 if let Some(s) = child(c, "spec") {
                     set_default(s, "volumeMode", json!("Filesystem"));
@@ -178,31 +173,19 @@ fn daemonset(obj: &mut Value) {
 fn job(obj: &mut Value) {
     with_spec(obj, |spec| {
         // Both unset means a single pod; parallelism alone leaves completions open-ended.
-        if spec.get("completions").is_none_or(Value::is_null)
-            && spec.get("parallelism").is_none_or(Value::is_null)
-        {
+        if spec.get("completions").is_none_or(Value::is_null) && spec.get("parallelism").is_none_or(Value::is_null) {
             spec.insert("completions".into(), json!(1));
         }
         set_default(spec, "parallelism", json!(1));
-        let per_index = spec
-            .get("backoffLimitPerIndex")
-            .is_some_and(|v| !v.is_null());
-        set_default(
-            spec,
-            "backoffLimit",
-            json!(if per_index { i64::from(i32::MAX) } else { 6 }),
-        );
+        let per_index = spec.get("backoffLimitPerIndex").is_some_and(|v| !v.is_null());
+        set_default(spec, "backoffLimit", json!(if per_index { i64::from(i32::MAX) } else { 6 }));
         set_default(spec, "completionMode", json!("NonIndexed"));
         set_default(spec, "suspend", json!(false));
         let has_failure_policy = spec.get("podFailurePolicy").is_some_and(|v| !v.is_null());
         set_default(
             spec,
             "podReplacementPolicy",
-            json!(if has_failure_policy {
-                "Failed"
-            } else {
-                "TerminatingOrFailed"
-            }),
+            json!(if has_failure_policy { "Failed" } else { "TerminatingOrFailed" }),
         );
     });
     // A Job without labels takes its template's labels.
@@ -227,17 +210,9 @@ fn service(obj: &mut Value) {
     with_spec(obj, |spec| {
         set_default(spec, "type", json!("ClusterIP"));
         set_default(spec, "sessionAffinity", json!("None"));
-        let ty = spec
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let ty = spec.get("type").and_then(Value::as_str).unwrap_or("").to_string();
         if spec.get("sessionAffinity").and_then(Value::as_str) == Some("ClientIP") {
-            set_default(
-                spec,
-                "sessionAffinityConfig",
-                json!({"clientIP": {"timeoutSeconds": 10800}}),
-            );
+            set_default(spec, "sessionAffinityConfig", json!({"clientIP": {"timeoutSeconds": 10800}}));
         }
         if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
             for p in ports.iter_mut().filter_map(Value::as_object_mut) {
@@ -263,25 +238,14 @@ fn service(obj: &mut Value) {
         if ty == "LoadBalancer" {
             set_default(spec, "allocateLoadBalancerNodePorts", json!(true));
         }
-        let v6 = spec
-            .get("clusterIP")
-            .and_then(Value::as_str)
-            .is_some_and(|ip| ip.contains(':'));
-        set_default(
-            spec,
-            "ipFamilies",
-            json!([if v6 { "IPv6" } else { "IPv4" }]),
-        );
+        let v6 = spec.get("clusterIP").and_then(Value::as_str).is_some_and(|ip| ip.contains(':'));
+        set_default(spec, "ipFamilies", json!([if v6 { "IPv6" } else { "IPv4" }]));
         set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
     });
 }
 
 fn namespace(obj: &mut Value) {
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
     if !name.is_empty()
         && let Some(meta) = child(obj, "metadata")
         && let Some(labels) = child_value(meta, "labels")
@@ -295,10 +259,7 @@ fn namespace(obj: &mut Value) {
 }
 
 /// Like [`child`], on a map entry.
-fn child_value<'a>(
-    map: &'a mut Map<String, Value>,
-    key: &str,
-) -> Option<&'a mut Map<String, Value>> {
+fn child_value<'a>(map: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<String, Value>> {
     if map.get(key).is_none_or(Value::is_null) {
         map.insert(key.to_string(), json!({}));
     }
@@ -326,10 +287,7 @@ mod tests {
             json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
         );
         assert_eq!(s["template"]["spec"]["restartPolicy"], "Always");
-        assert_eq!(
-            s["template"]["spec"]["containers"][0]["imagePullPolicy"],
-            "Always"
-        );
+        assert_eq!(s["template"]["spec"]["containers"][0]["imagePullPolicy"], "Always");
         // Templates do not get Pod-only admission defaults.
         assert!(s["template"]["spec"].get("tolerations").is_none());
         let mut r = json!({"spec": {"strategy": {"type": "Recreate"}}});
@@ -346,15 +304,9 @@ mod tests {
         apply_defaults("StatefulSet", &mut ss);
         assert_eq!(ss["spec"]["replicas"], 1);
         assert_eq!(ss["spec"]["podManagementPolicy"], "OrderedReady");
-        assert_eq!(
-            ss["spec"]["updateStrategy"],
-            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
-        );
+        assert_eq!(ss["spec"]["updateStrategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
         assert_eq!(ss["spec"]["revisionHistoryLimit"], 10);
-        assert_eq!(
-            ss["spec"]["volumeClaimTemplates"][0]["spec"]["volumeMode"],
-            "Filesystem"
-        );
+        assert_eq!(ss["spec"]["volumeClaimTemplates"][0]["spec"]["volumeMode"], "Filesystem");
         let mut ds = json!({"spec": {"template": tmpl()}});
         apply_defaults("DaemonSet", &mut ds);
         assert_eq!(
@@ -369,10 +321,7 @@ mod tests {
         let mut j = json!({"metadata": {"name": "j"}, "spec": {"template": tmpl()}});
         apply_defaults("Job", &mut j);
         let s = &j["spec"];
-        assert_eq!(
-            (s["completions"].clone(), s["parallelism"].clone()),
-            (json!(1), json!(1))
-        );
+        assert_eq!((s["completions"].clone(), s["parallelism"].clone()), (json!(1), json!(1)));
         assert_eq!(s["backoffLimit"], 6);
         assert_eq!(s["completionMode"], "NonIndexed");
         assert_eq!(s["suspend"], false);
@@ -386,23 +335,18 @@ mod tests {
         assert_eq!(c["spec"]["successfulJobsHistoryLimit"], 3);
         assert_eq!(c["spec"]["failedJobsHistoryLimit"], 1);
         assert_eq!(c["spec"]["suspend"], false);
-        assert_eq!(
-            c["spec"]["jobTemplate"]["spec"]["template"]["spec"]["schedulerName"],
-            "default-scheduler"
-        );
+        assert_eq!(c["spec"]["jobTemplate"]["spec"]["template"]["spec"]["schedulerName"], "default-scheduler");
     }
 
     #[test]
     fn service_defaults() {
-        let mut s = json!({"spec": {"selector": {"app": "x"}, "ports": [{"port": 80}, {"port": 81, "targetPort": "web"}]}});
+        let mut s =
+            json!({"spec": {"selector": {"app": "x"}, "ports": [{"port": 80}, {"port": 81, "targetPort": "web"}]}});
         apply_defaults("Service", &mut s);
         let spec = &s["spec"];
         assert_eq!(spec["type"], "ClusterIP");
         assert_eq!(spec["sessionAffinity"], "None");
-        assert_eq!(
-            spec["ports"][0],
-            json!({"port": 80, "protocol": "TCP", "targetPort": 80})
-        );
+        assert_eq!(spec["ports"][0], json!({"port": 80, "protocol": "TCP", "targetPort": 80}));
         assert_eq!(spec["ports"][1]["targetPort"], "web");
         assert_eq!(spec["ipFamilies"], json!(["IPv4"]));
         assert_eq!(spec["ipFamilyPolicy"], "SingleStack");

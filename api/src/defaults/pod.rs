@@ -80,10 +80,7 @@ fn apply_container_defaults(c: &mut Map<String, Value>, host_network: bool) {
     }
     if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
         for e in env.iter_mut() {
-            if let Some(f) = e
-                .pointer_mut("/valueFrom/fieldRef")
-                .and_then(Value::as_object_mut)
-            {
+            if let Some(f) = e.pointer_mut("/valueFrom/fieldRef").and_then(Value::as_object_mut) {
                 set_default(f, "apiVersion", json!("v1"));
             }
         }
@@ -102,11 +99,7 @@ pub(crate) fn apply_pod_defaults(obj: &mut Value) {
             continue;
         };
         for c in containers.iter_mut() {
-            let Some(limits) = c
-                .pointer("/resources/limits")
-                .and_then(Value::as_object)
-                .cloned()
-            else {
+            let Some(limits) = c.pointer("/resources/limits").and_then(Value::as_object).cloned() else {
                 continue;
             };
             if let Some(res) = c.get_mut("resources").and_then(Value::as_object_mut) {
@@ -122,10 +115,7 @@ pub(crate) fn apply_pod_defaults(obj: &mut Value) {
     set_default(spec, "priority", json!(0));
     set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     set_default(spec, "serviceAccountName", json!("default"));
-    let sa = spec
-        .get("serviceAccountName")
-        .cloned()
-        .unwrap_or(json!("default"));
+    let sa = spec.get("serviceAccountName").cloned().unwrap_or(json!("default"));
     set_default(spec, "serviceAccount", sa);
     let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
     if let Some(list) = tolerations.as_array_mut() {

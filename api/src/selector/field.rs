@@ -45,21 +45,14 @@ impl FieldSelector {
             if term.trim().is_empty() {
                 continue;
             }
-            let fail = || SelectorError::FieldTerm {
-                input: input.to_string(),
-                term: term.to_string(),
-            };
+            let fail = || SelectorError::FieldTerm { input: input.to_string(), term: term.to_string() };
             let (field, operator, raw) = split_term(term).ok_or_else(fail)?;
             let field = field.trim();
             if field.is_empty() {
                 return Err(fail());
             }
             let value = unescape(raw).ok_or_else(fail)?;
-            requirements.push(FieldRequirement {
-                field: field.to_string(),
-                operator,
-                value,
-            });
+            requirements.push(FieldRequirement { field: field.to_string(), operator, value });
         }
         Ok(Self { requirements })
     }
@@ -158,10 +151,7 @@ fn unescape(raw: &str) -> Option<String> {
 }
 
 fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace(',', "\\,")
-        .replace('=', "\\=")
+    value.replace('\\', "\\\\").replace(',', "\\,").replace('=', "\\=")
 }
 
 impl FromStr for FieldSelector {
@@ -242,10 +232,7 @@ mod tests {
     #[test]
     fn rejects_terms_without_operator() {
         let err = FieldSelector::parse("metadata.name").expect_err("no operator");
-        assert_eq!(
-            err.to_string(),
-            "invalid selector: 'metadata.name'; can't understand 'metadata.name'"
-        );
+        assert_eq!(err.to_string(), "invalid selector: 'metadata.name'; can't understand 'metadata.name'");
         assert!(FieldSelector::parse("=x").is_err());
     }
 }

@@ -48,50 +48,29 @@ pub struct Requirement {
 
 impl Requirement {
     /// Build and validate a requirement.
-    pub fn new(
-        key: &str,
-        operator: Operator,
-        mut values: Vec<String>,
-    ) -> Result<Self, SelectorError> {
+    pub fn new(key: &str, operator: Operator, mut values: Vec<String>) -> Result<Self, SelectorError> {
         let errs = qualified_name_errors(key);
         if !errs.is_empty() {
-            return Err(SelectorError::InvalidKey {
-                key: key.to_string(),
-                reason: errs.join("; "),
-            });
+            return Err(SelectorError::InvalidKey { key: key.to_string(), reason: errs.join("; ") });
         }
-        let bad_values = |reason: &str| SelectorError::InvalidValues {
-            key: key.to_string(),
-            reason: reason.to_string(),
-        };
+        let bad_values =
+            |reason: &str| SelectorError::InvalidValues { key: key.to_string(), reason: reason.to_string() };
         match operator {
             Operator::In | Operator::NotIn if values.is_empty() => {
-                return Err(bad_values(
-                    "for 'in', 'notin' operators, values set can't be empty",
-                ));
+                return Err(bad_values("for 'in', 'notin' operators, values set can't be empty"));
             }
-            Operator::Equals | Operator::DoubleEquals | Operator::NotEquals
-                if values.len() != 1 =>
-            {
-                return Err(bad_values(
-                    "exact-match compatibility requires one single value",
-                ));
+            Operator::Equals | Operator::DoubleEquals | Operator::NotEquals if values.len() != 1 => {
+                return Err(bad_values("exact-match compatibility requires one single value"));
             }
             Operator::Exists | Operator::DoesNotExist if !values.is_empty() => {
-                return Err(bad_values(
-                    "values set must be empty for exists and does not exist",
-                ));
+                return Err(bad_values("values set must be empty for exists and does not exist"));
             }
             Operator::GreaterThan | Operator::LessThan => {
                 if values.len() != 1 {
-                    return Err(bad_values(
-                        "for 'Gt', 'Lt' operators, exactly one value is required",
-                    ));
+                    return Err(bad_values("for 'Gt', 'Lt' operators, exactly one value is required"));
                 }
                 if values[0].parse::<i64>().is_err() {
-                    return Err(bad_values(
-                        "for 'Gt', 'Lt' operators, the value must be an integer",
-                    ));
+                    return Err(bad_values("for 'Gt', 'Lt' operators, the value must be an integer"));
                 }
             }
             _ => {}
@@ -110,11 +89,7 @@ impl Requirement {
             values.sort();
             values.dedup();
         }
-        Ok(Self {
-            key: key.to_string(),
-            operator,
-            values,
-        })
+        Ok(Self { key: key.to_string(), operator, values })
     }
 
     /// Whether the label set satisfies this requirement.
@@ -201,28 +176,18 @@ impl LabelSelector {
                 "Exists" => Operator::Exists,
                 "DoesNotExist" => Operator::DoesNotExist,
                 other => {
-                    return Err(SelectorError::InvalidOperator {
-                        operator: other.to_string(),
-                    });
+                    return Err(SelectorError::InvalidOperator { operator: other.to_string() });
                 }
             };
-            reqs.push(Requirement::new(
-                &expr.key,
-                operator,
-                expr.values.clone().unwrap_or_default(),
-            )?);
+            reqs.push(Requirement::new(&expr.key, operator, expr.values.clone().unwrap_or_default())?);
         }
         Ok(Self::from_requirements(reqs))
     }
 
     /// Compile a structured selector given as JSON (as stored in objects).
     pub fn from_json(selector: &Value) -> Result<Self, SelectorError> {
-        let typed: metav1::LabelSelector =
-            serde_json::from_value(selector.clone()).map_err(|e| SelectorError::Syntax {
-                input: selector.to_string(),
-                position: 0,
-                message: e.to_string(),
-            })?;
+        let typed: metav1::LabelSelector = serde_json::from_value(selector.clone())
+            .map_err(|e| SelectorError::Syntax { input: selector.to_string(), position: 0, message: e.to_string() })?;
         Self::from_label_selector(&typed)
     }
 
@@ -257,11 +222,7 @@ impl LabelSelector {
 pub(crate) fn labels_of(obj: &Value) -> BTreeMap<String, String> {
     obj.pointer("/metadata/labels")
         .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
         .unwrap_or_default()
 }
 
@@ -289,10 +250,7 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn sel(s: &str) -> LabelSelector {
@@ -303,18 +261,8 @@ mod tests {
     fn parses_every_operator() {
         let s = sel("a=b,c!=d,e in (x,y),f notin (z),g,!h,i==j,k>3,l<5");
         assert_eq!(s.requirements().len(), 9);
-        assert_eq!(
-            s.to_string(),
-            "a=b,c!=d,e in (x,y),f notin (z),g,!h,i==j,k>3,l<5"
-        );
-        let l = labels(&[
-            ("a", "b"),
-            ("e", "y"),
-            ("g", ""),
-            ("i", "j"),
-            ("k", "4"),
-            ("l", "1"),
-        ]);
+        assert_eq!(s.to_string(), "a=b,c!=d,e in (x,y),f notin (z),g,!h,i==j,k>3,l<5");
+        let l = labels(&[("a", "b"), ("e", "y"), ("g", ""), ("i", "j"), ("k", "4"), ("l", "1")]);
         assert!(s.matches(&l));
         let mut l2 = l.clone();
         l2.insert("h".into(), "x".into());
@@ -348,33 +296,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_syntax() {
-        for bad in [
-            "a=b,",
-            ",a",
-            "a in x",
-            "a in (x",
-            "a b",
-            "!a=b",
-            "a=(",
-            "=b",
-            "a,,b",
-            "k>x",
-            "x in (a b)",
-        ] {
+        for bad in ["a=b,", ",a", "a in x", "a in (x", "a b", "!a=b", "a=(", "=b", "a,,b", "k>x", "x in (a b)"] {
             assert!(LabelSelector::parse(bad).is_err(), "{bad:?} should fail");
         }
-        assert!(matches!(
-            LabelSelector::parse("a=b c"),
-            Err(SelectorError::Syntax { .. })
-        ));
-        assert!(matches!(
-            LabelSelector::parse("-bad=x"),
-            Err(SelectorError::InvalidKey { .. })
-        ));
-        assert!(matches!(
-            LabelSelector::parse("a=-x"),
-            Err(SelectorError::InvalidValue { .. })
-        ));
+        assert!(matches!(LabelSelector::parse("a=b c"), Err(SelectorError::Syntax { .. })));
+        assert!(matches!(LabelSelector::parse("-bad=x"), Err(SelectorError::InvalidKey { .. })));
+        assert!(matches!(LabelSelector::parse("a=-x"), Err(SelectorError::InvalidValue { .. })));
         let err = LabelSelector::parse("a in x").expect_err("no parenthesis");
         assert!(err.to_string().contains("expected: '('"), "{err}");
     }
@@ -394,11 +321,7 @@ mod tests {
                     operator: "DoesNotExist".into(),
                     values: None,
                 },
-                metav1::LabelSelectorRequirement {
-                    key: "zone".into(),
-                    operator: "Exists".into(),
-                    values: None,
-                },
+                metav1::LabelSelectorRequirement { key: "zone".into(), operator: "Exists".into(), values: None },
                 metav1::LabelSelectorRequirement {
                     key: "env".into(),
                     operator: "NotIn".into(),
@@ -409,17 +332,8 @@ mod tests {
         let s = LabelSelector::from_label_selector(&ls).expect("valid");
         assert!(s.matches(&labels(&[("app", "web"), ("tier", "fe"), ("zone", "a")])));
         assert!(!s.matches(&labels(&[("app", "web"), ("tier", "fe")])));
-        assert!(!s.matches(&labels(&[
-            ("app", "web"),
-            ("tier", "fe"),
-            ("zone", "a"),
-            ("canary", "1")
-        ])));
-        assert!(
-            LabelSelector::from_label_selector(&metav1::LabelSelector::default())
-                .expect("empty")
-                .is_empty()
-        );
+        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "fe"), ("zone", "a"), ("canary", "1")])));
+        assert!(LabelSelector::from_label_selector(&metav1::LabelSelector::default()).expect("empty").is_empty());
     }
 
     #[test]
@@ -433,10 +347,7 @@ mod tests {
             ..Default::default()
         };
         let err = LabelSelector::from_label_selector(&bad_op).expect_err("bad operator");
-        assert_eq!(
-            err.to_string(),
-            "\"Equals\" is not a valid label selector operator"
-        );
+        assert_eq!(err.to_string(), "\"Equals\" is not a valid label selector operator");
         let empty_in = metav1::LabelSelector {
             match_expressions: Some(vec![metav1::LabelSelectorRequirement {
                 key: "a".into(),
@@ -445,11 +356,9 @@ mod tests {
             }]),
             ..Default::default()
         };
-        assert!(matches!(
-            LabelSelector::from_label_selector(&empty_in),
-            Err(SelectorError::InvalidValues { .. })
-        ));
-        let exists_vals = serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]});
+        assert!(matches!(LabelSelector::from_label_selector(&empty_in), Err(SelectorError::InvalidValues { .. })));
+        let exists_vals =
+            serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]});
         assert!(LabelSelector::from_json(&exists_vals).is_err());
     }
 

@@ -34,9 +34,7 @@ pub enum SelectorError {
         reason: String,
     },
     /// A value is not a valid label value.
-    #[error(
-        "unable to parse requirement: invalid label value: {value:?}: at key: {key:?}: {reason}"
-    )]
+    #[error("unable to parse requirement: invalid label value: {value:?}: at key: {key:?}: {reason}")]
     InvalidValue {
         /// The key the value belongs to.
         key: String,

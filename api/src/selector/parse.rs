@@ -111,18 +111,11 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn new(input: &'a str) -> Self {
-        Self {
-            input,
-            tokens: lex(input),
-            pos: 0,
-        }
+        Self { input, tokens: lex(input), pos: 0 }
     }
 
     fn peek(&self) -> &Token {
-        self.tokens
-            .get(self.pos)
-            .map(|(_, t)| t)
-            .unwrap_or(&Token::End)
+        self.tokens.get(self.pos).map(|(_, t)| t).unwrap_or(&Token::End)
     }
 
     fn next(&mut self) -> Token {
@@ -135,16 +128,8 @@ impl<'a> Parser<'a> {
 
     fn error(&self, message: String) -> SelectorError {
         let at = self.pos.saturating_sub(1);
-        let position = self
-            .tokens
-            .get(at)
-            .map(|(p, _)| *p)
-            .unwrap_or(self.input.len());
-        SelectorError::Syntax {
-            input: self.input.to_string(),
-            position,
-            message,
-        }
+        let position = self.tokens.get(at).map(|(p, _)| *p).unwrap_or(self.input.len());
+        SelectorError::Syntax { input: self.input.to_string(), position, message }
     }
 
     fn parse(&mut self) -> Result<Vec<Requirement>, SelectorError> {
@@ -158,10 +143,7 @@ impl<'a> Parser<'a> {
                 Token::End => return Ok(reqs),
                 Token::Comma => {}
                 t => {
-                    return Err(self.error(format!(
-                        "found {}, expected: ',' or 'end of string'",
-                        t.describe()
-                    )));
+                    return Err(self.error(format!("found {}, expected: ',' or 'end of string'", t.describe())));
                 }
             }
         }
@@ -193,9 +175,7 @@ impl<'a> Parser<'a> {
             t => {
                 let found = t.describe();
                 self.next();
-                return Err(self.error(format!(
-                    "found {found}, expected: in, notin, =, ==, !=, gt, lt"
-                )));
+                return Err(self.error(format!("found {found}, expected: in, notin, =, ==, !=, gt, lt")));
             }
         };
         self.next();
@@ -245,10 +225,7 @@ impl<'a> Parser<'a> {
                     return Ok(values);
                 }
                 t => {
-                    return Err(self.error(format!(
-                        "found {}, expected: ',', ')' or identifier",
-                        t.describe()
-                    )));
+                    return Err(self.error(format!("found {}, expected: ',', ')' or identifier", t.describe())));
                 }
             }
         }

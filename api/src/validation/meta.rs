@@ -5,8 +5,8 @@ use serde_json::Value;
 
 use super::FieldCause;
 use super::names::{
-    dns1035_label_errors, dns1123_label_errors, dns1123_subdomain_errors, label_value_errors,
-    path_segment_errors, qualified_name_errors,
+    dns1035_label_errors, dns1123_label_errors, dns1123_subdomain_errors, label_value_errors, path_segment_errors,
+    qualified_name_errors,
 };
 
 /// Largest total size of all annotation keys and values.
@@ -62,25 +62,15 @@ pub fn name_errors(kind: &str, name: &str) -> Vec<String> {
 pub(crate) fn validate_object_meta(kind: &str, obj: &Value, errs: &mut Vec<FieldCause>) {
     let meta = obj.get("metadata").unwrap_or(&Value::Null);
     let name = meta.get("name").and_then(Value::as_str).unwrap_or("");
-    let generate_name = meta
-        .get("generateName")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let generate_name = meta.get("generateName").and_then(Value::as_str).unwrap_or("");
     if name.is_empty() {
         if generate_name.is_empty() {
-            errs.push(FieldCause::required(
-                "metadata.name",
-                "name or generateName is required",
-            ));
+            errs.push(FieldCause::required("metadata.name", "name or generateName is required"));
         } else {
             // The server appends a random suffix, so check the prefix without its trailing dash.
             let masked = generate_name.strip_suffix('-').unwrap_or(generate_name);
             for e in name_errors(kind, masked) {
-                errs.push(FieldCause::invalid(
-                    "metadata.generateName",
-                    &Value::from(generate_name),
-                    &e,
-                ));
+                errs.push(FieldCause::invalid("metadata.generateName", &Value::from(generate_name), &e));
             }
         }
     } else {
@@ -92,11 +82,7 @@ pub(crate) fn validate_object_meta(kind: &str, obj: &Value, errs: &mut Vec<Field
         && !ns.is_empty()
     {
         for e in dns1123_label_errors(ns) {
-            errs.push(FieldCause::invalid(
-                "metadata.namespace",
-                &Value::from(ns),
-                &e,
-            ));
+            errs.push(FieldCause::invalid("metadata.namespace", &Value::from(ns), &e));
         }
     }
     validate_labels(meta.get("labels"), "metadata.labels", errs);
@@ -124,11 +110,7 @@ pub(crate) fn validate_labels(labels: Option<&Value>, path: &str, errs: &mut Vec
 }
 
 /// Annotation keys (lower-cased) must be qualified names; total size is bounded.
-pub(crate) fn validate_annotations(
-    annotations: Option<&Value>,
-    path: &str,
-    errs: &mut Vec<FieldCause>,
-) {
+pub(crate) fn validate_annotations(annotations: Option<&Value>, path: &str, errs: &mut Vec<FieldCause>) {
     let Some(map) = annotations.and_then(Value::as_object) else {
         return;
     };
@@ -163,30 +145,18 @@ mod tests {
         assert_eq!(e[0].field, "metadata.name");
         assert_eq!(e[0].reason, CauseType::FieldValueRequired);
         assert!(errs("ConfigMap", json!({"metadata": {"generateName": "web-"}})).is_empty());
-        assert_eq!(
-            errs("ConfigMap", json!({"metadata": {"generateName": "Web-"}}))[0].field,
-            "metadata.generateName"
-        );
+        assert_eq!(errs("ConfigMap", json!({"metadata": {"generateName": "Web-"}}))[0].field, "metadata.generateName");
     }
 
     #[test]
     fn name_rules_per_kind() {
         let e = errs("Pod", json!({"metadata": {"name": "Foo_Bar"}}));
         assert_eq!(e.len(), 1);
-        assert!(
-            e[0].message
-                .starts_with("Invalid value: \"Foo_Bar\": a lowercase RFC 1123 subdomain")
-        );
+        assert!(e[0].message.starts_with("Invalid value: \"Foo_Bar\": a lowercase RFC 1123 subdomain"));
         assert!(errs("Pod", json!({"metadata": {"name": "a.b"}})).is_empty());
         assert!(!errs("Namespace", json!({"metadata": {"name": "a.b"}})).is_empty());
         assert!(!errs("Service", json!({"metadata": {"name": "1svc"}})).is_empty());
-        assert!(
-            errs(
-                "ClusterRole",
-                json!({"metadata": {"name": "system:controller:x"}})
-            )
-            .is_empty()
-        );
+        assert!(errs("ClusterRole", json!({"metadata": {"name": "system:controller:x"}})).is_empty());
         assert!(!errs("CronJob", json!({"metadata": {"name": "a".repeat(53)}})).is_empty());
     }
 
@@ -199,25 +169,13 @@ mod tests {
                 "annotations": {"example.com/Note": "anything goes here", "bad key": "x"}}}),
         );
         let fields: Vec<&str> = e.iter().map(|c| c.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            vec![
-                "metadata.namespace",
-                "metadata.labels",
-                "metadata.labels",
-                "metadata.annotations"
-            ]
-        );
+        assert_eq!(fields, vec!["metadata.namespace", "metadata.labels", "metadata.labels", "metadata.annotations"]);
     }
 
     #[test]
     fn annotation_size_limit() {
         let big = "x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT);
-        let e = validate(
-            "ConfigMap",
-            &json!({"metadata": {"name": "c", "annotations": {"a": big}}}),
-            None,
-        );
+        let e = validate("ConfigMap", &json!({"metadata": {"name": "c", "annotations": {"a": big}}}), None);
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].reason, CauseType::FieldValueTooLong);
     }

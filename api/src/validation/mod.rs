@@ -18,9 +18,9 @@ use std::fmt;
 use serde_json::Value;
 
 pub use names::{
-    config_key_errors, dns1035_label_errors, dns1123_label_errors, dns1123_subdomain_errors,
-    is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_label_value, is_qualified_name,
-    label_value_errors, path_segment_errors, port_name_errors, qualified_name_errors,
+    config_key_errors, dns1035_label_errors, dns1123_label_errors, dns1123_subdomain_errors, is_dns1035_label,
+    is_dns1123_label, is_dns1123_subdomain, is_label_value, is_qualified_name, label_value_errors, path_segment_errors,
+    port_name_errors, qualified_name_errors,
 };
 
 /// The kind of problem, named as in a Kubernetes `StatusCause.reason`.
@@ -80,86 +80,50 @@ fn render(value: &Value) -> String {
 }
 
 fn with_detail(head: String, detail: &str) -> String {
-    if detail.is_empty() {
-        head
-    } else {
-        format!("{head}: {detail}")
-    }
+    if detail.is_empty() { head } else { format!("{head}: {detail}") }
 }
 
 impl FieldCause {
     fn new(field: impl Into<String>, reason: CauseType, message: String) -> Self {
-        Self {
-            field: field.into(),
-            reason,
-            message,
-        }
+        Self { field: field.into(), reason, message }
     }
 
     /// `Required value[: detail]`.
     pub fn required(field: impl Into<String>, detail: &str) -> Self {
-        Self::new(
-            field,
-            CauseType::FieldValueRequired,
-            with_detail("Required value".into(), detail),
-        )
+        Self::new(field, CauseType::FieldValueRequired, with_detail("Required value".into(), detail))
     }
 
     /// `Invalid value: <value>: detail`.
     pub fn invalid(field: impl Into<String>, value: &Value, detail: &str) -> Self {
         let head = format!("Invalid value: {}", render(value));
-        Self::new(
-            field,
-            CauseType::FieldValueInvalid,
-            with_detail(head, detail),
-        )
+        Self::new(field, CauseType::FieldValueInvalid, with_detail(head, detail))
     }
 
     /// `Unsupported value: <value>: supported values: "a", "b"`.
     pub fn not_supported(field: impl Into<String>, value: &Value, supported: &[&str]) -> Self {
         let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
-        let message = format!(
-            "Unsupported value: {}: supported values: {}",
-            render(value),
-            list.join(", ")
-        );
+        let message = format!("Unsupported value: {}: supported values: {}", render(value), list.join(", "));
         Self::new(field, CauseType::FieldValueNotSupported, message)
     }
 
     /// `Duplicate value: <value>`.
     pub fn duplicate(field: impl Into<String>, value: &Value) -> Self {
-        Self::new(
-            field,
-            CauseType::FieldValueDuplicate,
-            format!("Duplicate value: {}", render(value)),
-        )
+        Self::new(field, CauseType::FieldValueDuplicate, format!("Duplicate value: {}", render(value)))
     }
 
     /// `Not found: <value>`.
     pub fn not_found(field: impl Into<String>, value: &Value) -> Self {
-        Self::new(
-            field,
-            CauseType::FieldValueNotFound,
-            format!("Not found: {}", render(value)),
-        )
+        Self::new(field, CauseType::FieldValueNotFound, format!("Not found: {}", render(value)))
     }
 
     /// `Too long: may not be more than <max> bytes`.
     pub fn too_long(field: impl Into<String>, max: usize) -> Self {
-        Self::new(
-            field,
-            CauseType::FieldValueTooLong,
-            format!("Too long: may not be more than {max} bytes"),
-        )
+        Self::new(field, CauseType::FieldValueTooLong, format!("Too long: may not be more than {max} bytes"))
     }
 
     /// `Forbidden: detail`.
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
-        Self::new(
-            field,
-            CauseType::FieldValueForbidden,
-            with_detail("Forbidden".into(), detail),
-        )
+        Self::new(field, CauseType::FieldValueForbidden, with_detail("Forbidden".into(), detail))
     }
 
     /// `Invalid value: <value>: field is immutable`.
@@ -222,12 +186,7 @@ pub(crate) mod util {
     }
 
     /// Report a string field whose value is not in `allowed` (absent is fine).
-    pub fn check_enum(
-        errs: &mut Vec<FieldCause>,
-        path: &str,
-        value: Option<&Value>,
-        allowed: &[&str],
-    ) {
+    pub fn check_enum(errs: &mut Vec<FieldCause>, path: &str, value: Option<&Value>, allowed: &[&str]) {
         if let Some(v) = value
             && !v.as_str().is_some_and(|s| allowed.contains(&s))
         {
@@ -240,31 +199,20 @@ pub(crate) mod util {
         if let Some(v) = value
             && v.as_i64().is_none_or(|n| n < min)
         {
-            errs.push(FieldCause::invalid(
-                path,
-                v,
-                &format!("must be greater than or equal to {min}"),
-            ));
+            errs.push(FieldCause::invalid(path, v, &format!("must be greater than or equal to {min}")));
         }
     }
 
     /// Report a port number outside `min..=65535`.
     pub fn check_port(errs: &mut Vec<FieldCause>, path: &str, value: &Value, min: i64) {
         if value.as_i64().is_none_or(|n| !(min..=65535).contains(&n)) {
-            errs.push(FieldCause::invalid(
-                path,
-                value,
-                &format!("must be between {min} and 65535, inclusive"),
-            ));
+            errs.push(FieldCause::invalid(path, value, &format!("must be between {min} and 65535, inclusive")));
         }
     }
 
     /// The array at `pointer`, or an empty slice.
     pub fn array_at<'a>(obj: &'a Value, pointer: &str) -> &'a [Value] {
-        obj.pointer(pointer)
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        obj.pointer(pointer).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
     }
 }
 
@@ -275,49 +223,27 @@ mod tests {
 
     #[test]
     fn cause_messages() {
-        assert_eq!(
-            FieldCause::required("spec.x", "").to_string(),
-            "spec.x: Required value"
-        );
+        assert_eq!(FieldCause::required("spec.x", "").to_string(), "spec.x: Required value");
         assert_eq!(
             FieldCause::invalid("metadata.name", &json!("Foo_Bar"), "bad").message,
             "Invalid value: \"Foo_Bar\": bad"
         );
         assert_eq!(
-            FieldCause::invalid(
-                "spec.replicas",
-                &json!(-1),
-                "must be greater than or equal to 0"
-            )
-            .message,
+            FieldCause::invalid("spec.replicas", &json!(-1), "must be greater than or equal to 0").message,
             "Invalid value: -1: must be greater than or equal to 0"
         );
         assert_eq!(
-            FieldCause::not_supported(
-                "spec.restartPolicy",
-                &json!("Sometimes"),
-                &["Always", "Never"]
-            )
-            .message,
+            FieldCause::not_supported("spec.restartPolicy", &json!("Sometimes"), &["Always", "Never"]).message,
             "Unsupported value: \"Sometimes\": supported values: \"Always\", \"Never\""
         );
-        assert_eq!(
-            FieldCause::too_long("x", 10).message,
-            "Too long: may not be more than 10 bytes"
-        );
-        assert_eq!(
-            FieldCause::forbidden("x", "nope").reason.as_str(),
-            "FieldValueForbidden"
-        );
+        assert_eq!(FieldCause::too_long("x", 10).message, "Too long: may not be more than 10 bytes");
+        assert_eq!(FieldCause::forbidden("x", "nope").reason.as_str(), "FieldValueForbidden");
     }
 
     #[test]
     fn status_message() {
         let one = [FieldCause::required("spec.containers", "")];
-        assert_eq!(
-            invalid_message("Pod", "web", &one),
-            "Pod \"web\" is invalid: spec.containers: Required value"
-        );
+        assert_eq!(invalid_message("Pod", "web", &one), "Pod \"web\" is invalid: spec.containers: Required value");
         let two = [FieldCause::required("a", ""), FieldCause::required("b", "")];
         assert_eq!(
             invalid_message("Deployment.apps", "d", &two),
@@ -327,17 +253,7 @@ mod tests {
 
     #[test]
     fn unknown_kinds_get_metadata_checks_only() {
-        assert!(
-            validate(
-                "Widget",
-                &json!({"metadata": {"name": "Any_Name"}, "spec": 1}),
-                None
-            )
-            .is_empty()
-        );
-        assert_eq!(
-            validate("Widget", &json!({"metadata": {"name": "a/b"}}), None).len(),
-            1
-        );
+        assert!(validate("Widget", &json!({"metadata": {"name": "Any_Name"}, "spec": 1}), None).is_empty());
+        assert_eq!(validate("Widget", &json!({"metadata": {"name": "a/b"}}), None).len(), 1);
     }
 }

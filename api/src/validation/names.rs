@@ -17,11 +17,11 @@ pub const LABEL_VALUE_MAX_LEN: usize = 63;
 pub const CONFIG_KEY_MAX_LEN: usize = 253;
 
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
-const DNS1123_SUBDOMAIN_FMT: &str =
-    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_FMT: &str = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
-const QUALIFIED_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const QUALIFIED_NAME_MSG: &str =
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 const CONFIG_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
 
@@ -52,9 +52,7 @@ fn matches_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     match (b.first(), b.last()) {
         (Some(&f), Some(&l)) => {
-            is_lower_alnum(f)
-                && is_lower_alnum(l)
-                && b.iter().all(|&c| is_lower_alnum(c) || c == b'-')
+            is_lower_alnum(f) && is_lower_alnum(l) && b.iter().all(|&c| is_lower_alnum(c) || c == b'-')
         }
         _ => false,
     }
@@ -130,8 +128,7 @@ fn matches_qualified_part(s: &str) -> bool {
         (Some(f), Some(l)) => {
             f.is_ascii_alphanumeric()
                 && l.is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+                && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         }
         _ => false,
     }
@@ -147,11 +144,7 @@ pub fn qualified_name_errors(value: &str) -> Vec<String> {
             if prefix.is_empty() {
                 errs.push("prefix part must be non-empty".to_string());
             } else {
-                errs.extend(
-                    dns1123_subdomain_errors(prefix)
-                        .into_iter()
-                        .map(|m| format!("prefix part {m}")),
-                );
+                errs.extend(dns1123_subdomain_errors(prefix).into_iter().map(|m| format!("prefix part {m}")));
             }
             *name
         }
@@ -166,19 +159,12 @@ pub fn qualified_name_errors(value: &str) -> Vec<String> {
     if name.is_empty() {
         errs.push("name part must be non-empty".to_string());
     } else if name.len() > QUALIFIED_NAME_MAX_LEN {
-        errs.push(format!(
-            "name part {}",
-            max_len_error(QUALIFIED_NAME_MAX_LEN)
-        ));
+        errs.push(format!("name part {}", max_len_error(QUALIFIED_NAME_MAX_LEN)));
     }
     if !matches_qualified_part(name) {
         errs.push(format!(
             "name part {}",
-            regex_error(
-                QUALIFIED_NAME_MSG,
-                QUALIFIED_NAME_FMT,
-                &["MyName", "my.name", "123-abc"]
-            )
+            regex_error(QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
         ));
     }
     errs
@@ -216,11 +202,7 @@ pub fn config_key_errors(value: &str) -> Vec<String> {
     if value.len() > CONFIG_KEY_MAX_LEN {
         errs.push(max_len_error(CONFIG_KEY_MAX_LEN));
     }
-    if value.is_empty()
-        || !value
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-    {
+    if value.is_empty() || !value.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')) {
         errs.push(regex_error(
             "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
             CONFIG_KEY_FMT,
@@ -260,9 +242,7 @@ pub fn port_name_errors(value: &str) -> Vec<String> {
     }
     let b = value.as_bytes();
     if !b.iter().all(|&c| is_lower_alnum(c) || c == b'-') {
-        errs.push(
-            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string(),
-        );
+        errs.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string());
     }
     if value.contains("--") {
         errs.push("must not contain consecutive hyphens".to_string());
@@ -290,10 +270,7 @@ mod tests {
         }
         assert!(is_dns1035_label("abc-123"));
         assert!(!is_dns1035_label("1abc"));
-        assert_eq!(
-            dns1123_label_errors(&"a".repeat(64)),
-            vec![max_len_error(63)]
-        );
+        assert_eq!(dns1123_label_errors(&"a".repeat(64)), vec![max_len_error(63)]);
     }
 
     #[test]
@@ -314,32 +291,13 @@ mod tests {
 
     #[test]
     fn qualified_names() {
-        for ok in [
-            "app",
-            "app.kubernetes.io/name",
-            "MyName",
-            "my_name",
-            "a/b",
-            "example.com/x.y",
-        ] {
+        for ok in ["app", "app.kubernetes.io/name", "MyName", "my_name", "a/b", "example.com/x.y"] {
             assert!(is_qualified_name(ok), "{ok}");
         }
-        for bad in [
-            "",
-            "/a",
-            "a/",
-            "a/b/c",
-            "-a",
-            "Example.com/a",
-            "a b",
-            &"a".repeat(64),
-        ] {
+        for bad in ["", "/a", "a/", "a/b/c", "-a", "Example.com/a", "a b", &"a".repeat(64)] {
             assert!(!is_qualified_name(bad), "{bad}");
         }
-        assert_eq!(
-            qualified_name_errors("/a"),
-            vec!["prefix part must be non-empty"]
-        );
+        assert_eq!(qualified_name_errors("/a"), vec!["prefix part must be non-empty"]);
         assert!(qualified_name_errors("a/b/c")[0].starts_with("a qualified name must consist of"));
         assert!(qualified_name_errors("x/").contains(&"name part must be non-empty".to_string()));
     }

@@ -15,17 +15,8 @@ pub const MAX_CONFIG_SIZE: usize = 1024 * 1024;
 
 const IMMUTABLE_DETAIL: &str = "field is immutable when `immutable` is set";
 
-pub(crate) fn validate_config(
-    kind: &str,
-    obj: &Value,
-    old: Option<&Value>,
-    errs: &mut Vec<FieldCause>,
-) {
-    let fields: &[&str] = if kind == "Secret" {
-        &["data", "stringData"]
-    } else {
-        &["data", "binaryData"]
-    };
+pub(crate) fn validate_config(kind: &str, obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldCause>) {
+    let fields: &[&str] = if kind == "Secret" { &["data", "stringData"] } else { &["data", "binaryData"] };
     let mut seen = BTreeSet::new();
     let mut size = 0usize;
     for field in fields {
@@ -39,11 +30,7 @@ pub(crate) fn validate_config(
             }
             // For Secrets stringData overlays data, so a key in both is fine.
             if !seen.insert(k.clone()) && kind == "ConfigMap" {
-                errs.push(FieldCause::invalid(
-                    &path,
-                    &Value::from(k.as_str()),
-                    "duplicate of key present in data",
-                ));
+                errs.push(FieldCause::invalid(&path, &Value::from(k.as_str()), "duplicate of key present in data"));
             }
             size += k.len() + v.as_str().map_or(0, str::len);
         }
@@ -56,21 +43,14 @@ pub(crate) fn validate_config(
     }
     let Some(old) = old else { return };
     if kind == "Secret" && old.get("type") != obj.get("type") {
-        errs.push(FieldCause::immutable(
-            "type",
-            obj.get("type").unwrap_or(&Value::Null),
-        ));
+        errs.push(FieldCause::immutable("type", obj.get("type").unwrap_or(&Value::Null)));
     }
     if old.get("immutable").and_then(Value::as_bool) == Some(true) {
         if obj.get("immutable").and_then(Value::as_bool) != Some(true) {
             errs.push(FieldCause::forbidden("immutable", IMMUTABLE_DETAIL));
         }
         // stringData is folded into data by the server, so compare data only.
-        let compared: &[&str] = if kind == "Secret" {
-            &["data"]
-        } else {
-            &["data", "binaryData"]
-        };
+        let compared: &[&str] = if kind == "Secret" { &["data"] } else { &["data", "binaryData"] };
         for field in compared {
             if obj.get(*field) != old.get(*field) {
                 errs.push(FieldCause::forbidden(*field, IMMUTABLE_DETAIL));
@@ -87,16 +67,8 @@ fn validate_secret_type(obj: &Value, keys: &BTreeSet<String>, errs: &mut Vec<Fie
         "kubernetes.io/dockercfg" => &[".dockercfg"],
         "kubernetes.io/ssh-auth" => &["ssh-privatekey"],
         "kubernetes.io/service-account-token" => {
-            if str_at(
-                obj,
-                "/metadata/annotations/kubernetes.io~1service-account.name",
-            )
-            .is_empty()
-            {
-                errs.push(FieldCause::required(
-                    "metadata.annotations[kubernetes.io/service-account.name]",
-                    "",
-                ));
+            if str_at(obj, "/metadata/annotations/kubernetes.io~1service-account.name").is_empty() {
+                errs.push(FieldCause::required("metadata.annotations[kubernetes.io/service-account.name]", ""));
             }
             &[]
         }
@@ -117,42 +89,23 @@ pub(crate) fn validate_node(obj: &Value, errs: &mut Vec<FieldCause>) {
         if key.is_empty() {
             errs.push(FieldCause::required(format!("{p}.key"), ""));
         }
-        for e in qualified_name_errors(key)
-            .into_iter()
-            .filter(|_| !key.is_empty())
-        {
-            errs.push(FieldCause::invalid(
-                format!("{p}.key"),
-                &Value::from(key),
-                &e,
-            ));
+        for e in qualified_name_errors(key).into_iter().filter(|_| !key.is_empty()) {
+            errs.push(FieldCause::invalid(format!("{p}.key"), &Value::from(key), &e));
         }
         match taint.get("effect") {
             None => errs.push(FieldCause::required(format!("{p}.effect"), "")),
-            v => check_enum(
-                errs,
-                &format!("{p}.effect"),
-                v,
-                &["NoExecute", "NoSchedule", "PreferNoSchedule"],
-            ),
+            v => check_enum(errs, &format!("{p}.effect"), v, &["NoExecute", "NoSchedule", "PreferNoSchedule"]),
         }
         let effect = str_at(taint, "/effect");
         if !seen.insert((key, effect)) {
-            errs.push(FieldCause::duplicate(
-                p.clone(),
-                &Value::from(format!("{key}:{effect}")),
-            ));
+            errs.push(FieldCause::duplicate(p.clone(), &Value::from(format!("{key}:{effect}"))));
         }
     }
     if let Some(cidr) = obj.pointer("/spec/podCIDR").and_then(Value::as_str)
         && !cidr.is_empty()
         && !is_cidr(cidr)
     {
-        errs.push(FieldCause::invalid(
-            "spec.podCIDR",
-            &Value::from(cidr),
-            "must be a valid CIDR",
-        ));
+        errs.push(FieldCause::invalid("spec.podCIDR", &Value::from(cidr), "must be a valid CIDR"));
     }
 }
 
@@ -173,36 +126,16 @@ pub(crate) fn validate_namespace(obj: &Value, errs: &mut Vec<FieldCause>) {
             errs.push(FieldCause::invalid(format!("spec.finalizers[{i}]"), f, &e));
         }
     }
-    check_enum(
-        errs,
-        "status.phase",
-        obj.pointer("/status/phase"),
-        &["Active", "Terminating"],
-    );
+    check_enum(errs, "status.phase", obj.pointer("/status/phase"), &["Active", "Terminating"]);
 }
 
 pub(crate) fn validate_lease(obj: &Value, errs: &mut Vec<FieldCause>) {
-    check_min(
-        errs,
-        "spec.leaseDurationSeconds",
-        obj.pointer("/spec/leaseDurationSeconds"),
-        1,
-    );
-    check_min(
-        errs,
-        "spec.leaseTransitions",
-        obj.pointer("/spec/leaseTransitions"),
-        0,
-    );
+    check_min(errs, "spec.leaseDurationSeconds", obj.pointer("/spec/leaseDurationSeconds"), 1);
+    check_min(errs, "spec.leaseTransitions", obj.pointer("/spec/leaseTransitions"), 0);
 }
 
 pub(crate) fn validate_event(obj: &Value, errs: &mut Vec<FieldCause>) {
-    check_enum(
-        errs,
-        "type",
-        obj.get("type").filter(|t| t.as_str() != Some("")),
-        &["Normal", "Warning"],
-    );
+    check_enum(errs, "type", obj.get("type").filter(|t| t.as_str() != Some("")), &["Normal", "Warning"]);
     check_min(errs, "count", obj.get("count"), 0);
     let event_ns = str_at(obj, "/metadata/namespace");
     let involved_ns = str_at(obj, "/involvedObject/namespace");
@@ -215,49 +148,24 @@ pub(crate) fn validate_event(obj: &Value, errs: &mut Vec<FieldCause>) {
     }
 }
 
-const ACCESS_MODES: &[&str] = &[
-    "ReadOnlyMany",
-    "ReadWriteMany",
-    "ReadWriteOnce",
-    "ReadWriteOncePod",
-];
+const ACCESS_MODES: &[&str] = &["ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"];
 
 pub(crate) fn validate_pvc(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldCause>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     let modes = array_at(spec, "/accessModes");
     if modes.is_empty() {
-        errs.push(FieldCause::required(
-            "spec.accessModes",
-            "at least 1 access mode is required",
-        ));
+        errs.push(FieldCause::required("spec.accessModes", "at least 1 access mode is required"));
     }
     for (i, m) in modes.iter().enumerate() {
-        check_enum(
-            errs,
-            &format!("spec.accessModes[{i}]"),
-            Some(m),
-            ACCESS_MODES,
-        );
+        check_enum(errs, &format!("spec.accessModes[{i}]"), Some(m), ACCESS_MODES);
     }
-    check_enum(
-        errs,
-        "spec.volumeMode",
-        spec.get("volumeMode"),
-        &["Block", "Filesystem"],
-    );
+    check_enum(errs, "spec.volumeMode", spec.get("volumeMode"), &["Block", "Filesystem"]);
     match spec.pointer("/resources/requests/storage") {
         None => errs.push(FieldCause::required("spec.resources[storage]", "")),
         Some(v) => {
-            let valid = v
-                .as_str()
-                .and_then(|s| parse_quantity(s).ok())
-                .is_some_and(|q| q.as_bytes() > 0);
+            let valid = v.as_str().and_then(|s| parse_quantity(s).ok()).is_some_and(|q| q.as_bytes() > 0);
             if !valid {
-                errs.push(FieldCause::invalid(
-                    "spec.resources[storage]",
-                    v,
-                    "must be greater than zero",
-                ));
+                errs.push(FieldCause::invalid("spec.resources[storage]", v, "must be greater than zero"));
             }
         }
     }
@@ -300,28 +208,20 @@ mod tests {
         let e = validate("ConfigMap", &cm, None);
         assert_eq!(fields(&e), vec!["data[bad/key]", "binaryData[ok.key]"]);
         assert!(e[0].message.contains("a valid config key must consist of"));
-        let big =
-            json!({"metadata": {"name": "c"}, "data": {"k": "x".repeat(super::MAX_CONFIG_SIZE)}});
-        assert_eq!(
-            validate("ConfigMap", &big, None)[0].reason,
-            CauseType::FieldValueTooLong
-        );
+        let big = json!({"metadata": {"name": "c"}, "data": {"k": "x".repeat(super::MAX_CONFIG_SIZE)}});
+        assert_eq!(validate("ConfigMap", &big, None)[0].reason, CauseType::FieldValueTooLong);
     }
 
     #[test]
     fn secret_types() {
         let tls = json!({"metadata": {"name": "s"}, "type": "kubernetes.io/tls", "data": {"tls.crt": "eA=="}});
-        assert_eq!(
-            fields(&validate("Secret", &tls, None)),
-            vec!["data[tls.key]"]
-        );
+        assert_eq!(fields(&validate("Secret", &tls, None)), vec!["data[tls.key]"]);
         let sa = json!({"metadata": {"name": "s"}, "type": "kubernetes.io/service-account-token"});
         assert_eq!(
             fields(&validate("Secret", &sa, None)),
             vec!["metadata.annotations[kubernetes.io/service-account.name]"]
         );
-        let both =
-            json!({"metadata": {"name": "s"}, "data": {"a": "eA=="}, "stringData": {"a": "x"}});
+        let both = json!({"metadata": {"name": "s"}, "data": {"a": "eA=="}, "stringData": {"a": "x"}});
         assert_eq!(validate("Secret", &both, None), vec![]);
     }
 
@@ -329,22 +229,13 @@ mod tests {
     fn immutable_config() {
         let old = json!({"metadata": {"name": "c"}, "immutable": true, "data": {"a": "1"}});
         let changed = json!({"metadata": {"name": "c"}, "immutable": true, "data": {"a": "2"}});
-        assert_eq!(
-            fields(&validate("ConfigMap", &changed, Some(&old))),
-            vec!["data"]
-        );
+        assert_eq!(fields(&validate("ConfigMap", &changed, Some(&old))), vec!["data"]);
         let unlocked = json!({"metadata": {"name": "c"}, "immutable": false, "data": {"a": "1"}});
-        assert_eq!(
-            fields(&validate("ConfigMap", &unlocked, Some(&old))),
-            vec!["immutable"]
-        );
+        assert_eq!(fields(&validate("ConfigMap", &unlocked, Some(&old))), vec!["immutable"]);
         assert_eq!(validate("ConfigMap", &old, Some(&old)), vec![]);
         let retyped = json!({"metadata": {"name": "s"}, "type": "Other"});
         let orig = json!({"metadata": {"name": "s"}, "type": "Opaque"});
-        assert_eq!(
-            fields(&validate("Secret", &retyped, Some(&orig))),
-            vec!["type"]
-        );
+        assert_eq!(fields(&validate("Secret", &retyped, Some(&orig))), vec!["type"]);
     }
 
     #[test]
@@ -352,42 +243,19 @@ mod tests {
         let node = json!({"metadata": {"name": "n1"}, "spec": {"podCIDR": "10.244.0.0/24", "taints": [
             {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
             {"key": "x", "effect": "Sometimes"}, {"effect": "NoSchedule"}]}});
-        assert_eq!(
-            fields(&validate("Node", &node, None)),
-            vec!["spec.taints[1].effect", "spec.taints[2].key"]
-        );
+        assert_eq!(fields(&validate("Node", &node, None)), vec!["spec.taints[1].effect", "spec.taints[2].key"]);
         let bad_cidr = json!({"metadata": {"name": "n1"}, "spec": {"podCIDR": "10.0.0.0/40"}});
-        assert_eq!(
-            fields(&validate("Node", &bad_cidr, None)),
-            vec!["spec.podCIDR"]
-        );
+        assert_eq!(fields(&validate("Node", &bad_cidr, None)), vec!["spec.podCIDR"]);
         assert!(
-            validate(
-                "Namespace",
-                &json!({"metadata": {"name": "kube-system"}, "status": {"phase": "Active"}}),
-                None
-            )
-            .is_empty()
+            validate("Namespace", &json!({"metadata": {"name": "kube-system"}, "status": {"phase": "Active"}}), None)
+                .is_empty()
         );
-        assert_eq!(
-            fields(&validate(
-                "Namespace",
-                &json!({"metadata": {"name": "Bad"}}),
-                None
-            )),
-            vec!["metadata.name"]
-        );
+        assert_eq!(fields(&validate("Namespace", &json!({"metadata": {"name": "Bad"}}), None)), vec!["metadata.name"]);
         let lease = json!({"metadata": {"name": "l"}, "spec": {"leaseDurationSeconds": 0}});
-        assert_eq!(
-            fields(&validate("Lease", &lease, None)),
-            vec!["spec.leaseDurationSeconds"]
-        );
+        assert_eq!(fields(&validate("Lease", &lease, None)), vec!["spec.leaseDurationSeconds"]);
         let ev = json!({"metadata": {"name": "e", "namespace": "a"}, "type": "Fatal",
             "involvedObject": {"kind": "Pod", "namespace": "b"}});
-        assert_eq!(
-            fields(&validate("Event", &ev, None)),
-            vec!["type", "involvedObject.namespace"]
-        );
+        assert_eq!(fields(&validate("Event", &ev, None)), vec!["type", "involvedObject.namespace"]);
     }
 
     #[test]
@@ -406,9 +274,6 @@ mod tests {
         assert_eq!(validate("PersistentVolumeClaim", &bound, Some(&ok)), vec![]);
         let mut remoded = bound.clone();
         remoded["spec"]["accessModes"] = json!(["ReadWriteMany"]);
-        assert_eq!(
-            fields(&validate("PersistentVolumeClaim", &remoded, Some(&bound))),
-            vec!["spec"]
-        );
+        assert_eq!(fields(&validate("PersistentVolumeClaim", &remoded, Some(&bound))), vec!["spec"]);
     }
 }

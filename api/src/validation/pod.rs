@@ -36,31 +36,16 @@ pub(crate) fn validate_pod_template(
         errs.push(FieldCause::required(path, ""));
         return;
     };
-    validate_labels(
-        template.pointer("/metadata/labels"),
-        &format!("{path}.metadata.labels"),
-        errs,
-    );
-    validate_annotations(
-        template.pointer("/metadata/annotations"),
-        &format!("{path}.metadata.annotations"),
-        errs,
-    );
+    validate_labels(template.pointer("/metadata/labels"), &format!("{path}.metadata.labels"), errs);
+    validate_annotations(template.pointer("/metadata/annotations"), &format!("{path}.metadata.annotations"), errs);
     let spec = template.get("spec").unwrap_or(&Value::Null);
     let spec_path = format!("{path}.spec");
     validate_pod_spec(spec, &spec_path, errs);
-    let policy = spec
-        .get("restartPolicy")
-        .cloned()
-        .unwrap_or(Value::from(""));
+    let policy = spec.get("restartPolicy").cloned().unwrap_or(Value::from(""));
     if RESTART_POLICIES.contains(&policy.as_str().unwrap_or(""))
         && !restart_policies.contains(&policy.as_str().unwrap_or(""))
     {
-        errs.push(FieldCause::not_supported(
-            format!("{spec_path}.restartPolicy"),
-            &policy,
-            restart_policies,
-        ));
+        errs.push(FieldCause::not_supported(format!("{spec_path}.restartPolicy"), &policy, restart_policies));
     }
 }
 
@@ -87,47 +72,15 @@ pub(crate) fn validate_pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldCa
     }
     let mut names = BTreeSet::new();
     for (i, c) in containers.iter().enumerate() {
-        validate_container(
-            c,
-            &format!("{path}.containers[{i}]"),
-            &volumes,
-            &mut names,
-            errs,
-        );
+        validate_container(c, &format!("{path}.containers[{i}]"), &volumes, &mut names, errs);
     }
     for (i, c) in array_at(spec, "/initContainers").iter().enumerate() {
-        validate_container(
-            c,
-            &format!("{path}.initContainers[{i}]"),
-            &volumes,
-            &mut names,
-            errs,
-        );
+        validate_container(c, &format!("{path}.initContainers[{i}]"), &volumes, &mut names, errs);
     }
-    check_enum(
-        errs,
-        &format!("{path}.restartPolicy"),
-        spec.get("restartPolicy"),
-        RESTART_POLICIES,
-    );
-    check_enum(
-        errs,
-        &format!("{path}.dnsPolicy"),
-        spec.get("dnsPolicy"),
-        DNS_POLICIES,
-    );
-    check_min(
-        errs,
-        &format!("{path}.terminationGracePeriodSeconds"),
-        spec.get("terminationGracePeriodSeconds"),
-        0,
-    );
-    check_min(
-        errs,
-        &format!("{path}.activeDeadlineSeconds"),
-        spec.get("activeDeadlineSeconds"),
-        1,
-    );
+    check_enum(errs, &format!("{path}.restartPolicy"), spec.get("restartPolicy"), RESTART_POLICIES);
+    check_enum(errs, &format!("{path}.dnsPolicy"), spec.get("dnsPolicy"), DNS_POLICIES);
+    check_min(errs, &format!("{path}.terminationGracePeriodSeconds"), spec.get("terminationGracePeriodSeconds"), 0);
+    check_min(errs, &format!("{path}.activeDeadlineSeconds"), spec.get("activeDeadlineSeconds"), 1);
 }
 
 fn validate_container(
@@ -141,34 +94,17 @@ fn validate_container(
         "" => errs.push(FieldCause::required(format!("{path}.name"), "")),
         name => {
             for e in dns1123_label_errors(name) {
-                errs.push(FieldCause::invalid(
-                    format!("{path}.name"),
-                    &Value::from(name),
-                    &e,
-                ));
+                errs.push(FieldCause::invalid(format!("{path}.name"), &Value::from(name), &e));
             }
             if !names.insert(name.to_string()) {
-                errs.push(FieldCause::duplicate(
-                    format!("{path}.name"),
-                    &Value::from(name),
-                ));
+                errs.push(FieldCause::duplicate(format!("{path}.name"), &Value::from(name)));
             }
         }
     }
-    if c.get("image")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim()
-        .is_empty()
-    {
+    if c.get("image").and_then(Value::as_str).unwrap_or("").trim().is_empty() {
         errs.push(FieldCause::required(format!("{path}.image"), ""));
     }
-    check_enum(
-        errs,
-        &format!("{path}.imagePullPolicy"),
-        c.get("imagePullPolicy"),
-        PULL_POLICIES,
-    );
+    check_enum(errs, &format!("{path}.imagePullPolicy"), c.get("imagePullPolicy"), PULL_POLICIES);
     for (i, port) in array_at(c, "/ports").iter().enumerate() {
         let p = format!("{path}.ports[{i}]");
         match port.get("containerPort") {
@@ -180,29 +116,15 @@ fn validate_container(
         {
             check_port(errs, &format!("{p}.hostPort"), v, 1);
         }
-        check_enum(
-            errs,
-            &format!("{p}.protocol"),
-            port.get("protocol"),
-            PROTOCOLS,
-        );
+        check_enum(errs, &format!("{p}.protocol"), port.get("protocol"), PROTOCOLS);
         if let Some(name) = port.get("name").and_then(Value::as_str) {
             for e in port_name_errors(name) {
-                errs.push(FieldCause::invalid(
-                    format!("{p}.name"),
-                    &Value::from(name),
-                    &e,
-                ));
+                errs.push(FieldCause::invalid(format!("{p}.name"), &Value::from(name), &e));
             }
         }
     }
     for (i, env) in array_at(c, "/env").iter().enumerate() {
-        if env
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .is_empty()
-        {
+        if env.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
             errs.push(FieldCause::required(format!("{path}.env[{i}].name"), ""));
         }
     }
@@ -211,19 +133,13 @@ fn validate_container(
         let p = format!("{path}.volumeMounts[{i}]");
         match m.get("name").and_then(Value::as_str).unwrap_or("") {
             "" => errs.push(FieldCause::required(format!("{p}.name"), "")),
-            n if !volumes.contains(n) => {
-                errs.push(FieldCause::not_found(format!("{p}.name"), &Value::from(n)))
-            }
+            n if !volumes.contains(n) => errs.push(FieldCause::not_found(format!("{p}.name"), &Value::from(n))),
             _ => {}
         }
         match m.get("mountPath").and_then(Value::as_str).unwrap_or("") {
             "" => errs.push(FieldCause::required(format!("{p}.mountPath"), "")),
             mp if !mount_paths.insert(mp.to_string()) => {
-                errs.push(FieldCause::invalid(
-                    format!("{p}.mountPath"),
-                    &Value::from(mp),
-                    "must be unique",
-                ));
+                errs.push(FieldCause::invalid(format!("{p}.mountPath"), &Value::from(mp), "must be unique"));
             }
             _ => {}
         }
@@ -232,28 +148,17 @@ fn validate_container(
 }
 
 /// Parse every quantity of one resource map, reporting bad and negative values.
-fn quantities(
-    map: Option<&Value>,
-    path: &str,
-    errs: &mut Vec<FieldCause>,
-) -> Vec<(String, Quantity)> {
+fn quantities(map: Option<&Value>, path: &str, errs: &mut Vec<FieldCause>) -> Vec<(String, Quantity)> {
     let mut out = Vec::new();
     let Some(map) = map.and_then(Value::as_object) else {
         return out;
     };
     for (name, v) in map {
         let p = format!("{path}[{name}]");
-        let text = v
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| v.to_string());
+        let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
         match parse_quantity(&text) {
             Ok(q) if q.is_negative() => {
-                errs.push(FieldCause::invalid(
-                    p,
-                    v,
-                    "must be greater than or equal to 0",
-                ));
+                errs.push(FieldCause::invalid(p, v, "must be greater than or equal to 0"));
             }
             Ok(q) => out.push((name.clone(), q)),
             Err(_) => errs.push(FieldCause::invalid(
@@ -310,12 +215,7 @@ fn validate_pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldCause>) {
         return;
     };
     let new_deadline = new_spec.get("activeDeadlineSeconds");
-    match (
-        old_spec
-            .get("activeDeadlineSeconds")
-            .and_then(Value::as_i64),
-        new_deadline,
-    ) {
+    match (old_spec.get("activeDeadlineSeconds").and_then(Value::as_i64), new_deadline) {
         (Some(_), None) => errs.push(FieldCause::invalid(
             "spec.activeDeadlineSeconds",
             &Value::Null,
@@ -334,16 +234,8 @@ fn validate_pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldCause>) {
     if old_tolerations.iter().all(|t| new_tolerations.contains(t)) {
         carry(m, "tolerations", new_spec.get("tolerations"));
     }
-    if old_spec
-        .get("terminationGracePeriodSeconds")
-        .and_then(Value::as_i64)
-        .is_some_and(|g| g < 0)
-    {
-        carry(
-            m,
-            "terminationGracePeriodSeconds",
-            new_spec.get("terminationGracePeriodSeconds"),
-        );
+    if old_spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64).is_some_and(|g| g < 0) {
+        carry(m, "terminationGracePeriodSeconds", new_spec.get("terminationGracePeriodSeconds"));
     }
     let new_gates = array_at(new_spec, "/schedulingGates");
     let old_gates = array_at(old_spec, "/schedulingGates");
@@ -351,14 +243,8 @@ fn validate_pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldCause>) {
         carry(m, "schedulingGates", new_spec.get("schedulingGates"));
     }
     if &munged != new_spec {
-        let changed: Vec<String> = changed_keys(&munged, new_spec)
-            .into_iter()
-            .map(|k| format!("spec.{k}"))
-            .collect();
-        errs.push(FieldCause::forbidden(
-            "spec",
-            &format!("{UPDATABLE} (changed: {})", changed.join(", ")),
-        ));
+        let changed: Vec<String> = changed_keys(&munged, new_spec).into_iter().map(|k| format!("spec.{k}")).collect();
+        errs.push(FieldCause::forbidden("spec", &format!("{UPDATABLE} (changed: {})", changed.join(", "))));
     }
 }
 
@@ -371,15 +257,9 @@ fn carry(m: &mut serde_json::Map<String, Value>, key: &str, value: Option<&Value
 
 fn changed_keys(a: &Value, b: &Value) -> Vec<String> {
     let empty = serde_json::Map::new();
-    let (a, b) = (
-        a.as_object().unwrap_or(&empty),
-        b.as_object().unwrap_or(&empty),
-    );
+    let (a, b) = (a.as_object().unwrap_or(&empty), b.as_object().unwrap_or(&empty));
     let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .cloned()
-        .collect()
+    keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).cloned().collect()
 }
 
 #[cfg(test)]
@@ -440,10 +320,7 @@ mod tests {
                 "spec.restartPolicy",
             ]
         );
-        assert_eq!(
-            e[1].message,
-            "Invalid value: 0: must be between 1 and 65535, inclusive"
-        );
+        assert_eq!(e[1].message, "Invalid value: 0: must be between 1 and 65535, inclusive");
         assert_eq!(e[4].reason, CauseType::FieldValueDuplicate);
         assert_eq!(e[5].reason, CauseType::FieldValueNotFound);
         assert_eq!(
@@ -457,19 +334,14 @@ mod tests {
         let p = pod(json!({"containers": [{"name": "a", "image": "x"}],
             "volumes": [{"name": "v"}, {"name": "v"}, {}]}));
         let e = validate("Pod", &p, None);
-        assert_eq!(
-            fields(&e),
-            vec!["spec.volumes[1].name", "spec.volumes[2].name"]
-        );
+        assert_eq!(fields(&e), vec!["spec.volumes[1].name", "spec.volumes[2].name"]);
     }
 
     #[test]
     fn resources() {
-        let p = pod(
-            json!({"containers": [{"name": "a", "image": "x", "resources": {
+        let p = pod(json!({"containers": [{"name": "a", "image": "x", "resources": {
             "limits": {"cpu": "500m", "memory": "lots"},
-            "requests": {"cpu": "1", "memory": "-1"}}}]}),
-        );
+            "requests": {"cpu": "1", "memory": "-1"}}}]}));
         let e = validate("Pod", &p, None);
         assert_eq!(
             fields(&e),
@@ -479,14 +351,8 @@ mod tests {
                 "spec.containers[0].resources.requests[cpu]",
             ]
         );
-        assert_eq!(
-            e[2].message,
-            "Invalid value: \"1\": must be less than or equal to cpu limit of 500m"
-        );
-        assert!(
-            e[0].message
-                .contains("quantities must match the regular expression")
-        );
+        assert_eq!(e[2].message, "Invalid value: \"1\": must be less than or equal to cpu limit of 500m");
+        assert!(e[0].message.contains("quantities must match the regular expression"));
     }
 
     #[test]
@@ -503,38 +369,21 @@ mod tests {
 
     #[test]
     fn pod_updates() {
-        let old = pod(
-            json!({"containers": [{"name": "a", "image": "x:1"}], "activeDeadlineSeconds": 100,
-            "tolerations": [{"key": "k", "operator": "Exists"}]}),
-        );
-        let ok = pod(
-            json!({"containers": [{"name": "a", "image": "x:2"}], "activeDeadlineSeconds": 50,
-            "tolerations": [{"key": "k", "operator": "Exists"}, {"key": "j", "operator": "Exists"}]}),
-        );
+        let old = pod(json!({"containers": [{"name": "a", "image": "x:1"}], "activeDeadlineSeconds": 100,
+            "tolerations": [{"key": "k", "operator": "Exists"}]}));
+        let ok = pod(json!({"containers": [{"name": "a", "image": "x:2"}], "activeDeadlineSeconds": 50,
+            "tolerations": [{"key": "k", "operator": "Exists"}, {"key": "j", "operator": "Exists"}]}));
         assert_eq!(validate("Pod", &ok, Some(&old)), vec![]);
-        let bad = pod(
-            json!({"containers": [{"name": "a", "image": "x:1", "command": ["sh"]}],
-            "activeDeadlineSeconds": 100, "tolerations": [{"key": "k", "operator": "Exists"}]}),
-        );
+        let bad = pod(json!({"containers": [{"name": "a", "image": "x:1", "command": ["sh"]}],
+            "activeDeadlineSeconds": 100, "tolerations": [{"key": "k", "operator": "Exists"}]}));
         let e = validate("Pod", &bad, Some(&old));
         assert_eq!(fields(&e), vec!["spec"]);
         assert_eq!(e[0].reason, CauseType::FieldValueForbidden);
-        assert!(
-            e[0].message.contains("changed: spec.containers"),
-            "{}",
-            e[0].message
-        );
-        let longer = pod(
-            json!({"containers": [{"name": "a", "image": "x:1"}], "activeDeadlineSeconds": 200,
-            "tolerations": [{"key": "k", "operator": "Exists"}]}),
-        );
-        assert_eq!(
-            fields(&validate("Pod", &longer, Some(&old))),
-            vec!["spec.activeDeadlineSeconds"]
-        );
-        let dropped = pod(
-            json!({"containers": [{"name": "a", "image": "x:1"}], "activeDeadlineSeconds": 100}),
-        );
+        assert!(e[0].message.contains("changed: spec.containers"), "{}", e[0].message);
+        let longer = pod(json!({"containers": [{"name": "a", "image": "x:1"}], "activeDeadlineSeconds": 200,
+            "tolerations": [{"key": "k", "operator": "Exists"}]}));
+        assert_eq!(fields(&validate("Pod", &longer, Some(&old))), vec!["spec.activeDeadlineSeconds"]);
+        let dropped = pod(json!({"containers": [{"name": "a", "image": "x:1"}], "activeDeadlineSeconds": 100}));
         assert_eq!(fields(&validate("Pod", &dropped, Some(&old))), vec!["spec"]);
     }
 }

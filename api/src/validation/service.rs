@@ -15,24 +15,9 @@ const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
 pub(crate) fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldCause>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     check_enum(errs, "spec.type", spec.get("type"), SERVICE_TYPES);
-    check_enum(
-        errs,
-        "spec.sessionAffinity",
-        spec.get("sessionAffinity"),
-        &["ClientIP", "None"],
-    );
-    check_enum(
-        errs,
-        "spec.internalTrafficPolicy",
-        spec.get("internalTrafficPolicy"),
-        &["Cluster", "Local"],
-    );
-    check_enum(
-        errs,
-        "spec.externalTrafficPolicy",
-        spec.get("externalTrafficPolicy"),
-        &["Cluster", "Local"],
-    );
+    check_enum(errs, "spec.sessionAffinity", spec.get("sessionAffinity"), &["ClientIP", "None"]);
+    check_enum(errs, "spec.internalTrafficPolicy", spec.get("internalTrafficPolicy"), &["Cluster", "Local"]);
+    check_enum(errs, "spec.externalTrafficPolicy", spec.get("externalTrafficPolicy"), &["Cluster", "Local"]);
     check_enum(
         errs,
         "spec.ipFamilyPolicy",
@@ -47,11 +32,7 @@ pub(crate) fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<
             "" => errs.push(FieldCause::required("spec.externalName", "")),
             name => {
                 for e in dns1123_subdomain_errors(name.trim_end_matches('.')) {
-                    errs.push(FieldCause::invalid(
-                        "spec.externalName",
-                        &Value::from(name),
-                        &e,
-                    ));
+                    errs.push(FieldCause::invalid("spec.externalName", &Value::from(name), &e));
                 }
             }
         }
@@ -84,38 +65,22 @@ pub(crate) fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<
             }
         } else {
             for e in port_name_errors(name) {
-                errs.push(FieldCause::invalid(
-                    format!("{p}.name"),
-                    &Value::from(name),
-                    &e,
-                ));
+                errs.push(FieldCause::invalid(format!("{p}.name"), &Value::from(name), &e));
             }
             if !names.insert(name) {
-                errs.push(FieldCause::duplicate(
-                    format!("{p}.name"),
-                    &Value::from(name),
-                ));
+                errs.push(FieldCause::duplicate(format!("{p}.name"), &Value::from(name)));
             }
         }
         match port.get("port") {
             None => errs.push(FieldCause::required(format!("{p}.port"), "")),
             Some(v) => check_port(errs, &format!("{p}.port"), v, 1),
         }
-        check_enum(
-            errs,
-            &format!("{p}.protocol"),
-            port.get("protocol"),
-            PROTOCOLS,
-        );
+        check_enum(errs, &format!("{p}.protocol"), port.get("protocol"), PROTOCOLS);
         match port.get("targetPort") {
             Some(v @ Value::Number(_)) => check_port(errs, &format!("{p}.targetPort"), v, 1),
             Some(Value::String(s)) => {
                 for e in port_name_errors(s) {
-                    errs.push(FieldCause::invalid(
-                        format!("{p}.targetPort"),
-                        &Value::from(s.as_str()),
-                        &e,
-                    ));
+                    errs.push(FieldCause::invalid(format!("{p}.targetPort"), &Value::from(s.as_str()), &e));
                 }
             }
             _ => {}
@@ -126,21 +91,14 @@ pub(crate) fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<
             if matches!(ty, "NodePort" | "LoadBalancer") {
                 check_port(errs, &format!("{p}.nodePort"), v, 1);
             } else {
-                errs.push(FieldCause::forbidden(
-                    format!("{p}.nodePort"),
-                    "may not be used when `type` is 'ClusterIP'",
-                ));
+                errs.push(FieldCause::forbidden(format!("{p}.nodePort"), "may not be used when `type` is 'ClusterIP'"));
             }
         }
     }
     if let Some(sel) = spec.get("selector").and_then(Value::as_object) {
         for (k, v) in sel {
             for e in super::names::qualified_name_errors(k) {
-                errs.push(FieldCause::invalid(
-                    "spec.selector",
-                    &Value::from(k.as_str()),
-                    &e,
-                ));
+                errs.push(FieldCause::invalid("spec.selector", &Value::from(k.as_str()), &e));
             }
             for e in label_value_errors(v.as_str().unwrap_or("")) {
                 errs.push(FieldCause::invalid("spec.selector", v, &e));
@@ -152,10 +110,7 @@ pub(crate) fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<
         // Changing the type to or from ExternalName releases or allocates the IP.
         let type_change = (str_at(old_spec, "/type") == "ExternalName") != (ty == "ExternalName");
         if !old_ip.is_empty() && old_ip != cluster_ip && !type_change {
-            errs.push(FieldCause::immutable(
-                "spec.clusterIP",
-                spec.get("clusterIP").unwrap_or(&Value::Null),
-            ));
+            errs.push(FieldCause::immutable("spec.clusterIP", spec.get("clusterIP").unwrap_or(&Value::Null)));
         }
     }
 }
@@ -180,12 +135,7 @@ pub(crate) fn validate_endpoints(obj: &Value, errs: &mut Vec<FieldCause>) {
                 None => errs.push(FieldCause::required(format!("{p}.ports[{j}].port"), "")),
                 Some(v) => check_port(errs, &format!("{p}.ports[{j}].port"), v, 1),
             }
-            check_enum(
-                errs,
-                &format!("{p}.ports[{j}].protocol"),
-                port.get("protocol"),
-                PROTOCOLS,
-            );
+            check_enum(errs, &format!("{p}.ports[{j}].protocol"), port.get("protocol"), PROTOCOLS);
         }
     }
 }
@@ -209,28 +159,17 @@ mod tests {
             "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"},
                       {"name": "grpc", "port": 9090, "targetPort": "grpc"}]}));
         assert_eq!(validate("Service", &s, None), vec![]);
+        assert_eq!(validate("Service", &svc(json!({"clusterIP": "None"})), None), vec![]);
         assert_eq!(
-            validate("Service", &svc(json!({"clusterIP": "None"})), None),
-            vec![]
-        );
-        assert_eq!(
-            validate(
-                "Service",
-                &svc(json!({"type": "ExternalName", "externalName": "example.com"})),
-                None
-            ),
+            validate("Service", &svc(json!({"type": "ExternalName", "externalName": "example.com"})), None),
             vec![]
         );
     }
 
     #[test]
     fn service_problems() {
-        assert_eq!(
-            fields(&validate("Service", &svc(json!({})), None)),
-            vec!["spec.ports"]
-        );
-        let s =
-            svc(json!({"type": "Magic", "ports": [{"port": 0, "protocol": "ICMP"}, {"port": 80}]}));
+        assert_eq!(fields(&validate("Service", &svc(json!({})), None)), vec!["spec.ports"]);
+        let s = svc(json!({"type": "Magic", "ports": [{"port": 0, "protocol": "ICMP"}, {"port": 80}]}));
         assert_eq!(
             fields(&validate("Service", &s, None)),
             vec![
@@ -245,23 +184,13 @@ mod tests {
         let e = validate("Service", &dup, None);
         assert_eq!(e[0].reason, CauseType::FieldValueDuplicate);
         assert_eq!(
-            fields(&validate(
-                "Service",
-                &svc(json!({"type": "ExternalName"})),
-                None
-            )),
+            fields(&validate("Service", &svc(json!({"type": "ExternalName"})), None)),
             vec!["spec.externalName"]
         );
         let bad_ip = svc(json!({"clusterIP": "10.0.0.300", "ports": [{"port": 80}]}));
-        assert_eq!(
-            fields(&validate("Service", &bad_ip, None)),
-            vec!["spec.clusterIP"]
-        );
+        assert_eq!(fields(&validate("Service", &bad_ip, None)), vec!["spec.clusterIP"]);
         let node_port = svc(json!({"ports": [{"port": 80, "nodePort": 30080}]}));
-        assert_eq!(
-            fields(&validate("Service", &node_port, None)),
-            vec!["spec.ports[0].nodePort"]
-        );
+        assert_eq!(fields(&validate("Service", &node_port, None)), vec!["spec.ports[0].nodePort"]);
     }
 
     #[test]
@@ -270,10 +199,7 @@ mod tests {
         let new = svc(json!({"clusterIP": "10.96.0.11", "ports": [{"port": 80}]}));
         let e = validate("Service", &new, Some(&old));
         assert_eq!(fields(&e), vec!["spec.clusterIP"]);
-        assert_eq!(
-            e[0].message,
-            "Invalid value: \"10.96.0.11\": field is immutable"
-        );
+        assert_eq!(e[0].message, "Invalid value: \"10.96.0.11\": field is immutable");
         assert_eq!(validate("Service", &old, Some(&old)), vec![]);
     }
 

@@ -37,10 +37,7 @@ fn validate_selector(
         return;
     }
     if let Some(t) = template {
-        let labels = t
-            .pointer("/metadata/labels")
-            .cloned()
-            .unwrap_or(Value::Object(Default::default()));
+        let labels = t.pointer("/metadata/labels").cloned().unwrap_or(Value::Object(Default::default()));
         if !parsed.matches_object(&serde_json::json!({"metadata": {"labels": labels}})) {
             errs.push(FieldCause::invalid(
                 format!("{template_path}.metadata.labels"),
@@ -56,55 +53,32 @@ fn check_int_or_percent(errs: &mut Vec<FieldCause>, path: &str, value: Option<&V
     let Some(v) = value else { return };
     let ok = match v {
         Value::Number(n) => n.as_i64().is_some_and(|n| n >= 0),
-        Value::String(s) => s
-            .strip_suffix('%')
-            .and_then(|p| p.parse::<u32>().ok())
-            .is_some_and(|p| p <= 100),
+        Value::String(s) => s.strip_suffix('%').and_then(|p| p.parse::<u32>().ok()).is_some_and(|p| p <= 100),
         _ => false,
     };
     if !ok {
-        errs.push(FieldCause::invalid(
-            path,
-            v,
-            "must be a non-negative integer or a percentage between 0% and 100%",
-        ));
+        errs.push(FieldCause::invalid(path, v, "must be a non-negative integer or a percentage between 0% and 100%"));
     }
 }
 
 fn is_zero(v: Option<&Value>) -> bool {
-    matches!(v, Some(Value::Number(n)) if n.as_i64() == Some(0))
-        || v.and_then(Value::as_str) == Some("0%")
+    matches!(v, Some(Value::Number(n)) if n.as_i64() == Some(0)) || v.and_then(Value::as_str) == Some("0%")
 }
 
-pub(crate) fn validate_workload(
-    kind: &str,
-    obj: &Value,
-    old: Option<&Value>,
-    errs: &mut Vec<FieldCause>,
-) {
+pub(crate) fn validate_workload(kind: &str, obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldCause>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     if kind != "DaemonSet" {
         check_min(errs, "spec.replicas", spec.get("replicas"), 0);
     }
     check_min(errs, "spec.minReadySeconds", spec.get("minReadySeconds"), 0);
-    check_min(
-        errs,
-        "spec.revisionHistoryLimit",
-        spec.get("revisionHistoryLimit"),
-        0,
-    );
+    check_min(errs, "spec.revisionHistoryLimit", spec.get("revisionHistoryLimit"), 0);
     let template = spec.get("template");
     validate_selector(kind, spec, "spec.template", template, false, errs);
     validate_pod_template(template, "spec.template", &["Always"], errs);
     match kind {
         "Deployment" => {
             let ty = spec.pointer("/strategy/type");
-            check_enum(
-                errs,
-                "spec.strategy.type",
-                ty,
-                &["Recreate", "RollingUpdate"],
-            );
+            check_enum(errs, "spec.strategy.type", ty, &["Recreate", "RollingUpdate"]);
             let rolling = spec.pointer("/strategy/rollingUpdate");
             if ty.and_then(Value::as_str) == Some("Recreate") && rolling.is_some() {
                 errs.push(FieldCause::forbidden(
@@ -112,16 +86,8 @@ pub(crate) fn validate_workload(
                     "may not be specified when strategy `type` is 'Recreate'",
                 ));
             } else if let Some(r) = rolling {
-                check_int_or_percent(
-                    errs,
-                    "spec.strategy.rollingUpdate.maxUnavailable",
-                    r.get("maxUnavailable"),
-                );
-                check_int_or_percent(
-                    errs,
-                    "spec.strategy.rollingUpdate.maxSurge",
-                    r.get("maxSurge"),
-                );
+                check_int_or_percent(errs, "spec.strategy.rollingUpdate.maxUnavailable", r.get("maxUnavailable"));
+                check_int_or_percent(errs, "spec.strategy.rollingUpdate.maxSurge", r.get("maxSurge"));
                 if is_zero(r.get("maxUnavailable")) && is_zero(r.get("maxSurge")) {
                     errs.push(FieldCause::invalid(
                         "spec.strategy.rollingUpdate.maxUnavailable",
@@ -174,10 +140,7 @@ pub(crate) fn validate_workload(
     }
     if let Some(old_spec) = old.and_then(|o| o.get("spec")) {
         if spec.get("selector") != old_spec.get("selector") {
-            errs.push(FieldCause::immutable(
-                "spec.selector",
-                spec.get("selector").unwrap_or(&Value::Null),
-            ));
+            errs.push(FieldCause::immutable("spec.selector", spec.get("selector").unwrap_or(&Value::Null)));
         }
         if kind == "StatefulSet" {
             validate_statefulset_update(spec, old_spec, errs);
@@ -216,68 +179,30 @@ pub(crate) fn validate_job(obj: &Value, old: Option<&Value>, errs: &mut Vec<Fiel
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     validate_job_spec(spec, "spec", errs);
     // The server generates the selector unless `manualSelector`, so it may be absent here.
-    validate_selector(
-        "Job",
-        spec,
-        "spec.template",
-        spec.get("template"),
-        true,
-        errs,
-    );
+    validate_selector("Job", spec, "spec.template", spec.get("template"), true, errs);
     if let Some(old_spec) = old.and_then(|o| o.get("spec")) {
         for field in ["selector", "template", "completionMode"] {
             if spec.get(field) != old_spec.get(field) {
-                errs.push(FieldCause::immutable(
-                    format!("spec.{field}"),
-                    spec.get(field).unwrap_or(&Value::Null),
-                ));
+                errs.push(FieldCause::immutable(format!("spec.{field}"), spec.get(field).unwrap_or(&Value::Null)));
             }
         }
-        if spec.get("completions") != old_spec.get("completions")
-            && str_at(spec, "/completionMode") != "Indexed"
-        {
-            errs.push(FieldCause::immutable(
-                "spec.completions",
-                spec.get("completions").unwrap_or(&Value::Null),
-            ));
+        if spec.get("completions") != old_spec.get("completions") && str_at(spec, "/completionMode") != "Indexed" {
+            errs.push(FieldCause::immutable("spec.completions", spec.get("completions").unwrap_or(&Value::Null)));
         }
     }
 }
 
 /// Checks shared by a Job's spec and a CronJob's `jobTemplate.spec`.
 fn validate_job_spec(spec: &Value, path: &str, errs: &mut Vec<FieldCause>) {
-    for field in [
-        "parallelism",
-        "completions",
-        "backoffLimit",
-        "ttlSecondsAfterFinished",
-    ] {
+    for field in ["parallelism", "completions", "backoffLimit", "ttlSecondsAfterFinished"] {
         check_min(errs, &format!("{path}.{field}"), spec.get(field), 0);
     }
-    check_min(
-        errs,
-        &format!("{path}.activeDeadlineSeconds"),
-        spec.get("activeDeadlineSeconds"),
-        1,
-    );
-    check_enum(
-        errs,
-        &format!("{path}.completionMode"),
-        spec.get("completionMode"),
-        &["Indexed", "NonIndexed"],
-    );
+    check_min(errs, &format!("{path}.activeDeadlineSeconds"), spec.get("activeDeadlineSeconds"), 1);
+    check_enum(errs, &format!("{path}.completionMode"), spec.get("completionMode"), &["Indexed", "NonIndexed"]);
     if str_at(spec, "/completionMode") == "Indexed" && spec.get("completions").is_none() {
-        errs.push(FieldCause::required(
-            format!("{path}.completions"),
-            "when completion mode is Indexed",
-        ));
+        errs.push(FieldCause::required(format!("{path}.completions"), "when completion mode is Indexed"));
     }
-    validate_pod_template(
-        spec.get("template"),
-        &format!("{path}.template"),
-        &["OnFailure", "Never"],
-        errs,
-    );
+    validate_pod_template(spec.get("template"), &format!("{path}.template"), &["OnFailure", "Never"], errs);
 }
 
 pub(crate) fn validate_cronjob(obj: &Value, errs: &mut Vec<FieldCause>) {
@@ -285,25 +210,12 @@ pub(crate) fn validate_cronjob(obj: &Value, errs: &mut Vec<FieldCause>) {
     match spec.get("schedule").and_then(Value::as_str).unwrap_or("") {
         "" => errs.push(FieldCause::required("spec.schedule", "")),
         s if !schedule_looks_valid(s) => {
-            errs.push(FieldCause::invalid(
-                "spec.schedule",
-                &Value::from(s),
-                "unparseable cron schedule",
-            ));
+            errs.push(FieldCause::invalid("spec.schedule", &Value::from(s), "unparseable cron schedule"));
         }
         _ => {}
     }
-    check_enum(
-        errs,
-        "spec.concurrencyPolicy",
-        spec.get("concurrencyPolicy"),
-        &["Allow", "Forbid", "Replace"],
-    );
-    for field in [
-        "successfulJobsHistoryLimit",
-        "failedJobsHistoryLimit",
-        "startingDeadlineSeconds",
-    ] {
+    check_enum(errs, "spec.concurrencyPolicy", spec.get("concurrencyPolicy"), &["Allow", "Forbid", "Replace"]);
+    for field in ["successfulJobsHistoryLimit", "failedJobsHistoryLimit", "startingDeadlineSeconds"] {
         check_min(errs, &format!("spec.{field}"), spec.get(field), 0);
     }
     match spec.pointer("/jobTemplate/spec") {
@@ -319,18 +231,14 @@ fn schedule_looks_valid(schedule: &str) -> bool {
         _ => schedule.trim(),
     };
     if let Some(m) = body.strip_prefix('@') {
-        return [
-            "yearly", "annually", "monthly", "weekly", "daily", "midnight", "hourly",
-        ]
-        .contains(&m)
+        return ["yearly", "annually", "monthly", "weekly", "daily", "midnight", "hourly"].contains(&m)
             || m.starts_with("every ");
     }
     let fields: Vec<&str> = body.split_whitespace().collect();
     fields.len() == 5
-        && fields.iter().all(|f| {
-            f.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?'))
-        })
+        && fields
+            .iter()
+            .all(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?')))
 }
 
 #[cfg(test)]
@@ -353,11 +261,9 @@ mod tests {
 
     #[test]
     fn valid_deployment() {
-        let d = deployment(
-            json!({"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+        let d = deployment(json!({"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
             "template": template(json!({"app": "web", "tier": "fe"}), "Always"),
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": 1}}}),
-        );
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": 1}}}));
         assert_eq!(validate("Deployment", &d, None), vec![]);
     }
 
@@ -367,56 +273,29 @@ mod tests {
         let e = validate("Deployment", &missing, None);
         assert_eq!(fields(&e), vec!["spec.selector"]);
         assert_eq!(e[0].reason, CauseType::FieldValueRequired);
-        let empty = deployment(
-            json!({"selector": {}, "template": template(json!({"app": "web"}), "Always")}),
-        );
-        assert!(
-            validate("ReplicaSet", &empty, None)[0]
-                .message
-                .contains("empty selector is invalid for replicaset")
-        );
+        let empty = deployment(json!({"selector": {}, "template": template(json!({"app": "web"}), "Always")}));
+        assert!(validate("ReplicaSet", &empty, None)[0].message.contains("empty selector is invalid for replicaset"));
         let mismatch = deployment(json!({"selector": {"matchLabels": {"app": "db"}},
             "template": template(json!({"app": "web"}), "Always")}));
         let e = validate("DaemonSet", &mismatch, None);
         assert_eq!(fields(&e), vec!["spec.template.metadata.labels"]);
-        assert!(
-            e[0].message
-                .ends_with("`selector` does not match template `labels`")
-        );
-        let bad_op = deployment(
-            json!({"selector": {"matchExpressions": [{"key": "a", "operator": "Equals"}]},
-            "template": template(json!({"a": "b"}), "Always")}),
-        );
-        assert!(
-            validate("StatefulSet", &bad_op, None)[0]
-                .message
-                .contains("not a valid label selector operator")
-        );
+        assert!(e[0].message.ends_with("`selector` does not match template `labels`"));
+        let bad_op = deployment(json!({"selector": {"matchExpressions": [{"key": "a", "operator": "Equals"}]},
+            "template": template(json!({"a": "b"}), "Always")}));
+        assert!(validate("StatefulSet", &bad_op, None)[0].message.contains("not a valid label selector operator"));
     }
 
     #[test]
     fn counts_and_enums() {
-        let d = deployment(
-            json!({"replicas": -1, "selector": {"matchLabels": {"app": "web"}},
+        let d = deployment(json!({"replicas": -1, "selector": {"matchLabels": {"app": "web"}},
             "template": template(json!({"app": "web"}), "OnFailure"),
-            "strategy": {"type": "Blue"}}),
-        );
+            "strategy": {"type": "Blue"}}));
         let e = validate("Deployment", &d, None);
-        assert_eq!(
-            fields(&e),
-            vec![
-                "spec.replicas",
-                "spec.template.spec.restartPolicy",
-                "spec.strategy.type"
-            ]
-        );
+        assert_eq!(fields(&e), vec!["spec.replicas", "spec.template.spec.restartPolicy", "spec.strategy.type"]);
         let r = deployment(json!({"selector": {"matchLabels": {"app": "web"}},
             "template": template(json!({"app": "web"}), "Always"),
             "strategy": {"type": "Recreate", "rollingUpdate": {"maxSurge": 1}}}));
-        assert_eq!(
-            fields(&validate("Deployment", &r, None)),
-            vec!["spec.strategy.rollingUpdate"]
-        );
+        assert_eq!(fields(&validate("Deployment", &r, None)), vec!["spec.strategy.rollingUpdate"]);
         let s = deployment(json!({"selector": {"matchLabels": {"app": "web"}},
             "template": template(json!({"app": "web"}), "Always"),
             "podManagementPolicy": "Random", "updateStrategy": {"type": "Yolo"}}));
@@ -438,40 +317,23 @@ mod tests {
         assert!(e[0].message.ends_with("field is immutable"));
         let mut scaled = base.clone();
         scaled["replicas"] = json!(5);
-        assert_eq!(
-            validate("StatefulSet", &deployment(scaled), Some(&old)),
-            vec![]
-        );
+        assert_eq!(validate("StatefulSet", &deployment(scaled), Some(&old)), vec![]);
         let mut renamed = base;
         renamed["serviceName"] = json!("other");
-        assert_eq!(
-            fields(&validate("StatefulSet", &deployment(renamed), Some(&old))),
-            vec!["spec"]
-        );
+        assert_eq!(fields(&validate("StatefulSet", &deployment(renamed), Some(&old))), vec!["spec"]);
     }
 
     #[test]
     fn jobs() {
-        let ok = deployment(
-            json!({"template": template(json!({"job": "x"}), "Never"), "completions": 3}),
-        );
+        let ok = deployment(json!({"template": template(json!({"job": "x"}), "Never"), "completions": 3}));
         assert_eq!(validate("Job", &ok, None), vec![]);
         let bad = deployment(json!({"template": template(json!({}), "Always"), "parallelism": -1}));
         let e = validate("Job", &bad, None);
-        assert_eq!(
-            fields(&e),
-            vec!["spec.parallelism", "spec.template.spec.restartPolicy"]
-        );
-        assert_eq!(
-            e[1].message,
-            "Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""
-        );
+        assert_eq!(fields(&e), vec!["spec.parallelism", "spec.template.spec.restartPolicy"]);
+        assert_eq!(e[1].message, "Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\"");
         let mut changed = ok.clone();
         changed["spec"]["template"]["spec"]["containers"][0]["image"] = json!("y");
-        assert_eq!(
-            fields(&validate("Job", &changed, Some(&ok))),
-            vec!["spec.template"]
-        );
+        assert_eq!(fields(&validate("Job", &changed, Some(&ok))), vec!["spec.template"]);
     }
 
     #[test]
@@ -479,17 +341,11 @@ mod tests {
         let ok = deployment(json!({"schedule": "*/5 * * * *",
             "jobTemplate": {"spec": {"template": template(json!({}), "OnFailure")}}}));
         assert_eq!(validate("CronJob", &ok, None), vec![]);
-        let bad = deployment(
-            json!({"schedule": "every day", "concurrencyPolicy": "Sometimes",
-            "jobTemplate": {"spec": {"template": template(json!({}), "Always")}}}),
-        );
+        let bad = deployment(json!({"schedule": "every day", "concurrencyPolicy": "Sometimes",
+            "jobTemplate": {"spec": {"template": template(json!({}), "Always")}}}));
         assert_eq!(
             fields(&validate("CronJob", &bad, None)),
-            vec![
-                "spec.schedule",
-                "spec.concurrencyPolicy",
-                "spec.jobTemplate.spec.template.spec.restartPolicy"
-            ]
+            vec!["spec.schedule", "spec.concurrencyPolicy", "spec.jobTemplate.spec.template.spec.restartPolicy"]
         );
         let macro_ok = deployment(json!({"schedule": "@hourly",
             "jobTemplate": {"spec": {"template": template(json!({}), "Never")}}}));

@@ -140,5 +140,6 @@ fn resource_list(group: &str, version: &str) -> Response {
         return ApiError::NoRoute.into_response();
     }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Json(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})).into_response()
+    Json(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+        .into_response()
 }

@@ -33,7 +33,9 @@ pub enum ApiError {
     Gone(String),
     #[error("the method is not allowed for the requested resource")]
     MethodNotAllowed,
-    #[error("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")]
+    #[error(
+        "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml"
+    )]
     UnsupportedMediaType,
     #[error("the server rejected our request because the request entity is too large (limit {limit} bytes)")]
     TooLarge { limit: usize },
@@ -117,12 +119,12 @@ impl ApiError {
             StoreError::Conflict { .. } => ApiError::Conflict(format!(
                 "Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
             )),
-            StoreError::Compacted { requested, compacted } => ApiError::Gone(format!(
-                "too old resource version: {requested} ({compacted})"
-            )),
-            StoreError::FutureRevision { requested, current } => ApiError::Gone(format!(
-                "Too large resource version: {requested}, current: {current}"
-            )),
+            StoreError::Compacted { requested, compacted } => {
+                ApiError::Gone(format!("too old resource version: {requested} ({compacted})"))
+            }
+            StoreError::FutureRevision { requested, current } => {
+                ApiError::Gone(format!("Too large resource version: {requested}, current: {current}"))
+            }
             StoreError::Closed => ApiError::Unavailable,
             StoreError::Backend(msg) => ApiError::Internal(msg),
         }

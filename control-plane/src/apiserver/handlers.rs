@@ -35,7 +35,9 @@ pub async fn grouped(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    dispatch(state, method, &group, &version, &rest, uri, headers, body).await.unwrap_or_else(IntoResponse::into_response)
+    dispatch(state, method, &group, &version, &rest, uri, headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 pub async fn fallback() -> Response {
@@ -93,7 +95,10 @@ async fn dispatch(
         (&Method::PUT, true, None | Some("status") | Some("finalize")) => {
             let body = parse_body(&headers, &read_body(body).await?)?;
             let sub = if sub == Some("finalize") { None } else { sub };
-            let w = state.registry.update(path.info, path.object_namespace(), name(&path), sub, body, write_opts(&query)?).await?;
+            let w = state
+                .registry
+                .update(path.info, path.object_namespace(), name(&path), sub, body, write_opts(&query)?)
+                .await?;
             Ok(written(StatusCode::OK, &path, w, &headers))
         }
         (&Method::PUT, true, Some("scale")) => {
@@ -101,7 +106,8 @@ async fn dispatch(
             scale::update(&state, &path, body, write_opts(&query)?).await
         }
         (&Method::PATCH, true, None | Some("status") | Some("scale")) => {
-            let patch_type = PatchType::from_content_type(&request::content_type(&headers)).ok_or(ApiError::UnsupportedMediaType)?;
+            let patch_type =
+                PatchType::from_content_type(&request::content_type(&headers)).ok_or(ApiError::UnsupportedMediaType)?;
             let bytes = read_body(body).await?;
             if sub == Some("scale") {
                 return scale::patch(&state, &path, patch_type, &bytes, write_opts(&query)?).await;
@@ -183,7 +189,8 @@ async fn delete_opts(q: &Query, body: Body) -> Result<DeleteOptions, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(opts);
     }
-    let body: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?;
+    let body: Value =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?;
     if let Some(g) = body.get("gracePeriodSeconds").and_then(Value::as_i64) {
         opts.grace_period_seconds = Some(g);
     }
@@ -241,7 +248,12 @@ async fn list(state: &SharedState, path: &ResourcePath, q: &Query, headers: &Hea
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-async fn delete_collection(state: &SharedState, path: &ResourcePath, q: &Query, body: Body) -> Result<Response, ApiError> {
+async fn delete_collection(
+    state: &SharedState,
+    path: &ResourcePath,
+    q: &Query,
+    body: Body,
+) -> Result<Response, ApiError> {
     let opts = delete_opts(q, body).await?;
     let filter = Filter::parse(path.info, q.label_selector.as_deref(), q.field_selector.as_deref())?;
     let page = list::list(state.store(), &path.list_prefix(), &filter, 0, None).await?;
@@ -277,7 +289,13 @@ fn written(code: StatusCode, path: &ResourcePath, w: Written, headers: &HeaderMa
 }
 
 /// One object, as JSON or (when asked) as a one-row Table.
-pub fn object_response(code: StatusCode, path: &ResourcePath, obj: Value, headers: &HeaderMap, warnings: Vec<String>) -> Response {
+pub fn object_response(
+    code: StatusCode,
+    path: &ResourcePath,
+    obj: Value,
+    headers: &HeaderMap,
+    warnings: Vec<String>,
+) -> Response {
     if wants_table(headers) {
         let rv = crate::registry::object::meta_str(&obj, "resourceVersion").unwrap_or("").to_string();
         let t = table::to_table(path.info.kind, std::slice::from_ref(&obj), IncludeObject::Metadata, &rv, None);

@@ -71,12 +71,22 @@ impl PodLogQuery {
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 fn percent_encode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
 fn names(list: Option<&Value>) -> Vec<String> {
-    list.and_then(Value::as_array).into_iter().flatten().filter_map(|c| c.get("name")?.as_str().map(str::to_string)).collect()
+    list.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name")?.as_str().map(str::to_string))
+        .collect()
 }
 
 /// Which container to read, with Kubernetes' messages for a missing or unknown one.
@@ -91,7 +101,10 @@ pub fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, Ap
         Some(c) => Err(ApiError::BadRequest(format!("container {c} is not valid for pod {pod_name}"))),
         None if containers.len() == 1 => Ok(containers[0].clone()),
         None => {
-            let mut msg = format!("a container name must be specified for pod {pod_name}, choose one of: [{}]", containers.join(" "));
+            let mut msg = format!(
+                "a container name must be specified for pod {pod_name}, choose one of: [{}]",
+                containers.join(" ")
+            );
             if !init.is_empty() {
                 msg.push_str(&format!(" or one of the init containers: [{}]", init.join(" ")));
             }
@@ -104,7 +117,12 @@ pub fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, Ap
 pub fn node_endpoint(node: &Value) -> Option<(String, u16)> {
     let status = node.get("status")?;
     let addresses = status.get("addresses")?.as_array()?;
-    let pick = |ty: &str| addresses.iter().find(|a| a.get("type").and_then(Value::as_str) == Some(ty)).and_then(|a| a.get("address")?.as_str());
+    let pick = |ty: &str| {
+        addresses
+            .iter()
+            .find(|a| a.get("type").and_then(Value::as_str) == Some(ty))
+            .and_then(|a| a.get("address")?.as_str())
+    };
     let host = pick("InternalIP").or_else(|| pick("Hostname"))?.to_string();
     let port = status
         .pointer("/daemonEndpoints/kubeletEndpoint/Port")
@@ -139,7 +157,9 @@ pub async fn get(state: &SharedState, path: &ResourcePath, uri: &Uri) -> Result<
     if let Some(reason) = waiting_reason(&pod, &container).filter(|r| r != "CrashLoopBackOff") {
         // No run has written anything yet; say why, as the kubelet does.
         if query.previous.as_deref() != Some("true") {
-            return Err(ApiError::BadRequest(format!("container {container:?} in pod {name:?} is waiting to start: {reason}")));
+            return Err(ApiError::BadRequest(format!(
+                "container {container:?} in pod {name:?} is waiting to start: {reason}"
+            )));
         }
     }
     if node_name.is_empty() {
@@ -148,18 +168,31 @@ pub async fn get(state: &SharedState, path: &ResourcePath, uri: &Uri) -> Result<
     let nodes = catalog::find("", "v1", "nodes").ok_or(ApiError::NoRoute)?;
     let node = match state.registry.get(nodes, None, node_name).await {
         Ok(node) => node,
-        Err(ApiError::NotFound { .. }) => return Err(ApiError::BadRequest(format!("node {node_name:?} of pod {name:?} not found"))),
+        Err(ApiError::NotFound { .. }) => {
+            return Err(ApiError::BadRequest(format!("node {node_name:?} of pod {name:?} not found")));
+        }
         Err(e) => return Err(e),
     };
-    let (host, port) = node_endpoint(&node).ok_or_else(|| ApiError::BadRequest(format!("node {node_name:?} has no address for its node API")))?;
-    let tls = state.kubelet_tls.clone().ok_or_else(|| ApiError::Internal("no kubelet client credentials configured".into()))?;
+    let (host, port) = node_endpoint(&node)
+        .ok_or_else(|| ApiError::BadRequest(format!("node {node_name:?} has no address for its node API")))?;
+    let tls = state
+        .kubelet_tls
+        .clone()
+        .ok_or_else(|| ApiError::Internal("no kubelet client credentials configured".into()))?;
     let target = format!("/containerLogs/{ns}/{name}/{container}?{}", query.node_query());
     proxy(state, tls, &host, port, &target).await
 }
 
 /// Calls the node API and relays its answer (streamed on success, as a Status on failure).
-async fn proxy(state: &SharedState, tls: Arc<rustls::ClientConfig>, host: &str, port: u16, target: &str) -> Result<Response, ApiError> {
-    let unreachable = |e: &dyn std::fmt::Display| ApiError::Internal(format!("Get \"https://{host}:{port}{target}\": {e}"));
+async fn proxy(
+    state: &SharedState,
+    tls: Arc<rustls::ClientConfig>,
+    host: &str,
+    port: u16,
+    target: &str,
+) -> Result<Response, ApiError> {
+    let unreachable =
+        |e: &dyn std::fmt::Display| ApiError::Internal(format!("Get \"https://{host}:{port}{target}\": {e}"));
     let server_name = match host.parse::<IpAddr>() {
         Ok(ip) => ServerName::IpAddress(ip.into()),
         Err(_) => ServerName::try_from(host.to_string()).map_err(|e| unreachable(&e))?,
@@ -169,8 +202,12 @@ async fn proxy(state: &SharedState, tls: Arc<rustls::ClientConfig>, host: &str, 
         let _ = tcp.set_nodelay(true);
         TlsConnector::from(tls).connect(server_name, tcp).await
     };
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect).await.map_err(|_| unreachable(&"connection timed out"))?.map_err(|e| unreachable(&e))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(&e))?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| unreachable(&"connection timed out"))?
+        .map_err(|e| unreachable(&e))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(&e))?;
     // The connection task ends with the response body (or at shutdown); it is tracked so
     // shutdown waits for it.
     let shutdown = state.shutdown.clone();
@@ -190,9 +227,14 @@ async fn proxy(state: &SharedState, tls: Arc<rustls::ClientConfig>, host: &str, 
         .map_err(|e| unreachable(&e))?;
     let status = response.status();
     if status.is_success() {
-        return Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, "text/plain")], Body::new(response.into_body())).into_response());
+        return Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, "text/plain")], Body::new(response.into_body()))
+            .into_response());
     }
-    let body = http_body_util::Limited::new(response.into_body(), MAX_ERROR_BODY).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = http_body_util::Limited::new(response.into_body(), MAX_ERROR_BODY)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let message = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get("message")?.as_str().map(str::to_string))
@@ -219,7 +261,10 @@ mod tests {
         assert_eq!(err.to_string(), "container nope is not valid for pod web");
         let two = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]}});
         let err = pick_container(&two, None).expect_err("ambiguous");
-        assert_eq!(err.to_string(), "a container name must be specified for pod web, choose one of: [a b] or one of the init containers: [i]");
+        assert_eq!(
+            err.to_string(),
+            "a container name must be specified for pod web, choose one of: [a b] or one of the init containers: [i]"
+        );
         assert_eq!(pick_container(&two, Some("i")).expect("init"), "i");
     }
 
@@ -236,7 +281,12 @@ mod tests {
 
     #[test]
     fn forwarded_query() {
-        let q = PodLogQuery { follow: Some("true".into()), since_time: Some("2024-05-01T10:00:00+02:00".into()), tail_lines: Some("5".into()), ..Default::default() };
+        let q = PodLogQuery {
+            follow: Some("true".into()),
+            since_time: Some("2024-05-01T10:00:00+02:00".into()),
+            tail_lines: Some("5".into()),
+            ..Default::default()
+        };
         assert_eq!(q.node_query(), "follow=true&tailLines=5&sinceTime=2024-05-01T10%3A00%3A00%2B02%3A00");
     }
 }

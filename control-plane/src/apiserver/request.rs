@@ -126,7 +126,9 @@ impl Query {
         match self.dry_run.as_deref() {
             None | Some("") => Ok(false),
             Some("All") => Ok(true),
-            Some(other) => Err(ApiError::BadRequest(format!("unsupported dryRun value {other:?}: only \"All\" is supported"))),
+            Some(other) => {
+                Err(ApiError::BadRequest(format!("unsupported dryRun value {other:?}: only \"All\" is supported")))
+            }
         }
     }
     pub fn field_validation(&self) -> Result<FieldValidation, ApiError> {
@@ -194,15 +196,12 @@ pub fn content_type(headers: &HeaderMap) -> String {
 
 /// True when the client asked for server-side `Table` output.
 pub fn wants_table(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(axum::http::header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|part| {
+    headers.get_all(axum::http::header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |part| {
             let part = part.trim();
             part.contains("as=Table") && part.contains("g=meta.k8s.io") && part.starts_with("application/json")
-        })
+        },
+    )
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use super::error::ApiError;
 use super::handlers::{json_response, object_response};
 use super::patch::{self, PatchType};
 use super::request::ResourcePath;
-use crate::registry::object::{self, meta_str};
 use crate::registry::catalog;
+use crate::registry::object::{self, meta_str};
 use crate::registry::rest::{Registry, WriteOptions, Written};
 
 /// The Scale view of an object.
@@ -58,14 +58,24 @@ fn replicas_of(scale: &Value) -> Result<i64, ApiError> {
         return Err(ApiError::Invalid {
             kind: "Scale".into(),
             name: object::name(scale).into(),
-            causes: vec![skiff_api::validation::FieldCause::invalid("spec.replicas", &json!(r), "must be greater than or equal to 0")],
+            causes: vec![skiff_api::validation::FieldCause::invalid(
+                "spec.replicas",
+                &json!(r),
+                "must be greater than or equal to 0",
+            )],
         });
     }
     Ok(r)
 }
 
 /// Writes `spec.replicas` computed by `f` from the current Scale.
-async fn write_scale<F>(state: &SharedState, path: &ResourcePath, opts: WriteOptions, precondition: Option<i64>, f: F) -> Result<Response, ApiError>
+async fn write_scale<F>(
+    state: &SharedState,
+    path: &ResourcePath,
+    opts: WriteOptions,
+    precondition: Option<i64>,
+    f: F,
+) -> Result<Response, ApiError>
 where
     F: Fn(&Value) -> Result<i64, ApiError> + Send + Sync,
 {
@@ -81,7 +91,12 @@ where
     Ok(json_response(StatusCode::OK, &to_scale(&w.object), vec![]))
 }
 
-pub async fn update(state: &SharedState, path: &ResourcePath, body: Value, opts: WriteOptions) -> Result<Response, ApiError> {
+pub async fn update(
+    state: &SharedState,
+    path: &ResourcePath,
+    body: Value,
+    opts: WriteOptions,
+) -> Result<Response, ApiError> {
     let replicas = replicas_of(&body)?;
     let precondition = match meta_str(&body, "resourceVersion") {
         None | Some("") => None,
@@ -98,14 +113,20 @@ pub async fn patch(
     opts: WriteOptions,
 ) -> Result<Response, ApiError> {
     write_scale(state, path, opts, None, |scale| {
-        let patched = patch::apply_patch(patch_type, "Scale", scale, body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let patched =
+            patch::apply_patch(patch_type, "Scale", scale, body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         replicas_of(&patched)
     })
     .await
 }
 
 /// `POST pods/<name>/binding`: sets `spec.nodeName` once, with the PodScheduled condition.
-pub async fn bind(state: &SharedState, path: &ResourcePath, body: Value, opts: WriteOptions) -> Result<Response, ApiError> {
+pub async fn bind(
+    state: &SharedState,
+    path: &ResourcePath,
+    body: Value,
+    opts: WriteOptions,
+) -> Result<Response, ApiError> {
     let target = body
         .get("target")
         .and_then(|t| t.get("name"))
@@ -126,7 +147,13 @@ pub async fn bind(state: &SharedState, path: &ResourcePath, body: Value, opts: W
 /// Assigns a pod to a node: sets `spec.nodeName` (once; a bound or terminating pod is a
 /// `Conflict`) and the PodScheduled=True condition. The one binding path, shared by
 /// `pods/binding` and the in-process scheduler.
-pub async fn bind_pod(registry: &Registry, ns: Option<&str>, pod_name: &str, node: &str, opts: WriteOptions) -> Result<Written, ApiError> {
+pub async fn bind_pod(
+    registry: &Registry,
+    ns: Option<&str>,
+    pod_name: &str,
+    node: &str,
+    opts: WriteOptions,
+) -> Result<Written, ApiError> {
     let info = catalog::find("", "v1", "pods").ok_or(ApiError::NoRoute)?;
     registry
         .update_with(info, ns, pod_name, Some("binding"), opts, None, |old| {

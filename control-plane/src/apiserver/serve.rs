@@ -97,10 +97,7 @@ pub async fn serve(
     async move {
         let acceptor = tls.map(TlsAcceptor::from);
         let graceful = GracefulShutdown::new();
-        let executor = OwnedExecutor {
-            tracker: TaskTracker::new(),
-            hard_stop: CancellationToken::new(),
-        };
+        let executor = OwnedExecutor { tracker: TaskTracker::new(), hard_stop: CancellationToken::new() };
         let mut connections = JoinSet::new();
         tracing::info!("API server listening");
 
@@ -141,15 +138,8 @@ pub async fn serve(
         }
 
         drop(listener);
-        tracing::info!(
-            open = graceful.count(),
-            ?drain,
-            "shutting down: draining connections"
-        );
-        if tokio::time::timeout(drain, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        tracing::info!(open = graceful.count(), ?drain, "shutting down: draining connections");
+        if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
             tracing::warn!("drain timeout elapsed; closing remaining connections");
         }
         executor.hard_stop.cancel();
@@ -187,11 +177,7 @@ impl Connection {
         // Small API responses and watch events should not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let Some(acceptor) = self.acceptor.clone() else {
-            let peer = PeerInfo {
-                addr,
-                client_cert_cn: None,
-                client_cert_orgs: Vec::new(),
-            };
+            let peer = PeerInfo { addr, client_cert_cn: None, client_cert_orgs: Vec::new() };
             return self.http(TokioIo::new(stream), peer).await;
         };
         let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
@@ -217,11 +203,7 @@ impl Connection {
             .and_then(|chain| chain.first())
             .and_then(|leaf| cert_identity(leaf))
             .unwrap_or_default();
-        let peer = PeerInfo {
-            addr,
-            client_cert_cn: identity.common_name,
-            client_cert_orgs: identity.organizations,
-        };
+        let peer = PeerInfo { addr, client_cert_cn: identity.common_name, client_cert_orgs: identity.organizations };
         self.http(TokioIo::new(tls), peer).await;
     }
 
@@ -231,18 +213,14 @@ impl Connection {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let service = self
-            .app
-            .map_request(move |mut req: http::Request<Incoming>| {
-                req.extensions_mut().insert(peer.clone());
-                req
-            });
+        let service = self.app.map_request(move |mut req: http::Request<Incoming>| {
+            req.extensions_mut().insert(peer.clone());
+            req
+        });
         let mut builder = auto::Builder::new(self.executor);
         builder.http1().timer(TokioTimer::new());
         builder.http2().timer(TokioTimer::new());
-        let conn = builder
-            .serve_connection_with_upgrades(io, TowerToHyperService::new(service))
-            .into_owned();
+        let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service)).into_owned();
         if let Err(e) = self.watcher.watch(conn).await {
             tracing::debug!(error = %e, "connection closed with error");
         }

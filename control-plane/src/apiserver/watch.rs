@@ -47,7 +47,9 @@ pub async fn serve(state: SharedState, path: ResourcePath, q: Query, table: bool
     let filter = Filter::parse(path.info, q.label_selector.as_deref(), q.field_selector.as_deref())?;
     let start = match q.resource_version.as_deref() {
         None | Some("") | Some("0") => None,
-        Some(rv) => Some(rv.parse::<Revision>().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?),
+        Some(rv) => {
+            Some(rv.parse::<Revision>().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?)
+        }
     };
     let initial = start.is_none() || q.send_initial_events();
     let timeout = q.timeout_seconds.map(Duration::from_secs).unwrap_or(MAX_WATCH).min(MAX_WATCH);
@@ -62,7 +64,14 @@ pub async fn serve(state: SharedState, path: ResourcePath, q: Query, table: bool
 }
 
 impl Watch {
-    async fn run(mut self, start: Option<Revision>, initial: bool, initial_end_bookmark: bool, bookmarks: bool, timeout: Duration) {
+    async fn run(
+        mut self,
+        start: Option<Revision>,
+        initial: bool,
+        initial_end_bookmark: bool,
+        bookmarks: bool,
+        timeout: Duration,
+    ) {
         let mut last_rev = match self.initial_events(start, initial, initial_end_bookmark).await {
             Ok(rev) => rev,
             Err(e) => {
@@ -112,7 +121,12 @@ impl Watch {
     }
 
     /// Sends the initial state when asked; returns the revision to watch after.
-    async fn initial_events(&mut self, start: Option<Revision>, initial: bool, end_bookmark: bool) -> Result<Revision, ApiError> {
+    async fn initial_events(
+        &mut self,
+        start: Option<Revision>,
+        initial: bool,
+        end_bookmark: bool,
+    ) -> Result<Revision, ApiError> {
         if !initial {
             // A compacted revision is reported by `Store::watch` itself (→ 410 ERROR event).
             return Ok(start.unwrap_or(0));
@@ -140,7 +154,8 @@ impl Watch {
             return true;
         }
         let now_matches = self.filter.matches(&new);
-        let was_matching = ev.prev.as_ref().and_then(|p| object::decode(p).ok()).is_some_and(|p| self.filter.matches(&p));
+        let was_matching =
+            ev.prev.as_ref().and_then(|p| object::decode(p).ok()).is_some_and(|p| self.filter.matches(&p));
         let kind = match ev.kind {
             EventKind::Create if now_matches => "ADDED",
             EventKind::Update if now_matches && was_matching => "MODIFIED",
@@ -155,7 +170,8 @@ impl Watch {
     async fn send(&mut self, kind: &str, obj: Value) -> bool {
         let obj = if self.table {
             let rv = object::meta_str(&obj, "resourceVersion").unwrap_or("").to_string();
-            let mut t = table::to_table(self.path.info.kind, std::slice::from_ref(&obj), IncludeObject::Metadata, &rv, None);
+            let mut t =
+                table::to_table(self.path.info.kind, std::slice::from_ref(&obj), IncludeObject::Metadata, &rv, None);
             // Column definitions travel once, with the first event, as the Go server does.
             if self.headers_sent {
                 t["columnDefinitions"] = json!([]);

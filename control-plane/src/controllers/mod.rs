@@ -63,6 +63,28 @@ impl<T> Context<T> for Result<T, ApiError> {
     }
 }
 
+/// Replaces the status of `ns/name` with `status` through the status subresource (as a
+/// controller's status write in Kubernetes); an object deleted meanwhile is not an error.
+pub(crate) async fn write_status(
+    registry: &Registry,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    status: serde_json::Value,
+) -> Result<(), ReconcileError> {
+    let result = registry
+        .update_with(info, ns, name, Some("status"), crate::registry::rest::WriteOptions::default(), None, |old| {
+            let mut new = old.clone();
+            new["status"] = status.clone();
+            Ok(new)
+        })
+        .await;
+    match result {
+        Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e).context(|| format!("updating status of {} {name}", info.kind)),
+    }
+}
+
 /// The resource info of a core or apps kind (always in the catalog).
 pub(crate) fn info(group: &str, plural: &str) -> &'static ResourceInfo {
     catalog::find(group, "v1", plural).expect("core and apps v1 kinds are in the catalog")

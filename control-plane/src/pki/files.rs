@@ -16,23 +16,13 @@ pub(crate) const PUBLIC_MODE: u32 = 0o644;
 
 /// Writes `contents` to `path` atomically with the given permission bits.
 pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp: PathBuf = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
-    let io_err = |source| PkiError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |source| PkiError::Io { path: path.to_path_buf(), source };
     // A stale temporary from a crash may exist with a wider mode; never reuse it.
     let _ = fs::remove_file(&tmp);
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         file.write_all(contents)?;
         file.sync_all()?;
         fs::rename(&tmp, path)
@@ -48,10 +38,7 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, PkiError> {
     match fs::read_to_string(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(PkiError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(PkiError::Io { path: path.to_path_buf(), source }),
     }
 }
 
@@ -69,9 +56,6 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).expect("read"), "two");
         let mode = fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(
-            read_optional(&dir.path().join("missing")).expect("read"),
-            None
-        );
+        assert_eq!(read_optional(&dir.path().join("missing")).expect("read"), None);
     }
 }

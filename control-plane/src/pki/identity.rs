@@ -17,15 +17,7 @@ pub struct CertIdentity {
 pub fn cert_identity(der: &[u8]) -> Option<CertIdentity> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let subject = cert.subject();
-    let common_name = subject
-        .iter_common_name()
-        .find_map(|a| a.as_str().ok().map(str::to_string));
-    let organizations = subject
-        .iter_organization()
-        .filter_map(|a| a.as_str().ok().map(str::to_string))
-        .collect();
-    Some(CertIdentity {
-        common_name,
-        organizations,
-    })
+    let common_name = subject.iter_common_name().find_map(|a| a.as_str().ok().map(str::to_string));
+    let organizations = subject.iter_organization().filter_map(|a| a.as_str().ok().map(str::to_string)).collect();
+    Some(CertIdentity { common_name, organizations })
 }

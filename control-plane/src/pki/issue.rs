@@ -5,8 +5,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
 };
 
 use super::PkiError;
@@ -38,19 +38,14 @@ impl std::fmt::Debug for PemPair {
 /// rcgen uses `time::OffsetDateTime`; we build it from the Unix epoch so we need no direct
 /// dependency on the `time` crate.
 fn validity(params: &mut CertificateParams, lifetime: Duration) {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let epoch = rcgen::date_time_ymd(1970, 1, 1);
     params.not_before = epoch + since_epoch.saturating_sub(CLOCK_SKEW);
     params.not_after = epoch + since_epoch + lifetime;
 }
 
 fn new_key() -> Result<KeyPair, PkiError> {
-    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| PkiError::Generate {
-        what: "key pair",
-        source: e,
-    })
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| PkiError::Generate { what: "key pair", source: e })
 }
 
 /// Generates the self-signed cluster CA.
@@ -62,32 +57,16 @@ pub(crate) fn ca() -> Result<PemPair, PkiError> {
     dn.push(DnType::OrganizationName, "skiff");
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     validity(&mut params, CA_VALIDITY);
-    let cert = params.self_signed(&key).map_err(|e| PkiError::Generate {
-        what: "CA certificate",
-        source: e,
-    })?;
-    Ok(PemPair {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    let cert = params.self_signed(&key).map_err(|e| PkiError::Generate { what: "CA certificate", source: e })?;
+    Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 
 /// Parses the CA so it can sign.
 fn issuer(ca: &PemPair) -> Result<Issuer<'static, KeyPair>, PkiError> {
-    let key = KeyPair::from_pem(&ca.key_pem).map_err(|e| PkiError::Parse {
-        what: "CA key",
-        source: e,
-    })?;
-    Issuer::from_ca_cert_pem(&ca.cert_pem, key).map_err(|e| PkiError::Parse {
-        what: "CA certificate",
-        source: e,
-    })
+    let key = KeyPair::from_pem(&ca.key_pem).map_err(|e| PkiError::Parse { what: "CA key", source: e })?;
+    Issuer::from_ca_cert_pem(&ca.cert_pem, key).map_err(|e| PkiError::Parse { what: "CA certificate", source: e })
 }
 
 /// Converts a host string to a SAN: IP addresses become IP SANs, anything else a DNS name.
@@ -95,13 +74,7 @@ pub(crate) fn san(host: &str) -> Result<SanType, PkiError> {
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Ok(SanType::IpAddress(ip));
     }
-    let name = host
-        .to_string()
-        .try_into()
-        .map_err(|e| PkiError::InvalidHost {
-            host: host.to_string(),
-            source: e,
-        })?;
+    let name = host.to_string().try_into().map_err(|e| PkiError::InvalidHost { host: host.to_string(), source: e })?;
     Ok(SanType::DnsName(name))
 }
 
@@ -123,16 +96,9 @@ pub(crate) fn named_server_cert(ca: &PemPair, common_name: &str, hosts: &[String
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     validity(&mut params, LEAF_VALIDITY);
-    let cert = params
-        .signed_by(&key, &issuer)
-        .map_err(|e| PkiError::Generate {
-            what: "server certificate",
-            source: e,
-        })?;
-    Ok(PemPair {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    let cert =
+        params.signed_by(&key, &issuer).map_err(|e| PkiError::Generate { what: "server certificate", source: e })?;
+    Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 
 /// Issues a client certificate: the Kubernetes convention is user = CN, groups = O entries.
@@ -140,11 +106,7 @@ pub(crate) fn named_server_cert(ca: &PemPair, common_name: &str, hosts: &[String
 /// rcgen keeps one value per attribute type, so a second `O` is written under the same OID
 /// through `DnType::CustomDnType`; that caps us at two organizations, enough for node and
 /// admin identities (`system:nodes`, `system:masters`).
-pub(crate) fn client_cert(
-    ca: &PemPair,
-    common_name: &str,
-    organizations: &[String],
-) -> Result<PemPair, PkiError> {
+pub(crate) fn client_cert(ca: &PemPair, common_name: &str, organizations: &[String]) -> Result<PemPair, PkiError> {
     if organizations.len() > 2 {
         return Err(PkiError::TooManyOrganizations(organizations.len()));
     }
@@ -156,10 +118,7 @@ pub(crate) fn client_cert(
         dn.push(DnType::OrganizationName, first.as_str());
     }
     if let Some(second) = organizations.get(1) {
-        dn.push(
-            DnType::CustomDnType(OID_ORGANIZATION_NAME.to_vec()),
-            second.as_str(),
-        );
+        dn.push(DnType::CustomDnType(OID_ORGANIZATION_NAME.to_vec()), second.as_str());
     }
     dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
@@ -167,16 +126,9 @@ pub(crate) fn client_cert(
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
     validity(&mut params, LEAF_VALIDITY);
-    let cert = params
-        .signed_by(&key, &issuer)
-        .map_err(|e| PkiError::Generate {
-            what: "client certificate",
-            source: e,
-        })?;
-    Ok(PemPair {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    let cert =
+        params.signed_by(&key, &issuer).map_err(|e| PkiError::Generate { what: "client certificate", source: e })?;
+    Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 
 /// How long before expiry a serving certificate is re-issued.

@@ -12,12 +12,7 @@ use super::files::{SECRET_MODE, write_atomic};
 /// Writes a kubeconfig with cluster `skiff`, user `admin` (bearer `token`) and context `skiff`
 /// as the current context. The file holds a credential, so it is mode 0600 and written
 /// atomically (temporary file + rename).
-pub fn write_kubeconfig(
-    path: &Path,
-    server_url: &str,
-    ca_pem: &str,
-    token: &str,
-) -> Result<(), PkiError> {
+pub fn write_kubeconfig(path: &Path, server_url: &str, ca_pem: &str, token: &str) -> Result<(), PkiError> {
     let ca_data = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
     let config = json!({
         "apiVersion": "v1",
@@ -42,10 +37,7 @@ pub fn write_kubeconfig(
     });
     let yaml = serde_yaml::to_string(&config).map_err(PkiError::Kubeconfig)?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|source| PkiError::Io {
-            path: parent.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(parent).map_err(|source| PkiError::Io { path: parent.to_path_buf(), source })?;
     }
     write_atomic(path, yaml.as_bytes(), SECRET_MODE)
 }
@@ -66,16 +58,9 @@ mod tests {
         let v: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
         assert_eq!(v["current-context"], "skiff");
         assert_eq!(v["clusters"][0]["name"], "skiff");
-        assert_eq!(
-            v["clusters"][0]["cluster"]["server"],
-            "https://127.0.0.1:6443"
-        );
-        let data = v["clusters"][0]["cluster"]["certificate-authority-data"]
-            .as_str()
-            .expect("ca data");
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .expect("base64");
+        assert_eq!(v["clusters"][0]["cluster"]["server"], "https://127.0.0.1:6443");
+        let data = v["clusters"][0]["cluster"]["certificate-authority-data"].as_str().expect("ca data");
+        let decoded = base64::engine::general_purpose::STANDARD.decode(data).expect("base64");
         assert_eq!(decoded, ca.as_bytes());
         assert_eq!(v["users"][0]["name"], "admin");
         assert_eq!(v["users"][0]["user"]["token"], "tok123");

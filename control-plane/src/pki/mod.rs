@@ -120,9 +120,7 @@ pub struct ClusterPki {
 impl std::fmt::Debug for ClusterPki {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Keys and the token are secrets: show only where they live.
-        f.debug_struct("ClusterPki")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
+        f.debug_struct("ClusterPki").field("dir", &self.dir).finish_non_exhaustive()
     }
 }
 
@@ -131,10 +129,7 @@ impl ClusterPki {
     /// DNS names) the API server is reached by; the serving certificate is re-issued when one
     /// of them (or a built-in name) is missing or it expires within 30 days.
     pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<ClusterPki, PkiError> {
-        std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| PkiError::Io { path: dir.to_path_buf(), source })?;
         let ca = load_or_create_ca(dir)?;
         let admin_token = load_or_create_token(dir)?;
         let sans = server_sans(hosts)?;
@@ -157,12 +152,7 @@ impl ClusterPki {
                 pair
             }
         };
-        Ok(ClusterPki {
-            dir: dir.to_path_buf(),
-            ca,
-            server,
-            admin_token,
-        })
+        Ok(ClusterPki { dir: dir.to_path_buf(), ca, server, admin_token })
     }
 
     /// The cluster CA certificate (PEM).
@@ -199,11 +189,7 @@ impl ClusterPki {
     /// Issues a client certificate signed by the cluster CA: `common_name` is the user,
     /// `organizations` (at most two) the groups. Returns `(cert_pem, key_pem)`; nothing is
     /// written to disk.
-    pub fn issue_client_cert(
-        &self,
-        common_name: &str,
-        organizations: &[String],
-    ) -> Result<(String, String), PkiError> {
+    pub fn issue_client_cert(&self, common_name: &str, organizations: &[String]) -> Result<(String, String), PkiError> {
         let pair = issue::client_cert(&self.ca, common_name, organizations)?;
         Ok((pair.cert_pem, pair.key_pem))
     }
@@ -219,10 +205,12 @@ impl ClusterPki {
     /// processes besides the API server that share its data dir, such as tests).
     pub fn load_existing(dir: &Path) -> Result<ClusterPki, PkiError> {
         let read = |name: &str, what: &'static str| -> Result<String, PkiError> {
-            read_optional(&dir.join(name))?.ok_or_else(|| PkiError::Pem { what, reason: format!("{} is missing", dir.join(name).display()) })
+            read_optional(&dir.join(name))?
+                .ok_or_else(|| PkiError::Pem { what, reason: format!("{} is missing", dir.join(name).display()) })
         };
         let ca = PemPair { cert_pem: read("ca.crt", "CA certificate")?, key_pem: read("ca.key", "CA key")? };
-        let server = PemPair { cert_pem: read("server.crt", "server certificate")?, key_pem: read("server.key", "server key")? };
+        let server =
+            PemPair { cert_pem: read("server.crt", "server certificate")?, key_pem: read("server.key", "server key")? };
         let admin_token = read("admin.token", "admin token")?.trim().to_string();
         Ok(ClusterPki { dir: dir.to_path_buf(), ca, server, admin_token })
     }
@@ -261,9 +249,7 @@ fn load_or_create_ca(dir: &Path) -> Result<PemPair, PkiError> {
             write_atomic(&cert_path, pair.cert_pem.as_bytes(), PUBLIC_MODE)?;
             Ok(pair)
         }
-        _ => Err(PkiError::IncompleteCa {
-            dir: dir.to_path_buf(),
-        }),
+        _ => Err(PkiError::IncompleteCa { dir: dir.to_path_buf() }),
     }
 }
 
@@ -285,13 +271,10 @@ fn load_or_create_token(dir: &Path) -> Result<String, PkiError> {
 
 /// The machine's host name, if it is usable as a certificate name.
 fn machine_hostname() -> Option<String> {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())?;
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().or_else(|| std::env::var("HOSTNAME").ok())?;
     let name = raw.trim().to_string();
-    let usable = !name.is_empty()
-        && rustls::pki_types::ServerName::try_from(name.as_str()).is_ok()
-        && issue::san(&name).is_ok();
+    let usable =
+        !name.is_empty() && rustls::pki_types::ServerName::try_from(name.as_str()).is_ok() && issue::san(&name).is_ok();
     if !usable {
         tracing::warn!(hostname = %name, "host name is not a valid certificate name; skipping it");
     }

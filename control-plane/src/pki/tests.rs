@@ -12,25 +12,16 @@ use rustls::server::WebPkiClientVerifier;
 use super::*;
 
 fn now() -> UnixTime {
-    UnixTime::since_unix_epoch(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after epoch"),
-    )
+    UnixTime::since_unix_epoch(SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after epoch"))
 }
 
 fn verify_server_name(pki: &ClusterPki, name: &str) -> bool {
-    let verifier = WebPkiServerVerifier::builder_with_provider(
-        pki.ca_root_store().expect("roots"),
-        tls::provider(),
-    )
-    .build()
-    .expect("verifier");
+    let verifier = WebPkiServerVerifier::builder_with_provider(pki.ca_root_store().expect("roots"), tls::provider())
+        .build()
+        .expect("verifier");
     let cert = CertificateDer::from_pem_slice(pki.server_cert_pem().as_bytes()).expect("cert");
     let name = ServerName::try_from(name.to_string()).expect("name");
-    verifier
-        .verify_server_cert(&cert, &[], &name, &[], now())
-        .is_ok()
+    verifier.verify_server_cert(&cert, &[], &name, &[], now()).is_ok()
 }
 
 fn mode(path: &Path) -> u32 {
@@ -100,15 +91,8 @@ fn incomplete_ca_is_refused() {
 #[test]
 fn invalid_host_is_rejected() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let err = ClusterPki::load_or_create(dir.path(), &["bad host!".to_string()])
-        .expect_err("must reject");
-    assert!(
-        matches!(
-            err,
-            PkiError::InvalidHost { .. } | PkiError::UnverifiableHost(_)
-        ),
-        "{err}"
-    );
+    let err = ClusterPki::load_or_create(dir.path(), &["bad host!".to_string()]).expect_err("must reject");
+    assert!(matches!(err, PkiError::InvalidHost { .. } | PkiError::UnverifiableHost(_)), "{err}");
 }
 
 #[test]
@@ -116,31 +100,21 @@ fn client_cert_verifies_and_carries_identity() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = ClusterPki::load_or_create(dir.path(), &[]).expect("create");
     let groups = vec!["system:nodes".to_string(), "ops".to_string()];
-    let (cert_pem, key_pem) = pki
-        .issue_client_cert("system:node:n1", &groups)
-        .expect("issue");
+    let (cert_pem, key_pem) = pki.issue_client_cert("system:node:n1", &groups).expect("issue");
     assert!(key_pem.contains("PRIVATE KEY"));
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("cert");
 
-    let verifier = WebPkiClientVerifier::builder_with_provider(
-        pki.ca_root_store().expect("roots"),
-        tls::provider(),
-    )
-    .build()
-    .expect("verifier");
-    verifier
-        .verify_client_cert(&der, &[], now())
-        .expect("client cert chains to the CA");
+    let verifier = WebPkiClientVerifier::builder_with_provider(pki.ca_root_store().expect("roots"), tls::provider())
+        .build()
+        .expect("verifier");
+    verifier.verify_client_cert(&der, &[], now()).expect("client cert chains to the CA");
 
     let id = cert_identity(&der).expect("parse");
     assert_eq!(id.common_name.as_deref(), Some("system:node:n1"));
     assert_eq!(id.organizations, groups);
 
     let too_many = vec!["a".to_string(), "b".to_string(), "c".to_string()];
-    assert!(matches!(
-        pki.issue_client_cert("x", &too_many),
-        Err(PkiError::TooManyOrganizations(3))
-    ));
+    assert!(matches!(pki.issue_client_cert("x", &too_many), Err(PkiError::TooManyOrganizations(3))));
 }
 
 #[test]
@@ -148,20 +122,20 @@ fn server_tls_config_advertises_alpn() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = ClusterPki::load_or_create(dir.path(), &[]).expect("create");
     let config = pki.server_tls_config().expect("config");
-    assert_eq!(
-        config.alpn_protocols,
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    );
+    assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
 }
 
 #[test]
 fn node_serving_cert_and_kubelet_client_config() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = ClusterPki::load_or_create(dir.path(), &[]).expect("create");
-    let (cert_pem, key_pem) = pki.issue_server_cert("node-a", &["127.244.0.1".to_string(), "node-a".to_string()]).expect("issue");
+    let (cert_pem, key_pem) =
+        pki.issue_server_cert("node-a", &["127.244.0.1".to_string(), "node-a".to_string()]).expect("issue");
     assert!(key_pem.contains("PRIVATE KEY"));
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("pem");
-    let verifier = WebPkiServerVerifier::builder_with_provider(pki.ca_root_store().expect("roots"), tls::provider()).build().expect("verifier");
+    let verifier = WebPkiServerVerifier::builder_with_provider(pki.ca_root_store().expect("roots"), tls::provider())
+        .build()
+        .expect("verifier");
     for name in ["127.244.0.1", "node-a"] {
         let server_name = ServerName::try_from(name).expect("name");
         verifier.verify_server_cert(&der, &[], &server_name, &[], now()).expect("valid for the node's names");

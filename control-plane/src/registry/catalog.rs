@@ -72,10 +72,8 @@ where
             path: json_path(&e.path().to_string()),
             message: e.inner().to_string(),
         })?;
-        let value = serde_json::to_value(&typed).map_err(|e| DecodeError::Invalid {
-            path: ".".into(),
-            message: e.to_string(),
-        })?;
+        let value = serde_json::to_value(&typed)
+            .map_err(|e| DecodeError::Invalid { path: ".".into(), message: e.to_string() })?;
         Ok(Decoded { value, unknown_fields })
     }
 

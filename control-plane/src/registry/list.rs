@@ -25,12 +25,16 @@ impl Filter {
     /// unsupported field label).
     pub fn parse(info: &ResourceInfo, labels: Option<&str>, fields: Option<&str>) -> Result<Filter, ApiError> {
         let labels = match labels.filter(|s| !s.trim().is_empty()) {
-            Some(s) => Some(LabelSelector::parse(s).map_err(|e| ApiError::BadRequest(format!("unable to parse requirement: {e}")))?),
+            Some(s) => Some(
+                LabelSelector::parse(s)
+                    .map_err(|e| ApiError::BadRequest(format!("unable to parse requirement: {e}")))?,
+            ),
             None => None,
         };
         let fields = match fields.filter(|s| !s.trim().is_empty()) {
             Some(s) => {
-                let sel = FieldSelector::parse(s).map_err(|e| ApiError::BadRequest(format!("invalid field selector: {e}")))?;
+                let sel = FieldSelector::parse(s)
+                    .map_err(|e| ApiError::BadRequest(format!("invalid field selector: {e}")))?;
                 skiff_api::fields::check_supported(info.kind, &sel).map_err(|e| ApiError::BadRequest(e.to_string()))?;
                 Some(sel)
             }

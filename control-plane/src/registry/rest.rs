@@ -10,8 +10,8 @@ use skiff_api::{defaults, validation};
 use tracing::instrument;
 
 use super::catalog::ResourceInfo;
-use super::object::{self, meta_mut, meta_str};
 use super::namespaces::NamespaceCache;
+use super::object::{self, meta_mut, meta_str};
 use super::strategy;
 use crate::apiserver::error::ApiError;
 use crate::apiserver::request::FieldValidation;
@@ -140,7 +140,8 @@ impl Registry {
                     return Ok(Written { object: obj, warnings });
                 }
                 // A generated name collided: draw another.
-                Err(StoreError::AlreadyExists(_)) if generate_name.is_some() && meta_str(&obj, "generateName").is_some() => {}
+                Err(StoreError::AlreadyExists(_))
+                    if generate_name.is_some() && meta_str(&obj, "generateName").is_some() => {}
                 Err(e) => return Err(store_err(e, info, &name)),
             }
         }
@@ -169,7 +170,8 @@ impl Registry {
             None | Some("") => None,
             Some(rv) => Some(parse_rv(rv)?),
         };
-        let mut written = self.update_with(info, ns, name, subresource, opts, precondition, |_old| Ok(new.clone())).await?;
+        let mut written =
+            self.update_with(info, ns, name, subresource, opts, precondition, |_old| Ok(new.clone())).await?;
         written.warnings.extend(warnings);
         Ok(written)
     }
@@ -193,7 +195,12 @@ impl Registry {
     {
         let key = info.key(ns, name);
         for _ in 0..MAX_RETRIES {
-            let kv = self.store.get(&key).await.map_err(|e| store_err(e, info, name))?.ok_or_else(|| not_found(info, name))?;
+            let kv = self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| store_err(e, info, name))?
+                .ok_or_else(|| not_found(info, name))?;
             let old = object::decode(&kv)?;
             if let Some(rv) = precondition
                 && rv != kv.mod_revision
@@ -261,7 +268,12 @@ impl Registry {
     ) -> Result<Deleted, ApiError> {
         let key = info.key(ns, name);
         for _ in 0..MAX_RETRIES {
-            let kv = self.store.get(&key).await.map_err(|e| store_err(e, info, name))?.ok_or_else(|| not_found(info, name))?;
+            let kv = self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| store_err(e, info, name))?
+                .ok_or_else(|| not_found(info, name))?;
             let mut obj = object::decode(&kv)?;
             if let Some(uid) = &opts.precondition_uid
                 && Some(uid.as_str()) != meta_str(&obj, "uid")
@@ -309,7 +321,11 @@ impl Registry {
             if !already_terminating {
                 meta.insert("deletionTimestamp".into(), json!(object::now_plus(grace)));
                 meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
-            } else if graceful || opts.grace_period_seconds.is_some_and(|g| g < meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(i64::MAX)) {
+            } else if graceful
+                || opts.grace_period_seconds.is_some_and(|g| {
+                    g < meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(i64::MAX)
+                })
+            {
                 meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
             }
             if !finalizers.is_empty() {
@@ -336,7 +352,8 @@ impl Registry {
         if info.kind != "Pod" {
             return 0;
         }
-        let bound = obj.get("spec").and_then(|s| s.get("nodeName")).and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        let bound =
+            obj.get("spec").and_then(|s| s.get("nodeName")).and_then(Value::as_str).is_some_and(|n| !n.is_empty());
         let phase = obj.get("status").and_then(|s| s.get("phase")).and_then(Value::as_str).unwrap_or("");
         if !bound || matches!(phase, "Succeeded" | "Failed") {
             return 0;
@@ -395,7 +412,8 @@ pub fn decode_body(
         Some(k) if k == info.kind => {}
         Some(k) => {
             return Err(ApiError::BadRequest(format!(
-                "the kind in the data ({k}) does not match the expected kind ({}) for this URL", info.kind
+                "the kind in the data ({k}) does not match the expected kind ({}) for this URL",
+                info.kind
             )));
         }
     }
@@ -416,9 +434,13 @@ pub fn decode_body(
         m.remove("namespace");
     }
     let decoded = info.codec.decode(body).map_err(|e| {
-        ApiError::BadRequest(format!("{} in version \"{}\" cannot be handled as a {}: {e}", info.kind, info.version, info.kind))
+        ApiError::BadRequest(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {e}",
+            info.kind, info.version, info.kind
+        ))
     })?;
-    let unknown: Vec<String> = decoded.unknown_fields.iter().map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.'))).collect();
+    let unknown: Vec<String> =
+        decoded.unknown_fields.iter().map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.'))).collect();
     match fv {
         FieldValidation::Strict if !unknown.is_empty() => Err(ApiError::BadRequest(format!(
             "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
@@ -441,7 +463,11 @@ pub fn not_found(info: &ResourceInfo, name: &str) -> ApiError {
 }
 
 fn conflict(info: &ResourceInfo, name: &str) -> ApiError {
-    ApiError::from_store(StoreError::Conflict { key: String::new(), expected: 0, actual: 0 }, &info.resource_name(), name)
+    ApiError::from_store(
+        StoreError::Conflict { key: String::new(), expected: 0, actual: 0 },
+        &info.resource_name(),
+        name,
+    )
 }
 
 pub fn store_err(e: StoreError, info: &ResourceInfo, name: &str) -> ApiError {

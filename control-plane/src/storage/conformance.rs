@@ -11,9 +11,8 @@ use super::{KeyValue, ListOptions, SharedStore, StoreError, WatchEvent, WatchStr
 
 mod watch;
 use self::watch::{
-    compaction_makes_old_revisions_gone, delete_event_carries_the_previous_value,
-    watch_filters_by_prefix, watch_from_now_sees_only_later_events,
-    watch_replays_history_then_continues_live,
+    compaction_makes_old_revisions_gone, delete_event_carries_the_previous_value, watch_filters_by_prefix,
+    watch_from_now_sees_only_later_events, watch_replays_history_then_continues_live,
 };
 
 /// Every wait in the suite is bounded by this.
@@ -43,10 +42,7 @@ async fn watch_outcome(store: &SharedStore, prefix: &str, after: i64) -> Result<
 }
 
 async fn create(store: &SharedStore, key: &str, value: &str) -> KeyValue {
-    store
-        .create(key, value.as_bytes().to_vec())
-        .await
-        .expect("create succeeds")
+    store.create(key, value.as_bytes().to_vec()).await.expect("create succeeds")
 }
 
 fn keys(items: &[KeyValue]) -> Vec<&str> {
@@ -57,39 +53,19 @@ pub(super) async fn revision_is_global_and_monotonic(store: SharedStore) {
     let start = store.current_revision().await.expect("revision");
     let a = create(&store, "a/1", "x").await;
     let b = create(&store, "b/1", "y").await;
-    let a2 = store
-        .update("a/1", b"z".to_vec(), a.mod_revision)
-        .await
-        .expect("update");
-    assert!(
-        start < a.mod_revision
-            && a.mod_revision < b.mod_revision
-            && b.mod_revision < a2.mod_revision
-    );
+    let a2 = store.update("a/1", b"z".to_vec(), a.mod_revision).await.expect("update");
+    assert!(start < a.mod_revision && a.mod_revision < b.mod_revision && b.mod_revision < a2.mod_revision);
     assert_eq!(a.create_revision, a.mod_revision);
     assert_eq!(a2.create_revision, a.create_revision);
-    assert_eq!(
-        store.current_revision().await.expect("revision"),
-        a2.mod_revision
-    );
+    assert_eq!(store.current_revision().await.expect("revision"), a2.mod_revision);
 }
 
 pub(super) async fn get_returns_the_latest_value(store: SharedStore) {
     assert_eq!(store.get("pods/default/web").await.expect("get"), None);
     let created = create(&store, "pods/default/web", "v1").await;
-    assert_eq!(
-        store.get("pods/default/web").await.expect("get"),
-        Some(created.clone())
-    );
-    let updated = store
-        .update("pods/default/web", b"v2".to_vec(), created.mod_revision)
-        .await
-        .expect("update");
-    let got = store
-        .get("pods/default/web")
-        .await
-        .expect("get")
-        .expect("present");
+    assert_eq!(store.get("pods/default/web").await.expect("get"), Some(created.clone()));
+    let updated = store.update("pods/default/web", b"v2".to_vec(), created.mod_revision).await.expect("update");
+    let got = store.get("pods/default/web").await.expect("get").expect("present");
     assert_eq!(got, updated);
     assert_eq!(got.value, b"v2");
 }
@@ -97,72 +73,38 @@ pub(super) async fn get_returns_the_latest_value(store: SharedStore) {
 pub(super) async fn create_twice_is_already_exists(store: SharedStore) {
     create(&store, "k", "1").await;
     let again = store.create("k", b"2".to_vec()).await;
-    assert!(
-        matches!(again, Err(StoreError::AlreadyExists(ref k)) if k == "k"),
-        "{again:?}"
-    );
-    assert_eq!(
-        store.get("k").await.expect("get").expect("present").value,
-        b"1"
-    );
+    assert!(matches!(again, Err(StoreError::AlreadyExists(ref k)) if k == "k"), "{again:?}");
+    assert_eq!(store.get("k").await.expect("get").expect("present").value, b"1");
 }
 
 pub(super) async fn update_checks_the_revision(store: SharedStore) {
     let v1 = create(&store, "k", "1").await;
-    let v2 = store
-        .update("k", b"2".to_vec(), v1.mod_revision)
-        .await
-        .expect("update");
+    let v2 = store.update("k", b"2".to_vec(), v1.mod_revision).await.expect("update");
     let stale = store.update("k", b"3".to_vec(), v1.mod_revision).await;
     match stale {
-        Err(StoreError::Conflict {
-            key,
-            expected,
-            actual,
-        }) => {
-            assert_eq!(
-                (key.as_str(), expected, actual),
-                ("k", v1.mod_revision, v2.mod_revision)
-            );
+        Err(StoreError::Conflict { key, expected, actual }) => {
+            assert_eq!((key.as_str(), expected, actual), ("k", v1.mod_revision, v2.mod_revision));
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
     let missing = store.update("nope", b"x".to_vec(), v1.mod_revision).await;
-    assert!(
-        matches!(missing, Err(StoreError::NotFound(ref k)) if k == "nope"),
-        "{missing:?}"
-    );
+    assert!(matches!(missing, Err(StoreError::NotFound(ref k)) if k == "nope"), "{missing:?}");
     let missing_zero = store.update("nope", b"x".to_vec(), 0).await;
-    assert!(
-        matches!(missing_zero, Err(StoreError::NotFound(_))),
-        "{missing_zero:?}"
-    );
+    assert!(matches!(missing_zero, Err(StoreError::NotFound(_))), "{missing_zero:?}");
 }
 
 pub(super) async fn delete_checks_the_revision(store: SharedStore) {
     let v1 = create(&store, "k", "1").await;
     let wrong = store.delete("k", Some(v1.mod_revision + 100)).await;
-    assert!(
-        matches!(wrong, Err(StoreError::Conflict { .. })),
-        "{wrong:?}"
-    );
-    let deleted = store
-        .delete("k", Some(v1.mod_revision))
-        .await
-        .expect("delete");
+    assert!(matches!(wrong, Err(StoreError::Conflict { .. })), "{wrong:?}");
+    let deleted = store.delete("k", Some(v1.mod_revision)).await.expect("delete");
     assert_eq!(deleted.value, b"1");
     assert_eq!(deleted.create_revision, v1.create_revision);
     assert!(deleted.mod_revision > v1.mod_revision);
-    assert_eq!(
-        store.current_revision().await.expect("revision"),
-        deleted.mod_revision
-    );
+    assert_eq!(store.current_revision().await.expect("revision"), deleted.mod_revision);
     assert_eq!(store.get("k").await.expect("get"), None);
     let missing = store.delete("k", None).await;
-    assert!(
-        matches!(missing, Err(StoreError::NotFound(_))),
-        "{missing:?}"
-    );
+    assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
     create(&store, "u", "1").await;
     store.delete("u", None).await.expect("unconditional delete");
 }
@@ -171,25 +113,13 @@ pub(super) async fn list_is_scoped_to_the_prefix(store: SharedStore) {
     for key in ["pods/a/x", "pods/a/y", "pods/ab/x", "pods/b/z", "podsx"] {
         create(&store, key, key).await;
     }
-    let page = store
-        .list("pods/a/", ListOptions::default())
-        .await
-        .expect("list");
+    let page = store.list("pods/a/", ListOptions::default()).await.expect("list");
     assert_eq!(keys(&page.items), ["pods/a/x", "pods/a/y"]);
     assert_eq!(page.items[0].value, b"pods/a/x");
     assert_eq!(page.continue_after, None);
-    assert_eq!(
-        page.revision,
-        store.current_revision().await.expect("revision")
-    );
-    let all = store
-        .list("pods/", ListOptions::default())
-        .await
-        .expect("list");
-    assert_eq!(
-        keys(&all.items),
-        ["pods/a/x", "pods/a/y", "pods/ab/x", "pods/b/z"]
-    );
+    assert_eq!(page.revision, store.current_revision().await.expect("revision"));
+    let all = store.list("pods/", ListOptions::default()).await.expect("list");
+    assert_eq!(keys(&all.items), ["pods/a/x", "pods/a/y", "pods/ab/x", "pods/b/z"]);
     assert_eq!(store.count("pods/").await.expect("count"), 4);
     assert_eq!(store.count("pods/a/").await.expect("count"), 2);
     assert_eq!(store.count("none/").await.expect("count"), 0);
@@ -201,16 +131,7 @@ pub(super) async fn pagination_is_pinned_to_a_revision(store: SharedStore) {
         originals.push(create(&store, &format!("p/{i}"), &format!("v{i}")).await);
     }
     create(&store, "q/0", "outside").await;
-    let first = store
-        .list(
-            "p/",
-            ListOptions {
-                limit: 2,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("page 1");
+    let first = store.list("p/", ListOptions { limit: 2, ..Default::default() }).await.expect("page 1");
     assert_eq!(keys(&first.items), ["p/1", "p/2"]);
     assert_eq!(first.continue_after.as_deref(), Some("p/2"));
     assert_eq!(first.remaining, Some(3));
@@ -218,19 +139,12 @@ pub(super) async fn pagination_is_pinned_to_a_revision(store: SharedStore) {
     // Writes between pages must not show up in later pages.
     create(&store, "p/25", "new").await;
     store.delete("p/4", None).await.expect("delete");
-    store
-        .update("p/3", b"changed".to_vec(), originals[2].mod_revision)
-        .await
-        .expect("update");
+    store.update("p/3", b"changed".to_vec(), originals[2].mod_revision).await.expect("update");
 
     let mut items = first.items.clone();
     let mut next = first.continue_after.clone();
     while let Some(after) = next {
-        let opts = ListOptions {
-            limit: 2,
-            start_after: Some(after),
-            revision: first.revision,
-        };
+        let opts = ListOptions { limit: 2, start_after: Some(after), revision: first.revision };
         let page = store.list("p/", opts).await.expect("next page");
         assert_eq!(page.revision, first.revision);
         items.extend(page.items);
@@ -238,25 +152,11 @@ pub(super) async fn pagination_is_pinned_to_a_revision(store: SharedStore) {
     }
     assert_eq!(items, originals);
 
-    let latest = store
-        .list("p/", ListOptions::default())
-        .await
-        .expect("latest");
+    let latest = store.list("p/", ListOptions::default()).await.expect("latest");
     assert_eq!(keys(&latest.items), ["p/1", "p/2", "p/25", "p/3", "p/5"]);
     assert_eq!(latest.items[3].value, b"changed");
-    let future = store
-        .list(
-            "p/",
-            ListOptions {
-                revision: latest.revision + 10,
-                ..Default::default()
-            },
-        )
-        .await;
-    assert!(
-        matches!(future, Err(StoreError::FutureRevision { .. })),
-        "{future:?}"
-    );
+    let future = store.list("p/", ListOptions { revision: latest.revision + 10, ..Default::default() }).await;
+    assert!(matches!(future, Err(StoreError::FutureRevision { .. })), "{future:?}");
 }
 
 pub(super) async fn concurrent_creates_all_succeed(store: SharedStore) {
@@ -266,10 +166,7 @@ pub(super) async fn concurrent_creates_all_succeed(store: SharedStore) {
         tasks.spawn(async move {
             let mut revisions = Vec::new();
             for i in 0..50 {
-                let kv = store
-                    .create(&format!("load/{task}/{i}"), vec![7; 64])
-                    .await
-                    .expect("create");
+                let kv = store.create(&format!("load/{task}/{i}"), vec![7; 64]).await.expect("create");
                 revisions.push(kv.mod_revision);
             }
             revisions
@@ -360,20 +257,13 @@ mod fixtures {
     pub(super) async fn embedded() -> Fixture {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = EmbeddedStore::open(&dir.path().join("state.redb")).expect("the store opens");
-        Fixture {
-            store: Arc::new(store),
-            _guard: Box::new(dir),
-        }
+        Fixture { store: Arc::new(store), _guard: Box::new(dir) }
     }
 
     pub(super) async fn etcd() -> Fixture {
         let server = EtcdServer::start().await.expect("etcd starts");
-        let store = EtcdStore::connect(std::slice::from_ref(&server.endpoint), "/registry/")
-            .await
-            .expect("etcd connects");
-        Fixture {
-            store: Arc::new(store),
-            _guard: Box::new(server),
-        }
+        let store =
+            EtcdStore::connect(std::slice::from_ref(&server.endpoint), "/registry/").await.expect("etcd connects");
+        Fixture { store: Arc::new(store), _guard: Box::new(server) }
     }
 }

@@ -44,11 +44,8 @@ impl EtcdServer {
         let endpoint = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log_path = dir.join("etcd.log");
-        let log =
-            File::create(&log_path).map_err(|e| format!("creating {}: {e}", log_path.display()))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("duplicating log handle: {e}"))?;
+        let log = File::create(&log_path).map_err(|e| format!("creating {}: {e}", log_path.display()))?;
+        let log_err = log.try_clone().map_err(|e| format!("duplicating log handle: {e}"))?;
         let child = Command::new(binary())
             .arg("--name=default")
             .arg(format!("--data-dir={}", dir.join("data").display()))
@@ -67,11 +64,7 @@ impl EtcdServer {
             .spawn()
             .map_err(|e| format!("starting {}: {e}", binary().display()))?;
         // From here on, dropping `server` kills etcd and removes the directory.
-        let mut server = EtcdServer {
-            endpoint,
-            child,
-            dir,
-        };
+        let mut server = EtcdServer { endpoint, child, dir };
         server.wait_ready().await?;
         Ok(server)
     }
@@ -86,10 +79,7 @@ impl EtcdServer {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "etcd did not answer within {START_TIMEOUT:?}: {}",
-                    self.log_tail()
-                ));
+                return Err(format!("etcd did not answer within {START_TIMEOUT:?}: {}", self.log_tail()));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -131,21 +121,13 @@ fn binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let default = PathBuf::from("/usr/bin/etcd");
-    if default.exists() {
-        default
-    } else {
-        PathBuf::from("etcd")
-    }
+    if default.exists() { default } else { PathBuf::from("etcd") }
 }
 
 /// Two distinct free loopback ports (both held while choosing, so they differ).
 fn free_ports() -> Result<(u16, u16), String> {
     let bind = || TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"));
     let (a, b) = (bind()?, bind()?);
-    let port = |l: &TcpListener| {
-        l.local_addr()
-            .map(|a| a.port())
-            .map_err(|e| format!("reading port: {e}"))
-    };
+    let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).map_err(|e| format!("reading port: {e}"));
     Ok((port(&a)?, port(&b)?))
 }

@@ -12,11 +12,11 @@
 //! Backends: [`embedded`] (`redb`, one fsync'd file, the default) and [`etcd`]
 //! (`etcd-client`). The conformance suite in `conformance.rs` runs unchanged against both.
 
+#[cfg(test)]
+mod conformance;
 pub mod embedded;
 pub mod etcd;
 pub mod etcd_server;
-#[cfg(test)]
-mod conformance;
 
 use std::sync::Arc;
 

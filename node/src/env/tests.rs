@@ -51,9 +51,14 @@ fn pod() -> Pod {
     pod.metadata.name = Some("web".into());
     pod.metadata.namespace = Some("team".into());
     pod.metadata.uid = Some("u-1".into());
-    pod.metadata.labels = Some(BTreeMap::from([("app".to_string(), "web".to_string()), ("tier".to_string(), "front".to_string())]));
+    pod.metadata.labels =
+        Some(BTreeMap::from([("app".to_string(), "web".to_string()), ("tier".to_string(), "front".to_string())]));
     pod.metadata.annotations = Some(BTreeMap::from([("note".to_string(), "hi".to_string())]));
-    pod.spec = Some(PodSpec { node_name: Some("node-a".into()), service_account_name: Some("sa".into()), ..Default::default() });
+    pod.spec = Some(PodSpec {
+        node_name: Some("node-a".into()),
+        service_account_name: Some("sa".into()),
+        ..Default::default()
+    });
     pod.status = Some(PodStatus { host_ip: Some("10.0.0.5".into()), ..Default::default() });
     pod
 }
@@ -83,14 +88,21 @@ fn resource_refs() {
     let container = Container {
         name: "c".into(),
         resources: Some(ResourceRequirements {
-            limits: Some(BTreeMap::from([("cpu".to_string(), Quantity("250m".into())), ("memory".to_string(), Quantity("64Mi".into()))])),
+            limits: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("250m".into())),
+                ("memory".to_string(), Quantity("64Mi".into())),
+            ])),
             requests: Some(BTreeMap::from([("memory".to_string(), Quantity("32Mi".into()))])),
             ..Default::default()
         }),
         ..Default::default()
     };
     let node = NodeCapacity { cpu_millis: 4000, memory_bytes: 8 << 30 };
-    let sel = |resource: &str, divisor: Option<&str>| ResourceFieldSelector { resource: resource.into(), divisor: divisor.map(|d| Quantity(d.into())), container_name: None };
+    let sel = |resource: &str, divisor: Option<&str>| ResourceFieldSelector {
+        resource: resource.into(),
+        divisor: divisor.map(|d| Quantity(d.into())),
+        container_name: None,
+    };
     assert_eq!(resource_value(&container, &sel("limits.cpu", None), node).as_deref(), Ok("1"));
     assert_eq!(resource_value(&container, &sel("limits.cpu", Some("1m")), node).as_deref(), Ok("250"));
     assert_eq!(resource_value(&container, &sel("limits.memory", None), node).as_deref(), Ok("67108864"));

@@ -91,7 +91,10 @@ mod tests {
         );
         let lines: Vec<&[u8]> = out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
         let first = parse(lines[0]).expect("first");
-        assert_eq!((first.time, first.stream, first.full, first.text.as_slice()), (t, LogStream::Stdout, true, &b"hello world"[..]));
+        assert_eq!(
+            (first.time, first.stream, first.full, first.text.as_slice()),
+            (t, LogStream::Stdout, true, &b"hello world"[..])
+        );
         let second = parse(lines[1]).expect("second");
         assert_eq!((second.stream, second.full, second.text.as_slice()), (LogStream::Stderr, false, &b"part"[..]));
     }
@@ -106,7 +109,12 @@ mod tests {
 
     #[test]
     fn renders_with_and_without_timestamps() {
-        let entry = LogEntry { time: "2024-05-01T10:20:30Z".parse().expect("time"), stream: LogStream::Stdout, full: true, text: b"x".to_vec() };
+        let entry = LogEntry {
+            time: "2024-05-01T10:20:30Z".parse().expect("time"),
+            stream: LogStream::Stdout,
+            full: true,
+            text: b"x".to_vec(),
+        };
         let mut out = Vec::new();
         render(&mut out, &entry, false);
         render(&mut out, &entry, true);

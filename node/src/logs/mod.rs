@@ -144,7 +144,13 @@ impl LogStore {
     }
 
     /// The log of `namespace/pod/container` as a byte stream (see [`LogOptions`]).
-    pub async fn read(&self, namespace: &str, pod: &str, container: &str, opts: LogOptions) -> Result<LogBody, LogError> {
+    pub async fn read(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        opts: LogOptions,
+    ) -> Result<LogBody, LogError> {
         let run = self.find_run(namespace, pod, container, opts.previous)?;
         reader::read(run, opts).await
     }
@@ -153,10 +159,7 @@ impl LogStore {
 /// Restart numbers that have a current log file in `container_dir`.
 pub(crate) fn run_numbers(container_dir: &Path) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir(container_dir) else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse::<u32>().ok())
-        .collect()
+    entries.flatten().filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse::<u32>().ok()).collect()
 }
 
 #[cfg(test)]

@@ -31,7 +31,9 @@ async fn tail_timestamps_and_limit() {
     assert_eq!(collect(&store, "app", tail).await.expect("tail"), "c\nd\n");
     let limited = LogOptions { limit_bytes: Some(3), ..Default::default() };
     assert_eq!(collect(&store, "app", limited).await.expect("limit"), "a\nb");
-    let stamped = collect(&store, "app", LogOptions { timestamps: true, tail_lines: Some(1), ..Default::default() }).await.expect("ts");
+    let stamped = collect(&store, "app", LogOptions { timestamps: true, tail_lines: Some(1), ..Default::default() })
+        .await
+        .expect("ts");
     let (time, text) = stamped.split_once(' ').expect("timestamp prefix");
     assert!(time.parse::<Timestamp>().is_ok(), "{stamped}");
     assert_eq!(text, "d\n");
@@ -58,7 +60,8 @@ async fn previous_run_and_errors() {
     let err = collect(&store, "app", LogOptions::default()).await.expect_err("no pod yet");
     assert_eq!(err.to_string(), "container \"app\" in pod \"web\" is waiting to start: ContainerCreating");
     store.open(&pod(), "app", 0).expect("open run 0").write(LogStream::Stdout, b"run zero\n");
-    let err = collect(&store, "app", LogOptions { previous: true, ..Default::default() }).await.expect_err("no previous");
+    let err =
+        collect(&store, "app", LogOptions { previous: true, ..Default::default() }).await.expect_err("no previous");
     assert_eq!(err.to_string(), "previous terminated container \"app\" in pod \"web\" not found");
     let err = collect(&store, "other", LogOptions::default()).await.expect_err("not started");
     assert_eq!(err.to_string(), "container \"other\" in pod \"web\" is waiting to start: ContainerCreating");

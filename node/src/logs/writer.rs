@@ -58,7 +58,11 @@ impl FileSink {
     pub fn open(path: PathBuf, policy: RotationPolicy) -> std::io::Result<FileSink> {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
-        Ok(FileSink { path, policy, state: Mutex::new(SinkState { file: Some(file), size, pending: [Vec::new(), Vec::new()], failed: false }) })
+        Ok(FileSink {
+            path,
+            policy,
+            state: Mutex::new(SinkState { file: Some(file), size, pending: [Vec::new(), Vec::new()], failed: false }),
+        })
     }
 
     fn append(&self, state: &mut SinkState, out: &[u8]) {

@@ -85,7 +85,9 @@ pub fn status_response(code: StatusCode, reason: &str, message: &str) -> Respons
 
 fn log_error_response(e: &LogError) -> Response {
     match e {
-        LogError::NotStarted { .. } | LogError::NoPrevious { .. } => status_response(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+        LogError::NotStarted { .. } | LogError::NoPrevious { .. } => {
+            status_response(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string())
+        }
         LogError::Io { .. } => {
             tracing::warn!(error = %e, "reading container log failed");
             status_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e.to_string())
@@ -94,10 +96,20 @@ fn log_error_response(e: &LogError) -> Response {
 }
 
 #[tracing::instrument(level = "debug", skip(logs, query))]
-async fn container_logs(State(logs): State<LogStore>, Path((namespace, pod, container)): Path<(String, String, String)>, query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+async fn container_logs(
+    State(logs): State<LogStore>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let query = match query {
         Ok(Query(q)) => q,
-        Err(e) => return status_response(StatusCode::BAD_REQUEST, "BadRequest", &format!("invalid query parameters: {}", e.body_text())),
+        Err(e) => {
+            return status_response(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("invalid query parameters: {}", e.body_text()),
+            );
+        }
     };
     let opts = match query.options(Timestamp::now()) {
         Ok(o) => o,
@@ -136,14 +148,28 @@ mod tests {
     #[test]
     fn query_options() {
         let now: Timestamp = "2024-05-01T10:00:00Z".parse().expect("now");
-        let q = LogQuery { follow: Some("true".into()), tail_lines: Some(5), since_seconds: Some(60), limit_bytes: Some(10), ..Default::default() };
+        let q = LogQuery {
+            follow: Some("true".into()),
+            tail_lines: Some(5),
+            since_seconds: Some(60),
+            limit_bytes: Some(10),
+            ..Default::default()
+        };
         let o = q.options(now).expect("valid");
         assert!(o.follow && !o.previous && !o.timestamps);
         assert_eq!((o.tail_lines, o.limit_bytes), (Some(5), Some(10)));
         assert_eq!(o.since, Some("2024-05-01T09:59:00Z".parse().expect("since")));
-        let q = LogQuery { since_time: Some("2024-05-01T09:00:00Z".into()), previous: Some("true".into()), ..Default::default() };
+        let q = LogQuery {
+            since_time: Some("2024-05-01T09:00:00Z".into()),
+            previous: Some("true".into()),
+            ..Default::default()
+        };
         assert_eq!(q.options(now).expect("valid").since, Some("2024-05-01T09:00:00Z".parse().expect("t")));
-        assert!(LogQuery { since_seconds: Some(1), since_time: Some("2024-05-01T09:00:00Z".into()), ..Default::default() }.options(now).is_err());
+        assert!(
+            LogQuery { since_seconds: Some(1), since_time: Some("2024-05-01T09:00:00Z".into()), ..Default::default() }
+                .options(now)
+                .is_err()
+        );
         assert!(LogQuery { tail_lines: Some(-1), ..Default::default() }.options(now).is_err());
         assert!(LogQuery { limit_bytes: Some(0), ..Default::default() }.options(now).is_err());
         assert!(LogQuery { since_time: Some("yesterday".into()), ..Default::default() }.options(now).is_err());

@@ -32,7 +32,12 @@ pub enum NodeApiError {
 }
 
 /// Serves the node API on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, tls: NodeApiTls, logs: LogStore, shutdown: CancellationToken) -> Result<(), NodeApiError> {
+pub async fn serve(
+    listener: TcpListener,
+    tls: NodeApiTls,
+    logs: LogStore,
+    shutdown: CancellationToken,
+) -> Result<(), NodeApiError> {
     let acceptor = TlsAcceptor::from(tls.server_config()?);
     let app = router(logs);
     let mut connections = JoinSet::new();

@@ -42,8 +42,10 @@ impl NodeApiTls {
         for ca in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
             roots.add(ca.map_err(tls_err)?).map_err(tls_err)?;
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().map_err(tls_err)?;
-        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(tls_err)?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().map_err(tls_err)?;
+        let chain =
+            CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(tls_err)?;
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(tls_err)?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

@@ -21,8 +21,13 @@ pub struct ProbeTarget<'a> {
 /// A resolved check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Http { url: String, headers: Vec<(String, String)> },
-    Tcp { addr: SocketAddr },
+    Http {
+        url: String,
+        headers: Vec<(String, String)>,
+    },
+    Tcp {
+        addr: SocketAddr,
+    },
     /// A probe this node cannot run; every check fails with this message.
     Unsupported(String),
 }
@@ -43,12 +48,7 @@ impl Action {
             let scheme = http.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase();
             let path = http.path.as_deref().unwrap_or("/");
             let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
-            let headers = http
-                .http_headers
-                .iter()
-                .flatten()
-                .map(|h| (h.name.clone(), h.value.clone()))
-                .collect();
+            let headers = http.http_headers.iter().flatten().map(|h| (h.name.clone(), h.value.clone())).collect();
             return Action::Http { url: format!("{scheme}://{host}:{port}{path}"), headers };
         }
         if let Some(tcp) = &probe.tcp_socket {
@@ -130,7 +130,11 @@ mod tests {
     fn container() -> Container {
         Container {
             name: "c".into(),
-            ports: Some(vec![ContainerPort { name: Some("web".into()), container_port: 8080, ..ContainerPort::default() }]),
+            ports: Some(vec![ContainerPort {
+                name: Some("web".into()),
+                container_port: 8080,
+                ..ContainerPort::default()
+            }]),
             ..Container::default()
         }
     }
@@ -148,10 +152,10 @@ mod tests {
             }),
             ..Probe::default()
         };
-        assert_eq!(Action::resolve(&probe, &target), Action::Http {
-            url: "http://127.244.0.5:8080/healthz".into(),
-            headers: vec![("X-A".into(), "1".into())],
-        });
+        assert_eq!(
+            Action::resolve(&probe, &target),
+            Action::Http { url: "http://127.244.0.5:8080/healthz".into(), headers: vec![("X-A".into(), "1".into())] }
+        );
     }
 
     #[test]
@@ -162,10 +166,14 @@ mod tests {
             tcp_socket: Some(TCPSocketAction { port, host: host.map(str::to_string) }),
             ..Probe::default()
         };
-        assert_eq!(Action::resolve(&tcp(IntOrString::Int(9), Some("127.0.0.1")), &target), Action::Tcp {
-            addr: "127.0.0.1:9".parse().expect("addr")
-        });
-        assert!(matches!(Action::resolve(&tcp(IntOrString::String("nope".into()), None), &target), Action::Unsupported(_)));
+        assert_eq!(
+            Action::resolve(&tcp(IntOrString::Int(9), Some("127.0.0.1")), &target),
+            Action::Tcp { addr: "127.0.0.1:9".parse().expect("addr") }
+        );
+        assert!(matches!(
+            Action::resolve(&tcp(IntOrString::String("nope".into()), None), &target),
+            Action::Unsupported(_)
+        ));
         assert!(matches!(Action::resolve(&tcp(IntOrString::Int(70000), None), &target), Action::Unsupported(_)));
         assert!(matches!(Action::resolve(&Probe::default(), &target), Action::Unsupported(_)));
     }

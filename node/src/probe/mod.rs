@@ -55,7 +55,9 @@ impl ProbeSettings {
     /// Reads `probe`'s settings (defaults: period 10 s, timeout 1 s, thresholds 1 and 3).
     /// Liveness and startup probes always use a success threshold of 1.
     pub fn of(kind: ProbeKind, probe: &Probe) -> ProbeSettings {
-        let secs = |v: Option<i32>, default: u64, min: u64| Duration::from_secs(v.map_or(default, |s| (s.max(0) as u64).max(min)));
+        let secs = |v: Option<i32>, default: u64, min: u64| {
+            Duration::from_secs(v.map_or(default, |s| (s.max(0) as u64).max(min)))
+        };
         let count = |v: Option<i32>, default: u32| v.map_or(default, |n| n.max(1) as u32);
         ProbeSettings {
             initial_delay: secs(probe.initial_delay_seconds, 0, 0),
@@ -205,13 +207,16 @@ mod tests {
     fn settings_defaults_and_clamps() {
         let p = Probe::default();
         let s = ProbeSettings::of(ProbeKind::Readiness, &p);
-        assert_eq!(s, ProbeSettings {
-            initial_delay: Duration::ZERO,
-            period: Duration::from_secs(10),
-            timeout: Duration::from_secs(1),
-            success_threshold: 1,
-            failure_threshold: 3,
-        });
+        assert_eq!(
+            s,
+            ProbeSettings {
+                initial_delay: Duration::ZERO,
+                period: Duration::from_secs(10),
+                timeout: Duration::from_secs(1),
+                success_threshold: 1,
+                failure_threshold: 3,
+            }
+        );
         let p = Probe {
             initial_delay_seconds: Some(5),
             period_seconds: Some(0),

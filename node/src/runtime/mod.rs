@@ -23,13 +23,8 @@ use async_trait::async_trait;
 pub mod wasm;
 
 /// The `imagePullPolicy` of a container, defaulted as Kubernetes does (`Always` for `:latest`
-/// or no tag, `IfNotPresent` otherwise).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PullPolicy {
-    Always,
-    IfNotPresent,
-    Never,
-}
+/// or no tag, `IfNotPresent` otherwise): the image store's own type, so no runtime translates.
+pub use skiff_oci_shim::image::PullPolicy;
 
 /// Credentials the agent found for a pull (from `imagePullSecrets`, or the cluster's own
 /// registry credentials for the built-in registry).

@@ -127,12 +127,12 @@ impl ContainerRuntime for WasmContainerRuntime {
         "wasm"
     }
 
-    async fn pull(&self, image_ref: &str, policy: PullPolicy, creds: &PullCredentials) -> Result<ImageRef, RuntimeError> {
-        let policy = match policy {
-            PullPolicy::Always => image::PullPolicy::Always,
-            PullPolicy::IfNotPresent => image::PullPolicy::IfNotPresent,
-            PullPolicy::Never => image::PullPolicy::Never,
-        };
+    async fn pull(
+        &self,
+        image_ref: &str,
+        policy: PullPolicy,
+        creds: &PullCredentials,
+    ) -> Result<ImageRef, RuntimeError> {
         let registry_creds = self.credentials_for(image_ref, creds);
         let pulled = self.images.pull(image_ref, policy, &registry_creds).await.map_err(|e| match e {
             image::ImageError::InvalidReference { .. } => RuntimeError::new("InvalidImageName", e.to_string()),
@@ -154,7 +154,8 @@ impl ContainerRuntime for WasmContainerRuntime {
             let wasm = self.wasm.clone();
             // Compiling is CPU work (or a cache read): off the async workers.
             let result = tokio::task::spawn_blocking(move || {
-                let bytes = std::fs::read(&module_path).map_err(|e| format!("reading {}: {e}", module_path.display()))?;
+                let bytes =
+                    std::fs::read(&module_path).map_err(|e| format!("reading {}: {e}", module_path.display()))?;
                 wasm.load(&module_digest, &bytes).map_err(|e| format!("invalid WebAssembly artifact: {e}"))
             })
             .await
@@ -186,7 +187,9 @@ impl ContainerRuntime for WasmContainerRuntime {
                     opts.request_timeout = parse_duration(value).ok_or_else(|| {
                         RuntimeError::new(
                             "CreateContainerConfigError",
-                            format!("annotation {REQUEST_TIMEOUT_ANNOTATION}: {value:?} is not a duration like 30s or 500ms"),
+                            format!(
+                                "annotation {REQUEST_TIMEOUT_ANNOTATION}: {value:?} is not a duration like 30s or 500ms"
+                            ),
                         )
                     })?;
                 }
@@ -338,7 +341,11 @@ impl RunningContainer for CommandContainer {
                 return exit;
             }
             if rx.changed().await.is_err() {
-                return ExitInfo { exit_code: 1, reason: "Error".into(), message: Some("the guest's runner ended".into()) };
+                return ExitInfo {
+                    exit_code: 1,
+                    reason: "Error".into(),
+                    message: Some("the guest's runner ended".into()),
+                };
             }
         }
     }

@@ -51,9 +51,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AtomicWriteError + '_ {
 /// would collide with the writer's own entries).
 pub fn validate_path(path: &str) -> Result<(), AtomicWriteError> {
     let p = Path::new(path);
-    let ok = !path.is_empty()
-        && !path.starts_with("..")
-        && p.components().all(|c| matches!(c, Component::Normal(_)));
+    let ok = !path.is_empty() && !path.starts_with("..") && p.components().all(|c| matches!(c, Component::Normal(_)));
     if ok { Ok(()) } else { Err(AtomicWriteError::InvalidPath(path.to_string())) }
 }
 
@@ -145,7 +143,10 @@ mod tests {
     use super::*;
 
     fn payload(items: &[(&str, &str)]) -> Payload {
-        items.iter().map(|(k, v)| (k.to_string(), FileProjection { data: v.as_bytes().to_vec(), mode: 0o644 })).collect()
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), FileProjection { data: v.as_bytes().to_vec(), mode: 0o644 }))
+            .collect()
     }
 
     fn versions(dir: &Path) -> Vec<String> {
@@ -170,7 +171,10 @@ mod tests {
         let first = versions(&dir);
         assert_eq!(first.len(), 1);
 
-        assert!(!write(&dir, &payload(&[("a", "1"), ("sub/b", "2")])).expect("same payload"), "unchanged payload is not rewritten");
+        assert!(
+            !write(&dir, &payload(&[("a", "1"), ("sub/b", "2")])).expect("same payload"),
+            "unchanged payload is not rewritten"
+        );
         assert_eq!(versions(&dir), first);
 
         // Keep a handle on the old version: a reader holding it still sees complete old data.

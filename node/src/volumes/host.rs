@@ -69,12 +69,17 @@ pub fn check_host_path(src: &HostPathVolumeSource) -> Result<PathBuf, PodEnvErro
 }
 
 fn create_dir(path: &Path) -> Result<(), PodEnvError> {
-    std::fs::create_dir_all(path).map_err(|e| PodEnvError::Mount(format!("creating hostPath directory {}: {e}", path.display())))
+    std::fs::create_dir_all(path)
+        .map_err(|e| PodEnvError::Mount(format!("creating hostPath directory {}: {e}", path.display())))
 }
 
 /// The node path behind a claim: the claim must be Bound, and its PersistentVolume must be a
 /// `hostPath` or `local` volume. Returns the path and whether the PV/claim is read-only.
-pub async fn claim_path(objects: &ApiObjects, ns: &str, src: &PersistentVolumeClaimVolumeSource) -> Result<PathBuf, PodEnvError> {
+pub async fn claim_path(
+    objects: &ApiObjects,
+    ns: &str,
+    src: &PersistentVolumeClaimVolumeSource,
+) -> Result<PathBuf, PodEnvError> {
     let name = &src.claim_name;
     let claim = objects
         .claim(ns, name)
@@ -96,7 +101,10 @@ pub async fn claim_path(objects: &ApiObjects, ns: &str, src: &PersistentVolumeCl
     if let Some(local) = spec.local {
         let path = PathBuf::from(&local.path);
         if !path.exists() {
-            return Err(PodEnvError::Mount(format!("local volume path {:?} of persistentvolume {volume_name:?} does not exist", local.path)));
+            return Err(PodEnvError::Mount(format!(
+                "local volume path {:?} of persistentvolume {volume_name:?} does not exist",
+                local.path
+            )));
         }
         return Ok(path);
     }

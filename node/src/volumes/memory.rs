@@ -38,7 +38,11 @@ fn unescape(s: &str) -> String {
 /// The filesystem type holding `path` (the type of its longest mount-point prefix).
 pub fn fs_type(path: &Path) -> Option<String> {
     let path = std::fs::canonicalize(path).ok()?;
-    mounts().into_iter().filter(|(mp, _)| path.starts_with(mp)).max_by_key(|(mp, _)| mp.as_os_str().len()).map(|(_, t)| t)
+    mounts()
+        .into_iter()
+        .filter(|(mp, _)| path.starts_with(mp))
+        .max_by_key(|(mp, _)| mp.as_os_str().len())
+        .map(|(_, t)| t)
 }
 
 /// True when `path` is a memory filesystem.

@@ -77,7 +77,14 @@ impl KeyVolume {
             KeySource::ConfigMap => objects.config_map(&self.namespace, &self.name).await?,
             KeySource::Secret => objects.secret(&self.namespace, &self.name).await?,
         };
-        let payload = payload::key_payload(self.source, &self.name, data.as_ref(), self.items.as_deref(), self.default_mode, self.optional)?;
+        let payload = payload::key_payload(
+            self.source,
+            &self.name,
+            data.as_ref(),
+            self.items.as_deref(),
+            self.default_mode,
+            self.optional,
+        )?;
         atomic::write(&self.dir, &payload).map_err(|e| PodEnvError::Io(e.to_string()))
     }
 }
@@ -101,26 +108,37 @@ impl Drop for PreparedVolumes {
 /// `subPath` must stay inside the volume.
 fn check_sub_path(sub: &str) -> Result<(), PodEnvError> {
     let ok = Path::new(sub).components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    if ok { Ok(()) } else { Err(PodEnvError::Mount(format!("invalid subPath {sub:?}: must be a relative path without '..'"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(PodEnvError::Mount(format!("invalid subPath {sub:?}: must be a relative path without '..'")))
+    }
 }
 
 impl PodVolumes for PreparedVolumes {
     fn mounts(&self, container: &Container) -> Result<Vec<Mount>, PodEnvError> {
         let mut out = Vec::new();
         for vm in container.volume_mounts.iter().flatten() {
-            let vol = self
-                .volumes
-                .get(&vm.name)
-                .ok_or_else(|| PodEnvError::Mount(format!("volume {:?} of container {:?} is not a pod volume", vm.name, container.name)))?;
+            let vol = self.volumes.get(&vm.name).ok_or_else(|| {
+                PodEnvError::Mount(format!(
+                    "volume {:?} of container {:?} is not a pod volume",
+                    vm.name, container.name
+                ))
+            })?;
             let mut host_path = vol.path.clone();
             if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
                 check_sub_path(sub)?;
                 host_path = host_path.join(sub);
                 if vol.owned_dir && !host_path.exists() {
-                    std::fs::create_dir_all(&host_path).map_err(|e| PodEnvError::Mount(format!("creating subPath {sub:?}: {e}")))?;
+                    std::fs::create_dir_all(&host_path)
+                        .map_err(|e| PodEnvError::Mount(format!("creating subPath {sub:?}: {e}")))?;
                 }
             }
-            out.push(Mount { host_path, container_path: vm.mount_path.clone(), read_only: vm.read_only == Some(true) || vol.always_read_only });
+            out.push(Mount {
+                host_path,
+                container_path: vm.mount_path.clone(),
+                read_only: vm.read_only == Some(true) || vol.always_read_only,
+            });
         }
         Ok(out)
     }
@@ -142,7 +160,12 @@ impl VolumeManager {
         let uid = pod.metadata.uid.as_deref().ok_or_else(|| PodEnvError::Mount("pod has no uid".into()))?;
         let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let base = self.pod_dir(uid).join("volumes");
-        let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse().ok()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let pod_ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let mut volumes = BTreeMap::new();
         let mut fresh = Vec::new();
         let io = |what: &str, e: std::io::Error| PodEnvError::Mount(format!("{what}: {e}"));
@@ -159,21 +182,44 @@ impl VolumeManager {
                 PreparedVolume { path, always_read_only: false, owned_dir: true }
             } else if let Some(cm) = &vol.config_map {
                 let dir = base.join(CONFIG_MAP).join(name);
-                let kv = KeyVolume { source: KeySource::ConfigMap, namespace: ns.clone(), name: cm.name.clone(), items: cm.items.clone(), default_mode: cm.default_mode, optional: cm.optional == Some(true), dir: dir.clone() };
+                let kv = KeyVolume {
+                    source: KeySource::ConfigMap,
+                    namespace: ns.clone(),
+                    name: cm.name.clone(),
+                    items: cm.items.clone(),
+                    default_mode: cm.default_mode,
+                    optional: cm.optional == Some(true),
+                    dir: dir.clone(),
+                };
                 kv.sync(&self.objects).await?;
                 fresh.push(kv);
                 PreparedVolume { path: dir, always_read_only: true, owned_dir: false }
             } else if let Some(s) = &vol.secret {
                 let canonical = base.join(SECRET).join(name);
-                let dir = memory::prepare(&canonical, uid, SECRET, name).map_err(|e| io(&format!("secret volume {name:?}"), e))?;
+                let dir = memory::prepare(&canonical, uid, SECRET, name)
+                    .map_err(|e| io(&format!("secret volume {name:?}"), e))?;
                 let secret_name = s.secret_name.clone().unwrap_or_default();
-                let kv = KeyVolume { source: KeySource::Secret, namespace: ns.clone(), name: secret_name, items: s.items.clone(), default_mode: s.default_mode, optional: s.optional == Some(true), dir: dir.clone() };
+                let kv = KeyVolume {
+                    source: KeySource::Secret,
+                    namespace: ns.clone(),
+                    name: secret_name,
+                    items: s.items.clone(),
+                    default_mode: s.default_mode,
+                    optional: s.optional == Some(true),
+                    dir: dir.clone(),
+                };
                 kv.sync(&self.objects).await?;
                 fresh.push(kv);
                 PreparedVolume { path: dir, always_read_only: true, owned_dir: false }
             } else if let Some(d) = &vol.downward_api {
                 let dir = base.join(DOWNWARD_API).join(name);
-                let files = payload::downward_payload(pod, d.items.as_deref().unwrap_or_default(), d.default_mode, pod_ip, self.node)?;
+                let files = payload::downward_payload(
+                    pod,
+                    d.items.as_deref().unwrap_or_default(),
+                    d.default_mode,
+                    pod_ip,
+                    self.node,
+                )?;
                 atomic::write(&dir, &files).map_err(|e| PodEnvError::Mount(e.to_string()))?;
                 PreparedVolume { path: dir, always_read_only: true, owned_dir: false }
             } else if let Some(hp) = &vol.host_path {

@@ -47,7 +47,8 @@ pub fn key_payload(
     match items {
         None => {
             for (key, value) in data {
-                payload.insert(key.clone(), FileProjection { data: value.clone(), mode: mode_bits(None, default_mode) });
+                payload
+                    .insert(key.clone(), FileProjection { data: value.clone(), mode: mode_bits(None, default_mode) });
             }
         }
         Some(items) => {
@@ -61,7 +62,10 @@ pub fn key_payload(
                         KeySource::Secret => format!("references non-existent secret key: {}", item.key),
                     }));
                 };
-                payload.insert(item.path.clone(), FileProjection { data: value.clone(), mode: mode_bits(item.mode, default_mode) });
+                payload.insert(
+                    item.path.clone(),
+                    FileProjection { data: value.clone(), mode: mode_bits(item.mode, default_mode) },
+                );
             }
         }
     }
@@ -72,7 +76,13 @@ pub fn key_payload(
 }
 
 /// The files of a downwardAPI volume.
-pub fn downward_payload(pod: &Pod, items: &[DownwardAPIVolumeFile], default_mode: Option<i32>, pod_ip: IpAddr, node: NodeCapacity) -> Result<Payload, PodEnvError> {
+pub fn downward_payload(
+    pod: &Pod,
+    items: &[DownwardAPIVolumeFile],
+    default_mode: Option<i32>,
+    pod_ip: IpAddr,
+    node: NodeCapacity,
+) -> Result<Payload, PodEnvError> {
     let mut payload = Payload::new();
     for item in items {
         validate_path(&item.path).map_err(|e| PodEnvError::Mount(e.to_string()))?;
@@ -80,17 +90,18 @@ pub fn downward_payload(pod: &Pod, items: &[DownwardAPIVolumeFile], default_mode
             field_value(pod, &f.field_path, pod_ip).map_err(PodEnvError::Mount)?
         } else if let Some(r) = &item.resource_field_ref {
             let wanted = r.container_name.as_deref().unwrap_or_default();
-            let container = pod
-                .spec
-                .iter()
-                .flat_map(|s| s.containers.iter())
-                .find(|c| c.name == wanted)
-                .ok_or_else(|| PodEnvError::Mount(format!("downwardAPI {}: container {wanted:?} not found", item.path)))?;
+            let container =
+                pod.spec.iter().flat_map(|s| s.containers.iter()).find(|c| c.name == wanted).ok_or_else(|| {
+                    PodEnvError::Mount(format!("downwardAPI {}: container {wanted:?} not found", item.path))
+                })?;
             resource_value(container, r, node).map_err(PodEnvError::Mount)?
         } else {
             continue;
         };
-        payload.insert(item.path.clone(), FileProjection { data: value.into_bytes(), mode: mode_bits(item.mode, default_mode) });
+        payload.insert(
+            item.path.clone(),
+            FileProjection { data: value.into_bytes(), mode: mode_bits(item.mode, default_mode) },
+        );
     }
     Ok(payload)
 }
@@ -124,9 +135,14 @@ mod tests {
         assert_eq!(err.to_string(), "secret \"s\" not found");
         assert!(key_payload(KeySource::Secret, "s", None, None, None, true).expect("optional").is_empty());
         let items = [item("zzz", "z", None)];
-        let err = key_payload(KeySource::ConfigMap, "cm", Some(&data()), Some(&items), None, false).expect_err("missing key");
+        let err =
+            key_payload(KeySource::ConfigMap, "cm", Some(&data()), Some(&items), None, false).expect_err("missing key");
         assert_eq!(err.to_string(), "configmap references non-existent config key: zzz");
-        assert!(key_payload(KeySource::ConfigMap, "cm", Some(&data()), Some(&items), None, true).expect("optional key").is_empty());
+        assert!(
+            key_payload(KeySource::ConfigMap, "cm", Some(&data()), Some(&items), None, true)
+                .expect("optional key")
+                .is_empty()
+        );
         let bad = [item("a", "../escape", None)];
         assert!(key_payload(KeySource::ConfigMap, "cm", Some(&data()), Some(&bad), None, false).is_err());
     }

@@ -42,14 +42,16 @@ fn api_error(what: &str, ns: &str, name: &str, e: kube::Error) -> PodEnvError {
 
 /// `data` and `binaryData` of a ConfigMap, as bytes.
 pub fn config_map_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
-    let mut out: BTreeMap<String, Vec<u8>> = cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.as_bytes().to_vec())).collect();
+    let mut out: BTreeMap<String, Vec<u8>> =
+        cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.as_bytes().to_vec())).collect();
     out.extend(cm.binary_data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())));
     out
 }
 
 /// `data` (and a never-stored `stringData`) of a Secret, as bytes.
 pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut out: BTreeMap<String, Vec<u8>> = secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+    let mut out: BTreeMap<String, Vec<u8>> =
+        secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
     out.extend(secret.string_data.iter().flatten().map(|(k, v)| (k.clone(), v.as_bytes().to_vec())));
     out
 }
@@ -82,7 +84,8 @@ impl ApiObjects {
             return Ok(hit);
         }
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
-        let value = api.get_opt(name).await.map_err(|e| api_error("configmap", ns, name, e))?.map(|cm| config_map_data(&cm));
+        let value =
+            api.get_opt(name).await.map_err(|e| api_error("configmap", ns, name, e))?.map(|cm| config_map_data(&cm));
         self.remember(key, value.clone());
         Ok(value)
     }

@@ -23,10 +23,19 @@ use crate::runtime::{ExitInfo, RunningContainer};
 #[derive(Debug)]
 pub enum Run {
     /// Not running; (re)started once `retry_at` has passed (`None`: as soon as possible).
-    Waiting { reason: String, message: Option<String>, retry_at: Option<Instant> },
+    Waiting {
+        reason: String,
+        message: Option<String>,
+        retry_at: Option<Instant>,
+    },
     /// A launch task is pulling and starting it.
     Launching,
-    Running { handle: Arc<dyn RunningContainer>, started_at: Timestamp, since: Instant, probes: CancellationToken },
+    Running {
+        handle: Arc<dyn RunningContainer>,
+        started_at: Timestamp,
+        since: Instant,
+        probes: CancellationToken,
+    },
     /// Ended and not restarted (restart policy, or the pod is terminating).
     Terminated(Terminated),
 }
@@ -111,7 +120,12 @@ impl Slot {
     }
 
     /// The container started; returns the probe token for the probe tasks.
-    pub fn started(&mut self, handle: Arc<dyn RunningContainer>, image_id: String, parent: &CancellationToken) -> CancellationToken {
+    pub fn started(
+        &mut self,
+        handle: Arc<dyn RunningContainer>,
+        image_id: String,
+        parent: &CancellationToken,
+    ) -> CancellationToken {
         if self.ran_before {
             self.restart_count += 1;
         }
@@ -129,7 +143,13 @@ impl Slot {
 
     /// A launch failed. Pull and config failures are retried with back-off whatever the
     /// restart policy; a start failure ends the container under `Never`.
-    pub fn launch_failed(&mut self, failure: LaunchFailure, image_id: Option<String>, policy: RestartPolicy, cfg: &BackoffConfig) {
+    pub fn launch_failed(
+        &mut self,
+        failure: LaunchFailure,
+        image_id: Option<String>,
+        policy: RestartPolicy,
+        cfg: &BackoffConfig,
+    ) {
         if let Some(id) = image_id {
             self.image_id = id;
         }
@@ -143,7 +163,11 @@ impl Slot {
             }
             LaunchFailure::Config(message) => {
                 let delay = self.crash.failed(cfg, Duration::ZERO).max(cfg.base.min(Duration::from_secs(1)));
-                Run::Waiting { reason: "CreateContainerConfigError".into(), message: Some(message), retry_at: Some(now + delay) }
+                Run::Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message: Some(message),
+                    retry_at: Some(now + delay),
+                }
             }
             LaunchFailure::Start { reason, message } if policy == RestartPolicy::Never => Run::Terminated(Terminated {
                 exit_code: 128,
@@ -161,7 +185,14 @@ impl Slot {
 
     /// The running container ended with `info`. `restart` is false while the pod terminates.
     /// Returns the back-off delay when it is restarted.
-    pub fn exited(&mut self, info: ExitInfo, policy: RestartPolicy, restart: bool, cfg: &BackoffConfig, pod: &str) -> Option<Duration> {
+    pub fn exited(
+        &mut self,
+        info: ExitInfo,
+        policy: RestartPolicy,
+        restart: bool,
+        cfg: &BackoffConfig,
+        pod: &str,
+    ) -> Option<Duration> {
         let (started_at, ran) = match &self.run {
             Run::Running { started_at, since, probes, .. } => {
                 probes.cancel();
@@ -187,7 +218,11 @@ impl Slot {
         } else {
             Run::Waiting {
                 reason: "CrashLoopBackOff".into(),
-                message: Some(format!("back-off {}s restarting failed container={} {pod}", delay.as_secs(), self.container.name)),
+                message: Some(format!(
+                    "back-off {}s restarting failed container={} {pod}",
+                    delay.as_secs(),
+                    self.container.name
+                )),
                 retry_at: Some(Instant::now() + delay),
             }
         };
@@ -214,7 +249,9 @@ impl Slot {
     /// What the pod status shows of this container.
     pub fn view(&self) -> ContainerView {
         let state = match &self.run {
-            Run::Waiting { reason, message, .. } => ViewState::Waiting { reason: reason.clone(), message: message.clone() },
+            Run::Waiting { reason, message, .. } => {
+                ViewState::Waiting { reason: reason.clone(), message: message.clone() }
+            }
             Run::Launching => ViewState::Waiting { reason: "ContainerCreating".into(), message: None },
             Run::Running { started_at, .. } => ViewState::Running { started_at: *started_at },
             Run::Terminated(t) => ViewState::Terminated(t.clone()),

@@ -44,7 +44,10 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
     let pulled = match plan.runtime.pull(&image, spec::pull_policy(c), &plan.creds).await {
         Ok(i) => i,
         Err(e) => {
-            return Launched { result: Err(LaunchFailure::Pull { reason: e.reason, message: e.message }), image_id: None };
+            return Launched {
+                result: Err(LaunchFailure::Pull { reason: e.reason, message: e.message }),
+                image_id: None,
+            };
         }
     };
     let image_id = Some(pulled.image_id.clone());

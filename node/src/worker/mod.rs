@@ -248,7 +248,8 @@ impl Worker {
             }
         }
         if self.volumes.is_none() {
-            let volumes = self.ctx.env.prepare_volumes(&self.pod).await.map_err(|e| format!("mounting volumes: {e}"))?;
+            let volumes =
+                self.ctx.env.prepare_volumes(&self.pod).await.map_err(|e| format!("mounting volumes: {e}"))?;
             self.volumes = Some(Arc::from(volumes));
         }
         Ok(())
@@ -286,7 +287,9 @@ impl Worker {
             .and_then(|rt| volumes.mounts(&slot.container).map(|m| (rt, m)).map_err(|e| e.to_string()));
         let (runtime, mounts) = match prepared {
             Ok(p) => p,
-            Err(message) => return slot.launch_failed(LaunchFailure::Config(message), None, self.policy, &self.ctx.backoff),
+            Err(message) => {
+                return slot.launch_failed(LaunchFailure::Config(message), None, self.policy, &self.ctx.backoff);
+            }
         };
         let plan = LaunchPlan {
             pod: self.pod.clone(),

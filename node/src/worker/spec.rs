@@ -116,7 +116,8 @@ mod tests {
             ]),
             resources: Some(ResourceRequirements {
                 limits: Some(
-                    [("memory".to_string(), Quantity("64Mi".into())), ("cpu".to_string(), Quantity("250m".into()))].into(),
+                    [("memory".to_string(), Quantity("64Mi".into())), ("cpu".to_string(), Quantity("250m".into()))]
+                        .into(),
                 ),
                 ..ResourceRequirements::default()
             }),

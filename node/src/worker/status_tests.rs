@@ -144,7 +144,8 @@ fn terminal_pods_are_not_ready_and_show_exit_states() {
     assert_eq!(s.phase.as_deref(), Some("Failed"));
     let ready = s.conditions.iter().flatten().find(|c| c.type_ == "Ready").expect("Ready");
     assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("PodCompleted")));
-    let term = s.container_statuses.as_ref().and_then(|c| c[0].state.clone()).and_then(|s| s.terminated).expect("terminated");
+    let term =
+        s.container_statuses.as_ref().and_then(|c| c[0].state.clone()).and_then(|s| s.terminated).expect("terminated");
     assert_eq!((term.exit_code, term.reason.as_deref()), (3, Some("Error")));
     assert_eq!(s.pod_ip, None);
 }

@@ -36,8 +36,7 @@ fn read_request(incoming: &IncomingRequest) -> Result<Request, String> {
     let mut body = Vec::new();
     let incoming_body = incoming.consume().map_err(|()| "request body already taken".to_owned())?;
     {
-        let mut stream =
-            incoming_body.stream().map_err(|()| "request body stream already taken".to_owned())?;
+        let mut stream = incoming_body.stream().map_err(|()| "request body stream already taken".to_owned())?;
         stream.read_to_end(&mut body).map_err(|e| format!("reading request body: {e}"))?;
     }
     drop(incoming_body);
@@ -52,10 +51,7 @@ fn write_response(out: ResponseOutparam, response: Response) {
     }
     let outgoing = OutgoingResponse::new(headers);
     if outgoing.set_status_code(response.status).is_err() {
-        ResponseOutparam::set(
-            out,
-            Err(ErrorCode::InternalError(Some(format!("invalid status {}", response.status)))),
-        );
+        ResponseOutparam::set(out, Err(ErrorCode::InternalError(Some(format!("invalid status {}", response.status)))));
         return;
     }
     let Ok(body) = outgoing.body() else {

@@ -43,15 +43,8 @@ async fn rejections(store: StoreKind) -> Result<()> {
     let http = skiff.http()?;
     let base = &skiff.url;
 
-    let (status, body) = get(
-        &skiff.http_anonymous()?,
-        &format!("{base}/api/v1/namespaces"),
-    )
-    .await?;
-    ensure!(
-        status == StatusCode::UNAUTHORIZED,
-        "no token: {status} {body}"
-    );
+    let (status, body) = get(&skiff.http_anonymous()?, &format!("{base}/api/v1/namespaces")).await?;
+    ensure!(status == StatusCode::UNAUTHORIZED, "no token: {status} {body}");
 
     let (status, _) = get(&http, &format!("{base}/api/v1/namespaces")).await?;
     ensure!(status == StatusCode::OK, "with token: {status}");
@@ -59,30 +52,18 @@ async fn rejections(store: StoreKind) -> Result<()> {
     let mut big = configmap("big", json!({}));
     big["data"]["k"] = Value::String("x".repeat(3 * 1024 * 1024 + 1024));
     let (status, _) = post(&http, &format!("{base}{CMS}"), &big).await?;
-    ensure!(
-        status == StatusCode::PAYLOAD_TOO_LARGE,
-        "3 MiB body: {status}"
-    );
+    ensure!(status == StatusCode::PAYLOAD_TOO_LARGE, "3 MiB body: {status}");
 
     let (status, body) = get(&http, &format!("{base}/api/v1/namespaces/default/widgets")).await?;
-    ensure!(
-        status == StatusCode::NOT_FOUND,
-        "unknown resource: {status} {body}"
-    );
+    ensure!(status == StatusCode::NOT_FOUND, "unknown resource: {status} {body}");
     let (status, _) = get(&http, &format!("{base}/apis/nope.example/v1/things")).await?;
     ensure!(status == StatusCode::NOT_FOUND, "unknown group: {status}");
 
     let mut secret = configmap("mismatch", json!({}));
     secret["kind"] = json!("Secret");
     let (status, body) = post(&http, &format!("{base}{CMS}"), &secret).await?;
-    ensure!(
-        status == StatusCode::BAD_REQUEST,
-        "kind mismatch: {status} {body}"
-    );
-    ensure!(
-        body["kind"] == "Status",
-        "errors are Status objects: {body}"
-    );
+    ensure!(status == StatusCode::BAD_REQUEST, "kind mismatch: {status} {body}");
+    ensure!(body["kind"] == "Status", "errors are Status objects: {body}");
     Ok(())
 }
 
@@ -95,10 +76,7 @@ async fn writes(store: StoreKind) -> Result<()> {
     let (status, created) = post(&http, &list_url, &configmap("cas", json!({}))).await?;
     ensure!(status == StatusCode::CREATED, "create: {status} {created}");
     let (status, body) = post(&http, &list_url, &configmap("cas", json!({}))).await?;
-    ensure!(
-        status == StatusCode::CONFLICT && body["reason"] == "AlreadyExists",
-        "{status} {body}"
-    );
+    ensure!(status == StatusCode::CONFLICT && body["reason"] == "AlreadyExists", "{status} {body}");
 
     let item_url = format!("{list_url}/cas");
     let mut update = created.clone();
@@ -112,46 +90,24 @@ async fn writes(store: StoreKind) -> Result<()> {
     // `update` still carries the old resourceVersion.
     update["data"]["k"] = json!("v3");
     let (status, body) = parts(http.put(&item_url).json(&update).send().await?).await?;
-    ensure!(
-        status == StatusCode::CONFLICT,
-        "stale update: {status} {body}"
-    );
+    ensure!(status == StatusCode::CONFLICT, "stale update: {status} {body}");
     ensure!(body["reason"] == "Conflict", "{body}");
 
-    let (status, body) = post(
-        &http,
-        &format!("{list_url}?dryRun=All"),
-        &configmap("dry", json!({})),
-    )
-    .await?;
+    let (status, body) = post(&http, &format!("{list_url}?dryRun=All"), &configmap("dry", json!({}))).await?;
     ensure!(status.is_success(), "dry run: {status} {body}");
     let (status, _) = get(&http, &format!("{list_url}/dry")).await?;
-    ensure!(
-        status == StatusCode::NOT_FOUND,
-        "dry run stored the object: {status}"
-    );
+    ensure!(status == StatusCode::NOT_FOUND, "dry run stored the object: {status}");
 
     let generated = json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"generateName": "gen-"},
     });
     let (status, body) = post(&http, &list_url, &generated).await?;
-    ensure!(
-        status == StatusCode::CREATED,
-        "generateName: {status} {body}"
-    );
-    let name = body["metadata"]["name"]
-        .as_str()
-        .context("generated name")?;
-    ensure!(
-        name.starts_with("gen-") && name.len() > 4,
-        "generated name {name}"
-    );
+    ensure!(status == StatusCode::CREATED, "generateName: {status} {body}");
+    let name = body["metadata"]["name"].as_str().context("generated name")?;
+    ensure!(name.starts_with("gen-") && name.len() > 4, "generated name {name}");
     let (status, _) = get(&http, &format!("{list_url}/{name}")).await?;
-    ensure!(
-        status == StatusCode::OK,
-        "generated object readable: {status}"
-    );
+    ensure!(status == StatusCode::OK, "generated object readable: {status}");
     Ok(())
 }
 
@@ -161,39 +117,19 @@ async fn deletes_and_selectors(store: StoreKind) -> Result<()> {
     let http = skiff.http()?;
     let list_url = format!("{}{CMS}", skiff.url);
     for (name, group) in [("a1", "a"), ("a2", "a"), ("a3", "a"), ("b1", "b")] {
-        let (status, body) =
-            post(&http, &list_url, &configmap(name, json!({"group": group}))).await?;
-        ensure!(
-            status == StatusCode::CREATED,
-            "create {name}: {status} {body}"
-        );
+        let (status, body) = post(&http, &list_url, &configmap(name, json!({"group": group}))).await?;
+        ensure!(status == StatusCode::CREATED, "create {name}: {status} {body}");
     }
 
-    let (status, list) = get(
-        &http,
-        &format!("{list_url}?fieldSelector=metadata.name%3Db1"),
-    )
-    .await?;
-    ensure!(
-        status == StatusCode::OK && item_names(&list) == ["b1"],
-        "{status} {list}"
-    );
+    let (status, list) = get(&http, &format!("{list_url}?fieldSelector=metadata.name%3Db1")).await?;
+    ensure!(status == StatusCode::OK && item_names(&list) == ["b1"], "{status} {list}");
 
     let wrong_uid = json!({
         "apiVersion": "v1", "kind": "DeleteOptions",
         "preconditions": {"uid": "00000000-0000-0000-0000-000000000000"},
     });
-    let (status, body) = parts(
-        http.delete(format!("{list_url}/b1"))
-            .json(&wrong_uid)
-            .send()
-            .await?,
-    )
-    .await?;
-    ensure!(
-        status == StatusCode::CONFLICT,
-        "uid precondition: {status} {body}"
-    );
+    let (status, body) = parts(http.delete(format!("{list_url}/b1")).json(&wrong_uid).send().await?).await?;
+    ensure!(status == StatusCode::CONFLICT, "uid precondition: {status} {body}");
 
     let (_, b1) = get(&http, &format!("{list_url}/b1")).await?;
     let right_uid = json!({
@@ -201,37 +137,16 @@ async fn deletes_and_selectors(store: StoreKind) -> Result<()> {
         "propagationPolicy": "Background",
         "preconditions": {"uid": b1["metadata"]["uid"]},
     });
-    let (status, body) = parts(
-        http.delete(format!("{list_url}/b1"))
-            .json(&right_uid)
-            .send()
-            .await?,
-    )
-    .await?;
-    ensure!(
-        status.is_success(),
-        "delete with matching uid: {status} {body}"
-    );
+    let (status, body) = parts(http.delete(format!("{list_url}/b1")).json(&right_uid).send().await?).await?;
+    ensure!(status.is_success(), "delete with matching uid: {status} {body}");
     let (status, _) = get(&http, &format!("{list_url}/b1")).await?;
     ensure!(status == StatusCode::NOT_FOUND, "b1 still there: {status}");
 
-    let (status, body) = parts(
-        http.delete(format!("{list_url}/a3?propagationPolicy=Background"))
-            .send()
-            .await?,
-    )
-    .await?;
-    ensure!(
-        status.is_success(),
-        "propagationPolicy query: {status} {body}"
-    );
+    let (status, body) =
+        parts(http.delete(format!("{list_url}/a3?propagationPolicy=Background")).send().await?).await?;
+    ensure!(status.is_success(), "propagationPolicy query: {status} {body}");
 
-    let (status, body) = parts(
-        http.delete(format!("{list_url}?labelSelector=group%3Da"))
-            .send()
-            .await?,
-    )
-    .await?;
+    let (status, body) = parts(http.delete(format!("{list_url}?labelSelector=group%3Da")).send().await?).await?;
     ensure!(status.is_success(), "deletecollection: {status} {body}");
     let (_, list) = get(&http, &format!("{list_url}?labelSelector=group")).await?;
     ensure!(item_names(&list).is_empty(), "group=a left: {list}");
@@ -251,11 +166,7 @@ async fn table_output(store: StoreKind) -> Result<()> {
     let (status, body) = post(&http, &pods, &pod).await?;
     ensure!(status == StatusCode::CREATED, "create pod: {status} {body}");
 
-    let response = http
-        .get(&pods)
-        .header("Accept", "application/json;as=Table;g=meta.k8s.io;v=v1")
-        .send()
-        .await?;
+    let response = http.get(&pods).header("Accept", "application/json;as=Table;g=meta.k8s.io;v=v1").send().await?;
     let (status, table) = parts(response).await?;
     ensure!(status == StatusCode::OK, "{status} {table}");
     ensure!(table["kind"] == "Table", "{table}");
@@ -266,10 +177,7 @@ async fn table_output(store: StoreKind) -> Result<()> {
         .filter_map(|c| c["name"].as_str())
         .collect();
     for column in ["Name", "Ready", "Status", "Restarts", "Age"] {
-        ensure!(
-            columns.contains(&column),
-            "missing column {column}: {columns:?}"
-        );
+        ensure!(columns.contains(&column), "missing column {column}: {columns:?}");
     }
     ensure!(table["rows"][0]["cells"][0] == "tabled", "{table}");
     Ok(())

@@ -53,56 +53,29 @@ async fn typed_crud(store: StoreKind) -> Result<()> {
     ensure!(created.uid().is_some() && created.resource_version().is_some());
     let fetched = pods.get("typed").await?;
     ensure!(fetched.uid() == created.uid());
-    let listed = pods
-        .list(&ListParams::default().labels("app=typed"))
-        .await?;
-    ensure!(
-        listed.items.len() == 1,
-        "{} pods listed",
-        listed.items.len()
-    );
+    let listed = pods.list(&ListParams::default().labels("app=typed")).await?;
+    ensure!(listed.items.len() == 1, "{} pods listed", listed.items.len());
     let patch = json!({"metadata": {"labels": {"patched": "yes"}}});
-    let patched = pods
-        .patch("typed", &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    let patched = pods.patch("typed", &PatchParams::default(), &Patch::Merge(&patch)).await?;
     ensure!(patched.labels().get("patched").map(String::as_str) == Some("yes"));
     pods.delete("typed", &DeleteParams::default()).await?;
     // An unscheduled pod is deleted at once, but allow for graceful deletion all the same.
-    wait_until(
-        "pod deleted",
-        EVENT_TIMEOUT,
-        std::time::Duration::from_millis(200),
-        || {
-            let pods = pods.clone();
-            async move { Ok(pods.get_opt("typed").await?.is_none().then_some(())) }
-        },
-    )
+    wait_until("pod deleted", EVENT_TIMEOUT, std::time::Duration::from_millis(200), || {
+        let pods = pods.clone();
+        async move { Ok(pods.get_opt("typed").await?.is_none().then_some(())) }
+    })
     .await?;
 
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
-    cms.create(
-        &PostParams::default(),
-        &configmap("typed", ("app", "typed")),
-    )
-    .await?;
+    cms.create(&PostParams::default(), &configmap("typed", ("app", "typed"))).await?;
     let patch = json!({"data": {"k": "v2"}});
-    cms.patch("typed", &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    cms.patch("typed", &PatchParams::default(), &Patch::Merge(&patch)).await?;
     let cm = cms.get("typed").await?;
-    ensure!(
-        cm.data
-            .as_ref()
-            .and_then(|d| d.get("k"))
-            .map(String::as_str)
-            == Some("v2")
-    );
+    ensure!(cm.data.as_ref().and_then(|d| d.get("k")).map(String::as_str) == Some("v2"));
     let listed = cms.list(&ListParams::default().labels("app=typed")).await?;
     ensure!(listed.items.len() == 1);
     cms.delete("typed", &DeleteParams::default()).await?;
-    ensure!(
-        cms.get_opt("typed").await?.is_none(),
-        "configmap still there"
-    );
+    ensure!(cms.get_opt("typed").await?.is_none(), "configmap still there");
     Ok(())
 }
 
@@ -137,13 +110,7 @@ async fn runtime_watcher(store: StoreKind) -> Result<()> {
                 .await
                 .context("no watch event in time")??
                 .context("watch ended")?;
-            let value = |cm: &ConfigMap| {
-                cm.data
-                    .as_ref()
-                    .and_then(|d| d.get("k"))
-                    .cloned()
-                    .unwrap_or_default()
-            };
+            let value = |cm: &ConfigMap| cm.data.as_ref().and_then(|d| d.get("k")).cloned().unwrap_or_default();
             match event {
                 watcher::Event::Apply(cm) => return Ok(Seen::Applied(cm.name_any(), value(&cm))),
                 watcher::Event::Delete(cm) => return Ok(Seen::Deleted(cm.name_any())),
@@ -153,31 +120,16 @@ async fn runtime_watcher(store: StoreKind) -> Result<()> {
         }
     };
 
-    cms.create(
-        &PostParams::default(),
-        &configmap("watched", ("watch", "me")),
-    )
-    .await?;
+    cms.create(&PostParams::default(), &configmap("watched", ("watch", "me"))).await?;
     // An unrelated object must not show up through the label selector.
-    cms.create(
-        &PostParams::default(),
-        &configmap("ignored", ("watch", "not-me")),
-    )
-    .await?;
+    cms.create(&PostParams::default(), &configmap("ignored", ("watch", "not-me"))).await?;
     let seen = next().await?;
-    ensure!(
-        seen == Seen::Applied("watched".into(), "v1".into()),
-        "added: {seen:?}"
-    );
+    ensure!(seen == Seen::Applied("watched".into(), "v1".into()), "added: {seen:?}");
 
     let patch = json!({"data": {"k": "v2"}});
-    cms.patch("watched", &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    cms.patch("watched", &PatchParams::default(), &Patch::Merge(&patch)).await?;
     let seen = next().await?;
-    ensure!(
-        seen == Seen::Applied("watched".into(), "v2".into()),
-        "modified: {seen:?}"
-    );
+    ensure!(seen == Seen::Applied("watched".into(), "v2".into()), "modified: {seen:?}");
 
     cms.delete("watched", &DeleteParams::default()).await?;
     match next().await? {

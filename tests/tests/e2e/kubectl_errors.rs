@@ -19,23 +19,12 @@ spec:
 async fn kubectl_errors(store: StoreKind) -> Result<()> {
     let skiff = Skiff::start(store).await?;
 
-    let err = skiff
-        .kubectl_stdin(&["apply", "-f", "-"], Some(MALFORMED))
-        .await?
-        .err()?;
+    let err = skiff.kubectl_stdin(&["apply", "-f", "-"], Some(MALFORMED)).await?.err()?;
     ensure!(err.to_lowercase().contains("error"), "{err}");
 
-    let err = skiff
-        .kubectl_stdin(
-            &["create", "--validate=strict", "-f", "-"],
-            Some(POD_WITH_UNKNOWN_FIELD),
-        )
-        .await?
-        .err()?;
-    ensure!(
-        err.contains("bogusField"),
-        "error does not name the field: {err}"
-    );
+    let err =
+        skiff.kubectl_stdin(&["create", "--validate=strict", "-f", "-"], Some(POD_WITH_UNKNOWN_FIELD)).await?.err()?;
+    ensure!(err.contains("bogusField"), "error does not name the field: {err}");
     let absent = skiff.kubectl(&["get", "pod", "strict"]).await?.err()?;
     ensure!(absent.contains("NotFound"), "{absent}");
 
@@ -55,15 +44,9 @@ async fn kubectl_errors(store: StoreKind) -> Result<()> {
         )
         .await?
         .ok()?;
-    let err = skiff
-        .kubectl(&["get", "cm", "here", "-n", "kube-system"])
-        .await?
-        .err()?;
+    let err = skiff.kubectl(&["get", "cm", "here", "-n", "kube-system"]).await?.err()?;
     ensure!(err.contains("NotFound"), "{err}");
-    let err = skiff
-        .kubectl(&["get", "cm", "here", "-n", "no-such-ns"])
-        .await?
-        .err()?;
+    let err = skiff.kubectl(&["get", "cm", "here", "-n", "no-such-ns"]).await?.err()?;
     ensure!(err.contains("NotFound"), "{err}");
     Ok(())
 }

@@ -73,7 +73,8 @@ async fn create_pod(skiff: &Skiff, name: &str, node: Option<&str>) -> Result<Pod
     if let Some(node) = node {
         spec["nodeName"] = json!(node);
     }
-    let pod: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}))?;
+    let pod: Pod =
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}))?;
     let created = pods.create(&PostParams::default(), &pod).await.context("creating the pod")?;
     Ok(PodRef { namespace: "default".into(), name: name.into(), uid: created.metadata.uid.context("pod uid")? })
 }
@@ -138,7 +139,10 @@ async fn kubectl_logs(store: StoreKind) -> Result<()> {
     // Now there is a previous run.
     ensure!(logs_ok(&skiff, &["web"]).await? == "second run\n");
     let previous = logs_ok(&skiff, &["web", "-p"]).await?;
-    ensure!(previous.starts_with("first line\n") && previous.ends_with("written while following\n"), "--previous: {previous:?}");
+    ensure!(
+        previous.starts_with("first line\n") && previous.ends_with("written while following\n"),
+        "--previous: {previous:?}"
+    );
     Ok(())
 }
 
@@ -152,20 +156,33 @@ async fn node_api_requires_the_kubelet_client_cert() -> Result<()> {
     let node = start_node(&skiff, "authz-node").await?;
     let pki = ClusterPki::load_existing(&skiff.data_dir().join("pki"))?;
     let nodes: Api<Node> = Api::all(skiff.kube_client().await?);
-    let port = nodes.get("authz-node").await?.status.and_then(|s| s.daemon_endpoints?.kubelet_endpoint).context("port")?.port;
+    let port =
+        nodes.get("authz-node").await?.status.and_then(|s| s.daemon_endpoints?.kubelet_endpoint).context("port")?.port;
     let url = format!("https://127.0.0.1:{port}/containerLogs/default/x/app");
     let ca = reqwest::Certificate::from_pem(pki.ca_pem().as_bytes())?;
     let client_with = |cn: &str, groups: &[&str]| -> Result<reqwest::Client> {
         let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
         let (cert, key) = pki.issue_client_cert(cn, &groups)?;
         let identity = reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes())?;
-        Ok(reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca.clone()).identity(identity).timeout(Duration::from_secs(10)).build()?)
+        Ok(reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(ca.clone())
+            .identity(identity)
+            .timeout(Duration::from_secs(10))
+            .build()?)
     };
     let node_user = client_with("system:node:other", &["system:nodes"])?;
     ensure!(node_user.get(&url).send().await?.status() == reqwest::StatusCode::FORBIDDEN);
     let admin = client_with("skiff-apiserver-kubelet-client", &["system:masters"])?;
-    ensure!(admin.get(&url).send().await?.status() == reqwest::StatusCode::BAD_REQUEST, "pod x has no logs on this node yet");
-    let anonymous = reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca).timeout(Duration::from_secs(10)).build()?;
+    ensure!(
+        admin.get(&url).send().await?.status() == reqwest::StatusCode::BAD_REQUEST,
+        "pod x has no logs on this node yet"
+    );
+    let anonymous = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(ca)
+        .timeout(Duration::from_secs(10))
+        .build()?;
     ensure!(anonymous.get(&url).send().await.is_err(), "no client certificate: handshake refused");
     drop(node);
     Ok(())

@@ -49,11 +49,6 @@ pub async fn get_json(skiff: &Skiff, args: &[&str]) -> Result<Value> {
 pub fn item_names(list: &Value) -> Vec<String> {
     list["items"]
         .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|item| item["metadata"]["name"].as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|items| items.iter().filter_map(|item| item["metadata"]["name"].as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }

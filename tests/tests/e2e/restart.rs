@@ -26,17 +26,11 @@ async fn restart_keeps_objects(store: StoreKind) -> Result<()> {
 
     let after = get_json(&skiff, &["cm", "kept", "-n", "durable"]).await?;
     ensure!(after["data"]["k"] == "v", "{after}");
-    ensure!(
-        after["metadata"]["uid"] == before["metadata"]["uid"],
-        "uid changed: {after}"
-    );
+    ensure!(after["metadata"]["uid"] == before["metadata"]["uid"], "uid changed: {after}");
     let deploy = get_json(&skiff, &["deployment", "web", "-n", "durable"]).await?;
     ensure!(deploy["metadata"]["name"] == "web", "{deploy}");
     // Writes keep working after the restart.
-    skiff
-        .kubectl(&["label", "cm", "kept", "-n", "durable", "after=restart"])
-        .await?
-        .ok()?;
+    skiff.kubectl(&["label", "cm", "kept", "-n", "durable", "after=restart"]).await?.ok()?;
 
     let status = skiff.stop().await?;
     ensure!(status.success(), "SIGTERM exit status {status}");

@@ -82,7 +82,8 @@ spec:
 async fn hello_function_answers_and_pods_are_replaced() -> Result<()> {
     let skiff = Skiff::start(StoreKind::Embedded).await?;
     let image = push(&skiff, "hello-http", "examples/hello-http:v1").await?;
-    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello-http/deployment.yaml"))?;
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello-http/deployment.yaml"))?;
     let manifest = manifest.replace("REGISTRY/hello-http:v1", &image);
     let path = write_manifest(&skiff, "hello.yaml", &manifest)?;
     skiff.kubectl(&["apply", "-f", path.to_str().context("path")?]).await?.ok()?;
@@ -102,9 +103,9 @@ async fn hello_function_answers_and_pods_are_replaced() -> Result<()> {
     skiff.kubectl(&["delete", "pod", &first_name, "--wait=false"]).await?.ok()?;
     let second = wait_until("a replacement pod", POD_TIMEOUT, POLL, || async {
         let pods = get_json(&skiff, &["pods", "-l", "app=hello-http"]).await?;
-        Ok(pods["items"]
-            .as_array()
-            .and_then(|items| items.iter().find(|p| p["metadata"]["name"] != first_name.as_str() && is_ready(p)).cloned()))
+        Ok(pods["items"].as_array().and_then(|items| {
+            items.iter().find(|p| p["metadata"]["name"] != first_name.as_str() && is_ready(p)).cloned()
+        }))
     })
     .await?;
     let (status, _) = get_pod(&second, 8080, "/").await?;
@@ -116,7 +117,8 @@ async fn hello_function_answers_and_pods_are_replaced() -> Result<()> {
 async fn failing_command_guest_backs_off_and_oom_is_reported() -> Result<()> {
     let skiff = Skiff::start(StoreKind::Embedded).await?;
     let image = push(&skiff, "cli-probe", "probes/cli:v1").await?;
-    let crash = probe_pod("crash", &image, "args: [\"print\", \"about to fail\", \"exit\", \"3\"]", "restartPolicy: Always");
+    let crash =
+        probe_pod("crash", &image, "args: [\"print\", \"about to fail\", \"exit\", \"3\"]", "restartPolicy: Always");
     let oom = probe_pod(
         "oom",
         &image,
@@ -157,13 +159,10 @@ async fn failing_command_guest_backs_off_and_oom_is_reported() -> Result<()> {
 async fn http_guest_limits_fail_only_the_bad_request() -> Result<()> {
     let skiff = Skiff::start(StoreKind::Embedded).await?;
     let image = push(&skiff, "http-probe", "probes/http:v1").await?;
-    let manifest = probe_pod(
-        "limits",
-        &image,
-        "resources:\n      limits:\n        memory: 32Mi",
-        "",
-    )
-    .replace("metadata:\n  name: limits", "metadata:\n  name: limits\n  annotations:\n    skiff.dev/request-timeout: 2s");
+    let manifest = probe_pod("limits", &image, "resources:\n      limits:\n        memory: 32Mi", "").replace(
+        "metadata:\n  name: limits",
+        "metadata:\n  name: limits\n  annotations:\n    skiff.dev/request-timeout: 2s",
+    );
     let path = write_manifest(&skiff, "limits.yaml", &manifest)?;
     skiff.kubectl(&["apply", "-f", path.to_str().context("path")?]).await?.ok()?;
     let pod = wait_pod(&skiff, "limits", "the http probe to be ready", is_ready).await?;

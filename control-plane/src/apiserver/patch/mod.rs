@@ -85,10 +85,7 @@ pub enum PatchError {
     },
     /// A merge or strategic merge patch whose top level is not a JSON object.
     #[error("a {patch_type} patch must be a JSON object, got {found}")]
-    NotAnObject {
-        patch_type: PatchType,
-        found: &'static str,
-    },
+    NotAnObject { patch_type: PatchType, found: &'static str },
     /// A JSON patch operation failed: a `test` did not match, or a path does not exist.
     #[error("JSON patch could not be applied: {0}")]
     JsonPatch(#[from] json_patch::PatchError),
@@ -97,14 +94,8 @@ pub enum PatchError {
     #[error("invalid strategic merge patch at {path:?}: {message}")]
     BadDirective { path: String, message: String },
     /// A list item in a patch of a merged list lacks the list's merge key.
-    #[error(
-        "strategic merge patch at {path:?}: {item} does not contain declared merge key {key:?}"
-    )]
-    MissingMergeKey {
-        path: String,
-        key: &'static str,
-        item: String,
-    },
+    #[error("strategic merge patch at {path:?}: {item} does not contain declared merge key {key:?}")]
+    MissingMergeKey { path: String, key: &'static str, item: String },
     /// The patch is well-formed but cannot be merged into this object.
     #[error("strategic merge patch at {path:?} cannot be applied: {message}")]
     Unmergeable { path: String, message: String },
@@ -115,12 +106,8 @@ impl PatchError {
     /// `Invalid`); false when the patch itself is malformed (HTTP 400 `BadRequest`).
     pub fn is_invalid(&self) -> bool {
         match self {
-            PatchError::Malformed { .. }
-            | PatchError::NotAnObject { .. }
-            | PatchError::BadDirective { .. } => false,
-            PatchError::JsonPatch(_)
-            | PatchError::MissingMergeKey { .. }
-            | PatchError::Unmergeable { .. } => true,
+            PatchError::Malformed { .. } | PatchError::NotAnObject { .. } | PatchError::BadDirective { .. } => false,
+            PatchError::JsonPatch(_) | PatchError::MissingMergeKey { .. } | PatchError::Unmergeable { .. } => true,
         }
     }
 }
@@ -161,16 +148,10 @@ pub fn apply_patch(
 
 /// Kubernetes rejects merge patches that are not objects: replacing the whole object with a
 /// scalar or a list can never produce a valid resource.
-fn require_object(
-    patch_type: PatchType,
-    patch: &Value,
-) -> Result<&serde_json::Map<String, Value>, PatchError> {
+fn require_object(patch_type: PatchType, patch: &Value) -> Result<&serde_json::Map<String, Value>, PatchError> {
     match patch {
         Value::Object(map) => Ok(map),
-        other => Err(PatchError::NotAnObject {
-            patch_type,
-            found: json_type_name(other),
-        }),
+        other => Err(PatchError::NotAnObject { patch_type, found: json_type_name(other) }),
     }
 }
 

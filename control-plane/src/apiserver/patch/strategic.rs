@@ -41,21 +41,13 @@ fn merge_map(original: Object, patch: &Object, ty: Ty, path: &str) -> Result<Obj
             Some("replace") => merge_entries(Object::new(), patch, ty, path),
             Some("delete") => Ok(Object::new()),
             Some("merge") => merge_entries(original, patch, ty, path),
-            _ => Err(bad_directive(
-                path,
-                format!("unknown $patch directive {directive}"),
-            )),
+            _ => Err(bad_directive(path, format!("unknown $patch directive {directive}"))),
         },
     }
 }
 
 /// The body of [`merge_map`] once any `$patch` directive on the object has been honoured.
-fn merge_entries(
-    mut original: Object,
-    patch: &Object,
-    ty: Ty,
-    path: &str,
-) -> Result<Object, PatchError> {
+fn merge_entries(mut original: Object, patch: &Object, ty: Ty, path: &str) -> Result<Object, PatchError> {
     apply_retain_keys(&mut original, patch, path)?;
 
     // Lists with an element order are merged and ordered first; the main loop skips them.
@@ -98,12 +90,7 @@ fn merge_entries(
 }
 
 /// Merges one field's patch value into its current value (absent when `None`).
-fn merge_value(
-    current: Option<Value>,
-    patch: &Value,
-    meta: FieldMeta,
-    path: &str,
-) -> Result<Value, PatchError> {
+fn merge_value(current: Option<Value>, patch: &Value, meta: FieldMeta, path: &str) -> Result<Value, PatchError> {
     match (current, patch) {
         (Some(Value::Object(current)), Value::Object(patch)) => {
             merge_map(current, patch, meta.ty, path).map(Value::Object)
@@ -112,12 +99,8 @@ fn merge_value(
             merge_list_field(current, patch, meta, path).map(Value::Array)
         }
         // Absent or of another JSON type: the patch value wins, cleaned of directives.
-        (_, Value::Object(patch)) => {
-            merge_map(Object::new(), patch, meta.ty, path).map(Value::Object)
-        }
-        (_, Value::Array(patch)) => {
-            merge_list_field(Vec::new(), patch, meta, path).map(Value::Array)
-        }
+        (_, Value::Object(patch)) => merge_map(Object::new(), patch, meta.ty, path).map(Value::Object),
+        (_, Value::Array(patch)) => merge_list_field(Vec::new(), patch, meta, path).map(Value::Array),
         (_, scalar) => Ok(scalar.clone()),
     }
 }
@@ -177,10 +160,7 @@ fn merge_list(
         return Err(unmergeable(path, "list mixes objects and primitives"));
     }
     let Some(key) = merge_key else {
-        return Err(unmergeable(
-            path,
-            "cannot merge a list of objects without a merge key",
-        ));
+        return Err(unmergeable(path, "cannot merge a list of objects without a merge key"));
     };
 
     // Special items first: deletions by key, and `$patch: replace` for the whole list.
@@ -196,25 +176,16 @@ fn merge_list(
             }
             Some((_, Some("replace"))) => replace = true,
             Some((directive, _)) => {
-                return Err(bad_directive(
-                    path,
-                    format!("unknown $patch directive {directive}"),
-                ));
+                return Err(bad_directive(path, format!("unknown $patch directive {directive}")));
             }
         }
     }
     if replace {
-        let items: Vec<Value> = items
-            .into_iter()
-            .map(|item| Value::Object(item.clone()))
-            .collect();
+        let items: Vec<Value> = items.into_iter().map(|item| Value::Object(item.clone())).collect();
         return replace_list(&items, item_ty, path);
     }
 
-    let server_order = merged
-        .iter()
-        .map(|live| identity(live, Some(key)).clone())
-        .collect::<Vec<_>>();
+    let server_order = merged.iter().map(|live| identity(live, Some(key)).clone()).collect::<Vec<_>>();
     let mut patch_order = Vec::with_capacity(items.len());
     for item in items {
         let value = merge_key_of(item, key, path)?;
@@ -228,28 +199,14 @@ fn merge_list(
                 };
                 merged[pos] = Value::Object(merge_map(live, item, item_ty, &child)?);
             }
-            None => merged.push(Value::Object(merge_map(
-                Object::new(),
-                item,
-                item_ty,
-                &child,
-            )?)),
+            None => merged.push(Value::Object(merge_map(Object::new(), item, item_ty, &child)?)),
         }
     }
-    Ok(normalize_order(
-        merged,
-        &patch_order,
-        &server_order,
-        Some(key),
-    ))
+    Ok(normalize_order(merged, &patch_order, &server_order, Some(key)))
 }
 
 /// The value of the merge key of a patch list item.
-fn merge_key_of<'a>(
-    item: &'a Object,
-    key: &'static str,
-    path: &str,
-) -> Result<&'a Value, PatchError> {
+fn merge_key_of<'a>(item: &'a Object, key: &'static str, path: &str) -> Result<&'a Value, PatchError> {
     item.get(key).ok_or_else(|| PatchError::MissingMergeKey {
         path: path.to_owned(),
         key,
@@ -265,20 +222,12 @@ fn apply_retain_keys(original: &mut Object, patch: &Object, path: &str) -> Resul
     };
     let keys = retain
         .as_array()
-        .and_then(|list| {
-            list.iter()
-                .map(Value::as_str)
-                .collect::<Option<Vec<&str>>>()
-        })
+        .and_then(|list| list.iter().map(Value::as_str).collect::<Option<Vec<&str>>>())
         .ok_or_else(|| bad_directive(path, "$retainKeys must be a list of strings".to_owned()))?;
-    if let Some((missing, _)) = patch
-        .iter()
-        .find(|(k, v)| !v.is_null() && !k.starts_with('$') && !keys.contains(&k.as_str()))
+    if let Some((missing, _)) =
+        patch.iter().find(|(k, v)| !v.is_null() && !k.starts_with('$') && !keys.contains(&k.as_str()))
     {
-        return Err(unmergeable(
-            path,
-            &format!("patch sets {missing:?}, which $retainKeys does not list"),
-        ));
+        return Err(unmergeable(path, &format!("patch sets {missing:?}, which $retainKeys does not list")));
     }
     original.retain(|k, _| keys.contains(&k.as_str()));
     Ok(())
@@ -296,10 +245,7 @@ fn apply_element_order(
 ) -> Result<bool, PatchError> {
     let child = child_path(path, field);
     let Value::Array(order) = order else {
-        return Err(bad_directive(
-            &child,
-            "$setElementOrder must be a list".to_owned(),
-        ));
+        return Err(bad_directive(&child, "$setElementOrder must be a list".to_owned()));
     };
     let meta = schema::field(ty, field);
     let key = match meta.strategy {
@@ -312,33 +258,21 @@ fn apply_element_order(
         // Deleting or replacing the field: there is nothing to order.
         Some(_) => return Ok(false),
     };
-    let order_ids: Vec<Value> = order
-        .iter()
-        .map(|item| identity(item, key).clone())
-        .collect();
+    let order_ids: Vec<Value> = order.iter().map(|item| identity(item, key).clone()).collect();
     for item in patch_list.into_iter().flatten() {
         let is_directive = item.get(DIRECTIVE_MARKER).is_some();
         if !is_directive && !order_ids.contains(identity(item, key)) {
-            return Err(bad_directive(
-                &child,
-                format!("{item} is missing from $setElementOrder"),
-            ));
+            return Err(bad_directive(&child, format!("{item} is missing from $setElementOrder")));
         }
     }
     let live = match original.get_mut(field) {
         Some(Value::Array(live)) => Some(std::mem::take(live)),
         _ => None,
     };
-    let server_order: Vec<Value> = live
-        .iter()
-        .flatten()
-        .map(|item| identity(item, key).clone())
-        .collect();
+    let server_order: Vec<Value> = live.iter().flatten().map(|item| identity(item, key).clone()).collect();
     let merged = match (live, patch_list) {
         (Some(live), None) => live,
-        (live, Some(patch_list)) => {
-            merge_list_field(live.unwrap_or_default(), patch_list, meta, &child)?
-        }
+        (live, Some(patch_list)) => merge_list_field(live.unwrap_or_default(), patch_list, meta, &child)?,
         (None, None) => return Ok(true),
     };
     let ordered = normalize_order(merged, &order_ids, &server_order, key);
@@ -354,10 +288,7 @@ fn delete_from_primitive_list(
     path: &str,
 ) -> Result<(), PatchError> {
     let Value::Array(values) = values else {
-        return Err(bad_directive(
-            &child_path(path, field),
-            "$deleteFromPrimitiveList must be a list".to_owned(),
-        ));
+        return Err(bad_directive(&child_path(path, field), "$deleteFromPrimitiveList must be a list".to_owned()));
     };
     if let Some(Value::Array(list)) = original.get_mut(field) {
         list.retain(|item| !values.contains(item));
@@ -377,19 +308,13 @@ fn identity<'a>(item: &'a Value, key: Option<&str>) -> &'a Value {
 /// Orders a merged list: items named in `patch_order` in that order, the others in
 /// `server_order`, the two interleaved so that each server-only item stays in front of the
 /// first patch item that followed it in the live list (apimachinery's `mergeSortedSlice`).
-fn normalize_order(
-    merged: Vec<Value>,
-    patch_order: &[Value],
-    server_order: &[Value],
-    key: Option<&str>,
-) -> Vec<Value> {
+fn normalize_order(merged: Vec<Value>, patch_order: &[Value], server_order: &[Value], key: Option<&str>) -> Vec<Value> {
     let position = |order: &[Value], item: &Value| {
         let id = identity(item, key);
         order.iter().position(|o| o == id)
     };
-    let (mut patch_items, mut server_items): (Vec<Value>, Vec<Value>) = merged
-        .into_iter()
-        .partition(|item| position(patch_order, item).is_some());
+    let (mut patch_items, mut server_items): (Vec<Value>, Vec<Value>) =
+        merged.into_iter().partition(|item| position(patch_order, item).is_some());
     patch_items.sort_by_key(|item| position(patch_order, item).unwrap_or(usize::MAX));
     server_items.sort_by_key(|item| position(server_order, item).unwrap_or(usize::MAX));
 
@@ -406,34 +331,20 @@ fn normalize_order(
             (None, Some(_)) => false,
             (None, None) => break,
         };
-        let next = if take_server {
-            server.next()
-        } else {
-            patched.next()
-        };
+        let next = if take_server { server.next() } else { patched.next() };
         result.extend(next);
     }
     result
 }
 
 fn child_path(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
 }
 
 fn bad_directive(path: &str, message: String) -> PatchError {
-    PatchError::BadDirective {
-        path: path.to_owned(),
-        message,
-    }
+    PatchError::BadDirective { path: path.to_owned(), message }
 }
 
 fn unmergeable(path: &str, message: &str) -> PatchError {
-    PatchError::Unmergeable {
-        path: path.to_owned(),
-        message: message.to_owned(),
-    }
+    PatchError::Unmergeable { path: path.to_owned(), message: message.to_owned() }
 }

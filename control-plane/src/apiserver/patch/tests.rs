@@ -4,12 +4,7 @@ use serde_json::{Value, json};
 
 use super::{PatchError, PatchType, apply_patch};
 
-fn patch(
-    patch_type: PatchType,
-    kind: &str,
-    original: &Value,
-    body: Value,
-) -> Result<Value, PatchError> {
+fn patch(patch_type: PatchType, kind: &str, original: &Value, body: Value) -> Result<Value, PatchError> {
     apply_patch(patch_type, kind, original, body.to_string().as_bytes())
 }
 
@@ -56,15 +51,11 @@ fn deployment() -> Value {
 }
 
 fn containers(obj: &Value) -> &Vec<Value> {
-    obj["spec"]["template"]["spec"]["containers"]
-        .as_array()
-        .expect("containers is a list")
+    obj["spec"]["template"]["spec"]["containers"].as_array().expect("containers is a list")
 }
 
 fn names(list: &[Value]) -> Vec<&str> {
-    list.iter()
-        .map(|c| c["name"].as_str().expect("item has a name"))
-        .collect()
+    list.iter().map(|c| c["name"].as_str().expect("item has a name")).collect()
 }
 
 fn assert_no_directives(value: &Value) {
@@ -83,22 +74,10 @@ fn assert_no_directives(value: &Value) {
 
 #[test]
 fn content_types_ignore_parameters_and_case() {
-    assert_eq!(
-        PatchType::from_content_type("application/json-patch+json"),
-        Some(PatchType::Json)
-    );
-    assert_eq!(
-        PatchType::from_content_type("application/merge-patch+json; charset=utf-8"),
-        Some(PatchType::Merge)
-    );
-    assert_eq!(
-        PatchType::from_content_type("Application/Strategic-Merge-Patch+JSON"),
-        Some(PatchType::StrategicMerge)
-    );
-    assert_eq!(
-        PatchType::from_content_type("application/apply-patch+yaml"),
-        None
-    );
+    assert_eq!(PatchType::from_content_type("application/json-patch+json"), Some(PatchType::Json));
+    assert_eq!(PatchType::from_content_type("application/merge-patch+json; charset=utf-8"), Some(PatchType::Merge));
+    assert_eq!(PatchType::from_content_type("Application/Strategic-Merge-Patch+JSON"), Some(PatchType::StrategicMerge));
+    assert_eq!(PatchType::from_content_type("application/apply-patch+yaml"), None);
     assert_eq!(PatchType::from_content_type("application/json"), None);
     for t in [PatchType::Json, PatchType::Merge, PatchType::StrategicMerge] {
         assert_eq!(PatchType::from_content_type(t.content_type()), Some(t));
@@ -117,10 +96,7 @@ fn json_patch_add_remove_replace() {
     ]);
     let out = patch(PatchType::Json, "Deployment", &original, body).expect("json patch applies");
     assert_eq!(out["spec"]["replicas"], 3);
-    assert_eq!(
-        out["metadata"]["labels"],
-        json!({"app": "web", "new": "yes"})
-    );
+    assert_eq!(out["metadata"]["labels"], json!({"app": "web", "new": "yes"}));
     assert_eq!(names(containers(&out)), ["web", "sidecar", "c3"]);
     assert_eq!(original, deployment(), "the original is left untouched");
 }
@@ -130,10 +106,7 @@ fn json_patch_failed_test_or_bad_path_is_invalid() {
     let original = deployment();
     let failed_test = json!([{"op": "test", "path": "/spec/replicas", "value": 5}]);
     let err = patch(PatchType::Json, "Deployment", &original, failed_test).expect_err("test fails");
-    assert!(
-        matches!(err, PatchError::JsonPatch(_)) && err.is_invalid(),
-        "{err}"
-    );
+    assert!(matches!(err, PatchError::JsonPatch(_)) && err.is_invalid(), "{err}");
 
     let bad_path = json!([{"op": "remove", "path": "/spec/nope"}]);
     let err = patch(PatchType::Json, "Deployment", &original, bad_path).expect_err("path missing");
@@ -145,28 +118,17 @@ fn malformed_bodies_are_bad_requests() {
     let original = deployment();
     for t in [PatchType::Json, PatchType::Merge, PatchType::StrategicMerge] {
         let err = apply_patch(t, "Deployment", &original, b"{not json").expect_err("malformed");
-        assert!(
-            matches!(err, PatchError::Malformed { .. }) && !err.is_invalid(),
-            "{err}"
-        );
+        assert!(matches!(err, PatchError::Malformed { .. }) && !err.is_invalid(), "{err}");
     }
-    let not_ops = apply_patch(PatchType::Json, "Deployment", &original, br#"{"op":"add"}"#)
-        .expect_err("a JSON patch is a list");
+    let not_ops =
+        apply_patch(PatchType::Json, "Deployment", &original, br#"{"op":"add"}"#).expect_err("a JSON patch is a list");
     assert!(!not_ops.is_invalid());
-    let unknown_op = apply_patch(
-        PatchType::Json,
-        "Deployment",
-        &original,
-        br#"[{"op":"frob","path":"/a"}]"#,
-    )
-    .expect_err("unknown op");
+    let unknown_op = apply_patch(PatchType::Json, "Deployment", &original, br#"[{"op":"frob","path":"/a"}]"#)
+        .expect_err("unknown op");
     assert!(!unknown_op.is_invalid());
     for t in [PatchType::Merge, PatchType::StrategicMerge] {
         let err = apply_patch(t, "Deployment", &original, b"[1,2]").expect_err("not an object");
-        assert!(
-            matches!(err, PatchError::NotAnObject { .. }) && !err.is_invalid(),
-            "{err}"
-        );
+        assert!(matches!(err, PatchError::NotAnObject { .. }) && !err.is_invalid(), "{err}");
     }
 }
 
@@ -174,27 +136,18 @@ fn malformed_bodies_are_bad_requests() {
 fn merge_patch_kubectl_label_scale_and_null_delete() {
     let original = deployment();
     // `kubectl label deploy web env=prod tier-` and `kubectl scale --replicas=3`.
-    let body =
-        json!({"metadata": {"labels": {"env": "prod", "tier": null}}, "spec": {"replicas": 3}});
+    let body = json!({"metadata": {"labels": {"env": "prod", "tier": null}}, "spec": {"replicas": 3}});
     let out = patch(PatchType::Merge, "Deployment", &original, body).expect("merge patch applies");
-    assert_eq!(
-        out["metadata"]["labels"],
-        json!({"app": "web", "env": "prod"})
-    );
+    assert_eq!(out["metadata"]["labels"], json!({"app": "web", "env": "prod"}));
     assert_eq!(out["spec"]["replicas"], 3);
     assert_eq!(containers(&out).len(), 2);
 }
 
 #[test]
 fn merge_patch_replaces_lists() {
-    let body =
-        json!({"spec": {"template": {"spec": {"containers": [{"name": "only", "image": "x"}]}}}});
-    let out =
-        patch(PatchType::Merge, "Deployment", &deployment(), body).expect("merge patch applies");
-    assert_eq!(
-        containers(&out),
-        &vec![json!({"name": "only", "image": "x"})]
-    );
+    let body = json!({"spec": {"template": {"spec": {"containers": [{"name": "only", "image": "x"}]}}}});
+    let out = patch(PatchType::Merge, "Deployment", &deployment(), body).expect("merge patch applies");
+    assert_eq!(containers(&out), &vec![json!({"name": "only", "image": "x"})]);
 }
 
 #[test]
@@ -211,10 +164,7 @@ fn smp_kubectl_apply_changes_one_image() {
     let cs = containers(&out);
     assert_eq!(names(cs), ["web", "sidecar"]);
     assert_eq!(cs[0]["image"], "nginx:1.27");
-    assert_eq!(
-        cs[0]["env"],
-        deployment()["spec"]["template"]["spec"]["containers"][0]["env"]
-    );
+    assert_eq!(cs[0]["env"], deployment()["spec"]["template"]["spec"]["containers"][0]["env"]);
     assert_eq!(cs[1]["image"], "busybox");
     assert_eq!(out["metadata"]["labels"]["tier"], "front");
     assert_no_directives(&out);
@@ -234,11 +184,7 @@ fn smp_set_element_order_reorders_and_keeps_server_only_items() {
 
 #[test]
 fn smp_null_deletes_a_label() {
-    let out = smp(
-        "Deployment",
-        &deployment(),
-        json!({"metadata": {"labels": {"tier": null}}}),
-    );
+    let out = smp("Deployment", &deployment(), json!({"metadata": {"labels": {"tier": null}}}));
     assert_eq!(out["metadata"]["labels"], json!({"app": "web"}));
 }
 
@@ -255,10 +201,7 @@ fn smp_kubectl_set_image_and_rollout_restart() {
     let out = smp("Deployment", &out, restart);
     let template_meta = &out["spec"]["template"]["metadata"];
     assert_eq!(template_meta["labels"], json!({"app": "web"}));
-    assert_eq!(
-        template_meta["annotations"]["kubectl.kubernetes.io/restartedAt"],
-        "2025-01-01T00:00:00Z"
-    );
+    assert_eq!(template_meta["annotations"]["kubectl.kubernetes.io/restartedAt"], "2025-01-01T00:00:00Z");
 }
 
 #[test]
@@ -268,10 +211,7 @@ fn smp_adds_and_removes_env_entries() {
     ]}}}});
     let out = smp("Deployment", &deployment(), add);
     // Without `$setElementOrder`, apimachinery puts patch items before the live-only ones.
-    assert_eq!(
-        names(containers(&out)[0]["env"].as_array().expect("env")),
-        ["C", "A", "B"]
-    );
+    assert_eq!(names(containers(&out)[0]["env"].as_array().expect("env")), ["C", "A", "B"]);
 
     // kubectl apply after removing `A` from the manifest.
     let remove = json!({"spec": {"template": {"spec": {
@@ -284,13 +224,7 @@ fn smp_adds_and_removes_env_entries() {
     }}}});
     let out = smp("Deployment", &out, remove);
     let env = containers(&out)[0]["env"].as_array().expect("env");
-    assert_eq!(
-        env,
-        &vec![
-            json!({"name": "B", "value": "2"}),
-            json!({"name": "C", "value": "3"})
-        ]
-    );
+    assert_eq!(env, &vec![json!({"name": "B", "value": "2"}), json!({"name": "C", "value": "3"})]);
     assert_no_directives(&out);
 }
 
@@ -308,30 +242,21 @@ fn smp_patch_replace_on_list_and_map() {
         {"$patch": "replace"}, {"name": "solo", "image": "s"}
     ]}}}});
     let out = smp("Deployment", &deployment(), list);
-    assert_eq!(
-        containers(&out),
-        &vec![json!({"name": "solo", "image": "s"})]
-    );
+    assert_eq!(containers(&out), &vec![json!({"name": "solo", "image": "s"})]);
 
     let map = json!({"metadata": {"labels": {"$patch": "replace", "only": "me"}}});
     let out = smp("Deployment", &deployment(), map);
     assert_eq!(out["metadata"]["labels"], json!({"only": "me"}));
 
     let delete = json!({"spec": {"strategy": {"$patch": "delete"}}});
-    assert_eq!(
-        smp("Deployment", &deployment(), delete)["spec"]["strategy"],
-        json!({})
-    );
+    assert_eq!(smp("Deployment", &deployment(), delete)["spec"]["strategy"], json!({}));
 }
 
 #[test]
 fn smp_finalizers_merge_as_a_set_and_delete_from_primitive_list() {
     let add = json!({"metadata": {"finalizers": ["b.example/y", "a.example/x"]}});
     let out = smp("Deployment", &deployment(), add);
-    assert_eq!(
-        out["metadata"]["finalizers"],
-        json!(["b.example/y", "a.example/x"])
-    );
+    assert_eq!(out["metadata"]["finalizers"], json!(["b.example/y", "a.example/x"]));
 
     let remove = json!({"metadata": {
         "$setElementOrder/finalizers": ["b.example/y"],
@@ -350,14 +275,8 @@ fn smp_container_ports_merge_by_container_port_and_tolerations_are_replaced() {
     }}}});
     let out = smp("Deployment", &deployment(), body);
     let ports = &containers(&out)[0]["ports"];
-    assert_eq!(
-        ports,
-        &json!([{"containerPort": 443}, {"containerPort": 80, "protocol": "TCP"}])
-    );
-    assert_eq!(
-        out["spec"]["template"]["spec"]["tolerations"],
-        json!([{"key": "k2", "operator": "Exists"}])
-    );
+    assert_eq!(ports, &json!([{"containerPort": 443}, {"containerPort": 80, "protocol": "TCP"}]));
+    assert_eq!(out["spec"]["template"]["spec"]["tolerations"], json!([{"key": "k2", "operator": "Exists"}]));
 }
 
 #[test]
@@ -381,10 +300,7 @@ fn smp_node_taints_are_replaced_and_conditions_merge_by_type() {
     let body = json!({"spec": {"taints": [{"key": "b", "effect": "NoExecute"}]},
         "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
     let out = smp("Node", &node, body);
-    assert_eq!(
-        out["spec"]["taints"],
-        json!([{"key": "b", "effect": "NoExecute"}])
-    );
+    assert_eq!(out["spec"]["taints"], json!([{"key": "b", "effect": "NoExecute"}]));
     assert_eq!(
         out["status"]["conditions"],
         json!([{"type": "Ready", "status": "True"}, {"type": "DiskPressure", "status": "False"}])
@@ -398,8 +314,7 @@ fn smp_retain_keys_clears_the_old_strategy() {
     let out = smp("Deployment", &deployment(), body);
     assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
 
-    let mismatch =
-        json!({"spec": {"strategy": {"$retainKeys": ["type"], "rollingUpdate": {"maxSurge": 2}}}});
+    let mismatch = json!({"spec": {"strategy": {"$retainKeys": ["type"], "rollingUpdate": {"maxSurge": 2}}}});
     assert!(smp_err("Deployment", &deployment(), mismatch).is_invalid());
     let bad = json!({"spec": {"strategy": {"$retainKeys": "type"}}});
     assert!(!smp_err("Deployment", &deployment(), bad).is_invalid());
@@ -415,10 +330,7 @@ fn smp_new_fields_are_cleaned_of_directives_and_nulls() {
         "securityContext": {"$patch": "replace", "runAsUser": 1, "fsGroup": null}
     }});
     let out = smp("Pod", &pod, body);
-    assert_eq!(
-        out["spec"]["containers"],
-        json!([{"name": "a", "image": "x", "env": [{"name": "E", "value": "1"}]}])
-    );
+    assert_eq!(out["spec"]["containers"], json!([{"name": "a", "image": "x", "env": [{"name": "E", "value": "1"}]}]));
     assert_eq!(out["spec"]["securityContext"], json!({"runAsUser": 1}));
     assert_no_directives(&out);
 }
@@ -427,10 +339,7 @@ fn smp_new_fields_are_cleaned_of_directives_and_nulls() {
 fn smp_rejects_bad_directives_and_missing_merge_keys() {
     let no_key = json!({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}});
     let err = smp_err("Deployment", &deployment(), no_key);
-    assert!(
-        matches!(err, PatchError::MissingMergeKey { key: "name", .. }) && err.is_invalid(),
-        "{err}"
-    );
+    assert!(matches!(err, PatchError::MissingMergeKey { key: "name", .. }) && err.is_invalid(), "{err}");
 
     let bad_patch = json!({"metadata": {"labels": {"$patch": "frob"}}});
     assert!(!smp_err("Deployment", &deployment(), bad_patch).is_invalid());

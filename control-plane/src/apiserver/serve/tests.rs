@@ -33,16 +33,14 @@ fn app() -> Router {
     Router::new()
         .route(
             "/",
-            get(
-                |Extension(peer): Extension<PeerInfo>, req: Request| async move {
-                    format!(
-                        "{:?} {} {}",
-                        req.version(),
-                        peer.client_cert_cn.as_deref().unwrap_or("-"),
-                        peer.client_cert_orgs.join(",")
-                    )
-                },
-            ),
+            get(|Extension(peer): Extension<PeerInfo>, req: Request| async move {
+                format!(
+                    "{:?} {} {}",
+                    req.version(),
+                    peer.client_cert_cn.as_deref().unwrap_or("-"),
+                    peer.client_cert_orgs.join(",")
+                )
+            }),
         )
         .route(
             "/slow",
@@ -61,13 +59,7 @@ async fn start(tls: bool, drain: Duration) -> Server {
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(serve(listener, config, app(), shutdown.clone(), drain));
-    Server {
-        addr,
-        pki,
-        shutdown,
-        handle,
-        _dir: dir,
-    }
+    Server { addr, pki, shutdown, handle, _dir: dir }
 }
 
 impl Server {
@@ -81,17 +73,11 @@ impl Server {
     }
 }
 
-async fn tls_connect(
-    server: &Server,
-    alpn: &[u8],
-    client_cert: Option<(String, String)>,
-) -> TlsStream<TcpStream> {
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(server.pki.ca_root_store().expect("roots"));
+async fn tls_connect(server: &Server, alpn: &[u8], client_cert: Option<(String, String)>) -> TlsStream<TcpStream> {
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(server.pki.ca_root_store().expect("roots"));
     let mut config = match client_cert {
         Some((cert, key)) => builder
             .with_client_auth_cert(
@@ -104,21 +90,16 @@ async fn tls_connect(
     config.alpn_protocols = vec![alpn.to_vec()];
     let tcp = TcpStream::connect(server.addr).await.expect("connect");
     let name = ServerName::try_from("localhost").expect("name");
-    let tls = tokio::time::timeout(
-        WAIT,
-        TlsConnector::from(Arc::new(config)).connect(name, tcp),
-    )
-    .await
-    .expect("handshake in time")
-    .expect("handshake");
+    let tls = tokio::time::timeout(WAIT, TlsConnector::from(Arc::new(config)).connect(name, tcp))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
     tls
 }
 
 fn request(path: &str) -> http::Request<Empty<Bytes>> {
-    http::Request::get(format!("https://localhost{path}"))
-        .body(Empty::new())
-        .expect("request")
+    http::Request::get(format!("https://localhost{path}")).body(Empty::new()).expect("request")
 }
 
 async fn body_text(resp: http::Response<Incoming>) -> String {
@@ -131,9 +112,7 @@ async fn get_h1<I>(io: I, path: &str) -> String
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .expect("h1 handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.expect("h1 handshake");
     let driver = tokio::spawn(conn);
     let resp = tokio::time::timeout(WAIT, sender.send_request(request(path)))
         .await
@@ -150,9 +129,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-            .await
-            .expect("h2 handshake");
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await.expect("h2 handshake");
     let driver = tokio::spawn(conn);
     let resp = tokio::time::timeout(WAIT, sender.send_request(request(path)))
         .await
@@ -176,10 +153,7 @@ async fn http2_and_http1_over_tls() {
 #[tokio::test]
 async fn client_certificate_identity_reaches_handlers() {
     let server = start(true, Duration::from_secs(1)).await;
-    let cert = server
-        .pki
-        .issue_client_cert("alice", &["devs".to_string(), "ops".to_string()])
-        .expect("client cert");
+    let cert = server.pki.issue_client_cert("alice", &["devs".to_string(), "ops".to_string()]).expect("client cert");
     let text = get_h2(tls_connect(&server, b"h2", Some(cert)).await, "/").await;
     assert_eq!(text, "HTTP/2.0 alice devs,ops");
     server.stop().await;
@@ -213,15 +187,9 @@ async fn shutdown_lets_in_flight_requests_finish() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let addr = server.addr;
     server.stop().await;
-    let text = tokio::time::timeout(WAIT, in_flight)
-        .await
-        .expect("in time")
-        .expect("task");
+    let text = tokio::time::timeout(WAIT, in_flight).await.expect("in time").expect("task");
     assert_eq!(text, "done");
-    assert!(
-        TcpStream::connect(addr).await.is_err(),
-        "listener is closed after shutdown"
-    );
+    assert!(TcpStream::connect(addr).await.is_err(), "listener is closed after shutdown");
 }
 
 #[tokio::test]
@@ -230,18 +198,13 @@ async fn shutdown_bounded_by_drain_with_stuck_connections() {
     let _stalled = TcpStream::connect(server.addr).await.expect("connect");
     // An idle HTTP/2 connection whose client never answers GOAWAY by closing.
     let idle = tls_connect(&server, b"h2", None).await;
-    let (_sender, conn) = hyper::client::conn::http2::handshake::<_, _, Empty<Bytes>>(
-        TokioExecutor::new(),
-        TokioIo::new(idle),
-    )
-    .await
-    .expect("h2 handshake");
+    let (_sender, conn) =
+        hyper::client::conn::http2::handshake::<_, _, Empty<Bytes>>(TokioExecutor::new(), TokioIo::new(idle))
+            .await
+            .expect("h2 handshake");
     let driver = tokio::spawn(conn);
     // A request that outlives the drain period.
-    let slow = tokio::spawn(get_h1(
-        tls_connect(&server, b"http/1.1", None).await,
-        "/slow",
-    ));
+    let slow = tokio::spawn(get_h1(tls_connect(&server, b"http/1.1", None).await, "/slow"));
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = std::time::Instant::now();
     server.stop().await;

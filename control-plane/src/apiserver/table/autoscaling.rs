@@ -8,10 +8,7 @@ use super::format::{age, arr_at, int_at, name, str_at};
 use super::{AGE, Cells, Column, NAME, Printer, col};
 
 pub(super) fn printer(kind: &str) -> Option<Printer> {
-    (kind == "HorizontalPodAutoscaler").then_some(Printer {
-        columns: HPA,
-        row: hpa,
-    })
+    (kind == "HorizontalPodAutoscaler").then_some(Printer { columns: HPA, row: hpa })
 }
 
 const HPA: &[Column] = &[
@@ -36,11 +33,7 @@ const HPA: &[Column] = &[
         "integer",
         "maxReplicas is the upper limit for the number of replicas to which the autoscaler can scale up.",
     ),
-    col(
-        "Replicas",
-        "integer",
-        "currentReplicas is current number of replicas of pods managed by this autoscaler.",
-    ),
+    col("Replicas", "integer", "currentReplicas is current number of replicas of pods managed by this autoscaler."),
     AGE,
 ];
 
@@ -54,21 +47,12 @@ fn hpa_metric(spec: &Value, status: Option<&Value>) -> String {
     };
     match str_at(spec, "/type") {
         "Resource" | "ContainerResource" => {
-            let field = if str_at(spec, "/type") == "Resource" {
-                "resource"
-            } else {
-                "containerResource"
-            };
+            let field = if str_at(spec, "/type") == "Resource" { "resource" } else { "containerResource" };
             let resource = str_at(spec, &format!("/{field}/name"));
             if let Some(target) = spec.pointer(&format!("/{field}/target/averageValue")) {
-                let target = target
-                    .as_str()
-                    .map_or_else(|| target.to_string(), str::to_string);
+                let target = target.as_str().map_or_else(|| target.to_string(), str::to_string);
                 let now = current(&format!("/{field}/current/averageValue"));
-                format!(
-                    "{resource}: {}/{target}",
-                    now.as_deref().unwrap_or("<unknown>")
-                )
+                format!("{resource}: {}/{target}", now.as_deref().unwrap_or("<unknown>"))
             } else {
                 let now = current(&format!("/{field}/current/averageUtilization"))
                     .map_or_else(|| "<unknown>".to_string(), |u| format!("{u}%"));
@@ -81,11 +65,7 @@ fn hpa_metric(spec: &Value, status: Option<&Value>) -> String {
         }
         "Pods" => {
             let now = current("/pods/current/averageValue");
-            format!(
-                "{}/{}",
-                now.as_deref().unwrap_or("<unknown>"),
-                str_at(spec, "/pods/target/averageValue")
-            )
+            format!("{}/{}", now.as_deref().unwrap_or("<unknown>"), str_at(spec, "/pods/target/averageValue"))
         }
         ty @ ("Object" | "External") => {
             let field = if ty == "Object" { "object" } else { "external" };
@@ -108,11 +88,7 @@ fn hpa(v: &Value, now: Timestamp) -> Cells {
     let targets = if specs.is_empty() {
         "<none>".to_string()
     } else {
-        let list: Vec<String> = specs
-            .iter()
-            .enumerate()
-            .map(|(i, spec)| hpa_metric(spec, statuses.get(i)))
-            .collect();
+        let list: Vec<String> = specs.iter().enumerate().map(|(i, spec)| hpa_metric(spec, statuses.get(i))).collect();
         const MAX: usize = 2;
         if list.len() > MAX {
             format!("{} + {} more...", list[..MAX].join(", "), list.len() - MAX)
@@ -120,17 +96,11 @@ fn hpa(v: &Value, now: Timestamp) -> Cells {
             list.join(", ")
         }
     };
-    let min = v
-        .pointer("/spec/minReplicas")
-        .and_then(Value::as_i64)
-        .map_or_else(|| "<unset>".to_string(), |m| m.to_string());
+    let min =
+        v.pointer("/spec/minReplicas").and_then(Value::as_i64).map_or_else(|| "<unset>".to_string(), |m| m.to_string());
     vec![
         json!(name(v)),
-        json!(format!(
-            "{}/{}",
-            str_at(v, "/spec/scaleTargetRef/kind"),
-            str_at(v, "/spec/scaleTargetRef/name")
-        )),
+        json!(format!("{}/{}", str_at(v, "/spec/scaleTargetRef/kind"), str_at(v, "/spec/scaleTargetRef/name"))),
         json!(targets),
         json!(min),
         json!(int_at(v, "/spec/maxReplicas")),

@@ -24,16 +24,8 @@ const NODE: &[Column] = &[
     col("Roles", "string", "The roles of the node"),
     AGE,
     col("Version", "string", "Kubelet Version reported by the node."),
-    wide(
-        "Internal-IP",
-        "string",
-        "List of addresses reachable to the node.",
-    ),
-    wide(
-        "External-IP",
-        "string",
-        "List of addresses reachable to the node.",
-    ),
+    wide("Internal-IP", "string", "List of addresses reachable to the node."),
+    wide("External-IP", "string", "List of addresses reachable to the node."),
     wide(
         "OS-Image",
         "string",
@@ -69,36 +61,21 @@ fn node_roles(node: &Value) -> String {
     }
     roles.sort_unstable();
     roles.dedup();
-    if roles.is_empty() {
-        "<none>".to_string()
-    } else {
-        roles.join(",")
-    }
+    if roles.is_empty() { "<none>".to_string() } else { roles.join(",") }
 }
 
 fn node_address(node: &Value, ty: &str) -> String {
     arr_at(node, "/status/addresses")
         .iter()
         .find(|a| str_at(a, "/type") == ty)
-        .map_or_else(
-            || "<none>".to_string(),
-            |a| str_at(a, "/address").to_string(),
-        )
+        .map_or_else(|| "<none>".to_string(), |a| str_at(a, "/address").to_string())
 }
 
 fn node(node: &Value, now: Timestamp) -> Cells {
     let mut status: Vec<&str> = Vec::new();
     // Only the Ready condition is summarized, as in Kubernetes.
-    if let Some(ready) = arr_at(node, "/status/conditions")
-        .iter()
-        .rev()
-        .find(|c| str_at(c, "/type") == "Ready")
-    {
-        status.push(if str_at(ready, "/status") == "True" {
-            "Ready"
-        } else {
-            "NotReady"
-        });
+    if let Some(ready) = arr_at(node, "/status/conditions").iter().rev().find(|c| str_at(c, "/type") == "Ready") {
+        status.push(if str_at(ready, "/status") == "True" { "Ready" } else { "NotReady" });
     }
     if status.is_empty() {
         status.push("Unknown");
@@ -116,39 +93,19 @@ fn node(node: &Value, now: Timestamp) -> Cells {
         json!(node_address(node, "ExternalIP")),
         json!(str_or(node, "/status/nodeInfo/osImage", "<unknown>")),
         json!(str_or(node, "/status/nodeInfo/kernelVersion", "<unknown>")),
-        json!(str_or(
-            node,
-            "/status/nodeInfo/containerRuntimeVersion",
-            "<unknown>"
-        )),
+        json!(str_or(node, "/status/nodeInfo/containerRuntimeVersion", "<unknown>")),
     ]
 }
 
-const NAMESPACE: &[Column] = &[
-    NAME,
-    col("Status", "string", "The status of the namespace"),
-    AGE,
-];
+const NAMESPACE: &[Column] = &[NAME, col("Status", "string", "The status of the namespace"), AGE];
 
 fn namespace(ns: &Value, now: Timestamp) -> Cells {
-    vec![
-        json!(name(ns)),
-        json!(str_at(ns, "/status/phase")),
-        json!(age(ns, now)),
-    ]
+    vec![json!(name(ns)), json!(str_at(ns, "/status/phase")), json!(age(ns, now))]
 }
 
 const EVENT: &[Column] = &[
-    col(
-        "Last Seen",
-        "string",
-        "The time at which the most recent occurrence of this event was recorded.",
-    ),
-    col(
-        "Type",
-        "string",
-        "Type of this event (Normal, Warning), new types could be added in the future",
-    ),
+    col("Last Seen", "string", "The time at which the most recent occurrence of this event was recorded."),
+    col("Type", "string", "Type of this event (Normal, Warning), new types could be added in the future"),
     col(
         "Reason",
         "string",
@@ -161,25 +118,10 @@ const EVENT: &[Column] = &[
         "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement.",
     ),
     wide("Source", "string", "The component reporting this event."),
-    col(
-        "Message",
-        "string",
-        "A human-readable description of the status of this operation.",
-    ),
-    wide(
-        "First Seen",
-        "string",
-        "The time at which the event was first recorded.",
-    ),
-    wide(
-        "Count",
-        "string",
-        "The number of times this event has occurred.",
-    ),
-    Column {
-        priority: 1,
-        ..NAME
-    },
+    col("Message", "string", "A human-readable description of the status of this operation."),
+    wide("First Seen", "string", "The time at which the event was first recorded."),
+    wide("Count", "string", "The number of times this event has occurred."),
+    Column { priority: 1, ..NAME },
 ];
 
 fn event(ev: &Value, now: Timestamp) -> Cells {
@@ -206,11 +148,7 @@ fn event(ev: &Value, now: Timestamp) -> Cells {
     };
     let component = str_or(ev, "/source/component", str_at(ev, "/reportingComponent"));
     let instance = str_or(ev, "/source/host", str_at(ev, "/reportingInstance"));
-    let source = if instance.is_empty() {
-        component.to_string()
-    } else {
-        format!("{component}, {instance}")
-    };
+    let source = if instance.is_empty() { component.to_string() } else { format!("{component}, {instance}") };
     vec![
         json!(last),
         json!(str_at(ev, "/type")),
@@ -225,16 +163,8 @@ fn event(ev: &Value, now: Timestamp) -> Cells {
     ]
 }
 
-const LEASE: &[Column] = &[
-    NAME,
-    col("Holder", "string", "The holder of the lease"),
-    AGE,
-];
+const LEASE: &[Column] = &[NAME, col("Holder", "string", "The holder of the lease"), AGE];
 
 fn lease(l: &Value, now: Timestamp) -> Cells {
-    vec![
-        json!(name(l)),
-        json!(str_at(l, "/spec/holderIdentity")),
-        json!(age(l, now)),
-    ]
+    vec![json!(name(l)), json!(str_at(l, "/spec/holderIdentity")), json!(age(l, now))]
 }

@@ -16,11 +16,7 @@ pub(super) fn printer(kind: &str) -> Option<Printer> {
     Some(Printer { columns, row })
 }
 
-const CONFIG_MAP: &[Column] = &[
-    NAME,
-    col("Data", "integer", "Data contains the configuration data."),
-    AGE,
-];
+const CONFIG_MAP: &[Column] = &[NAME, col("Data", "integer", "Data contains the configuration data."), AGE];
 
 fn config_map(cm: &Value, now: Timestamp) -> Cells {
     let count = len_at(cm, "/data") + len_at(cm, "/binaryData");
@@ -39,12 +35,7 @@ fn secret(s: &Value, now: Timestamp) -> Cells {
         "" => "Opaque",
         ty => ty,
     };
-    vec![
-        json!(name(s)),
-        json!(ty),
-        json!(len_at(s, "/data")),
-        json!(age(s, now)),
-    ]
+    vec![json!(name(s)), json!(ty), json!(len_at(s, "/data")), json!(age(s, now))]
 }
 
 const SERVICE_ACCOUNT: &[Column] = &[
@@ -58,9 +49,5 @@ const SERVICE_ACCOUNT: &[Column] = &[
 ];
 
 fn service_account(sa: &Value, now: Timestamp) -> Cells {
-    vec![
-        json!(name(sa)),
-        json!(arr_at(sa, "/secrets").len()),
-        json!(age(sa, now)),
-    ]
+    vec![json!(name(sa)), json!(arr_at(sa, "/secrets").len()), json!(age(sa, now))]
 }

@@ -21,11 +21,7 @@ pub fn human_duration(secs: i64) -> String {
     let minutes = secs / 60;
     if minutes < 10 {
         let s = secs % 60;
-        return if s == 0 {
-            format!("{minutes}m")
-        } else {
-            format!("{minutes}m{s}s")
-        };
+        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
     }
     if minutes < 60 * 3 {
         return format!("{minutes}m");
@@ -33,33 +29,21 @@ pub fn human_duration(secs: i64) -> String {
     let hours = secs / 3600;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 {
-            format!("{hours}h")
-        } else {
-            format!("{hours}h{m}m")
-        };
+        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
     }
     if hours < 48 {
         return format!("{hours}h");
     }
     if hours < 24 * 8 {
         let h = hours % 24;
-        return if h == 0 {
-            format!("{}d", hours / 24)
-        } else {
-            format!("{}d{h}h", hours / 24)
-        };
+        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{h}h", hours / 24) };
     }
     if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
     }
     if hours < 24 * 365 * 8 {
         let days = (hours / 24) % 365;
-        return if days == 0 {
-            format!("{}y", hours / 24 / 365)
-        } else {
-            format!("{}y{days}d", hours / 24 / 365)
-        };
+        return if days == 0 { format!("{}y", hours / 24 / 365) } else { format!("{}y{days}d", hours / 24 / 365) };
     }
     format!("{}y", hours / 24 / 365)
 }
@@ -107,17 +91,12 @@ pub fn bool_at(v: &Value, pointer: &str) -> bool {
 
 /// An array field, empty when absent.
 pub fn arr_at<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
-    v.pointer(pointer)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
+    v.pointer(pointer).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
 }
 
 /// Number of keys of an object field, 0 when absent.
 pub fn len_at(v: &Value, pointer: &str) -> usize {
-    v.pointer(pointer)
-        .and_then(Value::as_object)
-        .map_or(0, serde_json::Map::len)
+    v.pointer(pointer).and_then(Value::as_object).map_or(0, serde_json::Map::len)
 }
 
 /// The object's name.
@@ -127,8 +106,7 @@ pub fn name(v: &Value) -> String {
 
 /// True when the object is being deleted.
 pub fn terminating(v: &Value) -> bool {
-    v.pointer("/metadata/deletionTimestamp")
-        .is_some_and(|t| !t.is_null())
+    v.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
 }
 
 /// `labels.FormatLabels`: sorted `k=v` pairs joined by commas, `<none>` when empty.
@@ -136,10 +114,7 @@ pub fn format_labels(v: &Value, pointer: &str) -> String {
     let Some(map) = v.pointer(pointer).and_then(Value::as_object) else {
         return "<none>".to_string();
     };
-    let mut pairs: Vec<String> = map
-        .iter()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-        .collect();
+    let mut pairs: Vec<String> = map.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
     if pairs.is_empty() {
         return "<none>".to_string();
     }
@@ -161,10 +136,7 @@ pub fn selector_string(v: &Value, pointer: &str) -> String {
     }
     for expr in arr_at(sel, "/matchExpressions") {
         let key = str_at(expr, "/key");
-        let mut values: Vec<&str> = arr_at(expr, "/values")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
+        let mut values: Vec<&str> = arr_at(expr, "/values").iter().filter_map(Value::as_str).collect();
         values.sort_unstable();
         values.dedup();
         let text = match str_at(expr, "/operator") {
@@ -177,10 +149,7 @@ pub fn selector_string(v: &Value, pointer: &str) -> String {
         reqs.push((key.to_string(), text));
     }
     reqs.sort_by(|a, b| a.0.cmp(&b.0));
-    reqs.into_iter()
-        .map(|(_, text)| text)
-        .collect::<Vec<_>>()
-        .join(",")
+    reqs.into_iter().map(|(_, text)| text).collect::<Vec<_>>().join(",")
 }
 
 /// `metav1.FormatLabelSelector`: like [`selector_string`] but `<none>` when empty.
@@ -206,9 +175,7 @@ pub fn load_balancer_ingress(v: &Value, pointer: &str) -> String {
         .filter_map(|i| {
             let ip = str_at(i, "/ip");
             let host = str_at(i, "/hostname");
-            (!ip.is_empty())
-                .then_some(ip)
-                .or((!host.is_empty()).then_some(host))
+            (!ip.is_empty()).then_some(ip).or((!host.is_empty()).then_some(host))
         })
         .collect::<Vec<_>>()
         .join(",")
@@ -216,21 +183,13 @@ pub fn load_balancer_ingress(v: &Value, pointer: &str) -> String {
 
 /// `helper.GetAccessModesAsString`: short access-mode names in Kubernetes' fixed order.
 pub fn access_modes(v: &Value, pointer: &str) -> String {
-    let modes: Vec<&str> = arr_at(v, pointer)
+    let modes: Vec<&str> = arr_at(v, pointer).iter().filter_map(Value::as_str).collect();
+    [("ReadWriteOnce", "RWO"), ("ReadOnlyMany", "ROX"), ("ReadWriteMany", "RWX"), ("ReadWriteOncePod", "RWOP")]
         .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    [
-        ("ReadWriteOnce", "RWO"),
-        ("ReadOnlyMany", "ROX"),
-        ("ReadWriteMany", "RWX"),
-        ("ReadWriteOncePod", "RWOP"),
-    ]
-    .iter()
-    .filter(|(long, _)| modes.contains(long))
-    .map(|(_, short)| *short)
-    .collect::<Vec<_>>()
-    .join(",")
+        .filter(|(long, _)| modes.contains(long))
+        .map(|(_, short)| *short)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -278,10 +237,7 @@ mod tests {
                 {"key": "canary", "operator": "Exists"},
             ]
         }, "labels": {"b": "2", "a": "1"}, "empty": {}});
-        assert_eq!(
-            selector_string(&v, "/sel"),
-            "app=web,canary,!env,tier in (a,b),zone notin (x)"
-        );
+        assert_eq!(selector_string(&v, "/sel"), "app=web,canary,!env,tier in (a,b),zone notin (x)");
         assert_eq!(selector_string(&v, "/missing"), "");
         assert_eq!(format_selector(&v, "/empty"), "<none>");
         assert_eq!(format_labels(&v, "/labels"), "a=1,b=2");

@@ -57,28 +57,12 @@ pub(crate) struct Column {
 
 /// A standard column shown by plain `kubectl get`.
 pub(crate) const fn col(name: &'static str, ty: &'static str, description: &'static str) -> Column {
-    Column {
-        name,
-        ty,
-        format: "",
-        priority: 0,
-        description,
-    }
+    Column { name, ty, format: "", priority: 0, description }
 }
 
 /// A priority-1 column, shown by `kubectl get -o wide`.
-pub(crate) const fn wide(
-    name: &'static str,
-    ty: &'static str,
-    description: &'static str,
-) -> Column {
-    Column {
-        name,
-        ty,
-        format: "",
-        priority: 1,
-        description,
-    }
+pub(crate) const fn wide(name: &'static str, ty: &'static str, description: &'static str) -> Column {
+    Column { name, ty, format: "", priority: 1, description }
 }
 
 /// The `Name` column every printer starts with.
@@ -91,11 +75,8 @@ pub(crate) const NAME: Column = Column {
 };
 
 /// The `Age` column.
-pub(crate) const AGE: Column = col(
-    "Age",
-    "string",
-    "CreationTimestamp is a timestamp representing the server time when this object was created.",
-);
+pub(crate) const AGE: Column =
+    col("Age", "string", "CreationTimestamp is a timestamp representing the server time when this object was created.");
 
 /// Cells of one row, in column order.
 pub(crate) type Cells = Vec<Value>;
@@ -114,10 +95,7 @@ fn default_row(v: &Value, now: Timestamp) -> Cells {
     vec![json!(format::name(v)), json!(format::age(v, now))]
 }
 
-const DEFAULT: Printer = Printer {
-    columns: &[NAME, AGE],
-    row: default_row,
-};
+const DEFAULT: Printer = Printer { columns: &[NAME, AGE], row: default_row };
 
 fn printer(kind: &str) -> Printer {
     pod::printer(kind)
@@ -139,14 +117,7 @@ pub fn to_table(
     resource_version: &str,
     continue_token: Option<&str>,
 ) -> Value {
-    to_table_at(
-        kind,
-        items,
-        include_object,
-        resource_version,
-        continue_token,
-        Timestamp::now(),
-    )
+    to_table_at(kind, items, include_object, resource_version, continue_token, Timestamp::now())
 }
 
 /// [`to_table`] with an explicit "now", so ages are deterministic in tests.

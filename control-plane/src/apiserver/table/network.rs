@@ -19,40 +19,20 @@ pub(super) fn printer(kind: &str) -> Option<Printer> {
 
 const SERVICE: &[Column] = &[
     NAME,
-    col(
-        "Type",
-        "string",
-        "type determines how the Service is exposed.",
-    ),
-    col(
-        "Cluster-IP",
-        "string",
-        "clusterIP is the IP address of the service and is usually assigned randomly.",
-    ),
+    col("Type", "string", "type determines how the Service is exposed."),
+    col("Cluster-IP", "string", "clusterIP is the IP address of the service and is usually assigned randomly."),
     col(
         "External-IP",
         "string",
         "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.",
     ),
-    col(
-        "Port(s)",
-        "string",
-        "The list of ports that are exposed by this service.",
-    ),
+    col("Port(s)", "string", "The list of ports that are exposed by this service."),
     AGE,
-    wide(
-        "Selector",
-        "string",
-        "Route service traffic to pods with label keys and values matching this selector.",
-    ),
+    wide("Selector", "string", "Route service traffic to pods with label keys and values matching this selector."),
 ];
 
 fn strings(v: &Value, pointer: &str) -> Vec<String> {
-    arr_at(v, pointer)
-        .iter()
-        .filter_map(Value::as_str)
-        .map(str::to_string)
-        .collect()
+    arr_at(v, pointer).iter().filter_map(Value::as_str).map(str::to_string).collect()
 }
 
 /// `getServiceExternalIP` in wide mode.
@@ -68,17 +48,9 @@ fn external_ip(svc: &Value) -> String {
         }
         "LoadBalancer" => {
             let lb = load_balancer_ingress(svc, "/status/loadBalancer/ingress");
-            let mut all: Vec<String> = lb
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect();
+            let mut all: Vec<String> = lb.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
             all.extend(external);
-            if all.is_empty() {
-                "<pending>".to_string()
-            } else {
-                all.join(",")
-            }
+            if all.is_empty() { "<pending>".to_string() } else { all.join(",") }
         }
         "ExternalName" => str_at(svc, "/spec/externalName").to_string(),
         _ => "<unknown>".to_string(),
@@ -101,11 +73,7 @@ fn ports(svc: &Value) -> String {
             }
         })
         .collect();
-    if pieces.is_empty() {
-        "<none>".to_string()
-    } else {
-        pieces.join(",")
-    }
+    if pieces.is_empty() { "<none>".to_string() } else { pieces.join(",") }
 }
 
 fn service(svc: &Value, now: Timestamp) -> Cells {
@@ -130,11 +98,7 @@ fn service(svc: &Value, now: Timestamp) -> Cells {
     ]
 }
 
-const ENDPOINTS: &[Column] = &[
-    NAME,
-    col("Endpoints", "string", "Endpoints of the service"),
-    AGE,
-];
+const ENDPOINTS: &[Column] = &[NAME, col("Endpoints", "string", "Endpoints of the service"), AGE];
 
 /// `formatEndpoints` for all ports: at most three `ip:port`, then `+ N more...`.
 fn format_endpoints(ep: &Value) -> String {
@@ -170,11 +134,7 @@ fn format_endpoints(ep: &Value) -> String {
                 let ip = str_at(addr, "/ip");
                 let port = int_at(port, "/port");
                 // net.JoinHostPort brackets IPv6 literals.
-                list.push(if ip.contains(':') {
-                    format!("[{ip}]:{port}")
-                } else {
-                    format!("{ip}:{port}")
-                });
+                list.push(if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") });
             }
         }
     }
@@ -189,30 +149,14 @@ fn format_endpoints(ep: &Value) -> String {
 }
 
 fn endpoints(ep: &Value, now: Timestamp) -> Cells {
-    vec![
-        json!(name(ep)),
-        json!(format_endpoints(ep)),
-        json!(age(ep, now)),
-    ]
+    vec![json!(name(ep)), json!(format_endpoints(ep)), json!(age(ep, now))]
 }
 
 const INGRESS: &[Column] = &[
     NAME,
-    col(
-        "Class",
-        "string",
-        "The name of the IngressClass resource used by this ingress.",
-    ),
-    col(
-        "Hosts",
-        "string",
-        "Hosts that incoming requests are matched against before the ingress rule",
-    ),
-    col(
-        "Address",
-        "string",
-        "Address is a list containing ingress points for the load-balancer",
-    ),
+    col("Class", "string", "The name of the IngressClass resource used by this ingress."),
+    col("Hosts", "string", "Hosts that incoming requests are matched against before the ingress rule"),
+    col("Address", "string", "Address is a list containing ingress points for the load-balancer"),
     col("Ports", "string", "Ports of TLS configurations that open"),
     AGE,
 ];
@@ -236,23 +180,12 @@ fn hosts(ing: &Value) -> String {
         return "*".to_string();
     }
     let joined = list.join(",");
-    if more {
-        format!("{joined} + {} more...", rules.len() - MAX)
-    } else {
-        joined
-    }
+    if more { format!("{joined} + {} more...", rules.len() - MAX) } else { joined }
 }
 
 fn ingress(ing: &Value, now: Timestamp) -> Cells {
-    let class = ing
-        .pointer("/spec/ingressClassName")
-        .and_then(Value::as_str)
-        .unwrap_or("<none>");
-    let ports = if arr_at(ing, "/spec/tls").is_empty() {
-        "80"
-    } else {
-        "80, 443"
-    };
+    let class = ing.pointer("/spec/ingressClassName").and_then(Value::as_str).unwrap_or("<none>");
+    let ports = if arr_at(ing, "/spec/tls").is_empty() { "80" } else { "80, 443" };
     vec![
         json!(name(ing)),
         json!(class),

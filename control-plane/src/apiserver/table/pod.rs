@@ -10,49 +10,22 @@ use super::{AGE, Cells, Column, NAME, Printer, col, wide};
 
 const COLUMNS: &[Column] = &[
     NAME,
-    col(
-        "Ready",
-        "string",
-        "The aggregate readiness state of this pod for accepting traffic.",
-    ),
-    col(
-        "Status",
-        "string",
-        "The aggregate status of the containers in this pod.",
-    ),
+    col("Ready", "string", "The aggregate readiness state of this pod for accepting traffic."),
+    col("Status", "string", "The aggregate status of the containers in this pod."),
     col(
         "Restarts",
         "string",
         "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
     ),
     AGE,
-    wide(
-        "IP",
-        "string",
-        "IP address allocated to the pod. Routable at least within the cluster.",
-    ),
-    wide(
-        "Node",
-        "string",
-        "NodeName indicates in which node this pod is scheduled.",
-    ),
-    wide(
-        "Nominated Node",
-        "string",
-        "nominatedNodeName is set when this pod preempts other pods on the node.",
-    ),
-    wide(
-        "Readiness Gates",
-        "string",
-        "If specified, all readiness gates will be evaluated for pod readiness.",
-    ),
+    wide("IP", "string", "IP address allocated to the pod. Routable at least within the cluster."),
+    wide("Node", "string", "NodeName indicates in which node this pod is scheduled."),
+    wide("Nominated Node", "string", "nominatedNodeName is set when this pod preempts other pods on the node."),
+    wide("Readiness Gates", "string", "If specified, all readiness gates will be evaluated for pod readiness."),
 ];
 
 pub(super) fn printer(kind: &str) -> Option<Printer> {
-    (kind == "Pod").then_some(Printer {
-        columns: COLUMNS,
-        row,
-    })
+    (kind == "Pod").then_some(Printer { columns: COLUMNS, row })
 }
 
 /// Row conditions marking finished pods, as Kubernetes sets them.
@@ -66,9 +39,7 @@ pub(super) fn row_conditions(pod: &Value) -> Option<Value> {
 }
 
 fn condition_true(pod: &Value, ty: &str) -> bool {
-    arr_at(pod, "/status/conditions")
-        .iter()
-        .any(|c| str_at(c, "/type") == ty && str_at(c, "/status") == "True")
+    arr_at(pod, "/status/conditions").iter().any(|c| str_at(c, "/type") == ty && str_at(c, "/status") == "True")
 }
 
 /// `finishedAt` of the container's last termination, if any.
@@ -88,15 +59,9 @@ fn exit_reason(terminated: &Value, prefix: &str) -> String {
 
 fn row(pod: &Value, now: Timestamp) -> Cells {
     let init_specs = arr_at(pod, "/spec/initContainers");
-    let restartable = |name: &str| {
-        init_specs
-            .iter()
-            .any(|c| str_at(c, "/name") == name && str_at(c, "/restartPolicy") == "Always")
-    };
-    let sidecars = init_specs
-        .iter()
-        .filter(|c| str_at(c, "/restartPolicy") == "Always")
-        .count();
+    let restartable =
+        |name: &str| init_specs.iter().any(|c| str_at(c, "/name") == name && str_at(c, "/restartPolicy") == "Always");
+    let sidecars = init_specs.iter().filter(|c| str_at(c, "/restartPolicy") == "Always").count();
     let total = arr_at(pod, "/spec/containers").len() + sidecars;
 
     let mut restarts = 0;
@@ -124,9 +89,7 @@ fn row(pod: &Value, now: Timestamp) -> Cells {
             sidecar_restarts += int_at(status, "/restartCount");
             last_sidecar_restart = last_sidecar_restart.max(last_termination(status));
         }
-        let terminated = status
-            .pointer("/state/terminated")
-            .filter(|t| t.is_object());
+        let terminated = status.pointer("/state/terminated").filter(|t| t.is_object());
         let waiting_reason = str_at(status, "/state/waiting/reason");
         match terminated {
             Some(t) if int_at(t, "/exitCode") == 0 => continue,
@@ -159,9 +122,7 @@ fn row(pod: &Value, now: Timestamp) -> Cells {
             restarts += int_at(status, "/restartCount");
             last_restart = last_restart.max(last_termination(status));
             let waiting = str_at(status, "/state/waiting/reason");
-            let terminated = status
-                .pointer("/state/terminated")
-                .filter(|t| t.is_object());
+            let terminated = status.pointer("/state/terminated").filter(|t| t.is_object());
             if !waiting.is_empty() {
                 reason = waiting.to_string();
             } else if let Some(t) = terminated {
@@ -169,22 +130,14 @@ fn row(pod: &Value, now: Timestamp) -> Cells {
                     "" => exit_reason(t, ""),
                     r => r.to_string(),
                 };
-            } else if bool_at(status, "/ready")
-                && status
-                    .pointer("/state/running")
-                    .is_some_and(Value::is_object)
-            {
+            } else if bool_at(status, "/ready") && status.pointer("/state/running").is_some_and(Value::is_object) {
                 has_running = true;
                 ready += 1;
             }
         }
         // A pod whose containers partly completed but some still run is not "Completed".
         if reason == "Completed" && has_running {
-            reason = if condition_true(pod, "Ready") {
-                "Running".to_string()
-            } else {
-                "NotReady".to_string()
-            };
+            reason = if condition_true(pod, "Ready") { "Running".to_string() } else { "NotReady".to_string() };
         }
     }
 
@@ -214,10 +167,7 @@ fn row(pod: &Value, now: Timestamp) -> Cells {
             .iter()
             .filter(|g| {
                 let ty = str_at(g, "/conditionType");
-                conditions
-                    .iter()
-                    .find(|c| str_at(c, "/type") == ty)
-                    .is_some_and(|c| str_at(c, "/status") == "True")
+                conditions.iter().find(|c| str_at(c, "/type") == ty).is_some_and(|c| str_at(c, "/status") == "True")
             })
             .count();
         format!("{passing}/{}", gates.len())

@@ -19,41 +19,17 @@ pub(super) fn printer(kind: &str) -> Option<Printer> {
 
 const STORAGE_CLASS: &[Column] = &[
     NAME,
-    col(
-        "Provisioner",
-        "string",
-        "Indicates the type of the provisioner.",
-    ),
-    col(
-        "ReclaimPolicy",
-        "string",
-        "Indicates the type of the reclaim policy.",
-    ),
-    col(
-        "VolumeBindingMode",
-        "string",
-        "Indicates how PersistentVolumeClaims should be provisioned and bound.",
-    ),
-    col(
-        "AllowVolumeExpansion",
-        "string",
-        "Indicates whether the storage class allow volume expand.",
-    ),
+    col("Provisioner", "string", "Indicates the type of the provisioner."),
+    col("ReclaimPolicy", "string", "Indicates the type of the reclaim policy."),
+    col("VolumeBindingMode", "string", "Indicates how PersistentVolumeClaims should be provisioned and bound."),
+    col("AllowVolumeExpansion", "string", "Indicates whether the storage class allow volume expand."),
     AGE,
 ];
 
 fn storage_class(sc: &Value, now: Timestamp) -> Cells {
-    let default = [
-        "storageclass.kubernetes.io/is-default-class",
-        "storageclass.beta.kubernetes.io/is-default-class",
-    ]
-    .iter()
-    .any(|a| {
-        sc.pointer("/metadata/annotations")
-            .and_then(|m| m.get(*a))
-            .and_then(Value::as_str)
-            == Some("true")
-    });
+    let default = ["storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class"]
+        .iter()
+        .any(|a| sc.pointer("/metadata/annotations").and_then(|m| m.get(*a)).and_then(Value::as_str) == Some("true"));
     let mut display = name(sc);
     if default {
         display.push_str(" (default)");
@@ -70,26 +46,14 @@ fn storage_class(sc: &Value, now: Timestamp) -> Cells {
 
 const PV: &[Column] = &[
     NAME,
-    col(
-        "Capacity",
-        "string",
-        "capacity is the description of the persistent volume's resources and capacity.",
-    ),
-    col(
-        "Access Modes",
-        "string",
-        "accessModes contains all ways the volume can be mounted.",
-    ),
+    col("Capacity", "string", "capacity is the description of the persistent volume's resources and capacity."),
+    col("Access Modes", "string", "accessModes contains all ways the volume can be mounted."),
     col(
         "Reclaim Policy",
         "string",
         "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from its claim.",
     ),
-    col(
-        "Status",
-        "string",
-        "phase indicates if a volume is available, bound to a claim, or released by a claim.",
-    ),
+    col("Status", "string", "phase indicates if a volume is available, bound to a claim, or released by a claim."),
     col(
         "Claim",
         "string",
@@ -100,11 +64,7 @@ const PV: &[Column] = &[
         "string",
         "storageClassName is the name of StorageClass to which this persistent volume belongs.",
     ),
-    col(
-        "VolumeAttributesClass",
-        "string",
-        "Name of VolumeAttributesClass to which this persistent volume belongs.",
-    ),
+    col("VolumeAttributesClass", "string", "Name of VolumeAttributesClass to which this persistent volume belongs."),
     col(
         "Reason",
         "string",
@@ -127,10 +87,7 @@ fn quantity(v: &Value, pointer: &str) -> String {
 }
 
 fn optional_or_unset(v: &Value, pointer: &str) -> String {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or("<unset>")
-        .to_string()
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("<unset>").to_string()
 }
 
 fn volume_class(v: &Value, spec_field: &str) -> String {
@@ -145,11 +102,7 @@ fn persistent_volume(pv: &Value, now: Timestamp) -> Cells {
         Some(c) => format!("{}/{}", str_at(c, "/namespace"), str_at(c, "/name")),
         None => String::new(),
     };
-    let phase = if terminating(pv) {
-        "Terminating"
-    } else {
-        str_at(pv, "/status/phase")
-    };
+    let phase = if terminating(pv) { "Terminating" } else { str_at(pv, "/status/phase") };
     vec![
         json!(name(pv)),
         json!(quantity(pv, "/spec/capacity/storage")),
@@ -167,56 +120,25 @@ fn persistent_volume(pv: &Value, now: Timestamp) -> Cells {
 
 const PVC: &[Column] = &[
     NAME,
-    col(
-        "Status",
-        "string",
-        "phase represents the current phase of PersistentVolumeClaim.",
-    ),
-    col(
-        "Volume",
-        "string",
-        "volumeName is the binding reference to the PersistentVolume backing this claim.",
-    ),
-    col(
-        "Capacity",
-        "string",
-        "capacity represents the actual resources of the underlying volume.",
-    ),
-    col(
-        "Access Modes",
-        "string",
-        "accessModes contains the desired access modes the volume should have.",
-    ),
-    col(
-        "StorageClass",
-        "string",
-        "storageClassName is the name of the StorageClass required by the claim.",
-    ),
+    col("Status", "string", "phase represents the current phase of PersistentVolumeClaim."),
+    col("Volume", "string", "volumeName is the binding reference to the PersistentVolume backing this claim."),
+    col("Capacity", "string", "capacity represents the actual resources of the underlying volume."),
+    col("Access Modes", "string", "accessModes contains the desired access modes the volume should have."),
+    col("StorageClass", "string", "storageClassName is the name of the StorageClass required by the claim."),
     col(
         "VolumeAttributesClass",
         "string",
         "volumeAttributesClassName may be used to set the VolumeAttributesClass used by this claim.",
     ),
     AGE,
-    wide(
-        "VolumeMode",
-        "string",
-        "volumeMode defines what type of volume is required by the claim.",
-    ),
+    wide("VolumeMode", "string", "volumeMode defines what type of volume is required by the claim."),
 ];
 
 fn persistent_volume_claim(pvc: &Value, now: Timestamp) -> Cells {
-    let phase = if terminating(pvc) {
-        "Terminating"
-    } else {
-        str_at(pvc, "/status/phase")
-    };
+    let phase = if terminating(pvc) { "Terminating" } else { str_at(pvc, "/status/phase") };
     let bound = !str_at(pvc, "/spec/volumeName").is_empty();
     let (capacity, modes) = if bound {
-        (
-            quantity(pvc, "/status/capacity/storage"),
-            access_modes(pvc, "/status/accessModes"),
-        )
+        (quantity(pvc, "/status/capacity/storage"), access_modes(pvc, "/status/accessModes"))
     } else {
         (String::new(), String::new())
     };

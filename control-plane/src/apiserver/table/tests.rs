@@ -13,10 +13,7 @@ fn now() -> Timestamp {
 
 /// A timestamp `secs` seconds before [`NOW`].
 fn ago(secs: i64) -> String {
-    now()
-        .checked_sub(jiff::SignedDuration::from_secs(secs))
-        .expect("in range")
-        .to_string()
+    now().checked_sub(jiff::SignedDuration::from_secs(secs)).expect("in range").to_string()
 }
 
 fn meta(name: &str, age_secs: i64) -> Value {
@@ -57,14 +54,7 @@ fn running_pod() -> Value {
 
 #[test]
 fn table_structure_and_partial_metadata() {
-    let table = to_table_at(
-        "Pod",
-        &[running_pod()],
-        IncludeObject::default(),
-        "42",
-        Some("next"),
-        now(),
-    );
+    let table = to_table_at("Pod", &[running_pod()], IncludeObject::default(), "42", Some("next"), now());
     assert_eq!(table["kind"], "Table");
     assert_eq!(table["apiVersion"], "meta.k8s.io/v1");
     assert_eq!(table["metadata"]["resourceVersion"], "42");
@@ -81,24 +71,10 @@ fn table_structure_and_partial_metadata() {
     assert_eq!(object["metadata"]["name"], "web");
     assert!(object.get("spec").is_none());
 
-    let full = to_table_at(
-        "Pod",
-        &[running_pod()],
-        IncludeObject::Object,
-        "1",
-        None,
-        now(),
-    );
+    let full = to_table_at("Pod", &[running_pod()], IncludeObject::Object, "1", None, now());
     assert_eq!(full["rows"][0]["object"]["spec"]["nodeName"], "node1");
     assert!(full["metadata"].get("continue").is_none());
-    let none = to_table_at(
-        "Pod",
-        &[running_pod()],
-        IncludeObject::None,
-        "1",
-        None,
-        now(),
-    );
+    let none = to_table_at("Pod", &[running_pod()], IncludeObject::None, "1", None, now());
     assert!(none["rows"][0]["object"].is_null());
     assert_eq!(IncludeObject::parse("Object"), Some(IncludeObject::Object));
     assert_eq!(IncludeObject::parse("bogus"), None);
@@ -108,17 +84,7 @@ fn table_structure_and_partial_metadata() {
 fn pod_columns() {
     assert_eq!(
         column_names("Pod"),
-        [
-            "Name",
-            "Ready",
-            "Status",
-            "Restarts",
-            "Age",
-            "IP",
-            "Node",
-            "Nominated Node",
-            "Readiness Gates"
-        ]
+        ["Name", "Ready", "Status", "Restarts", "Age", "IP", "Node", "Nominated Node", "Readiness Gates"]
     );
 }
 
@@ -189,31 +155,10 @@ fn init_container_statuses() {
         })
     };
     assert_eq!(cells("Pod", pod(json!({"running": {}})))[2], "Init:0/2");
-    assert_eq!(
-        cells(
-            "Pod",
-            pod(json!({"terminated": {"exitCode": 0, "reason": "Completed"}}))
-        )[2],
-        "Init:1/2"
-    );
-    assert_eq!(
-        cells(
-            "Pod",
-            pod(json!({"terminated": {"exitCode": 2, "reason": "Error"}}))
-        )[2],
-        "Init:Error"
-    );
-    assert_eq!(
-        cells("Pod", pod(json!({"terminated": {"exitCode": 137}})))[2],
-        "Init:ExitCode:137"
-    );
-    assert_eq!(
-        cells(
-            "Pod",
-            pod(json!({"waiting": {"reason": "ImagePullBackOff"}}))
-        )[2],
-        "Init:ImagePullBackOff"
-    );
+    assert_eq!(cells("Pod", pod(json!({"terminated": {"exitCode": 0, "reason": "Completed"}})))[2], "Init:1/2");
+    assert_eq!(cells("Pod", pod(json!({"terminated": {"exitCode": 2, "reason": "Error"}})))[2], "Init:Error");
+    assert_eq!(cells("Pod", pod(json!({"terminated": {"exitCode": 137}})))[2], "Init:ExitCode:137");
+    assert_eq!(cells("Pod", pod(json!({"waiting": {"reason": "ImagePullBackOff"}})))[2], "Init:ImagePullBackOff");
 }
 
 #[test]
@@ -257,16 +202,7 @@ fn sidecar_counts_and_completed_pod_conditions() {
 fn deployment_mid_rollout() {
     assert_eq!(
         column_names("Deployment"),
-        [
-            "Name",
-            "Ready",
-            "Up-to-date",
-            "Available",
-            "Age",
-            "Containers",
-            "Images",
-            "Selector"
-        ]
+        ["Name", "Ready", "Up-to-date", "Available", "Age", "Containers", "Images", "Selector"]
     );
     let deploy = json!({
         "metadata": meta("web", 200),
@@ -300,10 +236,7 @@ fn replicaset_statefulset_daemonset() {
     let rs = json!({"metadata": meta("web-1", 10), "spec": {"replicas": 2,
         "selector": {"matchLabels": {"app": "web"}}, "template": {"spec": {"containers": []}}},
         "status": {"replicas": 2, "readyReplicas": 1}});
-    assert_eq!(
-        cells("ReplicaSet", rs)[1..4],
-        [json!(2), json!(2), json!(1)]
-    );
+    assert_eq!(cells("ReplicaSet", rs)[1..4], [json!(2), json!(2), json!(1)]);
     let sts = json!({"metadata": meta("db", 10), "spec": {"replicas": 3},
         "status": {"readyReplicas": 3}});
     assert_eq!(cells("StatefulSet", sts)[1], "3/3");
@@ -312,27 +245,13 @@ fn replicaset_statefulset_daemonset() {
         "status": {"desiredNumberScheduled": 2, "currentNumberScheduled": 2, "numberReady": 1,
                    "updatedNumberScheduled": 2, "numberAvailable": 1}});
     let row = cells("DaemonSet", ds);
-    assert_eq!(
-        row[1..6],
-        [json!(2), json!(2), json!(1), json!(2), json!(1)]
-    );
+    assert_eq!(row[1..6], [json!(2), json!(2), json!(1), json!(2), json!(1)]);
     assert_eq!(row[6], "kubernetes.io/os=linux");
 }
 
 #[test]
 fn nodeport_and_loadbalancer_services() {
-    assert_eq!(
-        column_names("Service"),
-        [
-            "Name",
-            "Type",
-            "Cluster-IP",
-            "External-IP",
-            "Port(s)",
-            "Age",
-            "Selector"
-        ]
-    );
+    assert_eq!(column_names("Service"), ["Name", "Type", "Cluster-IP", "External-IP", "Port(s)", "Age", "Selector"]);
     let svc = json!({
         "metadata": meta("web", 5),
         "spec": {"type": "NodePort", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
@@ -368,24 +287,14 @@ fn endpoints_and_ingress() {
     let ep = json!({"metadata": meta("web", 5), "subsets": [{
         "addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "fd00::3"}, {"ip": "10.0.0.4"}],
         "ports": [{"port": 8080}]}]});
-    assert_eq!(
-        cells("Endpoints", ep)[1],
-        "10.0.0.1:8080,10.0.0.2:8080,[fd00::3]:8080 + 1 more..."
-    );
+    assert_eq!(cells("Endpoints", ep)[1], "10.0.0.1:8080,10.0.0.2:8080,[fd00::3]:8080 + 1 more...");
     let empty = json!({"metadata": meta("none", 5)});
     assert_eq!(cells("Endpoints", empty)[1], "<none>");
     let ing = json!({"metadata": meta("web", 5), "spec": {"ingressClassName": "nginx",
         "rules": [{"host": "a.test"}, {"host": "b.test"}], "tls": [{"hosts": ["a.test"]}]}});
     assert_eq!(
         cells("Ingress", ing),
-        vec![
-            json!("web"),
-            json!("nginx"),
-            json!("a.test,b.test"),
-            json!(""),
-            json!("80, 443"),
-            json!("5s")
-        ]
+        vec![json!("web"), json!("nginx"), json!("a.test,b.test"), json!(""), json!("80, 443"), json!("5s")]
     );
 }
 
@@ -449,44 +358,25 @@ fn jobs_and_cronjobs() {
     let running = json!({"metadata": meta("par", 60), "spec": {"parallelism": 2},
         "status": {"startTime": ago(30)}});
     let row = cells("Job", running);
-    assert_eq!(
-        row[1..4],
-        [json!("Running"), json!("0/1 of 2"), json!("30s")]
-    );
+    assert_eq!(row[1..4], [json!("Running"), json!("0/1 of 2"), json!("30s")]);
 
     let cron = json!({"metadata": meta("nightly", 86400 * 3),
         "spec": {"schedule": "0 2 * * *", "suspend": false},
         "status": {"active": [{"name": "nightly-1"}], "lastScheduleTime": ago(3600)}});
     assert_eq!(
         cells("CronJob", cron)[1..7],
-        [
-            json!("0 2 * * *"),
-            json!("<none>"),
-            json!("False"),
-            json!(1),
-            json!("60m"),
-            json!("3d")
-        ]
+        [json!("0 2 * * *"), json!("<none>"), json!("False"), json!(1), json!("60m"), json!("3d")]
     );
 }
 
 #[test]
 fn config_kinds_namespace_event_and_default() {
     let cm = json!({"metadata": meta("cfg", 5), "data": {"a": "1", "b": "2"}, "binaryData": {"c": "AA=="}});
-    assert_eq!(
-        cells("ConfigMap", cm),
-        vec![json!("cfg"), json!(3), json!("5s")]
-    );
+    assert_eq!(cells("ConfigMap", cm), vec![json!("cfg"), json!(3), json!("5s")]);
     let secret = json!({"metadata": meta("s", 5), "type": "kubernetes.io/tls", "data": {"tls.crt": "", "tls.key": ""}});
-    assert_eq!(
-        cells("Secret", secret)[1..3],
-        [json!("kubernetes.io/tls"), json!(2)]
-    );
+    assert_eq!(cells("Secret", secret)[1..3], [json!("kubernetes.io/tls"), json!(2)]);
     let ns = json!({"metadata": meta("kube-system", 5), "status": {"phase": "Active"}});
-    assert_eq!(
-        cells("Namespace", ns),
-        vec![json!("kube-system"), json!("Active"), json!("5s")]
-    );
+    assert_eq!(cells("Namespace", ns), vec![json!("kube-system"), json!("Active"), json!("5s")]);
     let ev = json!({"metadata": meta("web.1", 100), "type": "Warning", "reason": "BackOff",
         "involvedObject": {"kind": "Pod", "name": "web", "fieldPath": "spec.containers{app}"},
         "source": {"component": "kubelet", "host": "n1"}, "message": "Back-off restarting\n",
@@ -549,16 +439,7 @@ fn storage_lease_and_hpa() {
         "persistentVolumeReclaimPolicy": "Retain", "claimRef": {"namespace": "default", "name": "data"},
         "volumeMode": "Filesystem"}, "status": {"phase": "Bound"}});
     let row = cells("PersistentVolume", pv);
-    assert_eq!(
-        row[1..6],
-        [
-            json!("1Gi"),
-            json!("RWO,RWX"),
-            json!("Retain"),
-            json!("Bound"),
-            json!("default/data")
-        ]
-    );
+    assert_eq!(row[1..6], [json!("1Gi"), json!("RWO,RWX"), json!("Retain"), json!("Bound"), json!("default/data")]);
     assert_eq!(row[10], "Filesystem");
     let lease = json!({"metadata": meta("n1", 5), "spec": {"holderIdentity": "n1"}});
     assert_eq!(cells("Lease", lease)[1], "n1");
@@ -570,14 +451,6 @@ fn storage_lease_and_hpa() {
             "resource": {"name": "cpu", "current": {"averageUtilization": 50}}}]}});
     assert_eq!(
         cells("HorizontalPodAutoscaler", hpa),
-        vec![
-            json!("web"),
-            json!("Deployment/web"),
-            json!("cpu: 50%/80%"),
-            json!("1"),
-            json!(5),
-            json!(2),
-            json!("5s")
-        ]
+        vec![json!("web"), json!("Deployment/web"), json!("cpu: 50%/80%"), json!("1"), json!(5), json!(2), json!("5s")]
     );
 }

@@ -5,21 +5,13 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::format::{
-    age, arr_at, containers, format_labels, format_selector, human_duration, int_at, name,
-    selector_string, since, str_at, terminating, timestamp,
+    age, arr_at, containers, format_labels, format_selector, human_duration, int_at, name, selector_string, since,
+    str_at, terminating, timestamp,
 };
 use super::{AGE, Cells, Column, NAME, Printer, RowFn, col, wide};
 
-const CONTAINERS: Column = wide(
-    "Containers",
-    "string",
-    "Names of each container in the template.",
-);
-const IMAGES: Column = wide(
-    "Images",
-    "string",
-    "Images referenced by each container in the template.",
-);
+const CONTAINERS: Column = wide("Containers", "string", "Names of each container in the template.");
+const IMAGES: Column = wide("Images", "string", "Images referenced by each container in the template.");
 const SELECTOR: Column = wide("Selector", "string", "Label selector for pods.");
 
 pub(super) fn printer(kind: &str) -> Option<Printer> {
@@ -37,9 +29,7 @@ pub(super) fn printer(kind: &str) -> Option<Printer> {
 
 /// `spec.replicas`, which defaults to 1 when unset.
 fn desired(v: &Value) -> i64 {
-    v.pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1)
+    v.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
 }
 
 const DEPLOYMENT: &[Column] = &[
@@ -65,11 +55,7 @@ fn deployment(v: &Value, now: Timestamp) -> Cells {
     let (names, images) = containers(v, "/spec/template/spec");
     vec![
         json!(name(v)),
-        json!(format!(
-            "{}/{}",
-            int_at(v, "/status/readyReplicas"),
-            desired(v)
-        )),
+        json!(format!("{}/{}", int_at(v, "/status/readyReplicas"), desired(v))),
         json!(int_at(v, "/status/updatedReplicas")),
         json!(int_at(v, "/status/availableReplicas")),
         json!(age(v, now)),
@@ -81,21 +67,9 @@ fn deployment(v: &Value, now: Timestamp) -> Cells {
 
 const REPLICA_SET: &[Column] = &[
     NAME,
-    col(
-        "Desired",
-        "integer",
-        "Replicas is the number of desired replicas.",
-    ),
-    col(
-        "Current",
-        "integer",
-        "Replicas is the most recently observed number of replicas.",
-    ),
-    col(
-        "Ready",
-        "integer",
-        "The number of ready replicas for this replica set.",
-    ),
+    col("Desired", "integer", "Replicas is the number of desired replicas."),
+    col("Current", "integer", "Replicas is the most recently observed number of replicas."),
+    col("Ready", "integer", "The number of ready replicas for this replica set."),
     AGE,
     CONTAINERS,
     IMAGES,
@@ -116,23 +90,14 @@ fn replica_set(v: &Value, now: Timestamp) -> Cells {
     ]
 }
 
-const STATEFUL_SET: &[Column] = &[
-    NAME,
-    col("Ready", "string", "Number of the pod with ready state"),
-    AGE,
-    CONTAINERS,
-    IMAGES,
-];
+const STATEFUL_SET: &[Column] =
+    &[NAME, col("Ready", "string", "Number of the pod with ready state"), AGE, CONTAINERS, IMAGES];
 
 fn stateful_set(v: &Value, now: Timestamp) -> Cells {
     let (names, images) = containers(v, "/spec/template/spec");
     vec![
         json!(name(v)),
-        json!(format!(
-            "{}/{}",
-            int_at(v, "/status/readyReplicas"),
-            desired(v)
-        )),
+        json!(format!("{}/{}", int_at(v, "/status/readyReplicas"), desired(v))),
         json!(age(v, now)),
         json!(names),
         json!(images),
@@ -141,11 +106,7 @@ fn stateful_set(v: &Value, now: Timestamp) -> Cells {
 
 const DAEMON_SET: &[Column] = &[
     NAME,
-    col(
-        "Desired",
-        "integer",
-        "The total number of nodes that should be running the daemon pod.",
-    ),
+    col("Desired", "integer", "The total number of nodes that should be running the daemon pod."),
     col(
         "Current",
         "integer",
@@ -156,21 +117,13 @@ const DAEMON_SET: &[Column] = &[
         "integer",
         "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready.",
     ),
-    col(
-        "Up-to-date",
-        "integer",
-        "The total number of nodes that are running updated daemon pod",
-    ),
+    col("Up-to-date", "integer", "The total number of nodes that are running updated daemon pod"),
     col(
         "Available",
         "integer",
         "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available.",
     ),
-    col(
-        "Node Selector",
-        "string",
-        "NodeSelector is a selector which must be true for the pod to fit on a node.",
-    ),
+    col("Node Selector", "string", "NodeSelector is a selector which must be true for the pod to fit on a node."),
     AGE,
     CONTAINERS,
     IMAGES,
@@ -197,11 +150,7 @@ fn daemon_set(v: &Value, now: Timestamp) -> Cells {
 const JOB: &[Column] = &[
     NAME,
     col("Status", "string", "Status of the job."),
-    col(
-        "Completions",
-        "string",
-        "The desired number of successfully finished pods the job should be run with.",
-    ),
+    col("Completions", "string", "The desired number of successfully finished pods the job should be run with."),
     col("Duration", "string", "Time required to complete the job."),
     AGE,
     CONTAINERS,
@@ -210,9 +159,7 @@ const JOB: &[Column] = &[
 ];
 
 fn job_condition(v: &Value, ty: &str) -> bool {
-    arr_at(v, "/status/conditions")
-        .iter()
-        .any(|c| str_at(c, "/type") == ty && str_at(c, "/status") == "True")
+    arr_at(v, "/status/conditions").iter().any(|c| str_at(c, "/type") == ty && str_at(c, "/status") == "True")
 }
 
 fn job(v: &Value, now: Timestamp) -> Cells {
@@ -260,31 +207,11 @@ fn job(v: &Value, now: Timestamp) -> Cells {
 
 const CRON_JOB: &[Column] = &[
     NAME,
-    col(
-        "Schedule",
-        "string",
-        "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron.",
-    ),
-    col(
-        "Timezone",
-        "string",
-        "The time zone name for the given schedule.",
-    ),
-    col(
-        "Suspend",
-        "boolean",
-        "This flag tells the controller to suspend subsequent executions.",
-    ),
-    col(
-        "Active",
-        "integer",
-        "A list of pointers to currently running jobs.",
-    ),
-    col(
-        "Last Schedule",
-        "string",
-        "Information when was the last time the job was successfully scheduled.",
-    ),
+    col("Schedule", "string", "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron."),
+    col("Timezone", "string", "The time zone name for the given schedule."),
+    col("Suspend", "boolean", "This flag tells the controller to suspend subsequent executions."),
+    col("Active", "integer", "A list of pointers to currently running jobs."),
+    col("Last Schedule", "string", "Information when was the last time the job was successfully scheduled."),
     AGE,
     CONTAINERS,
     IMAGES,
@@ -305,11 +232,7 @@ fn cron_job(v: &Value, now: Timestamp) -> Cells {
     vec![
         json!(name(v)),
         json!(str_at(v, "/spec/schedule")),
-        json!(
-            v.pointer("/spec/timeZone")
-                .and_then(Value::as_str)
-                .unwrap_or("<none>")
-        ),
+        json!(v.pointer("/spec/timeZone").and_then(Value::as_str).unwrap_or("<none>")),
         json!(suspend),
         json!(arr_at(v, "/status/active").len()),
         json!(last),

@@ -20,7 +20,7 @@ use tracing::{debug, instrument};
 use super::informer::{Change, Informer, key_of};
 use super::owner::{controller_key, controller_ref, controller_reference};
 use super::workqueue::WorkQueue;
-use super::{Context, Informers, ReconcileError, info};
+use super::{Context, Informers, ReconcileError, info, write_status};
 use crate::apiserver::error::ApiError;
 use crate::registry::rest::{Registry, WriteOptions};
 
@@ -145,26 +145,14 @@ impl DeploymentController {
             return Ok(());
         }
         let value = serde_json::to_value(&status).unwrap_or_default();
-        let result = self
-            .registry
-            .update_with(
-                info("apps", "deployments"),
-                Some(ns),
-                d.metadata.name.as_deref().unwrap_or_default(),
-                Some("status"),
-                WriteOptions::default(),
-                None,
-                |old| {
-                    let mut new = old.clone();
-                    new["status"] = value.clone();
-                    Ok(new)
-                },
-            )
-            .await;
-        match result {
-            Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e).context(|| format!("updating status of Deployment {key}")),
-        }
+        write_status(
+            &self.registry,
+            info("apps", "deployments"),
+            Some(ns),
+            d.metadata.name.as_deref().unwrap_or_default(),
+            value,
+        )
+        .await
     }
 
     async fn scale(&self, rs: &ReplicaSet, replicas: i32) -> Result<(), ReconcileError> {

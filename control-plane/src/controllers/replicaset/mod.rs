@@ -19,7 +19,7 @@ use super::expectations::Expectations;
 use super::informer::{Change, Informer, key_of};
 use super::owner::{controller_key, controller_ref, controller_reference};
 use super::workqueue::WorkQueue;
-use super::{Context, Informers, ReconcileError, info};
+use super::{Context, Informers, ReconcileError, info, write_status};
 use crate::apiserver::error::ApiError;
 use crate::registry::rest::{DeleteOptions, Registry, WriteOptions};
 use crate::scheduler::node_info::holds_resources;
@@ -257,25 +257,6 @@ impl ReplicaSetController {
         }
         let value = serde_json::to_value(&status).unwrap_or_default();
         let name = rs.metadata.name.as_deref().unwrap_or_default();
-        let result = self
-            .registry
-            .update_with(
-                info("apps", "replicasets"),
-                rs.metadata.namespace.as_deref(),
-                name,
-                Some("status"),
-                WriteOptions::default(),
-                None,
-                |old| {
-                    let mut new = old.clone();
-                    new["status"] = value.clone();
-                    Ok(new)
-                },
-            )
-            .await;
-        match result {
-            Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e).context(|| format!("updating status of ReplicaSet {name}")),
-        }
+        write_status(&self.registry, info("apps", "replicasets"), rs.metadata.namespace.as_deref(), name, value).await
     }
 }

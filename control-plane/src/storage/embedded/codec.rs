@@ -23,11 +23,7 @@ pub(super) const META_REVISION: &str = "revision";
 pub(super) const META_COMPACTED: &str = "compacted";
 
 /// Encodes the value stored in [`KV`] for one key.
-pub(super) fn encode_kv(
-    create_revision: Revision,
-    mod_revision: Revision,
-    value: &[u8],
-) -> Vec<u8> {
+pub(super) fn encode_kv(create_revision: Revision, mod_revision: Revision, value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + value.len());
     out.extend_from_slice(&create_revision.to_be_bytes());
     out.extend_from_slice(&mod_revision.to_be_bytes());
@@ -40,12 +36,7 @@ pub(super) fn decode_kv(key: &str, bytes: &[u8]) -> Result<KeyValue, StoreError>
     let mut reader = Reader { bytes, key };
     let create_revision = reader.i64()?;
     let mod_revision = reader.i64()?;
-    Ok(KeyValue {
-        key: key.to_owned(),
-        value: reader.bytes.to_vec(),
-        create_revision,
-        mod_revision,
-    })
+    Ok(KeyValue { key: key.to_owned(), value: reader.bytes.to_vec(), create_revision, mod_revision })
 }
 
 /// Encodes one event for the [`HISTORY`] table.
@@ -72,18 +63,14 @@ pub(super) fn encode_event(event: &WatchEvent) -> Vec<u8> {
 /// Decodes one [`HISTORY`] record (stored at `revision`, used only for error context).
 pub(super) fn decode_event(revision: Revision, bytes: &[u8]) -> Result<WatchEvent, StoreError> {
     let context = format!("history@{revision}");
-    let mut reader = Reader {
-        bytes,
-        key: &context,
-    };
+    let mut reader = Reader { bytes, key: &context };
     let kind = match reader.u8()? {
         0 => EventKind::Create,
         1 => EventKind::Update,
         2 => EventKind::Delete,
         other => return Err(reader.corrupt(&format!("unknown event kind {other}"))),
     };
-    let key = String::from_utf8(reader.bytes()?.to_vec())
-        .map_err(|_| reader.corrupt("key is not UTF-8"))?;
+    let key = String::from_utf8(reader.bytes()?.to_vec()).map_err(|_| reader.corrupt("key is not UTF-8"))?;
     let kv = reader.key_value(&key)?;
     let prev = match reader.u8()? {
         0 => None,
@@ -129,18 +116,12 @@ impl<'a> Reader<'a> {
     }
 
     fn i64(&mut self) -> Result<i64, StoreError> {
-        let raw: [u8; 8] = self
-            .take(8)?
-            .try_into()
-            .map_err(|_| self.corrupt("truncated"))?;
+        let raw: [u8; 8] = self.take(8)?.try_into().map_err(|_| self.corrupt("truncated"))?;
         Ok(i64::from_be_bytes(raw))
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], StoreError> {
-        let raw: [u8; 4] = self
-            .take(4)?
-            .try_into()
-            .map_err(|_| self.corrupt("truncated"))?;
+        let raw: [u8; 4] = self.take(4)?.try_into().map_err(|_| self.corrupt("truncated"))?;
         self.take(u32::from_be_bytes(raw) as usize)
     }
 
@@ -148,12 +129,7 @@ impl<'a> Reader<'a> {
         let create_revision = self.i64()?;
         let mod_revision = self.i64()?;
         let value = self.bytes()?.to_vec();
-        Ok(KeyValue {
-            key: key.to_owned(),
-            value,
-            create_revision,
-            mod_revision,
-        })
+        Ok(KeyValue { key: key.to_owned(), value, create_revision, mod_revision })
     }
 }
 
@@ -162,36 +138,20 @@ mod tests {
     use super::*;
 
     fn kv(key: &str, value: &[u8], create: Revision, modified: Revision) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: value.to_vec(),
-            create_revision: create,
-            mod_revision: modified,
-        }
+        KeyValue { key: key.into(), value: value.to_vec(), create_revision: create, mod_revision: modified }
     }
 
     #[test]
     fn kv_round_trips() {
         let bytes = encode_kv(3, 7, b"hello");
-        assert_eq!(
-            decode_kv("a", &bytes).expect("decodes"),
-            kv("a", b"hello", 3, 7)
-        );
+        assert_eq!(decode_kv("a", &bytes).expect("decodes"), kv("a", b"hello", 3, 7));
     }
 
     #[test]
     fn events_round_trip() {
         let events = [
-            WatchEvent {
-                kind: EventKind::Create,
-                kv: kv("pods/a", b"x", 1, 1),
-                prev: None,
-            },
-            WatchEvent {
-                kind: EventKind::Delete,
-                kv: kv("pods/a", b"x", 1, 5),
-                prev: Some(kv("pods/a", b"x", 1, 4)),
-            },
+            WatchEvent { kind: EventKind::Create, kv: kv("pods/a", b"x", 1, 1), prev: None },
+            WatchEvent { kind: EventKind::Delete, kv: kv("pods/a", b"x", 1, 5), prev: Some(kv("pods/a", b"x", 1, 4)) },
         ];
         for event in events {
             let decoded = decode_event(9, &encode_event(&event)).expect("decodes");
@@ -202,11 +162,7 @@ mod tests {
     #[test]
     fn truncated_records_are_errors() {
         assert!(decode_kv("a", &[0, 1]).is_err());
-        let bytes = encode_event(&WatchEvent {
-            kind: EventKind::Create,
-            kv: kv("k", b"v", 1, 1),
-            prev: None,
-        });
+        let bytes = encode_event(&WatchEvent { kind: EventKind::Create, kv: kv("k", b"v", 1, 1), prev: None });
         assert!(decode_event(1, &bytes[..bytes.len() - 2]).is_err());
         assert!(decode_event(1, &[7]).is_err());
     }

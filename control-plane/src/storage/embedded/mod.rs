@@ -78,12 +78,8 @@ impl EmbeddedStore {
     }
 
     /// [`Self::open`] with a chosen broadcast depth (tests make watchers lag with a tiny one).
-    fn open_with_event_buffer(
-        path: &Path,
-        event_buffer: usize,
-    ) -> Result<EmbeddedStore, StoreError> {
-        let db = Database::create(path)
-            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+    fn open_with_event_buffer(path: &Path, event_buffer: usize) -> Result<EmbeddedStore, StoreError> {
+        let db = Database::create(path).map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
         // Create the tables up front so read transactions can always open them.
         let txn = db.begin_write().map_err(backend)?;
         txn.open_table(codec::META).map_err(backend)?;
@@ -96,32 +92,20 @@ impl EmbeddedStore {
         let (events, _) = broadcast::channel(event_buffer);
         let writer = writer::spawn(db.clone(), requests, events.clone())
             .map_err(|e| StoreError::Backend(format!("starting the store writer: {e}")))?;
-        Ok(EmbeddedStore {
-            inner: Inner {
-                db,
-                writes: Some(writes),
-                events,
-                writer: Some(writer),
-            },
-        })
+        Ok(EmbeddedStore { inner: Inner { db, writes: Some(writes), events, writer: Some(writer) } })
     }
 
     /// Queues `op` for the writer and waits until it is committed.
     async fn write(&self, op: WriteOp) -> Result<Option<KeyValue>, StoreError> {
         let writes = self.inner.writes.as_ref().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        writes
-            .send(WriteRequest { op, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        writes.send(WriteRequest { op, reply }).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Like [`Self::write`], for ops that always return a key-value.
     async fn write_kv(&self, op: WriteOp) -> Result<KeyValue, StoreError> {
-        self.write(op)
-            .await?
-            .ok_or_else(|| StoreError::Backend("writer returned no key-value".into()))
+        self.write(op).await?.ok_or_else(|| StoreError::Backend("writer returned no key-value".into()))
     }
 
     /// Runs a read on the blocking pool: `redb` reads are synchronous file I/O.
@@ -159,33 +143,15 @@ impl Store for EmbeddedStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StoreError> {
-        self.write_kv(WriteOp::Create {
-            key: key.to_owned(),
-            value,
-        })
-        .await
+        self.write_kv(WriteOp::Create { key: key.to_owned(), value }).await
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        expected: Revision,
-    ) -> Result<KeyValue, StoreError> {
-        self.write_kv(WriteOp::Update {
-            key: key.to_owned(),
-            value,
-            expected,
-        })
-        .await
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StoreError> {
+        self.write_kv(WriteOp::Update { key: key.to_owned(), value, expected }).await
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue, StoreError> {
-        self.write_kv(WriteOp::Delete {
-            key: key.to_owned(),
-            expected,
-        })
-        .await
+        self.write_kv(WriteOp::Delete { key: key.to_owned(), expected }).await
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
@@ -194,18 +160,9 @@ impl Store for EmbeddedStore {
         let (current, compacted) = self.read(read::revisions).await?;
         let after = if after == 0 { current } else { after };
         if after + 1 < compacted {
-            return Err(StoreError::Compacted {
-                requested: after + 1,
-                compacted,
-            });
+            return Err(StoreError::Compacted { requested: after + 1, compacted });
         }
-        let watch = watch::Watch::new(
-            self.inner.db.clone(),
-            prefix.to_owned(),
-            live,
-            after,
-            current,
-        );
+        let watch = watch::Watch::new(self.inner.db.clone(), prefix.to_owned(), live, after, current);
         Ok(watch.into_stream())
     }
 

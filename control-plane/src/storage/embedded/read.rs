@@ -28,9 +28,7 @@ pub(super) fn revisions(db: &Database) -> Result<(Revision, Revision), StoreErro
 
 fn revisions_in(txn: &ReadTransaction) -> Result<(Revision, Revision), StoreError> {
     let meta = txn.open_table(META).map_err(backend)?;
-    let read = |name| -> Result<Revision, StoreError> {
-        Ok(meta.get(name).map_err(backend)?.map_or(0, |g| g.value()))
-    };
+    let read = |name| -> Result<Revision, StoreError> { Ok(meta.get(name).map_err(backend)?.map_or(0, |g| g.value())) };
     Ok((read(META_REVISION)?, read(META_COMPACTED)?))
 }
 
@@ -73,59 +71,30 @@ impl Entry<'_> {
 }
 
 /// Lists keys under `prefix` at `opts.revision` (latest when 0), one page of them.
-pub(super) fn list(
-    db: &Database,
-    prefix: &str,
-    opts: &ListOptions,
-) -> Result<ListPage, StoreError> {
+pub(super) fn list(db: &Database, prefix: &str, opts: &ListOptions) -> Result<ListPage, StoreError> {
     let txn = db.begin_read().map_err(backend)?;
     let (current, compacted) = revisions_in(&txn)?;
-    let at = if opts.revision == 0 {
-        current
-    } else {
-        opts.revision
-    };
+    let at = if opts.revision == 0 { current } else { opts.revision };
     if at > current {
-        return Err(StoreError::FutureRevision {
-            requested: at,
-            current,
-        });
+        return Err(StoreError::FutureRevision { requested: at, current });
     }
     if at < compacted {
-        return Err(StoreError::Compacted {
-            requested: at,
-            compacted,
-        });
+        return Err(StoreError::Compacted { requested: at, compacted });
     }
     let start = match &opts.start_after {
         Some(after) if after.as_str() >= prefix => Bound::Excluded(after.as_str()),
         _ => Bound::Included(prefix),
     };
-    let (changed, past) = if at < current {
-        state_at(&txn, prefix, start, at, current)?
-    } else {
-        (BTreeSet::new(), BTreeMap::new())
-    };
+    let (changed, past) =
+        if at < current { state_at(&txn, prefix, start, at, current)? } else { (BTreeSet::new(), BTreeMap::new()) };
 
     let kv = txn.open_table(KV).map_err(backend)?;
     let mut now = kv
         .range::<&str>((start, Bound::Unbounded))
         .map_err(backend)?
-        .map(|entry| {
-            entry
-                .map_err(backend)
-                .map(|(k, v)| (k.value().to_owned(), v))
-        })
-        .take_while(|entry| {
-            entry
-                .as_ref()
-                .map_or(true, |(key, _)| key.starts_with(prefix))
-        })
-        .filter(|entry| {
-            entry
-                .as_ref()
-                .map_or(true, |(key, _)| !changed.contains(key))
-        })
+        .map(|entry| entry.map_err(backend).map(|(k, v)| (k.value().to_owned(), v)))
+        .take_while(|entry| entry.as_ref().map_or(true, |(key, _)| key.starts_with(prefix)))
+        .filter(|entry| entry.as_ref().map_or(true, |(key, _)| !changed.contains(key)))
         .peekable();
     let mut then = past.into_values().peekable();
     // Both sides are in key order and disjoint: merge them.
@@ -139,16 +108,11 @@ pub(super) fn list(
         if take_past {
             then.next().map(|kv| Ok(Entry::Past(kv)))
         } else {
-            now.next()
-                .map(|entry| entry.map(|(key, guard)| Entry::Current(key, guard)))
+            now.next().map(|entry| entry.map(|(key, guard)| Entry::Current(key, guard)))
         }
     };
 
-    let limit = if opts.limit > 0 {
-        usize::try_from(opts.limit).unwrap_or(usize::MAX)
-    } else {
-        usize::MAX
-    };
+    let limit = if opts.limit > 0 { usize::try_from(opts.limit).unwrap_or(usize::MAX) } else { usize::MAX };
     let mut items = Vec::new();
     while items.len() < limit {
         match next() {
@@ -161,17 +125,8 @@ pub(super) fn list(
         entry?;
         remaining += 1;
     }
-    let continue_after = if remaining > 0 {
-        items.last().map(|kv| kv.key.clone())
-    } else {
-        None
-    };
-    Ok(ListPage {
-        items,
-        revision: at,
-        continue_after,
-        remaining: Some(remaining),
-    })
+    let continue_after = if remaining > 0 { items.last().map(|kv| kv.key.clone()) } else { None };
+    Ok(ListPage { items, revision: at, continue_after, remaining: Some(remaining) })
 }
 
 /// For the keys under `prefix` (from `start`) changed after `at`: the set of them, and the
@@ -225,21 +180,11 @@ pub(super) fn history_chunk(
     let txn = db.begin_read().map_err(backend)?;
     let (_, compacted) = revisions_in(&txn)?;
     if after + 1 < compacted {
-        return Err(StoreError::Compacted {
-            requested: after + 1,
-            compacted,
-        });
+        return Err(StoreError::Compacted { requested: after + 1, compacted });
     }
     let history: ReadOnlyTable<i64, &[u8]> = txn.open_table(HISTORY).map_err(backend)?;
-    let mut chunk = HistoryChunk {
-        events: Vec::new(),
-        scanned_to: until,
-    };
-    for (scanned, entry) in history
-        .range(after + 1..=until)
-        .map_err(backend)?
-        .enumerate()
-    {
+    let mut chunk = HistoryChunk { events: Vec::new(), scanned_to: until };
+    for (scanned, entry) in history.range(after + 1..=until).map_err(backend)?.enumerate() {
         let (revision, bytes) = entry.map_err(backend)?;
         if scanned == max_scan {
             chunk.scanned_to = revision.value() - 1;

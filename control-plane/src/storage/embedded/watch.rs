@@ -58,10 +58,8 @@ impl Watch {
 
     /// Turns the watch into the boxed stream the [`Store`](crate::storage::Store) trait returns.
     pub(super) fn into_stream(self) -> WatchStream {
-        futures::stream::unfold(self, |mut watch| async move {
-            watch.next_event().await.map(|item| (item, watch))
-        })
-        .boxed()
+        futures::stream::unfold(self, |mut watch| async move { watch.next_event().await.map(|item| (item, watch)) })
+            .boxed()
     }
 
     async fn next_event(&mut self) -> Option<Result<WatchEvent, StoreError>> {
@@ -90,11 +88,9 @@ impl Watch {
             return Ok(());
         }
         let (db, prefix, after) = (self.db.clone(), self.prefix.clone(), self.delivered_to);
-        let chunk = tokio::task::spawn_blocking(move || {
-            history_chunk(&db, &prefix, after, until, REPLAY_CHUNK)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("watch replay task failed: {e}")))??;
+        let chunk = tokio::task::spawn_blocking(move || history_chunk(&db, &prefix, after, until, REPLAY_CHUNK))
+            .await
+            .map_err(|e| StoreError::Backend(format!("watch replay task failed: {e}")))??;
         self.pending.extend(chunk.events);
         self.delivered_to = chunk.scanned_to.max(self.delivered_to);
         if self.delivered_to >= until {

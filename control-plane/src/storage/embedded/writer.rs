@@ -16,9 +16,7 @@ use std::thread::JoinHandle;
 use redb::{Database, ReadableTable, Table};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::codec::{
-    HISTORY, KV, META, META_COMPACTED, META_REVISION, decode_kv, encode_event, encode_kv,
-};
+use super::codec::{HISTORY, KV, META, META_COMPACTED, META_REVISION, decode_kv, encode_event, encode_kv};
 use crate::storage::{EventKind, KeyValue, Revision, StoreError, WatchEvent};
 
 /// At most this many requests share one transaction, bounding its size and latency.
@@ -30,22 +28,10 @@ pub(super) type EventBatch = Arc<[WatchEvent]>;
 /// What a write asks for.
 #[derive(Debug)]
 pub(super) enum WriteOp {
-    Create {
-        key: String,
-        value: Vec<u8>,
-    },
-    Update {
-        key: String,
-        value: Vec<u8>,
-        expected: Revision,
-    },
-    Delete {
-        key: String,
-        expected: Option<Revision>,
-    },
-    Compact {
-        revision: Revision,
-    },
+    Create { key: String, value: Vec<u8> },
+    Update { key: String, value: Vec<u8>, expected: Revision },
+    Delete { key: String, expected: Option<Revision> },
+    Compact { revision: Revision },
 }
 
 /// The answer to a write: the written key-value (`None` for a compaction).
@@ -64,46 +50,39 @@ pub(super) fn spawn(
     mut requests: mpsc::Receiver<WriteRequest>,
     events: broadcast::Sender<EventBatch>,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("skiff-store-writer".into())
-        .spawn(move || {
-            while let Some(first) = requests.blocking_recv() {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match requests.try_recv() {
-                        Ok(request) => batch.push(request),
-                        Err(_) => break,
+    std::thread::Builder::new().name("skiff-store-writer".into()).spawn(move || {
+        while let Some(first) = requests.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            match apply_batch(&db, &batch) {
+                Ok((results, committed)) => {
+                    if !committed.is_empty() {
+                        // No subscribers is fine: nobody is watching.
+                        let _ = events.send(committed.into());
+                    }
+                    for (request, result) in batch.into_iter().zip(results) {
+                        // The caller may have given up waiting; the write still happened.
+                        let _ = request.reply.send(result);
                     }
                 }
-                match apply_batch(&db, &batch) {
-                    Ok((results, committed)) => {
-                        if !committed.is_empty() {
-                            // No subscribers is fine: nobody is watching.
-                            let _ = events.send(committed.into());
-                        }
-                        for (request, result) in batch.into_iter().zip(results) {
-                            // The caller may have given up waiting; the write still happened.
-                            let _ = request.reply.send(result);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, requests = batch.len(), "store write batch failed");
-                        for request in batch {
-                            let _ = request
-                                .reply
-                                .send(Err(StoreError::Backend(error.to_string())));
-                        }
+                Err(error) => {
+                    tracing::error!(%error, requests = batch.len(), "store write batch failed");
+                    for request in batch {
+                        let _ = request.reply.send(Err(StoreError::Backend(error.to_string())));
                     }
                 }
             }
-        })
+        }
+    })
 }
 
 /// Applies `batch` in one transaction; returns each request's result and the committed events.
-fn apply_batch(
-    db: &Database,
-    batch: &[WriteRequest],
-) -> Result<(Vec<WriteResult>, Vec<WatchEvent>), redb::Error> {
+fn apply_batch(db: &Database, batch: &[WriteRequest]) -> Result<(Vec<WriteResult>, Vec<WatchEvent>), redb::Error> {
     let txn = db.begin_write()?;
     let mut results = Vec::with_capacity(batch.len());
     let events;
@@ -154,22 +133,11 @@ impl BatchState<'_> {
                     create_revision: revision,
                     mod_revision: revision,
                 };
-                self.kv.insert(
-                    key.as_str(),
-                    encode_kv(revision, revision, value).as_slice(),
-                )?;
-                self.record(WatchEvent {
-                    kind: EventKind::Create,
-                    kv: kv.clone(),
-                    prev: None,
-                })?;
+                self.kv.insert(key.as_str(), encode_kv(revision, revision, value).as_slice())?;
+                self.record(WatchEvent { kind: EventKind::Create, kv: kv.clone(), prev: None })?;
                 Ok(Ok(Some(kv)))
             }
-            WriteOp::Update {
-                key,
-                value,
-                expected,
-            } => {
+            WriteOp::Update { key, value, expected } => {
                 let prev = match self.checked(key, Some(*expected))? {
                     Ok(prev) => prev,
                     Err(error) => return Ok(Err(error)),
@@ -181,15 +149,8 @@ impl BatchState<'_> {
                     create_revision: prev.create_revision,
                     mod_revision: revision,
                 };
-                self.kv.insert(
-                    key.as_str(),
-                    encode_kv(prev.create_revision, revision, value).as_slice(),
-                )?;
-                self.record(WatchEvent {
-                    kind: EventKind::Update,
-                    kv: kv.clone(),
-                    prev: Some(prev),
-                })?;
+                self.kv.insert(key.as_str(), encode_kv(prev.create_revision, revision, value).as_slice())?;
+                self.record(WatchEvent { kind: EventKind::Update, kv: kv.clone(), prev: Some(prev) })?;
                 Ok(Ok(Some(kv)))
             }
             WriteOp::Delete { key, expected } => {
@@ -197,24 +158,14 @@ impl BatchState<'_> {
                     Ok(prev) => prev,
                     Err(error) => return Ok(Err(error)),
                 };
-                let kv = KeyValue {
-                    mod_revision: self.revision + 1,
-                    ..prev.clone()
-                };
+                let kv = KeyValue { mod_revision: self.revision + 1, ..prev.clone() };
                 self.kv.remove(key.as_str())?;
-                self.record(WatchEvent {
-                    kind: EventKind::Delete,
-                    kv: kv.clone(),
-                    prev: Some(prev),
-                })?;
+                self.record(WatchEvent { kind: EventKind::Delete, kv: kv.clone(), prev: Some(prev) })?;
                 Ok(Ok(Some(kv)))
             }
             WriteOp::Compact { revision } => {
                 if *revision > self.revision {
-                    return Ok(Err(StoreError::FutureRevision {
-                        requested: *revision,
-                        current: self.revision,
-                    }));
+                    return Ok(Err(StoreError::FutureRevision { requested: *revision, current: self.revision }));
                 }
                 // Compacting at or below the current point is a no-op, so a periodic compactor
                 // may retry freely.
@@ -233,20 +184,14 @@ impl BatchState<'_> {
     }
 
     /// Reads `key` and checks that it exists with mod revision `expected` (when given).
-    fn checked(
-        &self,
-        key: &str,
-        expected: Option<Revision>,
-    ) -> Result<Result<KeyValue, StoreError>, redb::Error> {
+    fn checked(&self, key: &str, expected: Option<Revision>) -> Result<Result<KeyValue, StoreError>, redb::Error> {
         Ok(match self.read(key)? {
             None => Err(StoreError::NotFound(key.to_owned())),
             Some(Err(error)) => Err(error),
             Some(Ok(current)) => match expected {
-                Some(expected) if expected != current.mod_revision => Err(StoreError::Conflict {
-                    key: key.to_owned(),
-                    expected,
-                    actual: current.mod_revision,
-                }),
+                Some(expected) if expected != current.mod_revision => {
+                    Err(StoreError::Conflict { key: key.to_owned(), expected, actual: current.mod_revision })
+                }
                 _ => Ok(current),
             },
         })
@@ -255,8 +200,7 @@ impl BatchState<'_> {
     /// Takes the next revision for `event` and appends it to the history.
     fn record(&mut self, event: WatchEvent) -> Result<(), redb::Error> {
         self.revision += 1;
-        self.history
-            .insert(self.revision, encode_event(&event).as_slice())?;
+        self.history.insert(self.revision, encode_event(&event).as_slice())?;
         self.events.push(event);
         Ok(())
     }

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
-    TxnOpResponse, TxnResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    TxnResponse, WatchOptions,
 };
 use futures::StreamExt;
 
@@ -32,9 +32,7 @@ pub struct EtcdStore {
 
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdStore")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
+        f.debug_struct("EtcdStore").field("prefix", &self.prefix).finish_non_exhaustive()
     }
 }
 
@@ -42,15 +40,9 @@ impl std::fmt::Debug for EtcdStore {
 fn map_error(error: etcd_client::Error, requested: Revision) -> StoreError {
     let text = error.to_string();
     if text.contains("required revision has been compacted") {
-        StoreError::Compacted {
-            requested,
-            compacted: 0,
-        }
+        StoreError::Compacted { requested, compacted: 0 }
     } else if text.contains("required revision is a future revision") {
-        StoreError::FutureRevision {
-            requested,
-            current: 0,
-        }
+        StoreError::FutureRevision { requested, current: 0 }
     } else {
         StoreError::Backend(format!("etcd: {text}"))
     }
@@ -73,15 +65,19 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<Revision, StoreError> {
-    header
-        .map(|h| h.revision())
-        .ok_or_else(|| StoreError::Backend("etcd response without header".into()))
+    header.map(|h| h.revision()).ok_or_else(|| StoreError::Backend("etcd response without header".into()))
 }
 
 impl EtcdStore {
     /// [`Self::range`], halving the chunk while the response is over the gRPC message limit
     /// (large objects), down to one key.
-    async fn range_fitting(&self, prefix: &str, start_after: Option<String>, mut limit: i64, revision: Revision) -> Result<ListPage, StoreError> {
+    async fn range_fitting(
+        &self,
+        prefix: &str,
+        start_after: Option<String>,
+        mut limit: i64,
+        revision: Revision,
+    ) -> Result<ListPage, StoreError> {
         loop {
             match self.range(prefix, start_after.clone(), limit, revision).await {
                 Err(StoreError::Backend(msg)) if limit > 1 && msg.contains("too large") => limit /= 2,
@@ -92,16 +88,20 @@ impl EtcdStore {
 
     /// One etcd range: at most `limit` keys under `prefix` after `start_after`, at `revision`
     /// (0 = latest).
-    async fn range(&self, prefix: &str, start_after: Option<String>, limit: i64, revision: Revision) -> Result<ListPage, StoreError> {
+    async fn range(
+        &self,
+        prefix: &str,
+        start_after: Option<String>,
+        limit: i64,
+        revision: Revision,
+    ) -> Result<ListPage, StoreError> {
         let opts = ListOptions { limit, start_after, revision };
         let full_prefix = self.full(prefix);
         let start = match &opts.start_after {
             Some(after) if after.as_str() >= prefix => format!("{}\0", self.full(after)),
             _ => full_prefix.clone(),
         };
-        let mut options = GetOptions::new()
-            .with_range(prefix_end(full_prefix.as_bytes()))
-            .with_limit(opts.limit);
+        let mut options = GetOptions::new().with_range(prefix_end(full_prefix.as_bytes())).with_limit(opts.limit);
         if opts.revision != 0 {
             options = options.with_revision(opts.revision);
         }
@@ -109,39 +109,19 @@ impl EtcdStore {
             Ok(resp) => resp,
             Err(error) => {
                 return Err(match map_error(error, opts.revision) {
-                    StoreError::Compacted { requested, .. } => {
-                        self.compacted_error(requested).await
+                    StoreError::Compacted { requested, .. } => self.compacted_error(requested).await,
+                    StoreError::FutureRevision { requested, .. } => {
+                        StoreError::FutureRevision { requested, current: self.current_revision().await? }
                     }
-                    StoreError::FutureRevision { requested, .. } => StoreError::FutureRevision {
-                        requested,
-                        current: self.current_revision().await?,
-                    },
                     other => other,
                 });
             }
         };
-        let items = resp
-            .kvs()
-            .iter()
-            .map(|kv| self.convert(kv))
-            .collect::<Result<Vec<_>, _>>()?;
-        let revision = if opts.revision != 0 {
-            opts.revision
-        } else {
-            header_revision(resp.header())?
-        };
+        let items = resp.kvs().iter().map(|kv| self.convert(kv)).collect::<Result<Vec<_>, _>>()?;
+        let revision = if opts.revision != 0 { opts.revision } else { header_revision(resp.header())? };
         let remaining = resp.count() - items.len() as i64;
-        let continue_after = if resp.more() {
-            items.last().map(|kv| kv.key.clone())
-        } else {
-            None
-        };
-        Ok(ListPage {
-            items,
-            revision,
-            continue_after,
-            remaining: Some(remaining),
-        })
+        let continue_after = if resp.more() { items.last().map(|kv| kv.key.clone()) } else { None };
+        Ok(ListPage { items, revision, continue_after, remaining: Some(remaining) })
     }
 
     /// Connects to the etcd cluster at `endpoints`, storing every key under `prefix`.
@@ -149,13 +129,8 @@ impl EtcdStore {
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        let client = Client::connect(endpoints, Some(options))
-            .await
-            .map_err(backend)?;
-        Ok(EtcdStore {
-            client,
-            prefix: prefix.to_owned(),
-        })
+        let client = Client::connect(endpoints, Some(options)).await.map_err(backend)?;
+        Ok(EtcdStore { client, prefix: prefix.to_owned() })
     }
 
     fn full(&self, key: &str) -> String {
@@ -165,9 +140,9 @@ impl EtcdStore {
     /// Converts an etcd key-value, stripping the prefix.
     pub(super) fn convert(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
         let full = kv.key_str().map_err(backend)?;
-        let key = full.strip_prefix(self.prefix.as_str()).ok_or_else(|| {
-            StoreError::Backend(format!("etcd returned key {full} outside {}", self.prefix))
-        })?;
+        let key = full
+            .strip_prefix(self.prefix.as_str())
+            .ok_or_else(|| StoreError::Backend(format!("etcd returned key {full} outside {}", self.prefix)))?;
         Ok(KeyValue {
             key: key.to_owned(),
             value: kv.value().to_vec(),
@@ -184,26 +159,14 @@ impl EtcdStore {
         });
         match found {
             None => StoreError::NotFound(key.to_owned()),
-            Some(actual) => StoreError::Conflict {
-                key: key.to_owned(),
-                expected,
-                actual,
-            },
+            Some(actual) => StoreError::Conflict { key: key.to_owned(), expected, actual },
         }
     }
 
     /// Whether revision `revision` can still be read (is not compacted).
     async fn readable(&self, revision: Revision) -> Result<bool, StoreError> {
-        let options = GetOptions::new()
-            .with_revision(revision)
-            .with_count_only()
-            .with_limit(1);
-        match self
-            .client
-            .clone()
-            .get(self.prefix.as_str(), Some(options))
-            .await
-        {
+        let options = GetOptions::new().with_revision(revision).with_count_only().with_limit(1);
+        match self.client.clone().get(self.prefix.as_str(), Some(options)).await {
             Ok(_) => Ok(true),
             Err(error) => match map_error(error, revision) {
                 StoreError::Compacted { .. } => Ok(false),
@@ -215,10 +178,7 @@ impl EtcdStore {
     /// A `Compacted` error for `requested`, with the real compaction point filled in.
     async fn compacted_error(&self, requested: Revision) -> StoreError {
         match self.compacted_revision().await {
-            Ok(compacted) => StoreError::Compacted {
-                requested,
-                compacted,
-            },
+            Ok(compacted) => StoreError::Compacted { requested, compacted },
             Err(error) => error,
         }
     }
@@ -236,22 +196,12 @@ fn chunk(limit: i64) -> i64 {
 impl Store for EtcdStore {
     async fn current_revision(&self) -> Result<Revision, StoreError> {
         let options = GetOptions::new().with_count_only();
-        let resp = self
-            .client
-            .clone()
-            .get(self.prefix.as_str(), Some(options))
-            .await
-            .map_err(backend)?;
+        let resp = self.client.clone().get(self.prefix.as_str(), Some(options)).await.map_err(backend)?;
         header_revision(resp.header())
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let resp = self
-            .client
-            .clone()
-            .get(self.full(key), None)
-            .await
-            .map_err(backend)?;
+        let resp = self.client.clone().get(self.full(key), None).await.map_err(backend)?;
         resp.kvs().first().map(|kv| self.convert(kv)).transpose()
     }
 
@@ -274,15 +224,8 @@ impl Store for EtcdStore {
 
     async fn count(&self, prefix: &str) -> Result<i64, StoreError> {
         let full_prefix = self.full(prefix);
-        let options = GetOptions::new()
-            .with_range(prefix_end(full_prefix.as_bytes()))
-            .with_count_only();
-        let resp = self
-            .client
-            .clone()
-            .get(full_prefix, Some(options))
-            .await
-            .map_err(backend)?;
+        let options = GetOptions::new().with_range(prefix_end(full_prefix.as_bytes())).with_count_only();
+        let resp = self.client.clone().get(full_prefix, Some(options)).await.map_err(backend)?;
         Ok(resp.count())
     }
 
@@ -296,31 +239,17 @@ impl Store for EtcdStore {
             return Err(StoreError::AlreadyExists(key.to_owned()));
         }
         let revision = header_revision(resp.header())?;
-        Ok(KeyValue {
-            key: key.to_owned(),
-            value,
-            create_revision: revision,
-            mod_revision: revision,
-        })
+        Ok(KeyValue { key: key.to_owned(), value, create_revision: revision, mod_revision: revision })
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        expected: Revision,
-    ) -> Result<KeyValue, StoreError> {
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StoreError> {
         let full = self.full(key);
         let txn = Txn::new()
             .when([
                 Compare::create_revision(full.as_str(), CompareOp::Greater, 0),
                 Compare::mod_revision(full.as_str(), CompareOp::Equal, expected),
             ])
-            .and_then([TxnOp::put(
-                full.as_str(),
-                value.clone(),
-                Some(PutOptions::new().with_prev_key()),
-            )])
+            .and_then([TxnOp::put(full.as_str(), value.clone(), Some(PutOptions::new().with_prev_key()))])
             .or_else([TxnOp::get(full.as_str(), None)]);
         let resp = self.client.clone().txn(txn).await.map_err(backend)?;
         if !resp.succeeded() {
@@ -335,34 +264,18 @@ impl Store for EtcdStore {
                 _ => None,
             })
             .ok_or_else(|| StoreError::Backend("etcd put returned no previous key".into()))?;
-        Ok(KeyValue {
-            key: key.to_owned(),
-            value,
-            create_revision,
-            mod_revision: revision,
-        })
+        Ok(KeyValue { key: key.to_owned(), value, create_revision, mod_revision: revision })
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue, StoreError> {
         let full = self.full(key);
-        let mut compares = vec![Compare::create_revision(
-            full.as_str(),
-            CompareOp::Greater,
-            0,
-        )];
+        let mut compares = vec![Compare::create_revision(full.as_str(), CompareOp::Greater, 0)];
         if let Some(expected) = expected {
-            compares.push(Compare::mod_revision(
-                full.as_str(),
-                CompareOp::Equal,
-                expected,
-            ));
+            compares.push(Compare::mod_revision(full.as_str(), CompareOp::Equal, expected));
         }
         let txn = Txn::new()
             .when(compares)
-            .and_then([TxnOp::delete(
-                full.as_str(),
-                Some(DeleteOptions::new().with_prev_key()),
-            )])
+            .and_then([TxnOp::delete(full.as_str(), Some(DeleteOptions::new().with_prev_key()))])
             .or_else([TxnOp::get(full.as_str(), None)]);
         let resp = self.client.clone().txn(txn).await.map_err(backend)?;
         if !resp.succeeded() {
@@ -377,19 +290,12 @@ impl Store for EtcdStore {
                 _ => None,
             })
             .ok_or_else(|| StoreError::Backend("etcd delete returned no previous key".into()))?;
-        Ok(KeyValue {
-            mod_revision: revision,
-            ..self.convert(&prev)?
-        })
+        Ok(KeyValue { mod_revision: revision, ..self.convert(&prev)? })
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
         // "From now" is pinned to the current revision so no write after this call is missed.
-        let after = if after == 0 {
-            self.current_revision().await?
-        } else {
-            after
-        };
+        let after = if after == 0 { self.current_revision().await? } else { after };
         // etcd reports a compacted start revision only asynchronously; probe it up front so
         // the caller gets the error from `watch` itself, like the embedded store.
         if !self.readable(after + 1).await.or_else(|e| match e {
@@ -403,16 +309,12 @@ impl Store for EtcdStore {
             .with_range(prefix_end(full_prefix.as_bytes()))
             .with_prev_key()
             .with_start_revision(after + 1);
-        let responses = self
-            .client
-            .clone()
-            .watch(full_prefix, Some(options))
-            .await
-            .map_err(backend)?;
+        let responses = self.client.clone().watch(full_prefix, Some(options)).await.map_err(backend)?;
         let state = WatchState::new(self.clone(), responses, after);
-        Ok(futures::stream::unfold(state, |mut state| async move {
-            state.next_event().await.map(|item| (item, state))
-        })
+        Ok(futures::stream::unfold(
+            state,
+            |mut state| async move { state.next_event().await.map(|item| (item, state)) },
+        )
         .boxed())
     }
 
@@ -422,10 +324,9 @@ impl Store for EtcdStore {
             Err(error) => match map_error(error, revision) {
                 // Already compacted at or past `revision`: nothing to do, as in the embedded store.
                 StoreError::Compacted { .. } => Ok(()),
-                StoreError::FutureRevision { requested, .. } => Err(StoreError::FutureRevision {
-                    requested,
-                    current: self.current_revision().await?,
-                }),
+                StoreError::FutureRevision { requested, .. } => {
+                    Err(StoreError::FutureRevision { requested, current: self.current_revision().await? })
+                }
                 other => Err(other),
             },
         }

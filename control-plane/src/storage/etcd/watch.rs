@@ -20,18 +20,8 @@ pub(super) struct WatchState {
 
 impl WatchState {
     /// Wraps the etcd watch `responses`, which start after revision `after`.
-    pub(super) fn new(
-        store: EtcdStore,
-        responses: etcd_client::WatchStream,
-        after: Revision,
-    ) -> Self {
-        WatchState {
-            store,
-            responses,
-            pending: VecDeque::new(),
-            after,
-            finished: false,
-        }
+    pub(super) fn new(store: EtcdStore, responses: etcd_client::WatchStream, after: Revision) -> Self {
+        WatchState { store, responses, pending: VecDeque::new(), after, finished: false }
     }
 
     pub(super) async fn next_event(&mut self) -> Option<Result<WatchEvent, StoreError>> {
@@ -43,14 +33,12 @@ impl WatchState {
                 return None;
             }
             let failure = match self.responses.message().await {
-                Ok(Some(resp)) if resp.compact_revision() != 0 => Some(StoreError::Compacted {
-                    requested: self.after + 1,
-                    compacted: resp.compact_revision(),
-                }),
-                Ok(Some(resp)) if resp.canceled() => Some(StoreError::Backend(format!(
-                    "etcd canceled the watch: {}",
-                    resp.cancel_reason()
-                ))),
+                Ok(Some(resp)) if resp.compact_revision() != 0 => {
+                    Some(StoreError::Compacted { requested: self.after + 1, compacted: resp.compact_revision() })
+                }
+                Ok(Some(resp)) if resp.canceled() => {
+                    Some(StoreError::Backend(format!("etcd canceled the watch: {}", resp.cancel_reason())))
+                }
                 Ok(Some(resp)) => {
                     for event in resp.events() {
                         let converted = self.convert(event);
@@ -72,39 +60,21 @@ impl WatchState {
     }
 
     fn convert(&self, event: &etcd_client::Event) -> Result<WatchEvent, StoreError> {
-        let kv = event
-            .kv()
-            .ok_or_else(|| StoreError::Backend("etcd event without key-value".into()))?;
+        let kv = event.kv().ok_or_else(|| StoreError::Backend("etcd event without key-value".into()))?;
         let kv = self.store.convert(kv)?;
-        let prev = event
-            .prev_kv()
-            .map(|prev| self.store.convert(prev))
-            .transpose()?;
+        let prev = event.prev_kv().map(|prev| self.store.convert(prev)).transpose()?;
         Ok(match event.event_type() {
-            EventType::Put if kv.create_revision == kv.mod_revision => WatchEvent {
-                kind: EventKind::Create,
-                kv,
-                prev: None,
-            },
-            EventType::Put => WatchEvent {
-                kind: EventKind::Update,
-                kv,
-                prev,
-            },
+            EventType::Put if kv.create_revision == kv.mod_revision => {
+                WatchEvent { kind: EventKind::Create, kv, prev: None }
+            }
+            EventType::Put => WatchEvent { kind: EventKind::Update, kv, prev },
             EventType::Delete => {
                 // etcd's delete event carries an empty value; ours carries the last one.
                 let kv = match &prev {
-                    Some(prev) => KeyValue {
-                        mod_revision: kv.mod_revision,
-                        ..prev.clone()
-                    },
+                    Some(prev) => KeyValue { mod_revision: kv.mod_revision, ..prev.clone() },
                     None => kv,
                 };
-                WatchEvent {
-                    kind: EventKind::Delete,
-                    kv,
-                    prev,
-                }
+                WatchEvent { kind: EventKind::Delete, kv, prev }
             }
         })
     }
