@@ -28,6 +28,8 @@ pub struct FootprintBench {
     pub settle_s: u64,
     /// skiff binary; default beside this bench.
     pub skiff_bin: Option<PathBuf>,
+    /// [`crate::pods::load_note`] taken when the run started.
+    pub load_at_start: String,
 }
 
 /// RSS readings in KiB.
@@ -94,7 +96,7 @@ impl FootprintBench {
         let binary_mib = r.binary_bytes as f64 / 1024.0 / 1024.0;
         let mut out = format!(
             "## Footprint: memory and binary size\n\n\
-             Run {} on {}{}.\n\n\
+             Run {} on {}{}.{}\n\n\
              Reproduce: `bash scripts/build-guests.sh && cargo build --release -p skiff -p skiff-bench && \
              target/release/skiff-bench footprint --pods {} --idle-wait {} --settle {}`\n\n\
              A release `skiff up` (embedded store, in-process node, loopback pod network) on a fresh \
@@ -105,6 +107,7 @@ impl FootprintBench {
             report::now(),
             report::machine(),
             release_warning(),
+            self.load_at_start,
             self.pods,
             self.idle_wait_s,
             self.settle_s,

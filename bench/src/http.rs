@@ -34,6 +34,8 @@ pub struct HttpBench {
     pub wasmtime: PathBuf,
     /// skiff binary; default beside this bench.
     pub skiff_bin: Option<PathBuf>,
+    /// [`crate::pods::load_note`] taken when the run started.
+    pub load_at_start: String,
 }
 
 /// Figures of one wrk run.
@@ -173,7 +175,7 @@ impl HttpBench {
         let ratio = s.requests_per_s / w.requests_per_s.max(f64::MIN_POSITIVE);
         let mut out = format!(
             "## HTTP: hello-http on Skiff vs `wasmtime serve`\n\n\
-             Run {} on {}{}.\n\n\
+             Run {} on {}{}.{}\n\n\
              Reproduce: `bash scripts/build-guests.sh && cargo build --release -p skiff -p skiff-bench && \
              target/release/skiff-bench http --threads {} --connections {} --duration {} --warmup {} --rounds {} \
              --wasmtime {}`\n\n\
@@ -186,6 +188,7 @@ impl HttpBench {
             report::now(),
             report::machine(),
             release_warning(),
+            self.load_at_start,
             self.threads,
             self.connections,
             self.duration_s,

@@ -187,6 +187,7 @@ async fn main() -> Result<()> {
                 burst_pods,
                 burst_clients,
                 skiff_bin,
+                load_at_start: pods::load_note(),
             };
             let section = bench.run().await?;
             emit(&cli.output, "pods", &section, dry_run)?;
@@ -209,6 +210,7 @@ async fn main() -> Result<()> {
                 rounds,
                 wasmtime,
                 skiff_bin,
+                load_at_start: pods::load_note(),
             };
             let section = bench.run().await?;
             emit(&cli.output, "http", &section, dry_run)?;
@@ -225,6 +227,7 @@ async fn main() -> Result<()> {
                 idle_wait_s: idle_wait,
                 settle_s: settle,
                 skiff_bin,
+                load_at_start: pods::load_note(),
             };
             let section = bench.run().await?;
             emit(&cli.output, "footprint", &section, dry_run)?;

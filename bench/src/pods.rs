@@ -421,6 +421,8 @@ pub struct PodsBench {
     pub burst_clients: usize,
     /// skiff binary; default beside this bench.
     pub skiff_bin: Option<PathBuf>,
+    /// [`crate::pods::load_note`] taken when the run started.
+    pub load_at_start: String,
 }
 
 /// Outcome of the burst variant.
@@ -541,7 +543,7 @@ impl PodsBench {
         let p99 = ms(seq, 0.99);
         let mut out = format!(
             "## Pods: create → Ready\n\n\
-             Run {} on {}{}.\n\n\
+             Run {} on {}{}.{}\n\n\
              Reproduce: `bash scripts/build-guests.sh && cargo build --release -p skiff -p skiff-bench && \
              target/release/skiff-bench pods --pods {} --batch {} --burst-pods {} --burst-clients {}`\n\n\
              A release `skiff up` (embedded store, in-process node, loopback pod network) on a fresh \
@@ -557,6 +559,7 @@ impl PodsBench {
             report::now(),
             report::machine(),
             release_warning(),
+            self.load_at_start,
             self.pods,
             self.batch,
             self.burst_pods,
@@ -620,6 +623,16 @@ fn micros(d: Duration) -> u64 {
 /// "met" or a bold "not met".
 pub fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "**not met**" }
+}
+
+/// The 1-minute load average when a benchmark starts, as a sentence: other work on the
+/// machine (e.g. parallel builds) makes figures worse and must be visible next to them.
+pub fn load_note() -> String {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    match loadavg.split_whitespace().next() {
+        Some(one) => format!(" Load average (1 min) at start: {one}."),
+        None => String::new(),
+    }
 }
 
 /// A warning for figures from a debug build of the bench.
