@@ -1,11 +1,14 @@
 //! `skiff-bench`: benchmarks that write BENCHMARKS.md at the workspace root.
 //!
-//! One module per benchmark (`api`, …), each rewriting only its own section of the file
+//! One module per benchmark (`api`, `pods`, `http`, `footprint`), each rewriting only its own section of the file
 //! (see [`report`]). Run with `--release` against a release `skiff`:
 //! `cargo build --release -p skiff && cargo run --release -p skiff-bench -- api`.
 
 mod api;
+mod footprint;
+mod http;
 mod load;
+mod pods;
 mod procfs;
 mod report;
 
@@ -53,6 +56,72 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// WASM pod create → Ready latency: one after another, then a concurrent burst.
+    Pods {
+        /// Pods created one after another.
+        #[arg(long, default_value_t = 200)]
+        pods: usize,
+        /// Sequential pods alive at once; deleted (untimed) after each batch (node takes ≤ 110).
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Pods of the burst variant (all alive at once).
+        #[arg(long, default_value_t = 100)]
+        burst_pods: usize,
+        /// Concurrent clients of the burst variant.
+        #[arg(long, default_value_t = 8)]
+        burst_clients: usize,
+        /// skiff binary (default: `skiff` beside this binary, i.e. target/release/skiff).
+        #[arg(long, env = "SKIFF_BIN")]
+        skiff_bin: Option<PathBuf>,
+        /// Print the section instead of writing it to the output file.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// hello-http requests/s and p99 on a Skiff pod vs `wasmtime serve`, loaded by wrk.
+    Http {
+        /// wrk threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// wrk connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Seconds per measured run.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Warm-up seconds before each measured run.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Measured runs per side (alternating).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// The wasmtime CLI to compare with.
+        #[arg(long, default_value = "/work/tools/wasmtime/bin/wasmtime")]
+        wasmtime: PathBuf,
+        /// skiff binary (default: `skiff` beside this binary, i.e. target/release/skiff).
+        #[arg(long, env = "SKIFF_BIN")]
+        skiff_bin: Option<PathBuf>,
+        /// Print the section instead of writing it to the output file.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Idle RSS of `skiff up`, added RSS per idle pod, release binary size.
+    Footprint {
+        /// Idle pods to create.
+        #[arg(long, default_value_t = 100)]
+        pods: usize,
+        /// Seconds idle after ready before the first reading.
+        #[arg(long, default_value_t = 10)]
+        idle_wait: u64,
+        /// Seconds after pods are Ready before a reading.
+        #[arg(long, default_value_t = 5)]
+        settle: u64,
+        /// skiff binary (default: `skiff` beside this binary, i.e. target/release/skiff).
+        #[arg(long, env = "SKIFF_BIN")]
+        skiff_bin: Option<PathBuf>,
+        /// Print the section instead of writing it to the output file.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Only raw etcd puts against a throw-away etcd (a baseline; writes nothing).
     RawEtcd {
         /// Puts per concurrency.
@@ -89,6 +158,37 @@ async fn main() -> Result<()> {
                 eprintln!("updated {}", cli.output.display());
             }
         }
+        Command::Pods { pods, batch, burst_pods, burst_clients, skiff_bin, dry_run } => {
+            let bench =
+                pods::PodsBench { pods, batch, burst_pods, burst_clients, skiff_bin, load_at_start: pods::load_note() };
+            let section = bench.run().await?;
+            emit(&cli.output, "pods", &section, dry_run)?;
+        }
+        Command::Http { threads, connections, duration, warmup, rounds, wasmtime, skiff_bin, dry_run } => {
+            let bench = http::HttpBench {
+                threads,
+                connections,
+                duration_s: duration,
+                warmup_s: warmup,
+                rounds,
+                wasmtime,
+                skiff_bin,
+                load_at_start: pods::load_note(),
+            };
+            let section = bench.run().await?;
+            emit(&cli.output, "http", &section, dry_run)?;
+        }
+        Command::Footprint { pods, idle_wait, settle, skiff_bin, dry_run } => {
+            let bench = footprint::FootprintBench {
+                pods,
+                idle_wait_s: idle_wait,
+                settle_s: settle,
+                skiff_bin,
+                load_at_start: pods::load_note(),
+            };
+            let section = bench.run().await?;
+            emit(&cli.output, "footprint", &section, dry_run)?;
+        }
         Command::RawEtcd { puts, clients, value_bytes } => {
             let etcd = Etcd::start().await?;
             let mut out = std::io::stdout();
@@ -106,6 +206,17 @@ async fn main() -> Result<()> {
                 )?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Prints `section` (dry run) or writes it as section `name` of `output`.
+fn emit(output: &std::path::Path, name: &str, section: &str, dry_run: bool) -> Result<()> {
+    if dry_run {
+        writeln!(std::io::stdout(), "{section}").context("writing stdout")?;
+    } else {
+        report::write_section(output, name, section)?;
+        eprintln!("updated {}", output.display());
     }
     Ok(())
 }
