@@ -95,7 +95,7 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         rounds: usize,
         /// The wasmtime CLI to compare with.
-        #[arg(long, default_value = "/work/tools/wasmtime/bin/wasmtime")]
+        #[arg(long, default_value = "wasmtime")]
         wasmtime: PathBuf,
         /// skiff binary (default: `skiff` beside this binary, i.e. target/release/skiff).
         #[arg(long, env = "SKIFF_BIN")]
