@@ -9,7 +9,7 @@
 //! tested here; [`resolve`] is the async shell that reads objects through [`ApiObjects`].
 //! Service-link variables (`<SVC>_SERVICE_HOST`) are not produced yet.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceFieldSelector};
@@ -201,6 +201,27 @@ fn utf8(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// One key of a ConfigMap's or Secret's data (`None`: absent but optional, so the variable
+/// is skipped), with Kubernetes' messages for a missing object or key.
+fn key_value(
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    kind: &str,
+    ns: &str,
+    name: &str,
+    key: &str,
+    optional: bool,
+) -> Result<Option<String>, PodEnvError> {
+    match data {
+        Some(mut d) => match d.remove(key) {
+            Some(v) => Ok(Some(utf8(v))),
+            None if optional => Ok(None),
+            None => Err(PodEnvError::Config(format!("couldn't find key {key} in {kind} {ns}/{name}"))),
+        },
+        None if optional => Ok(None),
+        None => Err(PodEnvError::Config(format!("{} {name:?} not found", kind.to_lowercase()))),
+    }
+}
+
 /// Resolves the env of `container` in `pod` (see the module docs).
 pub async fn resolve(
     objects: &ApiObjects,
@@ -246,35 +267,15 @@ pub async fn resolve(
             (Some(from), _) => {
                 if let Some(r) = &from.config_map_key_ref {
                     let data = objects.config_map(ns, &r.name).await?;
-                    match (data, r.optional == Some(true)) {
-                        (Some(d), optional) => match d.get(&r.key) {
-                            Some(v) => utf8(v.clone()),
-                            None if optional => continue,
-                            None => {
-                                return Err(PodEnvError::Config(format!(
-                                    "couldn't find key {} in ConfigMap {ns}/{}",
-                                    r.key, r.name
-                                )));
-                            }
-                        },
-                        (None, true) => continue,
-                        (None, false) => return Err(PodEnvError::Config(format!("configmap {:?} not found", r.name))),
+                    match key_value(data, "ConfigMap", ns, &r.name, &r.key, r.optional == Some(true))? {
+                        Some(v) => v,
+                        None => continue,
                     }
                 } else if let Some(r) = &from.secret_key_ref {
                     let data = objects.secret(ns, &r.name).await?;
-                    match (data, r.optional == Some(true)) {
-                        (Some(d), optional) => match d.get(&r.key) {
-                            Some(v) => utf8(v.clone()),
-                            None if optional => continue,
-                            None => {
-                                return Err(PodEnvError::Config(format!(
-                                    "couldn't find key {} in Secret {ns}/{}",
-                                    r.key, r.name
-                                )));
-                            }
-                        },
-                        (None, true) => continue,
-                        (None, false) => return Err(PodEnvError::Config(format!("secret {:?} not found", r.name))),
+                    match key_value(data, "Secret", ns, &r.name, &r.key, r.optional == Some(true))? {
+                        Some(v) => v,
+                        None => continue,
                     }
                 } else if let Some(f) = &from.field_ref {
                     field_value(pod, &f.field_path, pod_ip).map_err(PodEnvError::Config)?
