@@ -3,7 +3,8 @@
 //! What it owns: finding the `skiff` binary ([`binary`]), starting `skiff up` on a free
 //! loopback port with a temporary data dir and waiting for `/readyz` ([`Skiff`]), a private
 //! etcd for the etcd store ([`Etcd`]), kubectl and HTTP/kube-rs clients built from the
-//! kubeconfig skiff writes ([`kubectl`], [`kubeconfig`]), and bounded waits ([`net`]).
+//! kubeconfig skiff writes ([`kubectl`], [`kubeconfig`]), bounded waits ([`net`]), and
+//! test-owned network namespaces for real pod networking ([`netns`]).
 //! What it does not: build the binary (run `cargo build -p skiff` first — `scripts/test.sh`
 //! does) or assert anything; the tests in `tests/tests/` do that.
 
@@ -13,6 +14,7 @@ pub mod guests;
 pub mod kubeconfig;
 pub mod kubectl;
 pub mod net;
+pub mod netns;
 pub mod registry;
 pub mod skiff;
 
@@ -20,6 +22,7 @@ pub use etcd::Etcd;
 pub use kubeconfig::KubeconfigInfo;
 pub use kubectl::{KubectlOutput, KubectlStream};
 pub use net::{Fatal, wait_until, with_timeout};
+pub use netns::{Forward, Inside, NetNs};
 pub use registry::DockerRegistry;
 pub use skiff::{Skiff, StartOptions, StoreKind};
 

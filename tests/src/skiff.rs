@@ -4,6 +4,11 @@
 //! and by default the data dir) and, for [`StoreKind::Etcd`], its own etcd. Every wait has a
 //! timeout, and a failed start reports the tail of skiff's log. The process is killed on drop,
 //! so a failing test never leaks a server.
+//!
+//! With [`StartOptions::netns`], skiff runs inside that network namespace (`ip netns exec`,
+//! which execs, so the child's pid is skiff's own). Its API then listens on the namespace's
+//! `127.0.0.1`; a [`Forward`] on the same port of the host's `127.0.0.1` makes the URL, the
+//! kubeconfig and every client (readiness polling included) work unchanged from the test.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -16,6 +21,7 @@ use crate::binary::skiff_binary;
 use crate::etcd::Etcd;
 use crate::kubeconfig::KubeconfigInfo;
 use crate::net::{Fatal, free_port, log_tail, wait_until};
+use crate::netns::Forward;
 
 /// How long `skiff up` may take to answer `/readyz`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,6 +72,9 @@ pub struct StartOptions {
     /// Run `skiff server` (control plane only, no node) instead of `skiff up`: for tests that
     /// bring their own Nodes and must not have a real one scheduling pods.
     pub control_plane_only: bool,
+    /// Run skiff inside this network namespace (see [`crate::NetNs`]); the API is forwarded to
+    /// the same port on the host's loopback.
+    pub netns: Option<String>,
 }
 
 impl StartOptions {
@@ -78,6 +87,7 @@ impl StartOptions {
             etcd_prefix: None,
             extra_args: Vec::new(),
             control_plane_only: false,
+            netns: None,
         }
     }
 
@@ -103,6 +113,9 @@ pub struct Skiff {
     etcd_prefix: Option<String>,
     extra_args: Vec<String>,
     control_plane_only: bool,
+    netns: Option<String>,
+    /// The API forward of a netns run; `Drop` kills the process before fields are dropped.
+    _forward: Option<Forward>,
     log: PathBuf,
     home: PathBuf,
     child: Option<Child>,
@@ -131,7 +144,13 @@ impl Skiff {
             StoreKind::Etcd => Some(Etcd::start().await?),
             StoreKind::Embedded => None,
         };
-        let listen = format!("127.0.0.1:{}", free_port()?);
+        let port = free_port()?;
+        let listen = format!("127.0.0.1:{port}");
+        // In a fresh namespace the port is surely free; here it was free a moment ago.
+        let forward = match &options.netns {
+            Some(netns) => Some(Forward::start(netns, port).await?),
+            None => None,
+        };
         let url = format!("https://{listen}");
         let mut skiff = Skiff {
             url,
@@ -144,6 +163,8 @@ impl Skiff {
             etcd_prefix: options.etcd_prefix,
             extra_args: options.extra_args,
             control_plane_only: options.control_plane_only,
+            netns: options.netns,
+            _forward: forward,
             log: work.path().join("skiff.log"),
             home,
             child: None,
@@ -177,6 +198,11 @@ impl Skiff {
     /// A private `HOME` for kubectl, so `~/.kube` of the user is never read or written.
     pub fn home(&self) -> &Path {
         &self.home
+    }
+
+    /// The network namespace skiff runs in, if any.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
     }
 
     /// Process id of the running server.
@@ -244,7 +270,14 @@ impl Skiff {
     }
 
     fn command(&self) -> Command {
-        let mut command = Command::new(&self.binary);
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
         command
             .arg(if self.control_plane_only { "server" } else { "up" })
             .arg("--data-dir")
