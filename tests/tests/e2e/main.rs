@@ -7,6 +7,7 @@
 //! workload objects created here really run (their images may not exist: that only leaves
 //! their pods waiting).
 
+mod bridge_netns;
 mod http_api;
 mod kube_rs;
 mod kubectl_apply;
@@ -51,4 +52,34 @@ pub fn item_names(list: &Value) -> Vec<String> {
         .as_array()
         .map(|items| items.iter().filter_map(|item| item["metadata"]["name"].as_str().map(str::to_string)).collect())
         .unwrap_or_default()
+}
+
+/// Whether a pod (as JSON) has condition `Ready=True`.
+pub fn pod_is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// `skiff push` of the built test guest `guest` as `name` to this cluster's built-in
+/// registry; returns the printed image reference.
+pub async fn push_guest(skiff: &Skiff, guest: &str, name: &str) -> Result<String> {
+    let path = skiff_tests::guests::guest_path(guest);
+    let out = tokio::process::Command::new(skiff.binary())
+        .args(["push", path.to_str().context("guest path")?, name, "--kubeconfig"])
+        .arg(&skiff.kubeconfig)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running skiff push")?;
+    anyhow::ensure!(out.status.success(), "skiff push failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+/// A Pod running `image` with container port 8080 (the http-probe guest's).
+pub fn http_pod(name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: app\n    \
+         image: {image}\n    ports:\n    - containerPort: 8080\n"
+    )
 }

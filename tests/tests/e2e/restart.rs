@@ -1,9 +1,13 @@
-//! Objects survive a SIGTERM + restart on the same data dir; SIGTERM exits with status 0.
+//! Objects survive a SIGTERM + restart on the same data dir; SIGTERM exits with status 0; a
+//! running pod comes back on the same pod IP (loopback mode here; bridge mode in
+//! `bridge_netns`).
 
-use anyhow::{Result, ensure};
-use skiff_tests::{Skiff, StoreKind, both_stores};
+use std::time::Duration;
 
-use crate::get_json;
+use anyhow::{Context, Result, ensure};
+use skiff_tests::{Fatal, Skiff, StoreKind, both_stores, wait_until};
+
+use crate::{get_json, http_pod, pod_is_ready, push_guest};
 
 async fn restart_keeps_objects(store: StoreKind) -> Result<()> {
     let mut skiff = Skiff::start(store).await?;
@@ -38,3 +42,45 @@ async fn restart_keeps_objects(store: StoreKind) -> Result<()> {
 }
 
 both_stores!(restart_keeps_objects);
+
+/// GET `http://ip:8080/` from the test (loopback pod IPs are reachable from the host).
+async fn get_pod(ip: &str) -> Result<String> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let response = client.get(format!("http://{ip}:8080/")).send().await?.error_for_status()?;
+    Ok(response.text().await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_pod_ip_loopback() -> Result<()> {
+    const POD_TIMEOUT: Duration = Duration::from_secs(60);
+    const POLL: Duration = Duration::from_millis(200);
+    let mut skiff = Skiff::start(StoreKind::Embedded).await?;
+    let image = push_guest(&skiff, "http-probe", "probes/http:v1").await?;
+    skiff.kubectl_stdin(&["apply", "-f", "-"], Some(&http_pod("web", &image))).await?.ok()?;
+    let pod = wait_until("the pod to be Ready", POD_TIMEOUT, POLL, || async {
+        let pod = get_json(&skiff, &["pod", "web"]).await?;
+        Ok(pod_is_ready(&pod).then_some(pod))
+    })
+    .await?;
+    let ip = pod["status"]["podIP"].as_str().context("podIP")?.to_string();
+    ensure!(ip.starts_with("127.244.0."), "pod IP {ip} not from the loopback pod CIDR");
+    ensure!(get_pod(&ip).await? == "ok", "the pod did not answer before the restart");
+
+    skiff.restart().await?;
+    wait_until("the pod to answer again after the restart", POD_TIMEOUT, POLL, || async {
+        let pod = get_json(&skiff, &["pod", "web"]).await?;
+        let now = pod["status"]["podIP"].as_str().unwrap_or_default();
+        if !now.is_empty() && now != ip {
+            return Err(Fatal(format!("pod IP changed across the restart: {ip} -> {now}")).into());
+        }
+        if !pod_is_ready(&pod) {
+            return Ok(None);
+        }
+        Ok((get_pod(&ip).await? == "ok").then_some(()))
+    })
+    .await?;
+
+    let status = skiff.stop().await?;
+    ensure!(status.success(), "SIGTERM exit status {status}");
+    Ok(())
+}
