@@ -1,23 +1,23 @@
 //! The agent as a whole: configuration, start-up order, owned tasks, shutdown.
 //!
 //! What it owns: loading the IPAM state and setting up pod networking, registering the Node,
-//! then running the status loop, the Lease heartbeat and the pod dispatcher as owned tasks
+//! handing back the pod IPs of pods deleted while the agent was down, then running the status loop, the Lease heartbeat and the pod dispatcher as owned tasks
 //! under one cancellation token. What it does not: serve the node API (`nodeapi`, started by
 //! whoever builds the agent, which passes its port in), or build runtimes and the pod
 //! environment (passed in, so tests can use fakes).
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::bridge::{HostNet, NetError, PodNetwork};
 use crate::ipam::{Ipam, IpamError};
@@ -113,7 +113,7 @@ impl Agent {
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|source| AgentError::DataDir { path: cfg.data_dir.clone(), source })?;
         let cidr = cfg.effective_pod_cidr();
-        let ipam = Ipam::load(cidr, &cfg.data_dir.join("ipam.json"))?;
+        let mut ipam = Ipam::load(cidr, &cfg.data_dir.join("ipam.json"))?;
         let net = HostNet::new(cfg.pod_network, cidr);
         net.setup().await?;
 
@@ -132,6 +132,8 @@ impl Agent {
             .await
             .map_err(|source| AgentError::Register { node: cfg.node_name.clone(), source })?;
         info!(node = %cfg.node_name, %cidr, "node registered");
+        // Before any worker runs (workers are what allocate), so nothing races with it.
+        reconcile_pod_ips(&client, &cfg.node_name, &mut ipam, &net).await;
 
         let ctx = Arc::new(WorkerContext {
             client: client.clone(),
@@ -151,6 +153,35 @@ impl Agent {
         tasks.spawn(lease::heartbeat(client, cfg.node_name.clone(), Some(node), cfg.lease_interval, shutdown.clone()));
         tasks.spawn(pods::dispatch(ctx, shutdown.clone()));
         Ok(RunningAgent { node_name: cfg.node_name, pod_cidr: cidr, tasks, shutdown })
+    }
+}
+
+/// Hands back the IPs of pods that are gone from the API (deleted while the agent was down: no
+/// worker will ever see them) and takes pod addresses no pod holds off the bridge. Best effort:
+/// if the pods cannot be listed, nothing is released (a live pod must never lose its address),
+/// and the next start tries again.
+async fn reconcile_pod_ips(client: &kube::Client, node: &str, ipam: &mut Ipam, net: &HostNet) {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let params = ListParams::default().fields(&format!("spec.nodeName={node}"));
+    let live: HashSet<String> = match pods.list(&params).await {
+        Ok(list) => list.items.into_iter().filter_map(|p| p.metadata.uid).collect(),
+        Err(error) => return warn!(%error, "listing this node's pods failed; stale pod IPs are kept"),
+    };
+    match ipam.retain(|uid| live.contains(uid)) {
+        Ok(released) if !released.is_empty() => info!(?released, "released the IPs of pods deleted meanwhile"),
+        Ok(_) => {}
+        Err(error) => warn!(%error, "saving the released pod IPs"),
+    }
+    let held: HashSet<Ipv4Addr> = ipam.assignments().map(|(_, ip)| ip).collect();
+    let on_host = match net.pod_ips().await {
+        Ok(ips) => ips,
+        Err(error) => return warn!(%error, "listing the pod addresses on the bridge"),
+    };
+    for ip in on_host.into_iter().filter(|ip| !held.contains(ip)) {
+        match net.remove_pod_ip(ip).await {
+            Ok(()) => info!(%ip, "removed a pod address no pod holds"),
+            Err(error) => warn!(%error, "removing a stale pod address"),
+        }
     }
 }
 

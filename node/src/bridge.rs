@@ -77,6 +77,15 @@ impl HostNet {
         }
     }
 
+    /// The pod addresses (`/32`s) on the bridge (bridge mode; none in loopback mode).
+    pub async fn pod_ips(&self) -> Result<Vec<Ipv4Addr>, NetError> {
+        if self.mode != PodNetwork::Bridge {
+            return Ok(Vec::new());
+        }
+        let args: Vec<String> = ["-4", "-o", "addr", "show", "dev", BRIDGE].iter().map(|x| x.to_string()).collect();
+        Ok(host_addresses(&output(&args).await?))
+    }
+
     /// Removes a pod's address (bridge mode); an address already gone is fine.
     pub async fn remove_pod_ip(&self, ip: Ipv4Addr) -> Result<(), NetError> {
         match self.mode {
@@ -102,6 +111,32 @@ fn setup_commands(cidr: Ipv4Net) -> Vec<Vec<String>> {
 
 fn pod_ip_command(verb: &str, ip: Ipv4Addr) -> Vec<String> {
     ["addr", verb, &format!("{ip}/32"), "dev", BRIDGE].iter().map(|x| x.to_string()).collect()
+}
+
+/// The `/32` addresses in `ip -4 -o addr show` output: pod addresses, not the gateway's.
+fn host_addresses(output: &str) -> Vec<Ipv4Addr> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            let (ip, len) = words.next()?.split_once('/')?;
+            if len == "32" { ip.parse().ok() } else { None }
+        })
+        .collect()
+}
+
+/// Runs `ip ARGS`; its stdout.
+async fn output(args: &[String]) -> Result<String, NetError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| NetError { args: args.join(" "), message: e.to_string() })?;
+    if !out.status.success() {
+        return Err(NetError { args: args.join(" "), message: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 async fn run(args: &[String]) -> Result<(), NetError> {
@@ -131,11 +166,20 @@ mod tests {
         assert_eq!(PodNetwork::Loopback.default_cidr().to_string(), "127.244.0.0/24");
     }
 
+    #[test]
+    fn pod_addresses_are_the_host_routes() {
+        let out = "5: skiff0    inet 10.244.0.1/24 brd 10.244.0.255 scope global skiff0\\       valid_lft forever\n\
+                   5: skiff0    inet 10.244.0.7/32 scope global skiff0\\       valid_lft forever\n";
+        assert_eq!(host_addresses(out), vec![Ipv4Addr::new(10, 244, 0, 7)]);
+        assert!(host_addresses("").is_empty());
+    }
+
     #[tokio::test]
     async fn loopback_mode_needs_nothing() {
         let net = HostNet::new(PodNetwork::Loopback, PodNetwork::Loopback.default_cidr());
         net.setup().await.expect("setup");
         net.add_pod_ip(Ipv4Addr::new(127, 244, 0, 9)).await.expect("add");
         net.remove_pod_ip(Ipv4Addr::new(127, 244, 0, 9)).await.expect("remove");
+        assert!(net.pod_ips().await.expect("list").is_empty());
     }
 }

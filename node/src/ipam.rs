@@ -104,6 +104,23 @@ impl Ipam {
         Ok(released)
     }
 
+    /// Releases every assignment whose pod uid `keep` rejects (pods gone while the agent was
+    /// down); returns the released addresses.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) -> Result<Vec<Ipv4Addr>, IpamError> {
+        let mut released = Vec::new();
+        self.state.pods.retain(|uid, ip| {
+            let kept = keep(uid);
+            if !kept {
+                released.push(*ip);
+            }
+            kept
+        });
+        if !released.is_empty() {
+            self.save()?;
+        }
+        Ok(released)
+    }
+
     /// Every `(uid, address)` assignment.
     pub fn assignments(&self) -> impl Iterator<Item = (&str, Ipv4Addr)> {
         self.state.pods.iter().map(|(uid, ip)| (uid.as_str(), *ip))
@@ -210,6 +227,20 @@ mod tests {
         // A different CIDR drops the old assignments.
         let other = Ipam::load(cidr("10.9.0.0/24"), &path).expect("reload");
         assert_eq!(other.assignments().count(), 0);
+    }
+
+    #[test]
+    fn retain_releases_the_rejected_and_persists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ipam.json");
+        let net = cidr("10.244.0.0/24");
+        let mut ipam = Ipam::load(net, &path).expect("load");
+        let a = ipam.allocate("a").expect("ip");
+        let b = ipam.allocate("b").expect("ip");
+        assert_eq!(ipam.retain(|uid| uid == "b").expect("retain"), vec![a]);
+        assert!(ipam.retain(|_| true).expect("retain").is_empty());
+        let again = Ipam::load(net, &path).expect("reload");
+        assert_eq!(again.assignments().collect::<Vec<_>>(), vec![("b", b)]);
     }
 
     #[test]
