@@ -123,3 +123,52 @@ async fn bridge_pod_ips_live_on_skiff0_and_survive_a_restart() -> Result<()> {
     ensure!(status.success(), "SIGTERM exit status {status}\n{}", skiff.log_tail(40));
     Ok(())
 }
+
+/// A pod force-deleted while its node was down: the next agent start must hand back its
+/// address (IPAM entry and /32 on the bridge), or every such pod leaks one for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_of_pods_deleted_while_the_node_was_down_are_released() -> Result<()> {
+    let netns = NetNs::create()?;
+    let bridge_up = |data_dir: Option<std::path::PathBuf>, control_plane_only: bool| {
+        let mut options = StartOptions::new(StoreKind::Embedded);
+        options.netns = Some(netns.name().to_string());
+        options.data_dir = data_dir;
+        options.control_plane_only = control_plane_only;
+        if !control_plane_only {
+            options.extra_args = vec!["--pod-network".into(), "bridge".into()];
+        }
+        options
+    };
+    let mut first = Skiff::start_with(bridge_up(None, false)).await?;
+    let data_dir = first.data_dir().to_path_buf();
+    let image = push_guest(&first, "http-probe", "probes/http:v1").await?;
+    first.kubectl_stdin(&["apply", "-f", "-"], Some(&http_pod("doomed", &image))).await?.ok()?;
+    let pod = wait_until("the pod to be Ready", POD_TIMEOUT, POLL, || async {
+        let pod = get_json(&first, &["pod", "doomed"]).await?;
+        Ok(pod_is_ready(&pod).then_some(pod))
+    })
+    .await?;
+    let ip = pod_ip(&pod)?;
+    let status = first.stop().await?;
+    ensure!(status.success(), "SIGTERM exit status {status}");
+    ensure!(netns.ipv4_addrs(BRIDGE)?.contains(&format!("{ip}/32")), "a stopped agent keeps the pod's address");
+
+    // The control plane alone (no node): the pod is force-deleted while the node is down.
+    let mut server = Skiff::start_with(bridge_up(Some(data_dir.clone()), true)).await?;
+    server.kubectl(&["delete", "pod", "doomed", "--grace-period=0", "--force"]).await?.ok()?;
+    let status = server.stop().await?;
+    ensure!(status.success(), "SIGTERM exit status {status}");
+
+    // The node comes back: the dead pod's address leaves the bridge.
+    let again = Skiff::start_with(bridge_up(Some(data_dir.clone()), false)).await?;
+    wait_until("the dead pod's address to leave the bridge", POD_TIMEOUT, POLL, || async {
+        let addrs = netns.ipv4_addrs(BRIDGE)?;
+        Ok((addrs == ["10.244.0.1/24"]).then_some(()))
+    })
+    .await
+    .with_context(|| format!("skiff log tail:\n{}", again.log_tail(30)))?;
+    let ipam = std::fs::read_to_string(data_dir.join("agent").join("ipam.json")).context("reading ipam.json")?;
+    let state: Value = serde_json::from_str(&ipam)?;
+    ensure!(state["pods"].as_object().is_some_and(|p| p.is_empty()), "IPAM still holds addresses: {ipam}");
+    Ok(())
+}
