@@ -134,7 +134,10 @@ async fn output(args: &[String]) -> Result<String, NetError> {
         .await
         .map_err(|e| NetError { args: args.join(" "), message: e.to_string() })?;
     if !out.status.success() {
-        return Err(NetError { args: args.join(" "), message: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        return Err(NetError {
+            args: args.join(" "),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

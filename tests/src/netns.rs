@@ -124,7 +124,12 @@ impl Drop for NetNs {
 fn ip(args: &[&str]) -> Result<String> {
     let output = Command::new("ip").args(args).output().context("running ip (is iproute2 installed?)")?;
     if !output.status.success() {
-        bail!("`ip {}` failed with {}: {}", args.join(" "), output.status, String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "`ip {}` failed with {}: {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
