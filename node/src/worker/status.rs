@@ -276,7 +276,7 @@ fn terminated(t: &Terminated) -> ContainerState {
 /// The waiting reason shown: a container that has not started for the first time yet says
 /// `PodInitializing` while the pod initializes (the kubelet's wording), instead of
 /// `ContainerCreating`.
-fn shown_reason<'a>(c: &'a ContainerView, initializing: bool) -> &'a str {
+fn shown_reason(c: &ContainerView, initializing: bool) -> &str {
     match &c.state {
         ViewState::Waiting { reason, .. } if initializing && reason == "ContainerCreating" && !c.has_run() => {
             "PodInitializing"
