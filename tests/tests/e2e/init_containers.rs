@@ -289,3 +289,61 @@ spec:
     ensure!(started["lastTimestamp"] != started["firstTimestamp"], "{started}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_failures_and_requests_over_the_memory_limit_are_events() -> Result<()> {
+    let skiff = Skiff::start(StoreKind::Embedded).await?;
+    let path = guest_path("http-probe");
+    ensure!(path.is_file(), "{} is missing: run `bash scripts/build-guests.sh`", path.display());
+    let out = tokio::process::Command::new(skiff.binary())
+        .args(["push", path.to_str().context("guest path")?, "probes/http:v1", "--kubeconfig"])
+        .arg(&skiff.kubeconfig)
+        .output()
+        .await
+        .context("running skiff push")?;
+    ensure!(out.status.success(), "skiff push failed: {}", String::from_utf8_lossy(&out.stderr));
+    let image = String::from_utf8(out.stdout)?.trim().to_string();
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: limited
+spec:
+  containers:
+  - name: app
+    image: {image}
+    ports: [{{containerPort: 8080}}]
+    resources:
+      limits: {{memory: 32Mi}}
+    readinessProbe:
+      httpGet: {{path: /env/NOT_SET, port: 8080}}
+      periodSeconds: 1
+"#
+    );
+    apply(&skiff, "limited", &manifest).await?;
+    let pod = wait_pod(&skiff, "limited", "the app to run", |p| app_status(p)["state"]["running"].is_object()).await?;
+    let ip = pod["status"]["podIP"].as_str().context("podIP")?.to_string();
+
+    let unhealthy = wait_event(&skiff, "limited", "Unhealthy", "spec.containers{app}").await?;
+    let message = unhealthy["message"].as_str().unwrap_or_default();
+    ensure!(message.starts_with("Readiness probe failed: "), "{unhealthy}");
+    ensure!(unhealthy["type"] == "Warning", "{unhealthy}");
+
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?;
+    for _ in 0..2 {
+        let resp = client.get(format!("http://{ip}:8080/alloc?mb=64")).send().await?;
+        ensure!(resp.status().as_u16() == 503, "a request over the memory limit answered {}", resp.status());
+    }
+    let event = wait_until("the memory event to count both requests", POD_TIMEOUT, POLL, || async {
+        let found = events(&skiff, "limited").await?.into_iter().find(|e| {
+            e["reason"] == "MemoryLimitExceeded"
+                && e["involvedObject"]["fieldPath"] == "spec.containers{app}"
+                && e["count"].as_i64().unwrap_or(0) >= 2
+        });
+        Ok(found)
+    })
+    .await?;
+    ensure!(event["type"] == "Warning", "{event}");
+    ensure!(event["message"].as_str().is_some_and(|m| m.contains("503")), "{event}");
+    Ok(())
+}
