@@ -71,7 +71,9 @@ async fn events(skiff: &Skiff, pod: &str) -> Result<Vec<Value>> {
 async fn wait_event(skiff: &Skiff, pod: &str, reason: &str, field_path: &str) -> Result<Value> {
     wait_until(&format!("a {reason} event for {field_path}"), POD_TIMEOUT, POLL, || async {
         let found = events(skiff, pod).await?.into_iter().find(|e| {
-            e["reason"] == reason && e["involvedObject"]["fieldPath"] == field_path && e["involvedObject"]["kind"] == "Pod"
+            e["reason"] == reason
+                && e["involvedObject"]["fieldPath"] == field_path
+                && e["involvedObject"]["kind"] == "Pod"
         });
         Ok(found)
     })
@@ -134,14 +136,8 @@ spec:
     ensure!(column == "Init:0/3", "STATUS while the first init container runs: {column}");
     let pod = get_json(&skiff, &["pod", "staged"]).await?;
     let initialized = condition(&pod, "Initialized");
-    ensure!(
-        initialized["status"] == "False" && initialized["reason"] == "ContainersNotInitialized",
-        "{initialized}"
-    );
-    ensure!(
-        initialized["message"] == "containers with incomplete status: [setup proxy check]",
-        "{initialized}"
-    );
+    ensure!(initialized["status"] == "False" && initialized["reason"] == "ContainersNotInitialized", "{initialized}");
+    ensure!(initialized["message"] == "containers with incomplete status: [setup proxy check]", "{initialized}");
     ensure!(app_status(&pod)["state"]["waiting"]["reason"] == "PodInitializing", "{}", pod["status"]);
 
     // The app sees what the init container wrote; the pod completes and its sidecar is stopped.
