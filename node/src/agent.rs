@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::bridge::{HostNet, NetError, PodNetwork};
+use crate::events::EventRecorder;
 use crate::ipam::{Ipam, IpamError};
 use crate::node_status::{self, NodeFacts, NodeIdentity};
 use crate::pod_env::PodEnvironment;
@@ -133,6 +134,7 @@ impl Agent {
             .map_err(|source| AgentError::Register { node: cfg.node_name.clone(), source })?;
         info!(node = %cfg.node_name, %cidr, "node registered");
 
+        let (events, event_writer) = EventRecorder::start(client.clone(), cfg.node_name.clone(), shutdown.clone());
         let ctx = Arc::new(WorkerContext {
             client: client.clone(),
             node_name: cfg.node_name.clone(),
@@ -145,8 +147,10 @@ impl Agent {
             http: probe::check::http_client()?,
             creds: cfg.pull_credentials.clone(),
             shutdown_grace: cfg.shutdown_grace,
+            events,
         });
         let mut tasks = JoinSet::new();
+        tasks.spawn(event_writer);
         tasks.spawn(node_status::status_loop(nodes, id, facts, cfg.status_interval, shutdown.clone()));
         tasks.spawn(lease::heartbeat(client, cfg.node_name.clone(), Some(node), cfg.lease_interval, shutdown.clone()));
         tasks.spawn(pods::dispatch(ctx, shutdown.clone()));

@@ -8,6 +8,7 @@
 //! their pods waiting).
 
 mod http_api;
+mod init_containers;
 mod kube_rs;
 mod kubectl_apply;
 mod kubectl_errors;
