@@ -46,6 +46,9 @@ use crate::runtime::{ContainerRuntime, ExitInfo, PodRef, PullCredentials};
 const RESYNC: Duration = Duration::from_secs(10);
 /// How long a terminating worker waits for launches already under way.
 const LAUNCH_DRAIN: Duration = Duration::from_secs(60);
+/// How long a fresh launch may hold back the status report (see `Worker::report_hold`);
+/// a slow start (an image pull) is reported as ContainerCreating after this.
+const REPORT_HOLD: Duration = Duration::from_millis(250);
 
 /// What every worker shares: the node's identity, its runtimes and environment, the IPAM.
 pub struct WorkerContext {
@@ -128,6 +131,11 @@ struct Worker {
     setup_retry: Option<Instant>,
     start_time: Option<Timestamp>,
     last_status: Option<PodStatus>,
+    /// While a launch started at most [`REPORT_HOLD`] ago is in flight, the status report
+    /// waits until this instant: a cached WASM artifact starts in a millisecond or two, so
+    /// the first report can already say Running instead of ContainerCreating — one status
+    /// write per pod start instead of two, which is what pod start-up latency is made of.
+    report_hold: Option<Instant>,
     /// The pod was already finished when this worker started: leave it alone.
     finished_before: bool,
     /// All containers are done for good.
@@ -183,6 +191,7 @@ impl Worker {
             volumes: None,
             setup_retry: None,
             last_status: None,
+            report_hold: None,
             finished_before,
             done: finished_before,
             stopping: false,
@@ -211,7 +220,9 @@ impl Worker {
                 self.sync().await;
             }
             self.memory_rejections();
-            self.report().await;
+            if !self.holding_report() {
+                self.report().await;
+            }
             let wake = self.wake_at();
             tokio::select! {
                 _ = self.cancel.cancelled() => return self.shutdown().await,
@@ -234,7 +245,24 @@ impl Worker {
 
     fn wake_at(&self) -> Instant {
         let resync = Instant::now() + RESYNC;
-        self.slots.iter().filter_map(Slot::wake_at).chain(self.setup_retry).fold(resync, Instant::min)
+        self.slots
+            .iter()
+            .filter_map(Slot::wake_at)
+            .chain(self.setup_retry)
+            .chain(self.report_hold)
+            .fold(resync, Instant::min)
+    }
+
+    /// Whether the status report should wait for a launch in flight (see `report_hold`).
+    fn holding_report(&mut self) -> bool {
+        let launching = self.slots.iter().any(|s| matches!(s.run, Run::Launching));
+        match self.report_hold {
+            Some(until) if launching && Instant::now() < until => true,
+            _ => {
+                self.report_hold = None;
+                false
+            }
+        }
     }
 
     /// Prepares the IP and volumes, starts what is due, and notices when the pod is done.
@@ -395,6 +423,7 @@ impl Worker {
             field_path,
         };
         let generation = slot.launching();
+        self.report_hold.get_or_insert_with(|| Instant::now() + REPORT_HOLD);
         debug!(container = slot.name(), generation, "launching");
         let tx = self.tx.clone();
         self.tasks.spawn(async move {
