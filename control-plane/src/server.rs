@@ -121,9 +121,8 @@ impl RunningServer {
         // The informer caches, the scheduler and the workload controllers.
         controllers::start(&state.registry, &shutdown, &mut tasks);
         tasks.spawn(compactor(store, cfg.compaction_interval, shutdown.clone()));
-        // Building the OpenAPI documents takes a while; do it now, off the async workers, so
-        // the first `kubectl apply` does not pay for it.
-        tasks.spawn_blocking(apiserver::openapi::prebuild);
+        // The OpenAPI documents are built on first use (off the async workers): an idle server
+        // does not hold them, and only clients that read them (kubectl apply/explain) wait once.
         info!(%addr, kubeconfig = %kubeconfig.display(), "API server serving");
         Ok(RunningServer { addr, kubeconfig, tasks, state })
     }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::bridge::{HostNet, NetError, PodNetwork};
+use crate::events::EventRecorder;
 use crate::ipam::{Ipam, IpamError};
 use crate::node_status::{self, NodeFacts, NodeIdentity};
 use crate::pod_env::PodEnvironment;
@@ -135,6 +136,7 @@ impl Agent {
         // Before any worker runs (workers are what allocate), so nothing races with it.
         reconcile_pod_ips(&client, &cfg.node_name, &mut ipam, &net).await;
 
+        let (events, event_writer) = EventRecorder::start(client.clone(), cfg.node_name.clone(), shutdown.clone());
         let ctx = Arc::new(WorkerContext {
             client: client.clone(),
             node_name: cfg.node_name.clone(),
@@ -147,8 +149,10 @@ impl Agent {
             http: probe::check::http_client()?,
             creds: cfg.pull_credentials.clone(),
             shutdown_grace: cfg.shutdown_grace,
+            events,
         });
         let mut tasks = JoinSet::new();
+        tasks.spawn(event_writer);
         tasks.spawn(node_status::status_loop(nodes, id, facts, cfg.status_interval, shutdown.clone()));
         tasks.spawn(lease::heartbeat(client, cfg.node_name.clone(), Some(node), cfg.lease_interval, shutdown.clone()));
         tasks.spawn(pods::dispatch(ctx, shutdown.clone()));

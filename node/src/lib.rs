@@ -6,6 +6,7 @@ pub mod agent;
 pub mod bridge;
 pub mod env;
 pub mod environment;
+pub mod events;
 pub mod ipam;
 pub mod lease;
 pub mod logs;

@@ -163,7 +163,28 @@ impl Harness {
         let skiff = Skiff::start(StoreKind::Embedded).await?;
         let client = skiff.kube_client().await?;
         let data = tempfile::tempdir()?;
-        let mut cfg = AgentConfig::new("node-a", data.path());
+        let runtime = Arc::new(FakeRuntime::default());
+        let env = Arc::new(FakeEnv::default());
+        let agent = Self::start_agent(&client, data.path(), runtime.clone(), env.clone()).await?;
+        Ok(Harness { skiff, client, runtime, env, agent: Some(agent), _data: data })
+    }
+
+    /// Stops the agent and starts a new one (new runtime, same data dir), as after a restart.
+    async fn restart_agent(&mut self) -> Result<()> {
+        self.agent.take().context("agent")?.stop().await;
+        self.runtime = Arc::new(FakeRuntime::default());
+        let agent = Self::start_agent(&self.client, self._data.path(), self.runtime.clone(), self.env.clone()).await?;
+        self.agent = Some(agent);
+        Ok(())
+    }
+
+    async fn start_agent(
+        client: &kube::Client,
+        data: &std::path::Path,
+        runtime: Arc<FakeRuntime>,
+        env: Arc<FakeEnv>,
+    ) -> Result<RunningAgent> {
+        let mut cfg = AgentConfig::new("node-a", data);
         cfg.node_api_port = 10999;
         cfg.lease_interval = Duration::from_secs(1);
         cfg.status_interval = Duration::from_secs(1);
@@ -173,12 +194,9 @@ impl Harness {
             reset: Duration::from_secs(600),
         };
         cfg.labels = BTreeMap::from([("zone".into(), "test".into())]);
-        let runtime = Arc::new(FakeRuntime::default());
-        let env = Arc::new(FakeEnv::default());
-        let agent = Agent::start(cfg, client.clone(), vec![runtime.clone()], env.clone(), CancellationToken::new())
+        Agent::start(cfg, client.clone(), vec![runtime], env, CancellationToken::new())
             .await
-            .context("starting the agent")?;
-        Ok(Harness { skiff, client, runtime, env, agent: Some(agent), _data: data })
+            .context("starting the agent")
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -390,5 +408,40 @@ async fn restart_policies_and_crash_loop_back_off() -> Result<()> {
     // The finished pods gave their IPs back: a new pod gets a fresh address, and stopping the
     // agent stops the crash-looping container.
     h.agent.context("agent")?.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_init_containers_do_not_run_again_after_an_agent_restart() -> Result<()> {
+    let mut h = Harness::start().await?;
+    let mut p = pod("staged", "fake/forever", "Always");
+    if let Some(spec) = p.spec.as_mut() {
+        spec.init_containers =
+            Some(vec![Container { name: "setup".into(), image: Some("fake/exit-0".into()), ..Container::default() }]);
+    }
+    h.create(p).await?;
+    h.wait_pod("staged", "staged Running after its init container", |p| {
+        phase(p) == "Running" && condition(p, "Initialized") == "True"
+    })
+    .await?;
+    let started = |rt: &FakeRuntime| -> Vec<String> {
+        rt.starts.lock().expect("lock").iter().map(|s| s.container_name.clone()).collect()
+    };
+    ensure!(started(&h.runtime) == ["setup", "main"], "first agent started {:?}", started(&h.runtime));
+
+    h.restart_agent().await?;
+    let runtime = h.runtime.clone();
+    wait_until("the app container started again", WAIT, POLL, || {
+        let runtime = runtime.clone();
+        async move { Ok((!started(&runtime).is_empty()).then_some(())) }
+    })
+    .await?;
+    let pod = h.wait_pod("staged", "staged Running again", |p| phase(p) == "Running").await?;
+    ensure!(started(&h.runtime) == ["main"], "after the restart the agent started {:?}", started(&h.runtime));
+    ensure!(condition(&pod, "Initialized") == "True");
+    let init = pod.status.as_ref().and_then(|s| s.init_container_statuses.as_ref()).context("init statuses")?;
+    let term = init[0].state.as_ref().and_then(|s| s.terminated.as_ref()).context("terminated")?;
+    ensure!(term.exit_code == 0 && init[0].restart_count == 0 && init[0].ready, "{init:?}");
+    h.agent.take().context("agent")?.stop().await;
     Ok(())
 }

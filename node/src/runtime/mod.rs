@@ -111,6 +111,9 @@ pub struct ExitInfo {
 pub struct ContainerStats {
     pub cpu_time: Duration,
     pub memory_bytes: u64,
+    /// HTTP requests answered `503` because they would have grown the guest past its memory
+    /// limit (HTTP components; the agent turns growth of this counter into an event).
+    pub requests_rejected_memory: u64,
 }
 
 /// A runtime failure, already phrased for pod status: `reason` becomes the waiting reason
@@ -136,6 +139,13 @@ pub trait ContainerRuntime: Send + Sync + Debug + 'static {
 
     /// Makes `image` available locally according to `policy` (and verifies it).
     async fn pull(&self, image: &str, policy: PullPolicy, creds: &PullCredentials) -> Result<ImageRef, RuntimeError>;
+
+    /// Whether `image` is already on this node (a pull with `IfNotPresent` then downloads
+    /// nothing): decides between the `Pulling`/`Pulled` events and "already present on
+    /// machine". A runtime that cannot tell says `false`.
+    async fn image_present(&self, _image: &str) -> bool {
+        false
+    }
 
     /// Creates and starts a container; returns once it runs (an HTTP component: once it listens).
     async fn start(&self, spec: ContainerSpec) -> Result<Box<dyn RunningContainer>, RuntimeError>;

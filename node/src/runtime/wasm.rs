@@ -165,6 +165,12 @@ impl ContainerRuntime for WasmContainerRuntime {
         Ok(ImageRef { reference: image_ref.to_string(), image_id: format!("{}@{}", pulled.reference, image_id) })
     }
 
+    /// Asks the image store with `Never`: a local index lookup, no registry traffic.
+    async fn image_present(&self, image_ref: &str) -> bool {
+        let creds = self.credentials_for(image_ref, &PullCredentials::default());
+        self.images.pull(image_ref, PullPolicy::Never, &creds).await.is_ok()
+    }
+
     async fn start(&self, spec: ContainerSpec) -> Result<Box<dyn RunningContainer>, RuntimeError> {
         let image_id = spec.image.image_id.rsplit('@').next().unwrap_or_default().to_string();
         let artifact = self.artifact(&image_id)?;
@@ -272,7 +278,11 @@ impl RunningContainer for HttpContainer {
         match self.server.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             Some(server) => {
                 let s = server.stats();
-                ContainerStats { cpu_time: s.cpu_time, memory_bytes: s.memory_bytes }
+                ContainerStats {
+                    cpu_time: s.cpu_time,
+                    memory_bytes: s.memory_bytes,
+                    requests_rejected_memory: s.requests_rejected_memory,
+                }
             }
             None => ContainerStats::default(),
         }
@@ -306,7 +316,7 @@ impl CommandContainer {
                     _ = kill2.notified() => run.kill(),
                     _ = tick.tick() => {
                         let s = run.stats();
-                        *stats2.lock().unwrap_or_else(|p| p.into_inner()) = ContainerStats { cpu_time: s.cpu_time, memory_bytes: s.memory_bytes };
+                        *stats2.lock().unwrap_or_else(|p| p.into_inner()) = ContainerStats { cpu_time: s.cpu_time, memory_bytes: s.memory_bytes, ..ContainerStats::default() };
                     }
                 }
             };

@@ -1,8 +1,9 @@
 //! One container of a pod as its worker tracks it: the current run, the last one, restart
 //! count, back-off and probe verdicts.
 //!
-//! What it owns: the container state transitions (launch result, exit, probe verdicts) and
-//! the view the status is computed from. What it does not: start or stop anything — the
+//! What it owns: the container state transitions (launch result, exit, probe verdicts), the
+//! restart policy a container actually follows (init containers and sidecars differ from the
+//! pod's), and the view the status is computed from. What it does not: start or stop anything — the
 //! worker does, following what these transitions decide.
 
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Container, ContainerStatus};
+use k8s_openapi::api::core::v1::{Container, ContainerStateTerminated, ContainerStatus};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -51,9 +52,44 @@ pub enum LaunchFailure {
     Start { reason: String, message: String },
 }
 
+/// Which list of the pod spec a container comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    /// `spec.containers`.
+    App,
+    /// `spec.initContainers`: runs to completion before the app containers start.
+    Init,
+    /// `spec.initContainers` with `restartPolicy: Always`: started in order, kept running.
+    Sidecar,
+}
+
+impl SlotKind {
+    /// The kind of an init container.
+    pub fn of_init(container: &Container) -> SlotKind {
+        if container.restart_policy.as_deref() == Some("Always") { SlotKind::Sidecar } else { SlotKind::Init }
+    }
+
+    /// The restart policy a container of this kind follows in a pod with `pod` policy: an init
+    /// container is retried on failure unless the pod says `Never`; a sidecar always restarts.
+    pub fn policy(self, pod: RestartPolicy) -> RestartPolicy {
+        match (self, pod) {
+            (SlotKind::App, p) => p,
+            (SlotKind::Init, RestartPolicy::Never) => RestartPolicy::Never,
+            (SlotKind::Init, _) => RestartPolicy::OnFailure,
+            (SlotKind::Sidecar, _) => RestartPolicy::Always,
+        }
+    }
+
+    /// Whether it is listed under `spec.initContainers`.
+    pub fn is_init(self) -> bool {
+        self != SlotKind::App
+    }
+}
+
 /// The state of one container of the pod.
 #[derive(Debug)]
 pub struct Slot {
+    pub kind: SlotKind,
     pub container: Container,
     /// Bumped on every launch, so results of older runs are recognised and ignored.
     pub generation: u64,
@@ -66,20 +102,32 @@ pub struct Slot {
     crash: Backoff,
     pull: Backoff,
     pub probes: HashMap<ProbeKind, ProbeTracker>,
+    /// The runtime's count of requests refused for memory, as last turned into an event.
+    pub memory_rejections_seen: u64,
 }
 
 impl Slot {
-    /// A container not started yet; `previous` is its status from before an agent restart.
-    pub fn new(container: Container, previous: Option<&ContainerStatus>) -> Slot {
+    /// A container not started yet; `previous` is its status from before an agent restart. A
+    /// regular init container that already completed stays completed (it is not run again).
+    pub fn new(kind: SlotKind, container: Container, previous: Option<&ContainerStatus>) -> Slot {
         let ran_before = previous.is_some_and(|s| {
             let st = s.state.as_ref();
             st.is_some_and(|st| st.running.is_some() || st.terminated.is_some())
                 || s.last_state.as_ref().is_some_and(|l| l.terminated.is_some())
         });
+        let completed = previous
+            .and_then(|s| s.state.as_ref())
+            .and_then(|s| s.terminated.as_ref())
+            .filter(|t| kind == SlotKind::Init && t.exit_code == 0);
+        let run = match completed {
+            Some(t) => Run::Terminated(terminated_from(t)),
+            None => Run::Waiting { reason: "ContainerCreating".into(), message: None, retry_at: None },
+        };
         Slot {
+            kind,
             container,
             generation: 0,
-            run: Run::Waiting { reason: "ContainerCreating".into(), message: None, retry_at: None },
+            run,
             image_id: previous.map(|s| s.image_id.clone()).unwrap_or_default(),
             last: None,
             restart_count: previous.map_or(0, |s| s.restart_count),
@@ -87,6 +135,7 @@ impl Slot {
             crash: Backoff::default(),
             pull: Backoff::default(),
             probes: HashMap::new(),
+            memory_rejections_seen: 0,
         }
     }
 
@@ -131,6 +180,7 @@ impl Slot {
         }
         self.ran_before = true;
         self.image_id = image_id;
+        self.memory_rejections_seen = 0;
         self.pull.reset();
         self.probes = [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness]
             .into_iter()
@@ -266,7 +316,28 @@ impl Slot {
             restart_count: self.restart_count,
             ready: started && self.verdict(ProbeKind::Readiness),
             started,
+            restartable: self.kind == SlotKind::Sidecar,
         }
+    }
+
+    /// New requests refused for memory since the last look (and remembers the count).
+    pub fn new_memory_rejections(&mut self) -> u64 {
+        let Some(handle) = self.handle() else { return 0 };
+        let now = handle.stats().requests_rejected_memory;
+        let new = now.saturating_sub(self.memory_rejections_seen);
+        self.memory_rejections_seen = now;
+        new
+    }
+}
+
+/// A terminated state from a status written earlier (an agent restart).
+fn terminated_from(t: &ContainerStateTerminated) -> Terminated {
+    Terminated {
+        exit_code: t.exit_code,
+        reason: t.reason.clone().unwrap_or_else(|| "Completed".into()),
+        message: t.message.clone(),
+        started_at: t.started_at.as_ref().map(|s| s.0),
+        finished_at: t.finished_at.as_ref().map_or_else(Timestamp::now, |f| f.0),
     }
 }
 
@@ -300,7 +371,7 @@ mod tests {
     #[tokio::test]
     async fn crash_loop_counts_restarts_and_backs_off() {
         let root = CancellationToken::new();
-        let mut slot = Slot::new(Container { name: "c".into(), ..Container::default() }, None);
+        let mut slot = Slot::new(SlotKind::App, Container { name: "c".into(), ..Container::default() }, None);
         assert!(slot.due(Instant::now()));
         assert_eq!(slot.next_run_count(), 0);
         slot.launching();
@@ -322,12 +393,12 @@ mod tests {
     #[tokio::test]
     async fn never_and_terminating_end_the_container() {
         let root = CancellationToken::new();
-        let mut slot = Slot::new(Container { name: "c".into(), ..Container::default() }, None);
+        let mut slot = Slot::new(SlotKind::App, Container { name: "c".into(), ..Container::default() }, None);
         slot.launching();
         slot.started(Arc::new(Nothing), String::new(), &root);
         assert_eq!(slot.exited(exit(2), RestartPolicy::Never, true, &cfg(), "p"), None);
         assert!(matches!(&slot.run, Run::Terminated(t) if t.exit_code == 2));
-        let mut slot = Slot::new(Container { name: "c".into(), ..Container::default() }, None);
+        let mut slot = Slot::new(SlotKind::App, Container { name: "c".into(), ..Container::default() }, None);
         slot.launching();
         slot.started(Arc::new(Nothing), String::new(), &root);
         assert_eq!(slot.exited(exit(0), RestartPolicy::Always, false, &cfg(), "p"), None, "terminating: no restart");
@@ -335,7 +406,7 @@ mod tests {
 
     #[test]
     fn launch_failures() {
-        let mut slot = Slot::new(Container { name: "c".into(), ..Container::default() }, None);
+        let mut slot = Slot::new(SlotKind::App, Container { name: "c".into(), ..Container::default() }, None);
         let pull = || LaunchFailure::Pull { reason: "ErrImagePull".into(), message: "nope".into() };
         slot.launch_failed(pull(), None, RestartPolicy::Always, &cfg());
         assert!(matches!(&slot.run, Run::Waiting { reason, .. } if reason == "ErrImagePull"));
@@ -361,7 +432,45 @@ mod tests {
             }),
             ..ContainerStatus::default()
         };
-        let slot = Slot::new(Container { name: "c".into(), ..Container::default() }, Some(&prev));
+        let slot = Slot::new(SlotKind::App, Container { name: "c".into(), ..Container::default() }, Some(&prev));
         assert_eq!((slot.restart_count, slot.ran_before, slot.next_run_count()), (3, true, 4));
+    }
+
+    #[test]
+    fn init_kinds_follow_their_own_restart_policy() {
+        let init = Container { name: "i".into(), ..Container::default() };
+        let sidecar = Container { restart_policy: Some("Always".into()), ..init.clone() };
+        assert_eq!(SlotKind::of_init(&init), SlotKind::Init);
+        assert_eq!(SlotKind::of_init(&sidecar), SlotKind::Sidecar);
+        assert_eq!(SlotKind::Init.policy(RestartPolicy::Always), RestartPolicy::OnFailure);
+        assert_eq!(SlotKind::Init.policy(RestartPolicy::Never), RestartPolicy::Never);
+        assert_eq!(SlotKind::Sidecar.policy(RestartPolicy::Never), RestartPolicy::Always);
+        assert_eq!(SlotKind::App.policy(RestartPolicy::OnFailure), RestartPolicy::OnFailure);
+        assert!(SlotKind::Sidecar.is_init() && !SlotKind::App.is_init());
+    }
+
+    #[test]
+    fn a_completed_init_container_is_not_run_again_after_an_agent_restart() {
+        use k8s_openapi::api::core::v1::ContainerState;
+        let prev = ContainerStatus {
+            name: "i".into(),
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 0,
+                    reason: Some("Completed".into()),
+                    ..ContainerStateTerminated::default()
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        };
+        let init = Slot::new(SlotKind::Init, Container { name: "i".into(), ..Container::default() }, Some(&prev));
+        assert!(!init.due(Instant::now()));
+        assert!(init.view().completed());
+        // An app container (or a sidecar) with the same history starts again.
+        let app = Slot::new(SlotKind::App, Container { name: "i".into(), ..Container::default() }, Some(&prev));
+        assert!(app.due(Instant::now()));
+        let side = Slot::new(SlotKind::Sidecar, Container { name: "i".into(), ..Container::default() }, Some(&prev));
+        assert!(side.due(Instant::now()));
     }
 }

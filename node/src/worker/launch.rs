@@ -2,17 +2,22 @@
 //! so a slow pull never blocks the worker from seeing a deletion.
 //!
 //! What it owns: turning a pod's container into a [`ContainerSpec`] and handing it to the
-//! runtime. What it does not: decide whether to launch or what a failure means (the slot does).
+//! runtime, and the events of those steps as the kubelet writes them (`Pulling`, `Pulled`,
+//! `Failed`, `Created`, `Started`). What it does not: decide whether to launch or what a
+//! failure means (the slot does).
 
 use std::net::IpAddr;
 use std::sync::Arc;
+
+use tokio::time::Instant;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::container::LaunchFailure;
 use super::spec;
+use crate::events::{EventType, PodEvents, go_duration};
 use crate::pod_env::PodEnvironment;
-use crate::runtime::{ContainerRuntime, ContainerSpec, Mount, PodRef, PullCredentials, RunningContainer};
+use crate::runtime::{ContainerRuntime, ContainerSpec, Mount, PodRef, PullCredentials, PullPolicy, RunningContainer};
 
 /// Everything one launch needs, resolved by the worker beforehand.
 #[derive(Debug)]
@@ -27,6 +32,9 @@ pub struct LaunchPlan {
     pub mounts: Vec<Mount>,
     /// The restart count the run will have (names its log).
     pub run_count: i32,
+    pub events: PodEvents,
+    /// The container's `involvedObject.fieldPath`.
+    pub field_path: String,
 }
 
 /// What a launch produced.
@@ -40,10 +48,28 @@ pub struct Launched {
 /// Pulls, resolves env, opens the log and starts the container.
 pub async fn launch(plan: LaunchPlan) -> Launched {
     let c = &plan.container;
+    let event = |type_: EventType, reason: &str, message: String| {
+        plan.events.container(&plan.field_path, type_, reason, message);
+    };
     let image = c.image.clone().unwrap_or_default();
-    let pulled = match plan.runtime.pull(&image, spec::pull_policy(c), &plan.creds).await {
-        Ok(i) => i,
+    let policy = spec::pull_policy(c);
+    let present = policy != PullPolicy::Always && plan.runtime.image_present(&image).await;
+    if !present && policy != PullPolicy::Never {
+        event(EventType::Normal, "Pulling", format!("Pulling image {image:?}"));
+    }
+    let began = Instant::now();
+    let pulled = match plan.runtime.pull(&image, policy, &plan.creds).await {
+        Ok(i) => {
+            let message = if present {
+                format!("Container image {image:?} already present on machine")
+            } else {
+                format!("Successfully pulled image {image:?} in {}", go_duration(began.elapsed()))
+            };
+            event(EventType::Normal, "Pulled", message);
+            i
+        }
         Err(e) => {
+            event(EventType::Warning, "Failed", format!("Failed to pull image {image:?}: {}", e.message));
             return Launched {
                 result: Err(LaunchFailure::Pull { reason: e.reason, message: e.message }),
                 image_id: None,
@@ -51,7 +77,14 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
         }
     };
     let image_id = Some(pulled.image_id.clone());
-    let fail = |f: LaunchFailure| Launched { result: Err(f), image_id: image_id.clone() };
+    let fail = |f: LaunchFailure| {
+        let message = match &f {
+            LaunchFailure::Config(m) => m,
+            LaunchFailure::Pull { message, .. } | LaunchFailure::Start { message, .. } => message,
+        };
+        event(EventType::Warning, "Failed", format!("Error: {message}"));
+        Launched { result: Err(f), image_id: image_id.clone() }
+    };
     let (memory_limit, cpu_limit_millis) = match spec::limits(c) {
         Ok(l) => l,
         Err(e) => return fail(LaunchFailure::Config(e)),
@@ -79,7 +112,11 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
         annotations: plan.pod.metadata.annotations.clone().unwrap_or_default(),
     };
     match plan.runtime.start(spec).await {
-        Ok(running) => Launched { result: Ok(Arc::from(running)), image_id },
+        Ok(running) => {
+            event(EventType::Normal, "Created", format!("Created container {}", c.name));
+            event(EventType::Normal, "Started", format!("Started container {}", c.name));
+            Launched { result: Ok(Arc::from(running)), image_id }
+        }
         Err(e) => fail(LaunchFailure::Start { reason: e.reason, message: e.message }),
     }
 }

@@ -1,15 +1,16 @@
 //! Pod workers: one task per pod bound to this node, driving its lifecycle.
 //!
-//! What it owns: pull → IP and volumes → start containers → running (probes, restarts with
-//! back-off) → terminating (grace period, then the pod object is deleted for good) →
+//! What it owns: pull → IP and volumes → init containers one after another (`init`) → start
+//! containers → running (probes, restarts with back-off) → terminating (grace period, then the pod object is deleted for good) →
 //! terminated (IP released, node-side leftovers cleaned up), and reporting every step as pod
-//! status. The worker is fed the latest pod object through a watch channel (`None`: the pod is
+//! status and as events (`Killing`, `BackOff`, `Unhealthy`; launches write their own). The worker is fed the latest pod object through a watch channel (`None`: the pod is
 //! gone from the API) and learns about its containers through events from the tasks it owns
 //! (launches, waits, probes). What it does not: watch the API (the dispatcher does), decide
 //! the status shape (`status`), or the container transitions (`container`).
 
 pub mod backoff;
 pub mod container;
+pub mod init;
 pub mod launch;
 pub mod spec;
 pub mod status;
@@ -30,10 +31,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use self::backoff::{BackoffConfig, RestartPolicy};
-use self::container::{LaunchFailure, Run, Slot};
+use self::container::{LaunchFailure, Run, Slot, SlotKind};
 use self::launch::{LaunchPlan, Launched};
 use self::status::{StatusInput, is_terminal, pod_phase, pod_status};
 use crate::bridge::HostNet;
+use crate::events::{EventRecorder, EventType, PodEvents, field_path};
 use crate::ipam::Ipam;
 use crate::pod_env::{PodEnvironment, PodVolumes};
 use crate::probe::{self, Action, ProbeKind, ProbeReport, ProbeSettings, ProbeTarget};
@@ -44,6 +46,9 @@ use crate::runtime::{ContainerRuntime, ExitInfo, PodRef, PullCredentials};
 const RESYNC: Duration = Duration::from_secs(10);
 /// How long a terminating worker waits for launches already under way.
 const LAUNCH_DRAIN: Duration = Duration::from_secs(60);
+/// How long a fresh launch may hold back the status report (see `Worker::report_hold`);
+/// a slow start (an image pull) is reported as ContainerCreating after this.
+const REPORT_HOLD: Duration = Duration::from_millis(250);
 
 /// What every worker shares: the node's identity, its runtimes and environment, the IPAM.
 pub struct WorkerContext {
@@ -59,6 +64,8 @@ pub struct WorkerContext {
     pub creds: PullCredentials,
     /// Grace given to containers when the agent itself shuts down.
     pub shutdown_grace: Duration,
+    /// Where pod events go.
+    pub events: EventRecorder,
 }
 
 impl std::fmt::Debug for WorkerContext {
@@ -79,6 +86,15 @@ enum Event {
     Launched { idx: usize, generation: u64, launched: Launched },
     Exited { idx: usize, generation: u64, info: ExitInfo },
     Probe { idx: usize, generation: u64, report: ProbeReport },
+}
+
+/// A probe's name as kubelet messages capitalise it ("Liveness probe failed: …").
+fn probe_title(kind: ProbeKind) -> &'static str {
+    match kind {
+        ProbeKind::Startup => "Startup",
+        ProbeKind::Liveness => "Liveness",
+        ProbeKind::Readiness => "Readiness",
+    }
 }
 
 /// How a pod's life on this node ends.
@@ -102,7 +118,12 @@ struct Worker {
     pod: Pod,
     pod_ref: PodRef,
     policy: RestartPolicy,
+    /// The init containers (first `n_init`, in spec order), then the app containers.
     slots: Vec<Slot>,
+    n_init: usize,
+    /// Every init container has done its part; app containers may run (never undone).
+    initialized: bool,
+    events: PodEvents,
     pod_ip: Option<IpAddr>,
     /// Whether this worker holds an IPAM assignment (released once the pod is done).
     holds_ip: bool,
@@ -110,6 +131,11 @@ struct Worker {
     setup_retry: Option<Instant>,
     start_time: Option<Timestamp>,
     last_status: Option<PodStatus>,
+    /// While a launch started at most [`REPORT_HOLD`] ago is in flight, the status report
+    /// waits until this instant: a cached WASM artifact starts in a millisecond or two, so
+    /// the first report can already say Running instead of ContainerCreating — one status
+    /// write per pod start instead of two, which is what pod start-up latency is made of.
+    report_hold: Option<Instant>,
     /// The pod was already finished when this worker started: leave it alone.
     finished_before: bool,
     /// All containers are done for good.
@@ -125,12 +151,24 @@ struct Worker {
 impl Worker {
     fn new(ctx: Arc<WorkerContext>, pod: Pod, cancel: CancellationToken) -> Worker {
         let spec = pod.spec.clone().unwrap_or_default();
-        let previous = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
-        let slots = spec
-            .containers
-            .iter()
-            .map(|c| Slot::new(c.clone(), previous.and_then(|p| p.iter().find(|s| s.name == c.name))))
-            .collect();
+        let status = pod.status.as_ref();
+        let previous = |list: Option<&Vec<k8s_openapi::api::core::v1::ContainerStatus>>, name: &str| {
+            list.and_then(|p| p.iter().find(|s| s.name == name)).cloned()
+        };
+        let init = spec.init_containers.iter().flatten().map(|c| {
+            let prev = previous(status.and_then(|s| s.init_container_statuses.as_ref()), &c.name);
+            Slot::new(SlotKind::of_init(c), c.clone(), prev.as_ref())
+        });
+        let app = spec.containers.iter().map(|c| {
+            let prev = previous(status.and_then(|s| s.container_statuses.as_ref()), &c.name);
+            Slot::new(SlotKind::App, c.clone(), prev.as_ref())
+        });
+        let slots: Vec<Slot> = init.chain(app).collect();
+        let n_init = spec.init_containers.as_ref().map_or(0, Vec::len);
+        // After an agent restart: a pod already initialized does not run its init containers again.
+        let initialized = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Initialized" && c.status == "True"));
         let finished_before = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(is_terminal);
         let (tx, rx) = mpsc::unbounded_channel();
         let pod_ref = PodRef {
@@ -140,6 +178,9 @@ impl Worker {
         };
         Worker {
             policy: RestartPolicy::parse(spec.restart_policy.as_deref()),
+            events: PodEvents::new(ctx.events.clone(), &pod),
+            n_init,
+            initialized,
             start_time: pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0),
             ctx,
             pod,
@@ -150,6 +191,7 @@ impl Worker {
             volumes: None,
             setup_retry: None,
             last_status: None,
+            report_hold: None,
             finished_before,
             done: finished_before,
             stopping: false,
@@ -177,7 +219,10 @@ impl Worker {
             if !self.done {
                 self.sync().await;
             }
-            self.report().await;
+            self.memory_rejections();
+            if !self.holding_report() {
+                self.report().await;
+            }
             let wake = self.wake_at();
             tokio::select! {
                 _ = self.cancel.cancelled() => return self.shutdown().await,
@@ -200,7 +245,24 @@ impl Worker {
 
     fn wake_at(&self) -> Instant {
         let resync = Instant::now() + RESYNC;
-        self.slots.iter().filter_map(Slot::wake_at).chain(self.setup_retry).fold(resync, Instant::min)
+        self.slots
+            .iter()
+            .filter_map(Slot::wake_at)
+            .chain(self.setup_retry)
+            .chain(self.report_hold)
+            .fold(resync, Instant::min)
+    }
+
+    /// Whether the status report should wait for a launch in flight (see `report_hold`).
+    fn holding_report(&mut self) -> bool {
+        let launching = self.slots.iter().any(|s| matches!(s.run, Run::Launching));
+        match self.report_hold {
+            Some(until) if launching && Instant::now() < until => true,
+            _ => {
+                self.report_hold = None;
+                false
+            }
+        }
     }
 
     /// Prepares the IP and volumes, starts what is due, and notices when the pod is done.
@@ -221,16 +283,69 @@ impl Worker {
             return;
         }
         self.setup_retry = None;
-        for idx in 0..self.slots.len() {
-            if self.slots[idx].due(now) {
-                self.launch(idx);
-            }
+        let plan = init::plan(&self.slots, self.initialized, now);
+        if plan.initialized && !self.initialized && self.n_init > 0 {
+            info!("init containers done");
         }
-        let views: Vec<_> = self.slots.iter().map(Slot::view).collect();
-        if is_terminal(pod_phase(self.policy, &views)) {
+        self.initialized = plan.initialized;
+        for idx in plan.launch {
+            self.launch(idx);
+        }
+        let (init, app) = self.views();
+        if is_terminal(pod_phase(self.policy, &init, &app)) {
             info!("all containers finished");
             self.done = true;
+            self.stop_sidecars();
             self.release_ip().await;
+        }
+    }
+
+    /// Views of the init containers and of the app containers.
+    fn views(&self) -> (Vec<status::ContainerView>, Vec<status::ContainerView>) {
+        let (init, app) = self.slots.split_at(self.n_init.min(self.slots.len()));
+        (init.iter().map(Slot::view).collect(), app.iter().map(Slot::view).collect())
+    }
+
+    /// The `involvedObject.fieldPath` of slot `idx`.
+    fn field_path(&self, idx: usize) -> String {
+        let slot = &self.slots[idx];
+        field_path(slot.kind.is_init(), slot.name())
+    }
+
+    /// The pod is done (its app containers ended for good): sidecars still running are stopped,
+    /// as Kubernetes does; their exits are recorded and not restarted (`done`).
+    fn stop_sidecars(&mut self) {
+        let grace = self.termination_grace();
+        for idx in 0..self.slots.len() {
+            let Some(handle) = self.slots[idx].handle() else { continue };
+            let name = self.slots[idx].name().to_string();
+            self.events.container(
+                &self.field_path(idx),
+                EventType::Normal,
+                "Killing",
+                format!("Stopping container {name}"),
+            );
+            self.tasks.spawn(async move { handle.stop(grace).await });
+        }
+    }
+
+    /// Turns requests an HTTP component refused for memory into a `Warning` event (counted).
+    fn memory_rejections(&mut self) {
+        for idx in 0..self.slots.len() {
+            let new = self.slots[idx].new_memory_rejections();
+            if new == 0 {
+                continue;
+            }
+            let name = self.slots[idx].name().to_string();
+            warn!(container = %name, requests = new, "requests refused over the memory limit");
+            self.events.container_at(
+                &self.field_path(idx),
+                EventType::Warning,
+                "MemoryLimitExceeded",
+                format!("Container {name}: a request would have exceeded the memory limit (resources.limits.memory) and was answered 503"),
+                i32::try_from(new).unwrap_or(i32::MAX),
+                Timestamp::now(),
+            );
         }
     }
 
@@ -282,13 +397,16 @@ impl Worker {
     /// Starts a launch task for container `idx`.
     fn launch(&mut self, idx: usize) {
         let (Some(pod_ip), Some(volumes)) = (self.pod_ip, self.volumes.clone()) else { return };
+        let field_path = self.field_path(idx);
         let slot = &mut self.slots[idx];
+        let policy = slot.kind.policy(self.policy);
         let prepared = spec::runtime_for(&self.pod, &self.ctx.runtimes)
             .and_then(|rt| volumes.mounts(&slot.container).map(|m| (rt, m)).map_err(|e| e.to_string()));
         let (runtime, mounts) = match prepared {
             Ok(p) => p,
             Err(message) => {
-                return slot.launch_failed(LaunchFailure::Config(message), None, self.policy, &self.ctx.backoff);
+                self.events.container(&field_path, EventType::Warning, "Failed", format!("Error: {message}"));
+                return slot.launch_failed(LaunchFailure::Config(message), None, policy, &self.ctx.backoff);
             }
         };
         let plan = LaunchPlan {
@@ -301,8 +419,11 @@ impl Worker {
             pod_ip,
             mounts,
             run_count: slot.next_run_count(),
+            events: self.events.clone(),
+            field_path,
         };
         let generation = slot.launching();
+        self.report_hold.get_or_insert_with(|| Instant::now() + REPORT_HOLD);
         debug!(container = slot.name(), generation, "launching");
         let tx = self.tx.clone();
         self.tasks.spawn(async move {
@@ -315,11 +436,18 @@ impl Worker {
         match event {
             Event::Launched { idx, generation, launched } => self.launched(idx, generation, launched),
             Event::Exited { idx, generation, info } => {
-                let pod_desc = format!("pod={}_{}({})", self.pod_ref.name, self.pod_ref.namespace, self.pod_ref.uid);
+                let pod = format!("{}_{}({})", self.pod_ref.name, self.pod_ref.namespace, self.pod_ref.uid);
+                let field_path = self.field_path(idx);
+                let restart = !self.stopping && !self.done;
                 let slot = &mut self.slots[idx];
                 if slot.generation == generation && matches!(slot.run, Run::Running { .. }) {
                     info!(container = slot.name(), exit_code = info.exit_code, reason = %info.reason, "container exited");
-                    slot.exited(info, self.policy, !self.stopping, &self.ctx.backoff, &pod_desc);
+                    let policy = slot.kind.policy(self.policy);
+                    let delay = slot.exited(info, policy, restart, &self.ctx.backoff, &format!("pod={pod}"));
+                    if delay.is_some_and(|d| !d.is_zero()) {
+                        let message = format!("Back-off restarting failed container {} in pod {pod}", slot.name());
+                        self.events.container(&field_path, EventType::Warning, "BackOff", message);
+                    }
                 }
             }
             Event::Probe { idx, generation, report } => self.probed(idx, generation, report),
@@ -328,6 +456,7 @@ impl Worker {
 
     fn launched(&mut self, idx: usize, generation: u64, launched: Launched) {
         let slot = &mut self.slots[idx];
+        let policy = slot.kind.policy(self.policy);
         let current = slot.generation == generation && matches!(slot.run, Run::Launching);
         let handle = match launched.result {
             Ok(handle) if !current => {
@@ -339,7 +468,7 @@ impl Worker {
             Err(_) if !current => return,
             Err(failure) => {
                 warn!(container = slot.name(), ?failure, "launch failed");
-                return slot.launch_failed(failure, launched.image_id, self.policy, &self.ctx.backoff);
+                return slot.launch_failed(failure, launched.image_id, policy, &self.ctx.backoff);
             }
         };
         info!(container = slot.name(), "container started");
@@ -373,6 +502,7 @@ impl Worker {
 
     fn probed(&mut self, idx: usize, generation: u64, report: ProbeReport) {
         let grace = self.termination_grace();
+        let field_path = self.field_path(idx);
         let slot = &mut self.slots[idx];
         let Run::Running { handle, probes, .. } = &slot.run else { return };
         if slot.generation != generation || self.stopping {
@@ -384,6 +514,10 @@ impl Worker {
             return;
         }
         let Some(tracker) = slot.probes.get_mut(&report.kind) else { return };
+        if !report.ok {
+            let message = format!("{} probe failed: {}", probe_title(report.kind), report.detail);
+            self.events.container(&field_path, EventType::Warning, "Unhealthy", message);
+        }
         let changed = tracker.record(report.ok);
         let kill = match report.kind {
             ProbeKind::Startup => !tracker.verdict() && tracker.failing(),
@@ -397,6 +531,12 @@ impl Worker {
         };
         if kill {
             info!(container = %slot.container.name, probe = ?report.kind, detail = %report.detail, "probe failed; killing the container");
+            let message = format!(
+                "Container {} failed {} probe, will be restarted",
+                slot.container.name,
+                probe_title(report.kind).to_lowercase()
+            );
+            self.events.container(&field_path, EventType::Normal, "Killing", message);
             probes.cancel();
             let handle = handle.clone();
             self.tasks.spawn(async move { handle.stop(grace).await });
@@ -413,11 +553,12 @@ impl Worker {
         if self.finished_before {
             return;
         }
-        let views: Vec<_> = self.slots.iter().map(Slot::view).collect();
+        let (init, app) = self.views();
         let status = pod_status(&StatusInput {
             pod: &self.pod,
             previous: self.last_status.as_ref(),
-            containers: &views,
+            init_containers: &init,
+            containers: &app,
             pod_ip: self.pod_ip,
             host_ip: self.ctx.host_ip,
             start_time: self.start_time,
@@ -439,13 +580,18 @@ impl Worker {
     /// Stops every running container with `grace`, all at once; records how they ended.
     async fn stop_all(&mut self, grace: Duration) {
         let running: Vec<_> = self.slots.iter().enumerate().filter_map(|(i, s)| s.handle().map(|h| (i, h))).collect();
+        for (i, _) in &running {
+            let message = format!("Stopping container {}", self.slots[*i].name());
+            self.events.container(&self.field_path(*i), EventType::Normal, "Killing", message);
+        }
         let ended = join_all(running.into_iter().map(|(i, h)| async move {
             h.stop(grace).await;
             (i, h.wait().await)
         }))
         .await;
         for (i, info) in ended {
-            self.slots[i].exited(info, self.policy, false, &self.ctx.backoff, "");
+            let policy = self.slots[i].kind.policy(self.policy);
+            self.slots[i].exited(info, policy, false, &self.ctx.backoff, "");
         }
     }
 

@@ -1,8 +1,11 @@
 //! Pod status from container states — pure, as the kubelet's `generateAPIPodStatus`.
 //!
-//! What it owns: the phase (`getPhase`), the four conditions with `lastTransitionTime` that
-//! only moves when a condition's status changes, `containerStatuses`, IPs, start time and QoS
-//! class. What it does not: decide container states (the worker does) or talk to the API.
+//! What it owns: the phase (`getPhase`, init containers included), the four conditions with
+//! `lastTransitionTime` that only moves when a condition's status changes (`Initialized`
+//! follows the init containers), `initContainerStatuses` and `containerStatuses` (with the
+//! `PodInitializing` waiting reason while init containers run), IPs, start time and QoS class.
+//! What it does not: decide container states (the worker does), decide which container starts
+//! next (`init`), or talk to the API.
 
 use std::net::IpAddr;
 
@@ -44,6 +47,31 @@ pub struct ContainerView {
     pub restart_count: i32,
     pub ready: bool,
     pub started: bool,
+    /// A sidecar: an init container with `restartPolicy: Always` (started in order, then kept
+    /// running beside the app containers).
+    pub restartable: bool,
+}
+
+impl ContainerView {
+    /// Ran to completion with exit code 0 (a regular init container is then done).
+    pub fn completed(&self) -> bool {
+        matches!(&self.state, ViewState::Terminated(t) if t.exit_code == 0)
+    }
+
+    /// Has run at least once (running now, ended, or waiting to restart after a run).
+    pub fn has_run(&self) -> bool {
+        !matches!(self.state, ViewState::Waiting { .. }) || self.last_terminated.is_some()
+    }
+
+    /// An init container that the pod no longer waits for: a regular one completed, a
+    /// sidecar started.
+    pub fn init_done(&self) -> bool {
+        if self.restartable {
+            self.started && matches!(self.state, ViewState::Running { .. })
+        } else {
+            self.completed()
+        }
+    }
 }
 
 /// Everything the status is computed from.
@@ -54,6 +82,8 @@ pub struct StatusInput<'a> {
     /// The status last reported (for condition transition times); the pod's own status if
     /// this worker has not reported one yet.
     pub previous: Option<&'a PodStatus>,
+    /// One view per `spec.initContainers` entry, in order.
+    pub init_containers: &'a [ContainerView],
     /// One view per `spec.containers` entry, in order.
     pub containers: &'a [ContainerView],
     pub pod_ip: Option<IpAddr>,
@@ -62,9 +92,29 @@ pub struct StatusInput<'a> {
     pub now: Timestamp,
 }
 
-/// The pod phase from its containers' states (the kubelet's `getPhase`, without init
-/// containers).
-pub fn pod_phase(policy: RestartPolicy, containers: &[ContainerView]) -> &'static str {
+/// The pod phase from its containers' states (the kubelet's `getPhase`): regular init
+/// containers that have not completed keep the pod `Pending` (until an app container has run);
+/// one that failed under `restartPolicy: Never` fails the pod. Sidecars do not count.
+pub fn pod_phase(policy: RestartPolicy, init: &[ContainerView], containers: &[ContainerView]) -> &'static str {
+    let (mut pending_init, mut failed_init) = (0, 0);
+    for c in init.iter().filter(|c| !c.restartable) {
+        match &c.state {
+            ViewState::Running { .. } => pending_init += 1,
+            ViewState::Terminated(t) if t.exit_code != 0 => failed_init += 1,
+            ViewState::Terminated(_) => {}
+            ViewState::Waiting { .. } => match &c.last_terminated {
+                Some(t) if t.exit_code != 0 => failed_init += 1,
+                Some(_) => {}
+                None => pending_init += 1,
+            },
+        }
+    }
+    if failed_init > 0 && policy == RestartPolicy::Never {
+        return "Failed";
+    }
+    if (pending_init > 0 || failed_init > 0) && !containers.iter().any(ContainerView::has_run) {
+        return "Pending";
+    }
     let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
     for c in containers {
         match &c.state {
@@ -96,6 +146,13 @@ pub fn pod_phase(policy: RestartPolicy, containers: &[ContainerView]) -> &'stati
         };
     }
     "Pending"
+}
+
+/// Whether the pod is initialized: every init container done (see
+/// [`ContainerView::init_done`]), or an app container has run already (a sidecar restarting
+/// later does not take that back).
+pub fn initialized(init: &[ContainerView], containers: &[ContainerView]) -> bool {
+    init.iter().all(ContainerView::init_done) || containers.iter().any(ContainerView::has_run)
 }
 
 /// Whether `phase` is final.
@@ -140,11 +197,14 @@ pub fn qos_class(spec: &PodSpec) -> &'static str {
 pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
     let spec = input.pod.spec.clone().unwrap_or_default();
     let policy = RestartPolicy::parse(spec.restart_policy.as_deref());
-    let phase = pod_phase(policy, input.containers);
+    let phase = pod_phase(policy, input.init_containers, input.containers);
     let terminal = is_terminal(phase);
+    let initialized = initialized(input.init_containers, input.containers);
 
+    // Sidecars count toward readiness like app containers.
+    let sidecars = input.init_containers.iter().filter(|c| c.restartable);
     let unready: Vec<&str> =
-        input.containers.iter().filter(|c| !c.ready || terminal).map(|c| c.name.as_str()).collect();
+        sidecars.chain(input.containers).filter(|c| !c.ready || terminal).map(|c| c.name.as_str()).collect();
     let (ready_status, ready_reason, ready_message) = if terminal {
         ("False", Some("PodCompleted"), None)
     } else if unready.is_empty() {
@@ -168,8 +228,16 @@ pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
             observed_generation: None,
         }
     };
+    let initialized_condition = if initialized {
+        condition("Initialized", "True", None, None)
+    } else {
+        let incomplete: Vec<&str> =
+            input.init_containers.iter().filter(|c| !c.init_done()).map(|c| c.name.as_str()).collect();
+        let message = format!("containers with incomplete status: [{}]", incomplete.join(" "));
+        condition("Initialized", "False", Some("ContainersNotInitialized"), Some(message))
+    };
     let conditions = vec![
-        condition("Initialized", "True", None, None),
+        initialized_condition,
         condition("Ready", ready_status, ready_reason, ready_message.clone()),
         condition("ContainersReady", ready_status, ready_reason, ready_message),
         condition("PodScheduled", "True", None, None),
@@ -178,7 +246,9 @@ pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
     PodStatus {
         phase: Some(phase.into()),
         conditions: Some(conditions),
-        container_statuses: Some(input.containers.iter().map(|c| container_status(c, terminal)).collect()),
+        init_container_statuses: (!input.init_containers.is_empty())
+            .then(|| input.init_containers.iter().map(|c| init_container_status(c, terminal)).collect()),
+        container_statuses: Some(input.containers.iter().map(|c| container_status(c, terminal, initialized)).collect()),
         pod_ip: input.pod_ip.map(|ip| ip.to_string()),
         pod_ips: input.pod_ip.map(|ip| vec![PodIP { ip: ip.to_string() }]),
         host_ip: Some(input.host_ip.to_string()),
@@ -203,10 +273,36 @@ fn terminated(t: &Terminated) -> ContainerState {
     }
 }
 
-fn container_status(c: &ContainerView, terminal: bool) -> ContainerStatus {
+/// The waiting reason shown: a container that has not started for the first time yet says
+/// `PodInitializing` while the pod initializes (the kubelet's wording), instead of
+/// `ContainerCreating`.
+fn shown_reason(c: &ContainerView, initializing: bool) -> &str {
+    match &c.state {
+        ViewState::Waiting { reason, .. } if initializing && reason == "ContainerCreating" && !c.has_run() => {
+            "PodInitializing"
+        }
+        ViewState::Waiting { reason, .. } => reason,
+        _ => "",
+    }
+}
+
+/// An init container's status: `ready` once a regular one completed (a sidecar: as its
+/// readiness says while it runs); not started yet reads `PodInitializing`.
+fn init_container_status(c: &ContainerView, terminal: bool) -> ContainerStatus {
+    let running = matches!(c.state, ViewState::Running { .. });
+    let ready = if c.restartable { c.ready && running && !terminal } else { c.completed() };
+    ContainerStatus { ready, ..status_of(c, shown_reason(c, true)) }
+}
+
+fn container_status(c: &ContainerView, terminal: bool, initialized: bool) -> ContainerStatus {
+    let running = matches!(c.state, ViewState::Running { .. });
+    ContainerStatus { ready: c.ready && running && !terminal, ..status_of(c, shown_reason(c, !initialized)) }
+}
+
+fn status_of(c: &ContainerView, waiting_reason: &str) -> ContainerStatus {
     let state = match &c.state {
-        ViewState::Waiting { reason, message } => ContainerState {
-            waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }),
+        ViewState::Waiting { message, .. } => ContainerState {
+            waiting: Some(ContainerStateWaiting { reason: Some(waiting_reason.to_string()), message: message.clone() }),
             ..ContainerState::default()
         },
         ViewState::Running { started_at } => ContainerState {
@@ -222,7 +318,7 @@ fn container_status(c: &ContainerView, terminal: bool) -> ContainerStatus {
         image_id: c.image_id.clone(),
         state: Some(state),
         last_state: Some(c.last_terminated.as_ref().map(terminated).unwrap_or_default()),
-        ready: c.ready && running && !terminal,
+        ready: false,
         started: Some(c.started && running),
         restart_count: c.restart_count,
         ..ContainerStatus::default()

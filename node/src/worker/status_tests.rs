@@ -20,6 +20,7 @@ fn view(name: &str, state: ViewState) -> ContainerView {
         restart_count: 0,
         ready: running,
         started: running,
+        restartable: false,
     }
 }
 
@@ -78,7 +79,7 @@ fn phases() {
         (OnFailure, vec![view("a", exited(0)), view("b", exited(2))], "Running"),
     ];
     for (policy, containers, want) in cases {
-        assert_eq!(pod_phase(policy, &containers), want, "{policy:?} {containers:?}");
+        assert_eq!(pod_phase(policy, &[], &containers), want, "{policy:?} {containers:?}");
     }
 }
 
@@ -90,6 +91,7 @@ fn ready_conditions_follow_containers_and_keep_transition_times() {
         pod: &p0,
         containers: &views,
         previous: None,
+        init_containers: &[],
         pod_ip: Some("127.244.0.2".parse().expect("ip")),
         host_ip: "127.0.0.1".parse().expect("ip"),
         start_time: Some(ts(5)),
@@ -136,6 +138,7 @@ fn terminal_pods_are_not_ready_and_show_exit_states() {
         pod: &p,
         containers: &views,
         previous: None,
+        init_containers: &[],
         pod_ip: None,
         host_ip: "127.0.0.1".parse().expect("ip"),
         start_time: Some(ts(5)),
@@ -158,6 +161,7 @@ fn crash_loop_shows_waiting_and_last_state() {
         pod: &p,
         containers: &views,
         previous: None,
+        init_containers: &[],
         pod_ip: None,
         host_ip: "127.0.0.1".parse().expect("ip"),
         start_time: None,
@@ -193,4 +197,187 @@ fn qos_classes() {
     assert_eq!(qos_class(&with(&[("cpu", "1"), ("memory", "1Gi")], &[("cpu", "500m")])), "Burstable");
     assert_eq!(qos_class(&with(&[("memory", "1Gi")], &[])), "Burstable");
     assert_eq!(qos_class(&with(&[], &[("cpu", "100m")])), "Burstable");
+}
+
+// ---- init containers -----------------------------------------------------------------------
+
+fn init_pod(policy: &str, init: &[&str]) -> Pod {
+    let mut p = pod(policy);
+    if let Some(spec) = p.spec.as_mut() {
+        spec.init_containers =
+            Some(init.iter().map(|n| Container { name: (*n).into(), ..Container::default() }).collect());
+    }
+    p
+}
+
+fn status_with(p: &Pod, init: &[ContainerView], app: &[ContainerView]) -> PodStatus {
+    pod_status(&StatusInput {
+        pod: p,
+        previous: None,
+        init_containers: init,
+        containers: app,
+        pod_ip: Some("127.244.0.2".parse().expect("ip")),
+        host_ip: "127.0.0.1".parse().expect("ip"),
+        start_time: Some(ts(5)),
+        now: ts(100),
+    })
+}
+
+fn condition_of(s: &PodStatus, t: &str) -> PodCondition {
+    s.conditions.iter().flatten().find(|c| c.type_ == t).cloned().expect("condition present")
+}
+
+fn waiting_reason_of(cs: &ContainerStatus) -> Option<&str> {
+    cs.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref())
+}
+
+fn sidecar(state: ViewState) -> ContainerView {
+    ContainerView { restartable: true, ..view("proxy", state) }
+}
+
+#[test]
+fn init_phases() {
+    use RestartPolicy::*;
+    let app = || vec![view("app", waiting("ContainerCreating"))];
+    let mut failed_then_waiting = view("a", waiting("CrashLoopBackOff"));
+    failed_then_waiting.last_terminated = match exited(1) {
+        ViewState::Terminated(t) => Some(t),
+        _ => None,
+    };
+    let cases: Vec<(RestartPolicy, Vec<ContainerView>, Vec<ContainerView>, &str)> = vec![
+        (
+            Always,
+            vec![view("a", waiting("ContainerCreating")), view("b", waiting("ContainerCreating"))],
+            app(),
+            "Pending",
+        ),
+        (Always, vec![view("a", running()), view("b", waiting("ContainerCreating"))], app(), "Pending"),
+        (Never, vec![view("a", exited(0)), view("b", running())], app(), "Pending"),
+        (Never, vec![view("a", exited(0)), view("b", exited(3))], app(), "Failed"),
+        (OnFailure, vec![failed_then_waiting.clone()], app(), "Pending"),
+        (Always, vec![failed_then_waiting], app(), "Pending"),
+        (Always, vec![view("a", exited(0))], vec![view("app", running())], "Running"),
+        (Never, vec![view("a", exited(0))], vec![view("app", exited(0))], "Succeeded"),
+        // A sidecar does not hold the phase: running beside a finished app, the pod is done.
+        (Never, vec![sidecar(running()), view("a", exited(0))], vec![view("app", exited(0))], "Succeeded"),
+        (Always, vec![sidecar(waiting("ContainerCreating"))], app(), "Pending"),
+    ];
+    for (policy, init, containers, want) in cases {
+        assert_eq!(pod_phase(policy, &init, &containers), want, "{policy:?} {init:?} {containers:?}");
+    }
+}
+
+#[test]
+fn initializing_pod_shows_init_states_and_pod_initializing() {
+    let p = init_pod("Always", &["a", "b"]);
+    let init = [view("a", running()), view("b", waiting("ContainerCreating"))];
+    let app = [view("c", waiting("ContainerCreating"))];
+    let s = status_with(&p, &init, &app);
+    assert_eq!(s.phase.as_deref(), Some("Pending"));
+    let initialized = condition_of(&s, "Initialized");
+    assert_eq!(initialized.status, "False");
+    assert_eq!(initialized.reason.as_deref(), Some("ContainersNotInitialized"));
+    assert_eq!(initialized.message.as_deref(), Some("containers with incomplete status: [a b]"));
+    let inits = s.init_container_statuses.as_ref().expect("initContainerStatuses");
+    assert_eq!(inits.len(), 2);
+    assert!(inits[0].state.as_ref().and_then(|s| s.running.as_ref()).is_some());
+    assert!(!inits[0].ready);
+    assert_eq!(waiting_reason_of(&inits[1]), Some("PodInitializing"), "not started yet: kubectl shows Init:0/2");
+    let apps = s.container_statuses.as_ref().expect("containerStatuses");
+    assert_eq!(waiting_reason_of(&apps[0]), Some("PodInitializing"));
+    assert_eq!(condition_of(&s, "Ready").status, "False");
+}
+
+#[test]
+fn completed_init_containers_are_ready_and_the_pod_initialized() {
+    let p = init_pod("Always", &["a", "b"]);
+    let init = [view("a", exited(0)), view("b", exited(0))];
+    let app = [view("c", running())];
+    let s = status_with(&p, &init, &app);
+    assert_eq!(s.phase.as_deref(), Some("Running"));
+    let initialized = condition_of(&s, "Initialized");
+    assert_eq!((initialized.status.as_str(), initialized.reason), ("True", None));
+    let inits = s.init_container_statuses.as_ref().expect("initContainerStatuses");
+    for cs in inits {
+        assert!(cs.ready, "a completed init container is ready: {cs:?}");
+        let term = cs.state.as_ref().and_then(|s| s.terminated.as_ref()).expect("terminated");
+        assert_eq!((term.exit_code, term.reason.as_deref()), (0, Some("Completed")));
+    }
+    assert_eq!(condition_of(&s, "Ready").status, "True");
+    // Waiting between init containers: the next one's own reason shows once it is launched,
+    // the apps still say PodInitializing.
+    let between = [view("a", exited(0)), view("b", waiting("ErrImagePull"))];
+    let s = status_with(&p, &between, &[view("c", waiting("ContainerCreating"))]);
+    let inits = s.init_container_statuses.as_ref().expect("initContainerStatuses");
+    assert_eq!(waiting_reason_of(&inits[1]), Some("ErrImagePull"), "kubectl shows Init:ErrImagePull");
+    assert_eq!(condition_of(&s, "Initialized").message.as_deref(), Some("containers with incomplete status: [b]"));
+}
+
+#[test]
+fn failed_init_container_fails_the_pod_under_never() {
+    let p = init_pod("Never", &["a"]);
+    let ViewState::Terminated(mut t) = exited(1) else { unreachable!() };
+    t.reason = "OOMKilled".into();
+    t.exit_code = 137;
+    let init = [view("a", ViewState::Terminated(t))];
+    let app = [view("c", waiting("ContainerCreating"))];
+    let s = status_with(&p, &init, &app);
+    assert_eq!(s.phase.as_deref(), Some("Failed"));
+    assert_eq!(condition_of(&s, "Initialized").status, "False");
+    let ready = condition_of(&s, "Ready");
+    assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("PodCompleted")));
+    let cs = &s.init_container_statuses.as_ref().expect("initContainerStatuses")[0];
+    assert!(!cs.ready);
+    let term = cs.state.as_ref().and_then(|s| s.terminated.as_ref()).expect("terminated");
+    assert_eq!((term.exit_code, term.reason.as_deref()), (137, Some("OOMKilled")));
+    assert_eq!(waiting_reason_of(&s.container_statuses.as_ref().expect("statuses")[0]), Some("PodInitializing"));
+}
+
+#[test]
+fn crash_looping_init_container_keeps_its_restart_count() {
+    let p = init_pod("OnFailure", &["a"]);
+    let mut a = crashlooping(2);
+    a.name = "a".into();
+    let s = status_with(&p, &[a], &[view("c", waiting("ContainerCreating"))]);
+    assert_eq!(s.phase.as_deref(), Some("Pending"));
+    let cs = &s.init_container_statuses.as_ref().expect("initContainerStatuses")[0];
+    assert_eq!(cs.restart_count, 2);
+    assert_eq!(waiting_reason_of(cs), Some("CrashLoopBackOff"), "kubectl shows Init:CrashLoopBackOff");
+    let last = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()).expect("last terminated");
+    assert_eq!(last.exit_code, 2);
+}
+
+#[test]
+fn sidecars_are_done_once_started_and_count_for_readiness() {
+    let p = init_pod("Always", &["proxy"]);
+    let starting = [sidecar(waiting("ContainerCreating"))];
+    let s = status_with(&p, &starting, &[view("c", waiting("ContainerCreating"))]);
+    assert_eq!(condition_of(&s, "Initialized").status, "False");
+
+    let up = [sidecar(running())];
+    let s = status_with(&p, &up, &[view("c", running())]);
+    assert_eq!(condition_of(&s, "Initialized").status, "True");
+    assert_eq!(condition_of(&s, "Ready").status, "True");
+    assert!(s.init_container_statuses.as_ref().expect("statuses")[0].ready);
+
+    // The sidecar restarts later: still initialized, but the pod is not ready meanwhile.
+    let mut restarting = sidecar(waiting("CrashLoopBackOff"));
+    restarting.last_terminated = match exited(1) {
+        ViewState::Terminated(t) => Some(t),
+        _ => None,
+    };
+    let s = status_with(&p, &[restarting], &[view("c", running())]);
+    assert_eq!(condition_of(&s, "Initialized").status, "True");
+    let ready = condition_of(&s, "Ready");
+    assert_eq!(ready.status, "False");
+    assert_eq!(ready.message.as_deref(), Some("containers with unready status: [proxy]"));
+    assert_eq!(s.phase.as_deref(), Some("Running"));
+}
+
+#[test]
+fn pods_without_init_containers_have_no_init_statuses() {
+    let p = pod("Always");
+    let s = status_with(&p, &[], &[view("c", running())]);
+    assert_eq!(s.init_container_statuses, None);
+    assert_eq!(condition_of(&s, "Initialized").status, "True");
 }

@@ -9,6 +9,7 @@
 
 mod bridge_netns;
 mod http_api;
+mod init_containers;
 mod kube_rs;
 mod kubectl_apply;
 mod kubectl_errors;

@@ -19,6 +19,7 @@ mod tests;
 pub(crate) use schemas::definitions;
 
 use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
 use std::sync::OnceLock;
 
 use axum::Router;
@@ -26,6 +27,9 @@ use axum::extract::{Path, Query};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use prost::Message;
 use serde::Deserialize;
@@ -39,10 +43,12 @@ pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0
 pub const V2_PROTOBUF_RESPONSE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 /// One pre-rendered body with its strong ETag (the upper-case SHA-512 of the body, as the Go
-/// server computes it).
+/// server computes it). The body is kept gzip-compressed: the documents are several MiB of
+/// repetitive JSON that compresses about tenfold, clients (kubectl's Go transport) ask for
+/// gzip anyway, and the rare client that does not gets it inflated on the fly.
 #[derive(Debug)]
 struct Rendered {
-    body: Bytes,
+    gzipped: Bytes,
     hash: String,
     content_type: &'static str,
 }
@@ -50,8 +56,32 @@ struct Rendered {
 impl Rendered {
     fn new(body: Vec<u8>, content_type: &'static str) -> Self {
         let hash = hex::encode_upper(Sha512::digest(&body));
-        Self { body: body.into(), hash, content_type }
+        let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 8), Compression::default());
+        // Writing into a Vec cannot fail.
+        let gzipped = encoder.write_all(&body).and_then(|()| encoder.finish()).unwrap_or_default();
+        Self { gzipped: gzipped.into(), hash, content_type }
     }
+
+    /// The body as the client accepts it: gzip-compressed (and whether it is), or inflated.
+    fn body_for(&self, headers: &HeaderMap) -> Result<(Bytes, bool), std::io::Error> {
+        if accepts_gzip(headers) {
+            return Ok((self.gzipped.clone(), true));
+        }
+        let mut body = Vec::new();
+        GzDecoder::new(&self.gzipped[..]).read_to_end(&mut body)?;
+        Ok((body.into(), false))
+    }
+}
+
+/// True when `Accept-Encoding` lists gzip with a non-zero quality.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            parts.next().is_some_and(|c| c.eq_ignore_ascii_case("gzip") || c == "*")
+                && parts.all(|p| p.replace(' ', "") != "q=0")
+        },
+    )
 }
 
 #[derive(Debug)]
@@ -93,7 +123,8 @@ async fn documents() -> Result<&'static Documents, Response> {
     })
 }
 
-/// Builds the documents now instead of on the first request (call at server start-up).
+/// Builds the documents now instead of on the first request (tests use it; the server
+/// builds them on first use so that an idle server does not hold them).
 pub fn prebuild() {
     DOCUMENTS.get_or_init(build);
 }
@@ -123,7 +154,14 @@ fn respond(r: &Rendered, headers: &HeaderMap, cache_control: &'static str) -> Re
         builder = builder.status(StatusCode::NOT_MODIFIED);
         builder.body(axum::body::Body::empty())
     } else {
-        builder.header(header::CONTENT_TYPE, r.content_type).body(axum::body::Body::from(r.body.clone()))
+        let (body, gzipped) = match r.body_for(headers) {
+            Ok(b) => b,
+            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("inflating: {e}")).into_response(),
+        };
+        if gzipped {
+            builder = builder.header(header::CONTENT_ENCODING, "gzip");
+        }
+        builder.header(header::CONTENT_TYPE, r.content_type).body(axum::body::Body::from(body))
     };
     response.unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
 }
