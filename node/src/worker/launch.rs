@@ -22,6 +22,7 @@ pub struct LaunchPlan {
     pub container: Container,
     pub runtime: Arc<dyn ContainerRuntime>,
     pub env: Arc<dyn PodEnvironment>,
+    /// The node's own credentials; the pod's `imagePullSecrets` are read at launch, in front.
     pub creds: PullCredentials,
     pub pod_ip: IpAddr,
     pub mounts: Vec<Mount>,
@@ -41,7 +42,15 @@ pub struct Launched {
 pub async fn launch(plan: LaunchPlan) -> Launched {
     let c = &plan.container;
     let image = c.image.clone().unwrap_or_default();
-    let pulled = match plan.runtime.pull(&image, spec::pull_policy(c), &plan.creds).await {
+    // Read at every launch, so a Secret created or fixed after the pod is used at the next retry.
+    let creds = match plan.env.pull_keyring(&plan.pod).await {
+        Ok(keyring) => plan.creds.with_pod_keyring(keyring),
+        Err(e) => {
+            let failure = LaunchFailure::Pull { reason: "ErrImagePull".into(), message: e.to_string() };
+            return Launched { result: Err(failure), image_id: None };
+        }
+    };
+    let pulled = match plan.runtime.pull(&image, spec::pull_policy(c), &creds).await {
         Ok(i) => i,
         Err(e) => {
             return Launched {
