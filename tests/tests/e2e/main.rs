@@ -14,6 +14,7 @@ mod kubectl_errors;
 mod kubectl_verbs;
 mod logs;
 mod pod_env;
+mod pull_secrets;
 mod registry;
 mod restart;
 mod scheduling;
