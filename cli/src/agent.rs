@@ -48,6 +48,9 @@ pub struct AgentArgs {
     /// built-in registry's credentials come from it until nodes join with tokens.
     #[arg(long)]
     cluster_pki: PathBuf,
+    /// A registry (`HOST:PORT`) to pull from over plain HTTP; repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure_registries: Vec<String>,
 }
 
 impl From<NetworkArg> for PodNetwork {
@@ -82,6 +85,7 @@ pub fn config(args: &AgentArgs) -> AgentConfig {
     cfg.pod_cidr = args.pod_cidr;
     cfg.node_ip = args.node_ip;
     cfg.node_api_port = args.node_api_port;
+    cfg.insecure_registries = args.insecure_registries.clone();
     cfg
 }
 

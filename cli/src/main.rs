@@ -97,6 +97,9 @@ struct UpArgs {
     /// Port of the node API (logs); 0 picks a free one.
     #[arg(long, default_value = "0")]
     node_api_port: u16,
+    /// A registry (`HOST:PORT`) the node pulls from over plain HTTP; repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure_registries: Vec<String>,
 }
 
 pub(crate) fn default_data_dir() -> PathBuf {
@@ -123,7 +126,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Up(args) => {
-            let node = NodeArgs { name: args.node_name, network: args.pod_network, api_port: args.node_api_port };
+            let node = NodeArgs {
+                name: args.node_name,
+                network: args.pod_network,
+                api_port: args.node_api_port,
+                insecure_registries: args.insecure_registries,
+            };
             run(args.serve, "127.0.0.1:6443", Some(node))
         }
         Command::Server(args) => run(args, "0.0.0.0:6443", None),
@@ -138,6 +146,7 @@ struct NodeArgs {
     name: Option<String>,
     network: agent::NetworkArg,
     api_port: u16,
+    insecure_registries: Vec<String>,
 }
 
 fn run(args: ServeArgs, default_listen: &str, node: Option<NodeArgs>) -> anyhow::Result<()> {
@@ -200,6 +209,7 @@ async fn start_local_node(
     let mut cfg = skiff_node::AgentConfig::new(args.name.unwrap_or_else(agent::hostname), data_dir.join("agent"));
     cfg.pod_network = args.network.into();
     cfg.node_api_port = args.api_port;
+    cfg.insecure_registries = args.insecure_registries;
     let node = node::start(cfg, cluster, shutdown).await?;
     eprintln!("node {} running (pod CIDR {})", node.agent.node_name, node.agent.pod_cidr);
     Ok(node)

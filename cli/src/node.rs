@@ -68,7 +68,7 @@ pub async fn start(
         ca_pem: cluster.pki.ca_pem().to_string(),
     };
     let runtime: Arc<dyn ContainerRuntime> =
-        Arc::new(WasmContainerRuntime::new(wasm, images, Some(builtin), Vec::new()));
+        Arc::new(WasmContainerRuntime::new(wasm, images, Some(builtin), cfg.insecure_registries.clone()));
     let env = NodePodEnvironment::new(&cfg.data_dir, cluster.client.clone());
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.node_ip, cfg.node_api_port))

@@ -53,8 +53,10 @@ pub struct AgentConfig {
     pub lease_interval: Duration,
     /// Grace given to containers when the agent stops.
     pub shutdown_grace: Duration,
-    /// Credentials for image pulls (e.g. the cluster's built-in registry).
+    /// The node's own registry credentials, consulted after a pod's `imagePullSecrets`.
     pub pull_credentials: PullCredentials,
+    /// Registries (`host:port`) reached over plain HTTP, as containerd's insecure registries.
+    pub insecure_registries: Vec<String>,
 }
 
 impl AgentConfig {
@@ -74,6 +76,7 @@ impl AgentConfig {
             lease_interval: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(2),
             pull_credentials: PullCredentials::default(),
+            insecure_registries: Vec::new(),
         }
     }
 

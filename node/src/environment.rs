@@ -1,7 +1,8 @@
 //! [`NodePodEnvironment`]: the node's real [`PodEnvironment`], assembled from [`crate::env`]
 //! (env values), [`crate::volumes`] (volume directories) and [`crate::logs`] (log files), all
 //! under one data dir: `<data-dir>/pods/<uid>/volumes/...` and
-//! `<data-dir>/pods/<namespace>_<name>_<uid>/<container>/<restart>.log`.
+//! `<data-dir>/pods/<namespace>_<name>_<uid>/<container>/<restart>.log`; and the registry
+//! credentials of a pod's `imagePullSecrets` ([`crate::pull_secrets`]).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use crate::env::{self, NodeCapacity};
 use crate::logs::LogStore;
 use crate::pod_env::{PodEnvError, PodEnvironment, PodVolumes};
+use crate::pull_secrets::Keyring;
 use crate::runtime::{LogSink, PodRef};
 use crate::volumes::VolumeManager;
 use crate::volumes::source::ApiObjects;
@@ -67,6 +69,35 @@ impl PodEnvironment for NodePodEnvironment {
 
     async fn prepare_volumes(&self, pod: &Pod) -> Result<Box<dyn PodVolumes>, PodEnvError> {
         Ok(Box::new(self.volumes.prepare(pod).await?))
+    }
+
+    async fn pull_keyring(&self, pod: &Pod) -> Result<Keyring, PodEnvError> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let mut keyring = Keyring::default();
+        for reference in pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()) {
+            let name = reference.name.as_str();
+            match self.objects.typed_secret(ns, name).await? {
+                // The kubelet records a FailedToRetrieveImagePullSecret event and pulls anyway.
+                None => tracing::warn!(
+                    pod = pod.metadata.name.as_deref().unwrap_or_default(),
+                    secret = %format!("{ns}/{name}"),
+                    "imagePullSecret not found; pulling without it"
+                ),
+                Some((secret_type, data)) => {
+                    let used = keyring
+                        .add_secret(name, secret_type.as_deref(), &data)
+                        .map_err(|e| PodEnvError::Config(e.to_string()))?;
+                    if !used {
+                        tracing::warn!(
+                            secret = %format!("{ns}/{name}"),
+                            secret_type = secret_type.as_deref().unwrap_or("Opaque"),
+                            "imagePullSecret is not of type kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg; ignored"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(keyring)
     }
 
     async fn cleanup(&self, pod: &PodRef) {

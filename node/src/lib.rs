@@ -15,6 +15,7 @@ pub mod nodeapi;
 pub mod pod_env;
 pub mod pods;
 pub mod probe;
+pub mod pull_secrets;
 pub mod runtime;
 pub mod volumes;
 pub mod worker;

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Container, Pod};
 
+use crate::pull_secrets::Keyring;
 use crate::runtime::{LogSink, Mount, PodRef};
 
 /// Why a pod's environment could not be prepared. The worker shows it as the container's
-/// waiting reason `CreateContainerConfigError` (env) or a `FailedMount` event (volumes).
+/// waiting reason `CreateContainerConfigError` (env), `ErrImagePull` (pull secrets) or a
+/// `FailedMount` event (volumes).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PodEnvError {
     /// A referenced ConfigMap/Secret/key or field is missing or invalid.
@@ -49,6 +51,13 @@ pub trait PodEnvironment: Send + Sync + Debug + 'static {
     /// Materialises the pod's volumes; configMap/secret contents follow updates while the
     /// returned value lives.
     async fn prepare_volumes(&self, pod: &Pod) -> Result<Box<dyn PodVolumes>, PodEnvError>;
+
+    /// The registry credentials of the pod's `imagePullSecrets`. A Secret that does not exist
+    /// is skipped with a warning (the pull goes on without it, as the kubelet's does); one
+    /// that exists but cannot be read is an error. The default has none.
+    async fn pull_keyring(&self, _pod: &Pod) -> Result<Keyring, PodEnvError> {
+        Ok(Keyring::default())
+    }
 
     /// Removes what the pod's volumes and logs left on the node (the pod is gone for good).
     async fn cleanup(&self, pod: &PodRef);

@@ -4,6 +4,9 @@
 //!
 //! Tests push to it with `skiff push --registry HOST:PORT --insecure` or the image code, and
 //! may reach into [`DockerRegistry::storage_dir`] to corrupt a blob on purpose.
+//! [`DockerRegistry::start_with_htpasswd`] requires HTTP Basic credentials from an htpasswd
+//! file the test writes (bcrypt entries only, as distribution demands; distribution does not
+//! insist on TLS for Basic auth, so loopback plain HTTP is enough).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,6 +38,16 @@ pub struct DockerRegistry {
 impl DockerRegistry {
     /// Starts the registry and waits until `GET /v2/` answers 200.
     pub async fn start() -> Result<DockerRegistry> {
+        DockerRegistry::start_inner(None).await
+    }
+
+    /// Starts the registry with `auth: htpasswd` over `htpasswd` (lines `user:$2y$...`), and
+    /// waits until `GET /v2/` answers (401 without credentials).
+    pub async fn start_with_htpasswd(htpasswd: &str) -> Result<DockerRegistry> {
+        DockerRegistry::start_inner(Some(htpasswd)).await
+    }
+
+    async fn start_inner(htpasswd: Option<&str>) -> Result<DockerRegistry> {
         let bin = std::env::var_os(DOCKER_REGISTRY_BIN_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/usr/bin/docker-registry"));
@@ -42,10 +55,15 @@ impl DockerRegistry {
         let storage = dir.path().join("storage");
         let host_port = format!("127.0.0.1:{}", free_port()?);
         let config = dir.path().join("config.yml");
-        let yaml = format!(
+        let mut yaml = format!(
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host_port}\n",
             storage.display()
         );
+        if let Some(htpasswd) = htpasswd {
+            let path = dir.path().join("htpasswd");
+            std::fs::write(&path, htpasswd).context("writing htpasswd")?;
+            yaml.push_str(&format!("auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n", path.display()));
+        }
         std::fs::write(&config, yaml).context("writing registry config")?;
         let log = dir.path().join("registry.log");
         let log_file = std::fs::File::create(&log).context("creating registry log")?;
@@ -59,7 +77,7 @@ impl DockerRegistry {
             .spawn()
             .with_context(|| format!("starting {} (apt-get install docker-registry)", bin.display()))?;
         let mut registry = DockerRegistry { host_port, child, log, storage, _dir: dir };
-        if let Err(error) = registry.wait_ready().await {
+        if let Err(error) = registry.wait_ready(htpasswd.is_some()).await {
             bail!(
                 "docker-registry did not become ready: {error:#}\n--- registry log tail ---\n{}",
                 log_tail(&registry.log, 40)
@@ -84,7 +102,7 @@ impl DockerRegistry {
         log_tail(&self.log, lines)
     }
 
-    async fn wait_ready(&mut self) -> Result<()> {
+    async fn wait_ready(&mut self, auth: bool) -> Result<()> {
         let http =
             reqwest::Client::builder().timeout(Duration::from_secs(2)).build().context("building HTTP client")?;
         let url = format!("http://{}/v2/", self.host_port);
@@ -96,7 +114,8 @@ impl DockerRegistry {
                 if let Some(status) = exited.context("polling docker-registry")? {
                     return Err(Fatal(format!("docker-registry exited early with {status}")).into());
                 }
-                Ok(request.await?.status().is_success().then_some(()))
+                let status = request.await?.status();
+                Ok((status.is_success() || (auth && status == reqwest::StatusCode::UNAUTHORIZED)).then_some(()))
             }
         })
         .await

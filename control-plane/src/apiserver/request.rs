@@ -121,6 +121,10 @@ impl Query {
     pub fn send_initial_events(&self) -> bool {
         truthy(&self.send_initial_events)
     }
+    /// `sendInitialEvents` when given at all (`false` differs from absent for watches).
+    pub fn send_initial_events_param(&self) -> Option<bool> {
+        self.send_initial_events.as_ref().map(|_| truthy(&self.send_initial_events))
+    }
     /// `dryRun=All` (the only value Kubernetes accepts).
     pub fn dry_run(&self) -> Result<bool, ApiError> {
         match self.dry_run.as_deref() {

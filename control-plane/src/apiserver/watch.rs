@@ -2,9 +2,13 @@
 //! (HTTP/1.1) or streamed (HTTP/2) response, as client-go and kube-rs expect.
 //!
 //! Semantics follow the Go API server: `resourceVersion` unset or `"0"` (or
-//! `sendInitialEvents=true`) starts with synthetic `ADDED` events for the current state; a
-//! specific resourceVersion replays every change after it; a compacted one ends in an `ERROR`
-//! event carrying a `410 Expired` Status. Label/field selectors turn updates that cross the
+//! `sendInitialEvents=true`) starts with synthetic `ADDED` events for what matches at one
+//! revision R of a list, then streams the changes after R (no gap, no duplicate);
+//! `sendInitialEvents=false` without a resourceVersion starts at the current revision with no
+//! synthetic events; a specific resourceVersion replays every change after it; a compacted one
+//! ends in an `ERROR` event carrying a `410 Expired` Status. With `sendInitialEvents=true` and
+//! bookmarks allowed (watch-list), the initial set ends with a `BOOKMARK` annotated
+//! `k8s.io/initial-events-end: "true"`. Label/field selectors turn updates that cross the
 //! selector boundary into `ADDED`/`DELETED`. Bookmarks are sent periodically when allowed, and
 //! the stream ends at `timeoutSeconds`, at shutdown, or when the client goes away.
 
@@ -51,7 +55,7 @@ pub async fn serve(state: SharedState, path: ResourcePath, q: Query, table: bool
             Some(rv.parse::<Revision>().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?)
         }
     };
-    let initial = start.is_none() || q.send_initial_events();
+    let initial = wants_initial_events(start, q.send_initial_events_param());
     let timeout = q.timeout_seconds.map(Duration::from_secs).unwrap_or(MAX_WATCH).min(MAX_WATCH);
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let span = tracing::info_span!("watch", kind = path.info.kind, ns = ?path.namespace);
@@ -61,6 +65,12 @@ pub async fn serve(state: SharedState, path: ResourcePath, q: Query, table: bool
     state.tasks.spawn(w.run(start, initial, initial_end_bookmark, bookmarks, timeout).instrument(span));
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Whether a watch starts with the current state: asked explicitly, or by default when no
+/// specific resourceVersion was given.
+fn wants_initial_events(start: Option<Revision>, send_initial_events: Option<bool>) -> bool {
+    send_initial_events.unwrap_or(start.is_none())
 }
 
 impl Watch {
@@ -129,7 +139,11 @@ impl Watch {
     ) -> Result<Revision, ApiError> {
         if !initial {
             // A compacted revision is reported by `Store::watch` itself (→ 410 ERROR event).
-            return Ok(start.unwrap_or(0));
+            return match start {
+                Some(rev) => Ok(rev),
+                // "Start at most recent" without the state: only changes from now on.
+                None => Ok(self.state.store().current_revision().await?),
+            };
         }
         let page = list::list(self.state.store(), &self.path.list_prefix(), &self.filter, 0, None).await?;
         for obj in page.items {
@@ -201,5 +215,18 @@ impl Watch {
         let mut line = serde_json::to_vec(v).unwrap_or_default();
         line.push(b'\n');
         self.tx.send(Bytes::from(line)).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wants_initial_events;
+
+    #[test]
+    fn initial_events_follow_kubernetes_defaults() {
+        assert!(wants_initial_events(None, None), "no resourceVersion: state first");
+        assert!(!wants_initial_events(Some(42), None), "a resourceVersion: only changes after it");
+        assert!(wants_initial_events(Some(42), Some(true)), "watch-list asks explicitly");
+        assert!(!wants_initial_events(None, Some(false)), "explicitly none: start at the most recent");
     }
 }

@@ -20,18 +20,37 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::pull_secrets::{Credential, Keyring};
+
 pub mod wasm;
 
 /// The `imagePullPolicy` of a container, defaulted as Kubernetes does (`Always` for `:latest`
 /// or no tag, `IfNotPresent` otherwise): the image store's own type, so no runtime translates.
 pub use skiff_oci_shim::image::PullPolicy;
 
-/// Credentials the agent found for a pull (from `imagePullSecrets`, or the cluster's own
-/// registry credentials for the built-in registry).
+/// Credentials the agent found for a pull: keyrings consulted in order (the pod's
+/// `imagePullSecrets` first, then the node's own), as the kubelet's union keyring is. The
+/// built-in registry's credentials are the runtime's own and never come from here.
 #[derive(Debug, Clone, Default)]
 pub struct PullCredentials {
-    /// `(registry host[:port], username, password)` triples.
-    pub basic: Vec<(String, String, String)>,
+    pub keyrings: Vec<Keyring>,
+}
+
+impl PullCredentials {
+    /// `pod`'s keyring in front of these (the node's).
+    pub fn with_pod_keyring(&self, pod: Keyring) -> PullCredentials {
+        let mut keyrings = Vec::with_capacity(self.keyrings.len() + 1);
+        if !pod.is_empty() {
+            keyrings.push(pod);
+        }
+        keyrings.extend(self.keyrings.iter().cloned());
+        PullCredentials { keyrings }
+    }
+
+    /// Every credential that applies to `image`, in the order to try them (empty: anonymous).
+    pub fn lookup(&self, image: &str) -> Vec<Credential> {
+        self.keyrings.iter().flat_map(|k| k.lookup(image)).collect()
+    }
 }
 
 /// A pulled image, ready to create containers from.

@@ -69,26 +69,6 @@ impl WasmContainerRuntime {
         WasmContainerRuntime { wasm, images, builtin, insecure_registries, loaded: Mutex::new(HashMap::new()) }
     }
 
-    fn credentials_for(&self, image: &str, creds: &PullCredentials) -> RegistryCredentials {
-        let host = registry_host(image);
-        let mut out = RegistryCredentials {
-            auth: None,
-            insecure_registries: self.insecure_registries.clone(),
-            extra_root_ca_pem: None,
-        };
-        if let Some(builtin) = &self.builtin
-            && host == builtin.host
-        {
-            out.auth = Some(Auth::Bearer(builtin.token.clone()));
-            out.extra_root_ca_pem = Some(builtin.ca_pem.clone());
-            return out;
-        }
-        if let Some((_, user, pass)) = creds.basic.iter().find(|(h, _, _)| *h == host) {
-            out.auth = Some(Auth::Basic { username: user.clone(), password: pass.clone() });
-        }
-        out
-    }
-
     fn artifact(&self, image_id: &str) -> Result<Artifact, RuntimeError> {
         let loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         match loaded.get(image_id) {
@@ -97,6 +77,39 @@ impl WasmContainerRuntime {
             None => Err(RuntimeError::new("CreateContainerError", format!("image {image_id} was not pulled"))),
         }
     }
+}
+
+/// What to try, in order, for one pull: the built-in registry with the cluster's own
+/// credentials (never sent anywhere else); any other registry with each credential the pod's
+/// `imagePullSecrets` (then the node's keyring) hold for it, or anonymously when none applies.
+fn pull_attempts(
+    builtin: Option<&BuiltinRegistry>,
+    insecure_registries: &[String],
+    image: &str,
+    creds: &PullCredentials,
+) -> Vec<RegistryCredentials> {
+    let base =
+        RegistryCredentials { auth: None, insecure_registries: insecure_registries.to_vec(), extra_root_ca_pem: None };
+    if let Some(builtin) = builtin
+        && registry_host(image) == builtin.host
+    {
+        return vec![RegistryCredentials {
+            auth: Some(Auth::Bearer(builtin.token.clone())),
+            extra_root_ca_pem: Some(builtin.ca_pem.clone()),
+            ..base
+        }];
+    }
+    let found = creds.lookup(image);
+    if found.is_empty() {
+        return vec![base];
+    }
+    found
+        .into_iter()
+        .map(|c| RegistryCredentials {
+            auth: Some(Auth::Basic { username: c.username, password: c.password }),
+            ..base.clone()
+        })
+        .collect()
 }
 
 /// Parses `30s`, `500ms`, `2m` (the forms Kubernetes users write in annotations).
@@ -133,8 +146,26 @@ impl ContainerRuntime for WasmContainerRuntime {
         policy: PullPolicy,
         creds: &PullCredentials,
     ) -> Result<ImageRef, RuntimeError> {
-        let registry_creds = self.credentials_for(image_ref, creds);
-        let pulled = self.images.pull(image_ref, policy, &registry_creds).await.map_err(|e| match e {
+        // Like the kubelet: every matching credential in turn, the first success wins, and the
+        // last failure is what the pod shows.
+        let mut outcome = None;
+        for attempt in pull_attempts(self.builtin.as_ref(), &self.insecure_registries, image_ref, creds) {
+            let result = self.images.pull(image_ref, policy, &attempt).await;
+            let done = match &result {
+                Ok(_) => true,
+                // Nothing another credential could change.
+                Err(e) => {
+                    matches!(e, image::ImageError::InvalidReference { .. } | image::ImageError::NotPresent { .. })
+                }
+            };
+            outcome = Some(result);
+            if done {
+                break;
+            }
+        }
+        let outcome =
+            outcome.ok_or_else(|| RuntimeError::new("ErrImagePull", format!("no way to pull {image_ref}")))?;
+        let pulled = outcome.map_err(|e| match e {
             image::ImageError::InvalidReference { .. } => RuntimeError::new("InvalidImageName", e.to_string()),
             image::ImageError::NotPresent { .. } => RuntimeError::new("ErrImageNeverPull", e.to_string()),
             _ => RuntimeError::new("ErrImagePull", e.to_string()),
@@ -167,7 +198,9 @@ impl ContainerRuntime for WasmContainerRuntime {
 
     /// Asks the image store with `Never`: a local index lookup, no registry traffic.
     async fn image_present(&self, image_ref: &str) -> bool {
-        let creds = self.credentials_for(image_ref, &PullCredentials::default());
+        let attempts =
+            pull_attempts(self.builtin.as_ref(), &self.insecure_registries, image_ref, &PullCredentials::default());
+        let Some(creds) = attempts.into_iter().next() else { return false };
         self.images.pull(image_ref, PullPolicy::Never, &creds).await.is_ok()
     }
 
@@ -374,6 +407,7 @@ impl RunningContainer for CommandContainer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pull_secrets::Keyring;
 
     #[test]
     fn durations() {
@@ -391,6 +425,32 @@ mod tests {
         assert_eq!(registry_host("localhost/x"), "localhost");
         assert_eq!(registry_host("library/nginx"), "docker.io");
         assert_eq!(registry_host("nginx"), "docker.io");
+    }
+
+    #[test]
+    fn the_cluster_token_goes_only_to_the_builtin_registry() {
+        let builtin = BuiltinRegistry { host: "10.0.0.1:6443".into(), token: "tok".into(), ca_pem: "ca".into() };
+        let mut pod = Keyring::default();
+        let json =
+            r#"{"auths":{"10.0.0.1:6443":{"username":"u","password":"p"},"reg.io":{"username":"a","password":"b"}}}"#;
+        let data = std::collections::BTreeMap::from([(".dockerconfigjson".to_string(), json.as_bytes().to_vec())]);
+        pod.add_secret("s", Some("kubernetes.io/dockerconfigjson"), &data).expect("parses");
+        let creds = PullCredentials::default().with_pod_keyring(pod);
+
+        let attempts = pull_attempts(Some(&builtin), &[], "10.0.0.1:6443/app:v1", &creds);
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].auth, Some(Auth::Bearer("tok".into())));
+        assert_eq!(attempts[0].extra_root_ca_pem.as_deref(), Some("ca"));
+
+        let attempts = pull_attempts(Some(&builtin), &["reg.io".into()], "reg.io/app:v1", &creds);
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].auth, Some(Auth::Basic { username: "a".into(), password: "b".into() }));
+        assert_eq!(attempts[0].insecure_registries, ["reg.io"]);
+        assert_eq!(attempts[0].extra_root_ca_pem, None);
+
+        let attempts = pull_attempts(Some(&builtin), &[], "other.io/app:v1", &creds);
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].auth, None, "no matching secret: anonymous");
     }
 
     #[test]

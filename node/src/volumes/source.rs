@@ -102,6 +102,18 @@ impl ApiObjects {
         Ok(value)
     }
 
+    /// Secret `ns/name` with its `type`, for `imagePullSecrets` (uncached: read once per pull,
+    /// and a rotated registry password should work at the next retry).
+    pub async fn typed_secret(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<(Option<String>, BTreeMap<String, Vec<u8>>)>, PodEnvError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let secret = api.get_opt(name).await.map_err(|e| api_error("secret", ns, name, e))?;
+        Ok(secret.map(|s| (s.type_.clone(), secret_data(&s))))
+    }
+
     /// A PersistentVolumeClaim (uncached: binding changes matter).
     pub async fn claim(&self, ns: &str, name: &str) -> Result<Option<PersistentVolumeClaim>, PodEnvError> {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);

@@ -27,6 +27,7 @@ pub struct LaunchPlan {
     pub container: Container,
     pub runtime: Arc<dyn ContainerRuntime>,
     pub env: Arc<dyn PodEnvironment>,
+    /// The node's own credentials; the pod's `imagePullSecrets` are read at launch, in front.
     pub creds: PullCredentials,
     pub pod_ip: IpAddr,
     pub mounts: Vec<Mount>,
@@ -52,13 +53,22 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
         plan.events.container(&plan.field_path, type_, reason, message);
     };
     let image = c.image.clone().unwrap_or_default();
+    // Read at every launch, so a Secret created or fixed after the pod is used at the next retry.
+    let creds = match plan.env.pull_keyring(&plan.pod).await {
+        Ok(keyring) => plan.creds.with_pod_keyring(keyring),
+        Err(e) => {
+            event(EventType::Warning, "Failed", format!("Failed to pull image {image:?}: {e}"));
+            let failure = LaunchFailure::Pull { reason: "ErrImagePull".into(), message: e.to_string() };
+            return Launched { result: Err(failure), image_id: None };
+        }
+    };
     let policy = spec::pull_policy(c);
     let present = policy != PullPolicy::Always && plan.runtime.image_present(&image).await;
     if !present && policy != PullPolicy::Never {
         event(EventType::Normal, "Pulling", format!("Pulling image {image:?}"));
     }
     let began = Instant::now();
-    let pulled = match plan.runtime.pull(&image, policy, &plan.creds).await {
+    let pulled = match plan.runtime.pull(&image, policy, &creds).await {
         Ok(i) => {
             let message = if present {
                 format!("Container image {image:?} already present on machine")

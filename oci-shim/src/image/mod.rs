@@ -51,8 +51,9 @@ pub struct RegistryCredentials {
     pub extra_root_ca_pem: Option<String>,
 }
 
-/// Registry credentials.
-#[derive(Clone, PartialEq, Eq)]
+/// Registry credentials. `Hash` so concurrent pulls are shared only between callers with the
+/// same credentials.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Auth {
     /// HTTP Basic (also what docker clients send; token servers accept it too).
     Basic { username: String, password: String },

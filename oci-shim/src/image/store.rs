@@ -8,7 +8,14 @@
 //!
 //! Containers will share `blobs/` (their unpacked snapshots live beside it, issue 5). A blob
 //! under its final name is always complete and verified: it is hashed while written to `tmp/`,
-//! fsync'd, and renamed only on a match. Concurrent pulls of one reference share one download.
+//! fsync'd, and renamed only on a match. Concurrent pulls of one reference with the same
+//! credentials share one download.
+//!
+//! Why not share across credentials: a pull without access (no or wrong credentials) that
+//! started first would hand its 401 to an authorised caller. Separate downloads of one
+//! reference are safe (blobs land by digest through unique staging files). What is *not*
+//! enforced, as in Kubernetes without `KubeletEnsureSecretPulledImages`: once an image is in
+//! the store, `IfNotPresent`/`Never` pulls use it whatever the caller's credentials.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,9 +31,10 @@ use tokio::io::AsyncWriteExt;
 
 use super::artifact::wasm_layer;
 use super::fetch::Remote;
-use super::{ImageError, ImageKind, PullPolicy, PulledImage, RegistryCredentials};
+use super::{Auth, ImageError, ImageKind, PullPolicy, PulledImage, RegistryCredentials};
 
 type PullFuture = Shared<BoxFuture<'static, Result<PulledImage, ImageError>>>;
+type InflightKey = (String, Option<Auth>);
 
 /// A node's image and artifact store. Cheap to clone; clones share the store.
 #[derive(Clone)]
@@ -38,8 +46,8 @@ struct Inner {
     dir: PathBuf,
     /// Normalised reference -> what it resolved to last time.
     index: Mutex<HashMap<String, IndexEntry>>,
-    /// Pulls under way, by normalised reference.
-    inflight: Mutex<HashMap<String, PullFuture>>,
+    /// Pulls under way, by normalised reference and the credentials they use.
+    inflight: Mutex<HashMap<InflightKey, PullFuture>>,
     /// Registry round trips made (manifest fetches), for metrics and tests.
     fetches: AtomicU64,
 }
@@ -99,7 +107,7 @@ impl ImageStore {
     }
 
     /// Makes `reference` available locally per `policy` and describes it. Concurrent calls for
-    /// the same reference share one download (and the first caller's credentials).
+    /// the same reference and the same credentials share one download.
     #[tracing::instrument(skip(self, creds), fields(dir = %self.inner.dir.display()))]
     pub async fn pull(
         &self,
@@ -119,10 +127,11 @@ impl ImageStore {
         if policy == PullPolicy::Never {
             return Err(ImageError::NotPresent { reference: key });
         }
+        let inflight_key = (key.clone(), creds.auth.clone());
         let pull = {
             let mut inflight = self.inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
             inflight
-                .entry(key.clone())
+                .entry(inflight_key.clone())
                 .or_insert_with(|| {
                     let inner = self.inner.clone();
                     let creds = creds.clone();
@@ -132,8 +141,8 @@ impl ImageStore {
         };
         let result = pull.clone().await;
         let mut inflight = self.inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if inflight.get(&key).is_some_and(|current| current.ptr_eq(&pull)) {
-            inflight.remove(&key);
+        if inflight.get(&inflight_key).is_some_and(|current| current.ptr_eq(&pull)) {
+            inflight.remove(&inflight_key);
         }
         result
     }

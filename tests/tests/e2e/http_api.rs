@@ -1,14 +1,15 @@
 //! Raw HTTP checks of the API conventions kubectl does not exercise directly: authentication,
 //! body limits, unknown resources, kind mismatch, optimistic concurrency, dry run,
-//! generateName, delete options and preconditions, deletecollection, field selectors and
-//! Table output.
+//! generateName, delete options and preconditions, deletecollection, field selectors, Table
+//! output, and watches that start from the current state (no resourceVersion, `"0"`, and
+//! `sendInitialEvents`).
 
 use anyhow::{Context, Result, ensure};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 use skiff_tests::{Skiff, StoreKind, both_stores};
 
-use crate::item_names;
+use crate::{EVENT_TIMEOUT, item_names};
 
 const CMS: &str = "/api/v1/namespaces/default/configmaps";
 
@@ -183,4 +184,118 @@ async fn table_output(store: StoreKind) -> Result<()> {
     Ok(())
 }
 
-both_stores!(rejections, writes, deletes_and_selectors, table_output);
+/// A watch response read as newline-delimited JSON events.
+struct WatchEvents {
+    response: Response,
+    buffer: Vec<u8>,
+}
+
+impl WatchEvents {
+    async fn open(http: &Client, url: &str) -> Result<WatchEvents> {
+        let response = http.get(url).send().await.context("opening the watch")?;
+        ensure!(response.status() == StatusCode::OK, "watch {url}: {}", response.status());
+        Ok(WatchEvents { response, buffer: Vec::new() })
+    }
+
+    /// The next event, failing after [`EVENT_TIMEOUT`] or at the end of the stream.
+    async fn next(&mut self) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        loop {
+            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                return serde_json::from_slice(&line).context("a watch event is not JSON");
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .with_context(|| format!("no watch event within {EVENT_TIMEOUT:?}"))??
+                .context("the watch ended")?;
+            self.buffer.extend_from_slice(&chunk);
+        }
+    }
+
+    /// The next event as (type, object name).
+    async fn next_named(&mut self) -> Result<(String, String)> {
+        let event = self.next().await?;
+        let kind = event["type"].as_str().with_context(|| format!("event without type: {event}"))?.to_string();
+        let name = event["object"]["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        Ok((kind, name))
+    }
+
+    /// `n` events, which must all be ADDED; their names, sorted.
+    async fn added(&mut self, n: usize) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for _ in 0..n {
+            let (kind, name) = self.next_named().await?;
+            ensure!(kind == "ADDED", "expected ADDED, got {kind} {name} (after {names:?})");
+            names.push(name);
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+async fn merge_patch(http: &Client, url: &str, patch: &Value) -> Result<()> {
+    let response = http.patch(url).header("content-type", "application/merge-patch+json").json(patch).send().await?;
+    ensure!(response.status() == StatusCode::OK, "patch {url}: {}", response.status());
+    Ok(())
+}
+
+/// A watch without resourceVersion (or with `"0"`) first lists what matches now as ADDED
+/// events, then streams changes after that revision: no gap, no duplicate, selectors honoured.
+async fn watch_starts_from_current_state(store: StoreKind) -> Result<()> {
+    let skiff = Skiff::start(store).await?;
+    let http = skiff.http()?;
+    let list_url = format!("{}{CMS}", skiff.url);
+    for (name, group) in [("w1", "x"), ("w2", "x"), ("w3", "y")] {
+        let (status, body) = post(&http, &list_url, &configmap(name, json!({"group": group}))).await?;
+        ensure!(status == StatusCode::CREATED, "create {name}: {status} {body}");
+    }
+
+    let mut all = WatchEvents::open(&http, &format!("{list_url}?watch=true&timeoutSeconds=60")).await?;
+    ensure!(all.added(3).await? == ["w1", "w2", "w3"], "initial events of the unfiltered watch");
+    let mut group_x =
+        WatchEvents::open(&http, &format!("{list_url}?watch=1&resourceVersion=0&labelSelector=group%3Dx")).await?;
+    ensure!(group_x.added(2).await? == ["w1", "w2"], "initial events of group=x");
+
+    // A change to an object outside the selector is not an event of the filtered watch; the
+    // next change shows up once, as MODIFIED, on both.
+    merge_patch(&http, &format!("{list_url}/w3"), &json!({"data": {"k": "changed"}})).await?;
+    merge_patch(&http, &format!("{list_url}/w2"), &json!({"data": {"k": "changed"}})).await?;
+    let (kind, name) = all.next_named().await?;
+    ensure!((kind.as_str(), name.as_str()) == ("MODIFIED", "w3"), "unfiltered: {kind} {name}");
+    let (kind, name) = all.next_named().await?;
+    ensure!((kind.as_str(), name.as_str()) == ("MODIFIED", "w2"), "unfiltered: {kind} {name}");
+    let (kind, name) = group_x.next_named().await?;
+    ensure!((kind.as_str(), name.as_str()) == ("MODIFIED", "w2"), "group=x: {kind} {name}");
+    // Moving into the selector reads as ADDED.
+    merge_patch(&http, &format!("{list_url}/w3"), &json!({"metadata": {"labels": {"group": "x"}}})).await?;
+    let (kind, name) = group_x.next_named().await?;
+    ensure!((kind.as_str(), name.as_str()) == ("ADDED", "w3"), "group=x after relabel: {kind} {name}");
+
+    // sendInitialEvents=false without a resourceVersion: only changes from now on.
+    let url = format!("{list_url}?watch=true&sendInitialEvents=false&resourceVersionMatch=NotOlderThan");
+    let mut changes_only = WatchEvents::open(&http, &url).await?;
+    merge_patch(&http, &format!("{list_url}/w1"), &json!({"data": {"k": "again"}})).await?;
+    let (kind, name) = changes_only.next_named().await?;
+    ensure!((kind.as_str(), name.as_str()) == ("MODIFIED", "w1"), "sendInitialEvents=false: {kind} {name}");
+
+    // Watch-list (newer client-go): the initial set ends with a bookmark marked as its end.
+    let url = format!(
+        "{list_url}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&labelSelector=group%3Dx"
+    );
+    let mut watch_list = WatchEvents::open(&http, &url).await?;
+    ensure!(watch_list.added(3).await? == ["w1", "w2", "w3"], "watch-list initial events");
+    let bookmark = watch_list.next().await?;
+    ensure!(bookmark["type"] == "BOOKMARK", "expected the end-of-initial-events bookmark: {bookmark}");
+    ensure!(
+        bookmark["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true",
+        "bookmark without the initial-events-end annotation: {bookmark}"
+    );
+    let rv: u64 = bookmark["object"]["metadata"]["resourceVersion"].as_str().unwrap_or_default().parse()?;
+    let (_, w1) = get(&http, &format!("{list_url}/w1")).await?;
+    let w1_rv: u64 = w1["metadata"]["resourceVersion"].as_str().unwrap_or_default().parse()?;
+    ensure!(rv >= w1_rv, "bookmark at {rv}, before the latest change {w1_rv}");
+    Ok(())
+}
+
+both_stores!(rejections, writes, deletes_and_selectors, table_output, watch_starts_from_current_state);

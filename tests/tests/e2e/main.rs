@@ -16,6 +16,7 @@ mod kubectl_errors;
 mod kubectl_verbs;
 mod logs;
 mod pod_env;
+mod pull_secrets;
 mod registry;
 mod restart;
 mod scheduling;
