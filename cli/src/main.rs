@@ -16,13 +16,6 @@ use tokio_util::sync::CancellationToken;
 mod agent;
 mod node;
 
-/// mimalloc instead of glibc malloc: it hands freed pages back to the OS within milliseconds,
-/// where glibc keeps per-thread arenas at their high-water mark. The agent's memory peaks are
-/// one-off (compiling a component, building the OpenAPI documents, a large list), so with
-/// glibc the idle process kept tens of MiB it no longer used — the footprint targets count RSS.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "skiff",
