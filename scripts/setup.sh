@@ -45,6 +45,7 @@ declare -A WANT=(
     [cc]=build-essential
     [pkg-config]=pkg-config
     [git]=git
+    [ip]=iproute2
 )
 missing=()
 for cmd in "${!WANT[@]}"; do
