@@ -113,6 +113,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         let node = crate::node::start(cfg, cluster, shutdown.clone()).await?;
         let agent = &node.agent;
         eprintln!("node agent running as node {} (pod CIDR {})", agent.node_name, agent.pod_cidr);
+        tokio::spawn(crate::heap::trimmer(shutdown.clone()));
         tokio::spawn(crate::signals(shutdown));
         node.wait().await;
         anyhow::Ok(())

@@ -14,6 +14,7 @@ use skiff_control_plane::server::{RunningServer, ServerConfig, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
 mod agent;
+mod heap;
 mod node;
 
 #[derive(Debug, Parser)]
@@ -170,6 +171,7 @@ fn run(args: ServeArgs, default_listen: &str, node: Option<NodeArgs>) -> anyhow:
         eprintln!("kubeconfig: {}", server.kubeconfig.display());
         eprintln!("API server: https://{}", server.addr);
         tokio::spawn(signals(shutdown.clone()));
+        tokio::spawn(heap::trimmer(shutdown.clone()));
         let node = match node {
             Some(args) => Some(start_local_node(&server, &data_dir, args, shutdown.clone()).await?),
             None => None,

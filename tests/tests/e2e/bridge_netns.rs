@@ -8,19 +8,15 @@
 //! skiff on the same data dir.
 
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use skiff_tests::{Fatal, NetNs, Skiff, StartOptions, StoreKind, wait_until};
 
-use crate::{get_json, http_pod, pod_is_ready, push_guest};
+use crate::{POD_POLL as POLL, POD_TIMEOUT, get_json, pod_is_ready, push_guest, run_http_pod};
 
 /// The node bridge (node/src/bridge.rs `BRIDGE`).
 const BRIDGE: &str = "skiff0";
-/// Pods of a WASM function start in milliseconds; this only bounds a broken test.
-const POD_TIMEOUT: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(200);
 
 /// Fails if the namespace has a default route (IPv4 or IPv6, any table).
 fn ensure_no_route_out(netns: &NetNs) -> Result<()> {
@@ -72,12 +68,7 @@ async fn bridge_pod_ips_live_on_skiff0_and_survive_a_restart() -> Result<()> {
     ensure!(node["items"][0]["spec"]["podCIDR"] == "10.244.0.0/24", "{}", node["items"][0]["spec"]);
 
     let image = push_guest(&skiff, "http-probe", "probes/http:v1").await?;
-    skiff.kubectl_stdin(&["apply", "-f", "-"], Some(&http_pod("web", &image))).await?.ok()?;
-    let pod = wait_until("the pod to be Ready", POD_TIMEOUT, POLL, || async {
-        let pod = get_json(&skiff, &["pod", "web"]).await?;
-        Ok(pod_is_ready(&pod).then_some(pod))
-    })
-    .await?;
+    let pod = run_http_pod(&skiff, "web", &image).await?;
     let ip = pod_ip(&pod)?;
     let [a, b, c, d] = ip.octets();
     ensure!((a, b, c) == (10, 244, 0) && d > 1 && d < 255, "pod IP {ip} is not a pod address of 10.244.0.0/24");
@@ -142,12 +133,7 @@ async fn addresses_of_pods_deleted_while_the_node_was_down_are_released() -> Res
     let mut first = Skiff::start_with(bridge_up(None, false)).await?;
     let data_dir = first.data_dir().to_path_buf();
     let image = push_guest(&first, "http-probe", "probes/http:v1").await?;
-    first.kubectl_stdin(&["apply", "-f", "-"], Some(&http_pod("doomed", &image))).await?.ok()?;
-    let pod = wait_until("the pod to be Ready", POD_TIMEOUT, POLL, || async {
-        let pod = get_json(&first, &["pod", "doomed"]).await?;
-        Ok(pod_is_ready(&pod).then_some(pod))
-    })
-    .await?;
+    let pod = run_http_pod(&first, "doomed", &image).await?;
     let ip = pod_ip(&pod)?;
     let status = first.stop().await?;
     ensure!(status.success(), "SIGTERM exit status {status}");

@@ -85,3 +85,17 @@ pub fn http_pod(name: &str, image: &str) -> String {
          image: {image}\n    ports:\n    - containerPort: 8080\n"
     )
 }
+
+/// How long a pod gets to become Ready in the pod tests, and how often they look.
+pub const POD_TIMEOUT: Duration = Duration::from_secs(60);
+pub const POD_POLL: Duration = Duration::from_millis(200);
+
+/// Applies [`http_pod`] `name` with `image` and waits until it is Ready; returns the pod.
+pub async fn run_http_pod(skiff: &Skiff, name: &str, image: &str) -> Result<Value> {
+    skiff.kubectl_stdin(&["apply", "-f", "-"], Some(&http_pod(name, image))).await?.ok()?;
+    skiff_tests::wait_until("the pod to be Ready", POD_TIMEOUT, POD_POLL, || async {
+        let pod = get_json(skiff, &["pod", name]).await?;
+        Ok(pod_is_ready(&pod).then_some(pod))
+    })
+    .await
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use skiff_tests::{Fatal, Skiff, StoreKind, both_stores, wait_until};
 
-use crate::{get_json, http_pod, pod_is_ready, push_guest};
+use crate::{POD_POLL as POLL, POD_TIMEOUT, get_json, pod_is_ready, push_guest, run_http_pod};
 
 async fn restart_keeps_objects(store: StoreKind) -> Result<()> {
     let mut skiff = Skiff::start(store).await?;
@@ -52,16 +52,9 @@ async fn get_pod(ip: &str) -> Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_pod_ip_loopback() -> Result<()> {
-    const POD_TIMEOUT: Duration = Duration::from_secs(60);
-    const POLL: Duration = Duration::from_millis(200);
     let mut skiff = Skiff::start(StoreKind::Embedded).await?;
     let image = push_guest(&skiff, "http-probe", "probes/http:v1").await?;
-    skiff.kubectl_stdin(&["apply", "-f", "-"], Some(&http_pod("web", &image))).await?.ok()?;
-    let pod = wait_until("the pod to be Ready", POD_TIMEOUT, POLL, || async {
-        let pod = get_json(&skiff, &["pod", "web"]).await?;
-        Ok(pod_is_ready(&pod).then_some(pod))
-    })
-    .await?;
+    let pod = run_http_pod(&skiff, "web", &image).await?;
     let ip = pod["status"]["podIP"].as_str().context("podIP")?.to_string();
     ensure!(ip.starts_with("127.244.0."), "pod IP {ip} not from the loopback pod CIDR");
     ensure!(get_pod(&ip).await? == "ok", "the pod did not answer before the restart");
