@@ -150,7 +150,14 @@ impl WasmRuntime {
         let component = Component::new(&inner.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         inner.compiled.fetch_add(1, Ordering::Relaxed);
         match component.serialize() {
-            Ok(serialized) => inner.cache.store(&path, &serialized),
+            Ok(serialized) => {
+                inner.cache.store(&path, &serialized);
+                // Run from the cache file rather than the compiled copy: its code is mapped from
+                // the file, so only the pages in use stay resident (the copy would stay in full).
+                if let Ok(mapped) = deserialize_component(&inner.engine, &path) {
+                    return Ok(mapped);
+                }
+            }
             Err(error) => tracing::warn!(%error, "could not serialize compiled component"),
         }
         Ok(component)
@@ -171,7 +178,14 @@ impl WasmRuntime {
         let module = Module::new(&inner.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         inner.compiled.fetch_add(1, Ordering::Relaxed);
         match module.serialize() {
-            Ok(serialized) => inner.cache.store(&path, &serialized),
+            Ok(serialized) => {
+                inner.cache.store(&path, &serialized);
+                // Run from the cache file rather than the compiled copy: its code is mapped from
+                // the file, so only the pages in use stay resident (the copy would stay in full).
+                if let Ok(mapped) = deserialize_module(&inner.engine, &path) {
+                    return Ok(mapped);
+                }
+            }
             Err(error) => tracing::warn!(%error, "could not serialize compiled module"),
         }
         Ok(module)
