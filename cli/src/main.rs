@@ -38,6 +38,10 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Print the version of this binary and of the Kubernetes API it serves.
     Version,
+    /// Internal: compile WebAssembly from stdin into the node's artifact cache (the node agent
+    /// runs this as a short-lived child so the compiler's memory never stays in the agent).
+    #[command(hide = true)]
+    CompileWasm(CompileWasmArgs),
     /// Push a .wasm file to the cluster's built-in registry (or --registry) and print its image reference.
     Push(push::PushArgs),
 }
@@ -130,8 +134,35 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Server(args) => run(args, "0.0.0.0:6443", None),
         Command::Push(args) => push::run(args),
+        Command::CompileWasm(args) => {
+            let child = skiff_wasm_runtime::ChildArgs {
+                kind: args.kind,
+                max_instances: args.max_instances,
+                max_memory: args.max_memory,
+                out: args.out,
+            };
+            if let Err(message) = skiff_wasm_runtime::compile_from_stdin(&child) {
+                // Only the message: the node shows it as the container's reason.
+                eprintln!("{message}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Agent(args) => agent::run(args),
     }
+}
+
+/// Flags of `skiff compile-wasm` (see `skiff_wasm_runtime::ChildArgs`).
+#[derive(Debug, Args)]
+struct CompileWasmArgs {
+    #[arg(long)]
+    kind: String,
+    #[arg(long)]
+    max_instances: u32,
+    #[arg(long)]
+    max_memory: u64,
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// The node `skiff up` runs beside the control plane.

@@ -16,7 +16,7 @@ use skiff_node::runtime::ContainerRuntime;
 use skiff_node::runtime::wasm::{BuiltinRegistry, WasmContainerRuntime};
 use skiff_node::{Agent, AgentConfig, RunningAgent};
 use skiff_oci_shim::image::ImageStore;
-use skiff_wasm_runtime::{RuntimeConfig, WasmRuntime};
+use skiff_wasm_runtime::{Compiler, RuntimeConfig, WasmRuntime};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -58,9 +58,20 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningNode> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let wasm =
-        WasmRuntime::new(RuntimeConfig { cache_dir: cfg.data_dir.join("wasm-cache"), ..RuntimeConfig::default() })
-            .context("starting the WebAssembly engine")?;
+    // Compile in a child (`skiff compile-wasm`): the compiler's memory never stays in the agent.
+    let compiler = match std::env::current_exe() {
+        Ok(exe) => Compiler::Subprocess(vec![exe.into(), "compile-wasm".into()]),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find this program's path; compiling WebAssembly in-process");
+            Compiler::InProcess
+        }
+    };
+    let wasm = WasmRuntime::new(RuntimeConfig {
+        cache_dir: cfg.data_dir.join("wasm-cache"),
+        compiler,
+        ..RuntimeConfig::default()
+    })
+    .context("starting the WebAssembly engine")?;
     let images = ImageStore::open(&cfg.data_dir.join("images")).context("opening the image store")?;
     let builtin = BuiltinRegistry {
         host: cluster.api_host.clone(),

@@ -46,15 +46,22 @@ impl DiskCache {
     /// Stores `bytes` under `path` atomically. Failures are logged, not fatal: a cache that
     /// cannot be written only costs a recompile next time.
     pub fn store(&self, path: &Path, bytes: &[u8]) {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let result = std::fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(error) = result {
-            let _ = std::fs::remove_file(&tmp);
+        if let Err(error) = write_atomically(path, bytes) {
             tracing::warn!(path = %path.display(), %error, "could not write compiled artifact to cache");
         }
     }
+}
+
+/// Writes `bytes` to a temporary name beside `path`, syncs, and renames it into place.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let result = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// `<sha256>-<engine hash>.<ext>`: only hex digits, so no digest can name a path outside the

@@ -25,6 +25,8 @@ pub struct RuntimeConfig {
     /// How often the engine's epoch advances: the granularity of request timeouts, kills and
     /// of cooperative yielding of CPU-bound guests.
     pub epoch_tick: Duration,
+    /// Where artifacts are compiled (see [`crate::Compiler`]).
+    pub compiler: crate::Compiler,
 }
 
 impl Default for RuntimeConfig {
@@ -39,6 +41,7 @@ impl Default for RuntimeConfig {
             max_instances: 1000,
             max_memory_per_instance: 512 << 20,
             epoch_tick: Duration::from_millis(10),
+            compiler: crate::Compiler::InProcess,
         }
     }
 }

@@ -16,6 +16,7 @@
 mod artifact;
 mod cache;
 mod command;
+mod compile;
 mod config;
 mod error;
 mod guest;
@@ -27,6 +28,7 @@ mod stats;
 
 pub use artifact::{Artifact, Shape};
 pub use command::{CommandRun, Exit};
+pub use compile::{ChildArgs, Compiler, compile_from_stdin};
 pub use config::RuntimeConfig;
 pub use error::{LoadError, RunError, RuntimeError};
 pub use guest::{GUEST_ARGV0, GuestConfig, Preopen};

@@ -6,6 +6,7 @@
 
 use crate::artifact::{self, Artifact, Code, Encoding, Shape};
 use crate::cache::{DiskCache, Kind};
+use crate::compile::{self, Compiler};
 use crate::config::{RuntimeConfig, wasmtime_config};
 use crate::guest::{Host, P1Host};
 use crate::{LoadError, RuntimeError};
@@ -43,6 +44,8 @@ pub(crate) struct RuntimeInner {
     pub module_linker: wasmtime::Linker<P1Host>,
     pub epoch_tick: Duration,
     cache: DiskCache,
+    /// The settings the engine was built from (the compiler child needs them).
+    config: RuntimeConfig,
     /// Loaded artifacts by content hash, so a second pod of the same artifact shares it.
     loaded: Mutex<HashMap<String, Weak<artifact::Inner>>>,
     compiled: AtomicU64,
@@ -66,13 +69,7 @@ impl WasmRuntime {
     pub fn new(cfg: RuntimeConfig) -> Result<Self, RuntimeError> {
         std::fs::create_dir_all(&cfg.cache_dir)
             .map_err(|source| RuntimeError::CacheDir { path: cfg.cache_dir.clone(), source })?;
-        let engine = match Engine::new(&wasmtime_config(&cfg, true)) {
-            Ok(engine) => engine,
-            Err(error) => {
-                tracing::warn!(%error, "pooling allocator unavailable; using on-demand allocation");
-                Engine::new(&wasmtime_config(&cfg, false)).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?
-            }
-        };
+        let engine = build_engine(&cfg)?;
         let mut component_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker))
@@ -88,6 +85,7 @@ impl WasmRuntime {
                 component_linker,
                 module_linker,
                 epoch_tick: cfg.epoch_tick,
+                config: cfg.clone(),
                 loaded: Mutex::new(HashMap::new()),
                 compiled: AtomicU64::new(0),
                 loaded_from_disk: AtomicU64::new(0),
@@ -147,6 +145,12 @@ impl WasmRuntime {
                 Err(error) => tracing::warn!(path = %path.display(), %error, "stale cache entry; recompiling"),
             }
         }
+        if let Compiler::Subprocess(command) = &inner.config.compiler {
+            compile::in_child(command, &inner.config, Kind::Component, bytes, &path)?;
+            inner.compiled.fetch_add(1, Ordering::Relaxed);
+            return deserialize_component(&inner.engine, &path)
+                .map_err(|e| LoadError::Compile(format!("loading the compiled artifact: {e:#}")));
+        }
         let component = Component::new(&inner.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         inner.compiled.fetch_add(1, Ordering::Relaxed);
         match component.serialize() {
@@ -174,6 +178,12 @@ impl WasmRuntime {
                 }
                 Err(error) => tracing::warn!(path = %path.display(), %error, "stale cache entry; recompiling"),
             }
+        }
+        if let Compiler::Subprocess(command) = &inner.config.compiler {
+            compile::in_child(command, &inner.config, Kind::Module, bytes, &path)?;
+            inner.compiled.fetch_add(1, Ordering::Relaxed);
+            return deserialize_module(&inner.engine, &path)
+                .map_err(|e| LoadError::Compile(format!("loading the compiled artifact: {e:#}")));
         }
         let module = Module::new(&inner.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         inner.compiled.fetch_add(1, Ordering::Relaxed);
@@ -238,6 +248,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[allow(unsafe_code)]
 fn deserialize_component(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     unsafe { Component::deserialize_file(engine, path) }
+}
+
+/// The engine for `cfg`: the pooling allocator, falling back to on-demand allocation if the
+/// host cannot reserve the pool's address space. The compiler child builds its engine here too.
+pub(crate) fn build_engine(cfg: &RuntimeConfig) -> Result<Engine, RuntimeError> {
+    match Engine::new(&wasmtime_config(cfg, true)) {
+        Ok(engine) => Ok(engine),
+        Err(error) => {
+            tracing::warn!(%error, "pooling allocator unavailable; using on-demand allocation");
+            Engine::new(&wasmtime_config(cfg, false)).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+        }
+    }
 }
 
 #[allow(unsafe_code)]
