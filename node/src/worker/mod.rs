@@ -6,10 +6,16 @@
 //! status and as events (`Killing`, `BackOff`, `Unhealthy`; launches write their own). The worker is fed the latest pod object through a watch channel (`None`: the pod is
 //! gone from the API) and learns about its containers through events from the tasks it owns
 //! (launches, waits, probes). What it does not: watch the API (the dispatcher does), decide
-//! the status shape (`status`), or the container transitions (`container`).
+//! the status shape (`status`), or the container transitions (`container`). This file holds
+//! the loop and set-up; reactions to task reports are in `handle`, the ways a worker ends in
+//! `ending`.
 
 pub mod backoff;
 pub mod container;
+mod ending;
+mod handle;
+
+use self::ending::Ending;
 pub mod init;
 pub mod launch;
 pub mod spec;
@@ -19,10 +25,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::join_all;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -38,7 +43,7 @@ use crate::bridge::HostNet;
 use crate::events::{EventRecorder, EventType, PodEvents, field_path};
 use crate::ipam::Ipam;
 use crate::pod_env::{PodEnvironment, PodVolumes};
-use crate::probe::{self, Action, ProbeKind, ProbeReport, ProbeSettings, ProbeTarget};
+use crate::probe::ProbeReport;
 use crate::runtime::{ContainerRuntime, ExitInfo, PodRef, PullCredentials};
 
 /// How often a worker re-checks its pod when nothing happens (retries of IP or volume set-up,
@@ -86,24 +91,6 @@ enum Event {
     Launched { idx: usize, generation: u64, launched: Launched },
     Exited { idx: usize, generation: u64, info: ExitInfo },
     Probe { idx: usize, generation: u64, report: ProbeReport },
-}
-
-/// A probe's name as kubelet messages capitalise it ("Liveness probe failed: …").
-fn probe_title(kind: ProbeKind) -> &'static str {
-    match kind {
-        ProbeKind::Startup => "Startup",
-        ProbeKind::Liveness => "Liveness",
-        ProbeKind::Readiness => "Readiness",
-    }
-}
-
-/// How a pod's life on this node ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    /// `deletionTimestamp` is set: honour the grace period, then delete the object.
-    Graceful,
-    /// The object is gone from the API: stop at once.
-    Gone,
 }
 
 /// Runs the worker of one pod until it is gone (or `cancel` fires: the agent stops).
@@ -432,122 +419,6 @@ impl Worker {
         });
     }
 
-    fn handle(&mut self, event: Event) {
-        match event {
-            Event::Launched { idx, generation, launched } => self.launched(idx, generation, launched),
-            Event::Exited { idx, generation, info } => {
-                let pod = format!("{}_{}({})", self.pod_ref.name, self.pod_ref.namespace, self.pod_ref.uid);
-                let field_path = self.field_path(idx);
-                let restart = !self.stopping && !self.done;
-                let slot = &mut self.slots[idx];
-                if slot.generation == generation && matches!(slot.run, Run::Running { .. }) {
-                    info!(container = slot.name(), exit_code = info.exit_code, reason = %info.reason, "container exited");
-                    let policy = slot.kind.policy(self.policy);
-                    let delay = slot.exited(info, policy, restart, &self.ctx.backoff, &format!("pod={pod}"));
-                    if delay.is_some_and(|d| !d.is_zero()) {
-                        let message = format!("Back-off restarting failed container {} in pod {pod}", slot.name());
-                        self.events.container(&field_path, EventType::Warning, "BackOff", message);
-                    }
-                }
-            }
-            Event::Probe { idx, generation, report } => self.probed(idx, generation, report),
-        }
-    }
-
-    fn launched(&mut self, idx: usize, generation: u64, launched: Launched) {
-        let slot = &mut self.slots[idx];
-        let policy = slot.kind.policy(self.policy);
-        let current = slot.generation == generation && matches!(slot.run, Run::Launching);
-        let handle = match launched.result {
-            Ok(handle) if !current => {
-                // A stray run (should not happen): do not leave it running.
-                self.tasks.spawn(async move { handle.stop(Duration::ZERO).await });
-                return;
-            }
-            Ok(handle) => handle,
-            Err(_) if !current => return,
-            Err(failure) => {
-                warn!(container = slot.name(), ?failure, "launch failed");
-                return slot.launch_failed(failure, launched.image_id, policy, &self.ctx.backoff);
-            }
-        };
-        info!(container = slot.name(), "container started");
-        let probes = slot.started(handle.clone(), launched.image_id.unwrap_or_default(), &self.cancel);
-        let tx = self.tx.clone();
-        let waiter = handle.clone();
-        self.tasks.spawn(async move {
-            let info = waiter.wait().await;
-            let _ = tx.send(Event::Exited { idx, generation, info });
-        });
-        if self.stopping {
-            // Terminating already: the run is stopped by `stop_all`.
-            return;
-        }
-        let pod_ip = self.pod_ip.unwrap_or(self.ctx.host_ip);
-        for kind in [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness] {
-            let Some(p) = kind.of(&slot.container) else { continue };
-            let action = Action::resolve(p, &ProbeTarget { pod_ip, container: &slot.container });
-            let task = probe::run_probe(
-                kind,
-                ProbeSettings::of(kind, p),
-                action,
-                self.ctx.http.clone(),
-                self.tx.clone(),
-                move |report| Event::Probe { idx, generation, report },
-                probes.clone(),
-            );
-            self.tasks.spawn(task);
-        }
-    }
-
-    fn probed(&mut self, idx: usize, generation: u64, report: ProbeReport) {
-        let grace = self.termination_grace();
-        let field_path = self.field_path(idx);
-        let slot = &mut self.slots[idx];
-        let Run::Running { handle, probes, .. } = &slot.run else { return };
-        if slot.generation != generation || self.stopping {
-            return;
-        }
-        // Liveness and readiness wait for the startup probe.
-        let started = slot.is_started();
-        if report.kind != ProbeKind::Startup && !started {
-            return;
-        }
-        let Some(tracker) = slot.probes.get_mut(&report.kind) else { return };
-        if !report.ok {
-            let message = format!("{} probe failed: {}", probe_title(report.kind), report.detail);
-            self.events.container(&field_path, EventType::Warning, "Unhealthy", message);
-        }
-        let changed = tracker.record(report.ok);
-        let kill = match report.kind {
-            ProbeKind::Startup => !tracker.verdict() && tracker.failing(),
-            ProbeKind::Liveness => changed == Some(false),
-            ProbeKind::Readiness => {
-                if let Some(ready) = changed {
-                    info!(container = %slot.container.name, ready, detail = %report.detail, "readiness changed");
-                }
-                false
-            }
-        };
-        if kill {
-            info!(container = %slot.container.name, probe = ?report.kind, detail = %report.detail, "probe failed; killing the container");
-            let message = format!(
-                "Container {} failed {} probe, will be restarted",
-                slot.container.name,
-                probe_title(report.kind).to_lowercase()
-            );
-            self.events.container(&field_path, EventType::Normal, "Killing", message);
-            probes.cancel();
-            let handle = handle.clone();
-            self.tasks.spawn(async move { handle.stop(grace).await });
-        }
-    }
-
-    fn termination_grace(&self) -> Duration {
-        let secs = self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
-        Duration::from_secs(secs.max(0) as u64)
-    }
-
     /// Patches `pods/status` when the computed status differs from the last one reported.
     async fn report(&mut self) {
         if self.finished_before {
@@ -575,88 +446,5 @@ impl Worker {
             }
             Err(e) => warn!(error = %e, "reporting pod status failed; will retry"),
         }
-    }
-
-    /// Stops every running container with `grace`, all at once; records how they ended.
-    async fn stop_all(&mut self, grace: Duration) {
-        let running: Vec<_> = self.slots.iter().enumerate().filter_map(|(i, s)| s.handle().map(|h| (i, h))).collect();
-        for (i, _) in &running {
-            let message = format!("Stopping container {}", self.slots[*i].name());
-            self.events.container(&self.field_path(*i), EventType::Normal, "Killing", message);
-        }
-        let ended = join_all(running.into_iter().map(|(i, h)| async move {
-            h.stop(grace).await;
-            (i, h.wait().await)
-        }))
-        .await;
-        for (i, info) in ended {
-            let policy = self.slots[i].kind.policy(self.policy);
-            self.slots[i].exited(info, policy, false, &self.ctx.backoff, "");
-        }
-    }
-
-    /// Waits (bounded) for launches under way, so nothing they start is left behind.
-    async fn drain_launches(&mut self) {
-        let deadline = Instant::now() + LAUNCH_DRAIN;
-        while self.slots.iter().any(|s| matches!(s.run, Run::Launching)) {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(event)) => self.handle(event),
-                _ => return warn!("launches still under way after {LAUNCH_DRAIN:?}; giving up on them"),
-            }
-        }
-    }
-
-    /// The agent stops: stop the containers quickly and keep everything else (IP, volumes) for
-    /// the agent's next start.
-    async fn shutdown(mut self) {
-        self.stopping = true;
-        self.tasks.abort_all();
-        let grace = self.ctx.shutdown_grace;
-        self.stop_all(grace).await;
-        info!("pod worker stopped (agent shutdown)");
-    }
-
-    /// The pod is being deleted (or is gone): stop, delete the object, clean up.
-    async fn end(mut self, ending: Ending) {
-        self.stopping = true;
-        let grace = match ending {
-            Ending::Graceful => {
-                let secs = self.pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
-                Duration::from_secs(secs.max(0) as u64)
-            }
-            Ending::Gone => Duration::ZERO,
-        };
-        info!(?ending, ?grace, "pod terminating");
-        let cancel = self.cancel.clone();
-        tokio::select! {
-            _ = async { self.drain_launches().await; self.stop_all(grace).await } => {}
-            _ = cancel.cancelled() => {
-                // The agent stops meanwhile: finish quickly; the next agent deletes the pod.
-                self.stop_all(Duration::ZERO).await;
-                return;
-            }
-        }
-        self.tasks.abort_all();
-        if ending == Ending::Graceful {
-            self.report().await;
-            let params = DeleteParams {
-                grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions { uid: Some(self.pod_ref.uid.clone()), resource_version: None }),
-                ..DeleteParams::default()
-            };
-            match self.api().delete(&self.pod_ref.name, &params).await {
-                Ok(_) => info!("pod deleted"),
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => debug!("pod already gone"),
-                Err(e) => warn!(error = %e, "deleting the pod failed"),
-            }
-        }
-        self.release_ip().await;
-        // A pod that finished earlier released its IPAM entry, but a restarted agent may still hold one.
-        if let Ok(mut ipam) = self.ctx.ipam.lock() {
-            let _ = ipam.release(&self.pod_ref.uid);
-        }
-        self.volumes = None;
-        self.ctx.env.cleanup(&self.pod_ref).await;
-        info!("pod cleaned up");
     }
 }

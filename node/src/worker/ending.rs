@@ -1,0 +1,113 @@
+//! How a pod worker ends: graceful deletion (grace period, then the object is deleted with a
+//! uid precondition and the node-side leftovers are cleaned up), the pod vanishing from the API
+//! (stop at once), or the agent stopping (stop quickly, keep IP and volumes for the next start).
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use kube::api::{DeleteParams, Preconditions};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::container::Run;
+use super::{LAUNCH_DRAIN, Worker};
+use crate::events::EventType;
+
+/// How a pod's life on this node ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// `deletionTimestamp` is set: honour the grace period, then delete the object.
+    Graceful,
+    /// The object is gone from the API: stop at once.
+    Gone,
+}
+
+impl Worker {
+    pub(super) fn termination_grace(&self) -> Duration {
+        let secs = self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+        Duration::from_secs(secs.max(0) as u64)
+    }
+
+    /// Stops every running container with `grace`, all at once; records how they ended.
+    pub(super) async fn stop_all(&mut self, grace: Duration) {
+        let running: Vec<_> = self.slots.iter().enumerate().filter_map(|(i, s)| s.handle().map(|h| (i, h))).collect();
+        for (i, _) in &running {
+            let message = format!("Stopping container {}", self.slots[*i].name());
+            self.events.container(&self.field_path(*i), EventType::Normal, "Killing", message);
+        }
+        let ended = join_all(running.into_iter().map(|(i, h)| async move {
+            h.stop(grace).await;
+            (i, h.wait().await)
+        }))
+        .await;
+        for (i, info) in ended {
+            let policy = self.slots[i].kind.policy(self.policy);
+            self.slots[i].exited(info, policy, false, &self.ctx.backoff, "");
+        }
+    }
+
+    /// Waits (bounded) for launches under way, so nothing they start is left behind.
+    pub(super) async fn drain_launches(&mut self) {
+        let deadline = Instant::now() + LAUNCH_DRAIN;
+        while self.slots.iter().any(|s| matches!(s.run, Run::Launching)) {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(event)) => self.handle(event),
+                _ => return warn!("launches still under way after {LAUNCH_DRAIN:?}; giving up on them"),
+            }
+        }
+    }
+
+    /// The agent stops: stop the containers quickly and keep everything else (IP, volumes) for
+    /// the agent's next start.
+    pub(super) async fn shutdown(mut self) {
+        self.stopping = true;
+        self.tasks.abort_all();
+        let grace = self.ctx.shutdown_grace;
+        self.stop_all(grace).await;
+        info!("pod worker stopped (agent shutdown)");
+    }
+
+    /// The pod is being deleted (or is gone): stop, delete the object, clean up.
+    pub(super) async fn end(mut self, ending: Ending) {
+        self.stopping = true;
+        let grace = match ending {
+            Ending::Graceful => {
+                let secs = self.pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
+                Duration::from_secs(secs.max(0) as u64)
+            }
+            Ending::Gone => Duration::ZERO,
+        };
+        info!(?ending, ?grace, "pod terminating");
+        let cancel = self.cancel.clone();
+        tokio::select! {
+            _ = async { self.drain_launches().await; self.stop_all(grace).await } => {}
+            _ = cancel.cancelled() => {
+                // The agent stops meanwhile: finish quickly; the next agent deletes the pod.
+                self.stop_all(Duration::ZERO).await;
+                return;
+            }
+        }
+        self.tasks.abort_all();
+        if ending == Ending::Graceful {
+            self.report().await;
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions { uid: Some(self.pod_ref.uid.clone()), resource_version: None }),
+                ..DeleteParams::default()
+            };
+            match self.api().delete(&self.pod_ref.name, &params).await {
+                Ok(_) => info!("pod deleted"),
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => debug!("pod already gone"),
+                Err(e) => warn!(error = %e, "deleting the pod failed"),
+            }
+        }
+        self.release_ip().await;
+        // A pod that finished earlier released its IPAM entry, but a restarted agent may still hold one.
+        if let Ok(mut ipam) = self.ctx.ipam.lock() {
+            let _ = ipam.release(&self.pod_ref.uid);
+        }
+        self.volumes = None;
+        self.ctx.env.cleanup(&self.pod_ref).await;
+        info!("pod cleaned up");
+    }
+}
