@@ -15,7 +15,7 @@ use super::object::{self, meta_mut, meta_str};
 use super::strategy;
 use crate::apiserver::error::ApiError;
 use crate::apiserver::request::FieldValidation;
-use crate::storage::{Revision, SharedStore, StoreError};
+use crate::storage::{KeyValue, Revision, SharedStore, StoreError};
 
 /// How a write is carried out.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +68,11 @@ const MAX_RETRIES: usize = 16;
 impl Registry {
     pub fn new(store: SharedStore) -> Self {
         Self { store, namespaces: NamespaceCache::default() }
+    }
+
+    /// The stored object at `key`, or the Kubernetes NotFound for `info`/`name`.
+    async fn existing(&self, key: &str, info: &ResourceInfo, name: &str) -> Result<KeyValue, ApiError> {
+        self.store.get(key).await.map_err(|e| store_err(e, info, name))?.ok_or_else(|| not_found(info, name))
     }
 
     /// The namespace cache admission reads; [`NamespaceCache::run`] keeps it current.
@@ -195,12 +200,7 @@ impl Registry {
     {
         let key = info.key(ns, name);
         for _ in 0..MAX_RETRIES {
-            let kv = self
-                .store
-                .get(&key)
-                .await
-                .map_err(|e| store_err(e, info, name))?
-                .ok_or_else(|| not_found(info, name))?;
+            let kv = self.existing(&key, info, name).await?;
             let old = object::decode(&kv)?;
             if let Some(rv) = precondition
                 && rv != kv.mod_revision
@@ -268,12 +268,7 @@ impl Registry {
     ) -> Result<Deleted, ApiError> {
         let key = info.key(ns, name);
         for _ in 0..MAX_RETRIES {
-            let kv = self
-                .store
-                .get(&key)
-                .await
-                .map_err(|e| store_err(e, info, name))?
-                .ok_or_else(|| not_found(info, name))?;
+            let kv = self.existing(&key, info, name).await?;
             let mut obj = object::decode(&kv)?;
             if let Some(uid) = &opts.precondition_uid
                 && Some(uid.as_str()) != meta_str(&obj, "uid")
