@@ -10,6 +10,7 @@ mod push;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use skiff_control_plane::controllers::ControllerConfig;
 use skiff_control_plane::server::{RunningServer, ServerConfig, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -78,6 +79,14 @@ struct ServeArgs {
     /// How often old history is compacted (watchers further behind must re-list).
     #[arg(long, default_value = "300", value_name = "SECONDS")]
     compaction_interval: u64,
+    /// How long a node may go without renewing its Lease before it is marked NotReady
+    /// (kube-controller-manager's --node-monitor-grace-period).
+    #[arg(long, default_value = "40", value_name = "SECONDS")]
+    node_monitor_grace_period: u64,
+    /// How long pods stay on a NotReady or unreachable node before eviction, unless they
+    /// tolerate the taint themselves (the API server's --default-unreachable-toleration-seconds).
+    #[arg(long, default_value = "300", value_name = "SECONDS")]
+    default_unreachable_toleration_seconds: u64,
 }
 
 /// `skiff up`: the control plane's flags plus the node's.
@@ -194,6 +203,11 @@ fn run(args: ServeArgs, default_listen: &str, node: Option<NodeArgs>) -> anyhow:
         store,
         extra_sans: args.tls_san,
         compaction_interval: Duration::from_secs(args.compaction_interval.max(1)),
+        controllers: ControllerConfig {
+            node_monitor_grace_period: Duration::from_secs(args.node_monitor_grace_period.max(1)),
+            default_unreachable_toleration: Duration::from_secs(args.default_unreachable_toleration_seconds),
+            ..ControllerConfig::default()
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async move {

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub extra_sans: Vec<String>,
     /// How long history is kept for watches before compaction.
     pub compaction_interval: Duration,
+    /// The controllers' clock and timing flags.
+    pub controllers: controllers::ControllerConfig,
 }
 
 /// Why the server could not start.
@@ -119,7 +121,7 @@ impl RunningServer {
         });
         tasks.spawn(state.registry.namespace_cache().run(store.clone(), shutdown.clone()));
         // The informer caches, the scheduler and the workload controllers.
-        controllers::start(&state.registry, &shutdown, &mut tasks);
+        controllers::start(&state.registry, cfg.controllers.clone(), &shutdown, &mut tasks);
         tasks.spawn(compactor(store, cfg.compaction_interval, shutdown.clone()));
         // The OpenAPI documents are built on first use (off the async workers): an idle server
         // does not hold them, and only clients that read them (kubectl apply/explain) wait once.

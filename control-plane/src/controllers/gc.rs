@@ -145,3 +145,15 @@ impl GarbageCollector {
         Ok(())
     }
 }
+
+impl super::Reconcile for GarbageCollector {
+    const NAME: &'static str = "garbage-collector";
+
+    fn queue(&self) -> WorkQueue {
+        self.queue.clone()
+    }
+
+    async fn reconcile(&self, key: &str) -> Result<(), ReconcileError> {
+        GarbageCollector::reconcile(self, key).await
+    }
+}

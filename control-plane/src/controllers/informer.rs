@@ -137,6 +137,19 @@ impl<T: Object> Informer<T> {
         }
     }
 
+    /// True when the cache holds exactly what the store holds now (same keys, same
+    /// revisions) — how tests wait for a cache to see their writes.
+    pub async fn caught_up(&self, store: &SharedStore) -> Result<bool, StoreError> {
+        let page = store.list(&self.inner.prefix, ListOptions::default()).await?;
+        let items = self.read();
+        Ok(items.len() == page.items.len()
+            && page.items.iter().all(|kv| {
+                let key = kv.key.strip_prefix(&self.inner.prefix).unwrap_or_default();
+                let rv = kv.mod_revision.to_string();
+                items.get(key).is_some_and(|o| o.metadata().resource_version.as_deref() == Some(rv.as_str()))
+            }))
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<T>>> {
         self.inner.items.read().unwrap_or_else(|e| e.into_inner())
     }

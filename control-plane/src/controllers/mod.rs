@@ -8,6 +8,7 @@
 //! collection of dependents whose controller is gone ([`gc`]). The scheduler lives in
 //! [`crate::scheduler`] but is started here too, on the same caches.
 
+pub mod clock;
 pub mod deployment;
 pub mod events;
 mod expectations;
@@ -15,12 +16,19 @@ pub mod gc;
 pub mod informer;
 pub mod owner;
 pub mod replicaset;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod workqueue;
 
 use std::future::Future;
+use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use skiff_api::selector::SelectorError;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +38,8 @@ use crate::apiserver::error::ApiError;
 use crate::registry::catalog::{self, ResourceInfo};
 use crate::registry::rest::Registry;
 use crate::scheduler::Scheduler;
+use crate::storage::SharedStore;
+pub use clock::Clock;
 use informer::Informer;
 use workqueue::WorkQueue;
 
@@ -85,70 +95,143 @@ pub(crate) async fn write_status(
     }
 }
 
-/// The resource info of a core or apps kind (always in the catalog).
+/// The resource info of a built-in v1 kind (always in the catalog).
 pub(crate) fn info(group: &str, plural: &str) -> &'static ResourceInfo {
-    catalog::find(group, "v1", plural).expect("core and apps v1 kinds are in the catalog")
+    catalog::find(group, "v1", plural).expect("built-in v1 kinds are in the catalog")
 }
 
-/// The caches the controllers and the scheduler share.
+/// Declares [`Informers`]: one shared cache per kind the controllers read.
+macro_rules! informers {
+    ($($field:ident: $ty:ty = ($group:literal, $plural:literal),)*) => {
+        /// The caches the controllers and the scheduler share (one watch per kind).
+        #[derive(Debug, Clone)]
+        pub struct Informers {
+            $(pub $field: Informer<$ty>,)*
+        }
+
+        impl Default for Informers {
+            fn default() -> Self {
+                Informers { $($field: Informer::new(info($group, $plural)),)* }
+            }
+        }
+
+        impl Informers {
+            /// Starts every cache as a task in `tasks`.
+            pub fn run_all(&self, store: &SharedStore, cancel: &CancellationToken, tasks: &mut JoinSet<()>) {
+                $(tasks.spawn(self.$field.clone().run(store.clone(), cancel.clone()));)*
+            }
+
+            /// Waits until every cache has listed once; false if `cancel` fired first.
+            pub async fn wait_synced(&self, cancel: &CancellationToken) -> bool {
+                $(if !self.$field.wait_synced(cancel).await { return false; })*
+                true
+            }
+
+            /// True when every cache holds what the store holds now (see [`Informer::caught_up`]).
+            pub async fn caught_up(&self, store: &SharedStore) -> Result<bool, crate::storage::StoreError> {
+                $(if !self.$field.caught_up(store).await? { return Ok(false); })*
+                Ok(true)
+            }
+        }
+    };
+}
+
+informers! {
+    pods: Pod = ("", "pods"),
+    nodes: Node = ("", "nodes"),
+    namespaces: Namespace = ("", "namespaces"),
+    pvcs: PersistentVolumeClaim = ("", "persistentvolumeclaims"),
+    pvs: PersistentVolume = ("", "persistentvolumes"),
+    replicasets: ReplicaSet = ("apps", "replicasets"),
+    deployments: Deployment = ("apps", "deployments"),
+    daemonsets: DaemonSet = ("apps", "daemonsets"),
+    statefulsets: StatefulSet = ("apps", "statefulsets"),
+    controller_revisions: ControllerRevision = ("apps", "controllerrevisions"),
+    jobs: Job = ("batch", "jobs"),
+    cronjobs: CronJob = ("batch", "cronjobs"),
+    leases: Lease = ("coordination.k8s.io", "leases"),
+    storage_classes: StorageClass = ("storage.k8s.io", "storageclasses"),
+    pdbs: PodDisruptionBudget = ("policy", "poddisruptionbudgets"),
+}
+
+/// What the controllers are told at start (kube-controller-manager's flags that matter here).
 #[derive(Debug, Clone)]
-pub struct Informers {
-    pub pods: Informer<Pod>,
-    pub nodes: Informer<Node>,
-    pub replicasets: Informer<ReplicaSet>,
-    pub deployments: Informer<Deployment>,
+pub struct ControllerConfig {
+    /// Where "now" comes from (a fake clock in unit tests).
+    pub clock: Clock,
+    /// How long a node's Lease may go unrenewed before the node is marked NotReady/Unknown
+    /// (`--node-monitor-grace-period`, 40 s by default).
+    pub node_monitor_grace_period: Duration,
+    /// The `tolerationSeconds` pods get for the not-ready and unreachable NoExecute taints
+    /// when they declare none (the DefaultTolerationSeconds admission plugin; 300 s).
+    pub default_unreachable_toleration: Duration,
 }
 
-impl Default for Informers {
+impl Default for ControllerConfig {
     fn default() -> Self {
-        Informers {
-            pods: Informer::new(info("", "pods")),
-            nodes: Informer::new(info("", "nodes")),
-            replicasets: Informer::new(info("apps", "replicasets")),
-            deployments: Informer::new(info("apps", "deployments")),
+        ControllerConfig {
+            clock: Clock::Real,
+            node_monitor_grace_period: Duration::from_secs(40),
+            default_unreachable_toleration: Duration::from_secs(300),
         }
     }
+}
+
+/// What every controller is built from: the write path, the caches and the configuration.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub registry: Registry,
+    pub inf: Informers,
+    pub config: ControllerConfig,
+}
+
+/// A controller: a queue of keys and how to reconcile one. [`spawn`] runs its workers.
+pub trait Reconcile: Clone + Send + Sync + 'static {
+    /// The name used in logs.
+    const NAME: &'static str;
+    /// The queue its change handlers feed.
+    fn queue(&self) -> WorkQueue;
+    /// Brings one key to its desired state (idempotent; an error retries with back-off).
+    fn reconcile(&self, key: &str) -> impl Future<Output = Result<(), ReconcileError>> + Send;
 }
 
 /// How many keys each controller reconciles at once.
 const WORKERS: usize = 2;
 
-/// Starts the caches, the scheduler and the controllers as tasks in `tasks`, all ending when
-/// `cancel` fires.
-pub fn start(registry: &Registry, cancel: &CancellationToken, tasks: &mut JoinSet<()>) -> Informers {
-    let inf = Informers::default();
-    // Everyone subscribes before the caches start, so the first list reaches every handler.
-    let scheduler = Scheduler::new(registry.clone(), inf.pods.clone(), inf.nodes.clone());
-    let rs = replicaset::ReplicaSetController::new(registry.clone(), &inf);
-    let deploy = deployment::DeploymentController::new(registry.clone(), &inf);
-    let gc = gc::GarbageCollector::new(registry.clone(), &inf);
-
-    let store = registry.store().clone();
-    tasks.spawn(inf.pods.clone().run(store.clone(), cancel.clone()));
-    tasks.spawn(inf.nodes.clone().run(store.clone(), cancel.clone()));
-    tasks.spawn(inf.replicasets.clone().run(store.clone(), cancel.clone()));
-    tasks.spawn(inf.deployments.clone().run(store, cancel.clone()));
-
-    tasks.spawn(scheduler.run(cancel.clone()));
-    for _ in 0..WORKERS {
-        let c = rs.clone();
-        tasks.spawn(run_worker("replicaset", rs.queue(), inf.clone(), cancel.clone(), move |key| {
-            let c = c.clone();
-            async move { c.reconcile(&key).await }
-        }));
-        let c = deploy.clone();
-        tasks.spawn(run_worker("deployment", deploy.queue(), inf.clone(), cancel.clone(), move |key| {
-            let c = c.clone();
+/// Runs `workers` workers of controller `c` as tasks in `tasks`.
+pub fn spawn<C: Reconcile>(c: &C, workers: usize, ctx: &Ctx, cancel: &CancellationToken, tasks: &mut JoinSet<()>) {
+    for _ in 0..workers {
+        let c2 = c.clone();
+        tasks.spawn(run_worker(C::NAME, c.queue(), ctx.inf.clone(), cancel.clone(), move |key| {
+            let c = c2.clone();
             async move { c.reconcile(&key).await }
         }));
     }
+}
+
+/// Starts the caches, the scheduler and the controllers as tasks in `tasks`, all ending when
+/// `cancel` fires.
+pub fn start(
+    registry: &Registry,
+    config: ControllerConfig,
+    cancel: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Informers {
+    let ctx = Ctx { registry: registry.clone(), inf: Informers::default(), config };
+    let inf = &ctx.inf;
+    // Everyone subscribes before the caches start, so the first list reaches every handler.
+    let scheduler = Scheduler::new(registry.clone(), inf.pods.clone(), inf.nodes.clone());
+    let rs = replicaset::ReplicaSetController::new(registry.clone(), inf);
+    let deploy = deployment::DeploymentController::new(registry.clone(), inf);
+    let gc = gc::GarbageCollector::new(registry.clone(), inf);
+
+    inf.run_all(registry.store(), cancel, tasks);
+    tasks.spawn(scheduler.run(cancel.clone()));
+    spawn(&rs, WORKERS, &ctx, cancel, tasks);
+    spawn(&deploy, WORKERS, &ctx, cancel, tasks);
     tasks.spawn(gc.clone().run_periodic(cancel.clone()));
-    let c = gc.clone();
-    tasks.spawn(run_worker("garbage-collector", gc.queue(), inf.clone(), cancel.clone(), move |key| {
-        let c = c.clone();
-        async move { c.reconcile(&key).await }
-    }));
-    inf
+    spawn(&gc, 1, &ctx, cancel, tasks);
+    ctx.inf
 }
 
 /// One worker: waits for the caches, then reconciles keys until `cancel`; a failed key is
@@ -163,14 +246,8 @@ async fn run_worker<F, Fut>(
     F: Fn(String) -> Fut,
     Fut: Future<Output = Result<(), ReconcileError>>,
 {
-    for synced in [
-        inf.pods.wait_synced(&cancel).await,
-        inf.replicasets.wait_synced(&cancel).await,
-        inf.deployments.wait_synced(&cancel).await,
-    ] {
-        if !synced {
-            return;
-        }
+    if !inf.wait_synced(&cancel).await {
+        return;
     }
     while let Some(key) = queue.next(&cancel).await {
         match reconcile(key.clone()).await {

@@ -181,6 +181,19 @@ impl DeploymentController {
     }
 }
 
+
+impl super::Reconcile for DeploymentController {
+    const NAME: &'static str = "deployment";
+
+    fn queue(&self) -> WorkQueue {
+        self.queue.clone()
+    }
+
+    async fn reconcile(&self, key: &str) -> Result<(), ReconcileError> {
+        DeploymentController::reconcile(self, key).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

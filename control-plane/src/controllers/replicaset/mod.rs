@@ -260,3 +260,15 @@ impl ReplicaSetController {
         write_status(&self.registry, info("apps", "replicasets"), rs.metadata.namespace.as_deref(), name, value).await
     }
 }
+
+impl super::Reconcile for ReplicaSetController {
+    const NAME: &'static str = "replicaset";
+
+    fn queue(&self) -> WorkQueue {
+        self.queue.clone()
+    }
+
+    async fn reconcile(&self, key: &str) -> Result<(), ReconcileError> {
+        ReplicaSetController::reconcile(self, key).await
+    }
+}

@@ -77,9 +77,23 @@ impl EmbeddedStore {
         Self::open_with_event_buffer(path, EVENT_BUFFER)
     }
 
+    /// A store held in memory only, gone when dropped: for controller unit tests, which want
+    /// the real store semantics (revisions, watch, conflicts) without a file or an fsync per write.
+    pub fn in_memory() -> Result<EmbeddedStore, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| StoreError::Backend(format!("creating an in-memory store: {e}")))?;
+        Self::start(db, EVENT_BUFFER)
+    }
+
     /// [`Self::open`] with a chosen broadcast depth (tests make watchers lag with a tiny one).
     fn open_with_event_buffer(path: &Path, event_buffer: usize) -> Result<EmbeddedStore, StoreError> {
         let db = Database::create(path).map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+        Self::start(db, event_buffer)
+    }
+
+    /// Creates the tables and starts the writer thread on an opened database.
+    fn start(db: Database, event_buffer: usize) -> Result<EmbeddedStore, StoreError> {
         // Create the tables up front so read transactions can always open them.
         let txn = db.begin_write().map_err(backend)?;
         txn.open_table(codec::META).map_err(backend)?;
