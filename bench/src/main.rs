@@ -11,6 +11,7 @@ mod load;
 mod pods;
 mod procfs;
 mod report;
+mod sched;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -122,6 +123,21 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Scheduling throughput on hollow nodes: a Deployment of --pods over --nodes simulated nodes.
+    Sched {
+        /// Hollow nodes.
+        #[arg(long, default_value_t = 5000)]
+        nodes: usize,
+        /// Replicas of the Deployment.
+        #[arg(long, default_value_t = 10_000)]
+        pods: usize,
+        /// skiff binary (default: `skiff` beside this binary, i.e. target/release/skiff).
+        #[arg(long, env = "SKIFF_BIN")]
+        skiff_bin: Option<PathBuf>,
+        /// Print the section instead of writing it to the output file.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Only raw etcd puts against a throw-away etcd (a baseline; writes nothing).
     RawEtcd {
         /// Puts per concurrency.
@@ -188,6 +204,10 @@ async fn main() -> Result<()> {
             };
             let section = bench.run().await?;
             emit(&cli.output, "footprint", &section, dry_run)?;
+        }
+        Command::Sched { nodes, pods, skiff_bin, dry_run } => {
+            let section = sched::SchedBench { nodes, pods, skiff_bin }.run().await?;
+            emit(&cli.output, "sched", &section, dry_run)?;
         }
         Command::RawEtcd { puts, clients, value_bytes } => {
             let etcd = Etcd::start().await?;

@@ -307,7 +307,7 @@ async fn read_watch(
 }
 
 /// Removes and returns the complete (newline-terminated, non-empty) lines of `buffer`.
-fn take_lines(buffer: &mut Vec<u8>) -> Vec<Vec<u8>> {
+pub(crate) fn take_lines(buffer: &mut Vec<u8>) -> Vec<Vec<u8>> {
     let Some(last) = buffer.iter().rposition(|&b| b == b'\n') else {
         return Vec::new();
     };

@@ -46,8 +46,15 @@ pub struct AgentArgs {
     node_api_port: u16,
     /// The cluster PKI directory (`<server data dir>/pki`): the node API's certificate and the
     /// built-in registry's credentials come from it until nodes join with tokens.
-    #[arg(long)]
-    cluster_pki: PathBuf,
+    #[arg(long, required_unless_present = "hollow_nodes")]
+    cluster_pki: Option<PathBuf>,
+    /// Instead of this machine, register this many simulated ("hollow") nodes that heartbeat and
+    /// report their pods Running without running them — for control-plane scale tests.
+    #[arg(long, value_name = "COUNT")]
+    hollow_nodes: Option<usize>,
+    /// Name prefix of the hollow nodes (`<prefix>00000`, …).
+    #[arg(long, default_value = "hollow-", requires = "hollow_nodes")]
+    hollow_name_prefix: String,
     /// A registry (`HOST:PORT`) to pull from over plain HTTP; repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     insecure_registries: Vec<String>,
@@ -99,8 +106,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async move {
         let client = crate::node::client_from_kubeconfig(&args.kubeconfig).await?;
-        let pki = skiff_control_plane::pki::ClusterPki::load_existing(&args.cluster_pki)
-            .context("reading the cluster PKI")?;
+        if let Some(count) = args.hollow_nodes {
+            return run_hollow(client, count, args.hollow_name_prefix).await;
+        }
+        let pki_dir = args.cluster_pki.context("--cluster-pki is required")?;
+        let pki = skiff_control_plane::pki::ClusterPki::load_existing(&pki_dir).context("reading the cluster PKI")?;
         let server = kube::config::Kubeconfig::read_from(&args.kubeconfig)?
             .clusters
             .first()
@@ -118,4 +128,15 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         node.wait().await;
         anyhow::Ok(())
     })
+}
+
+/// `skiff agent --hollow-nodes N`: simulated nodes until SIGTERM/SIGINT.
+async fn run_hollow(client: kube::Client, count: usize, prefix: String) -> anyhow::Result<()> {
+    let mut cfg = skiff_node::hollow::HollowConfig::new(count);
+    cfg.name_prefix = prefix;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::signals(shutdown.clone()));
+    eprintln!("registering {count} hollow nodes");
+    skiff_node::hollow::run(client, cfg, shutdown).await.context("running the hollow nodes")?;
+    Ok(())
 }

@@ -64,6 +64,12 @@ pub async fn heartbeat(
     }
 }
 
+/// Renews (or creates) the Lease of `node_name` once — for callers with their own schedule,
+/// such as the hollow nodes, which spread thousands of renewals over one interval.
+pub async fn renew_once(client: kube::Client, node_name: &str) -> Result<(), kube::Error> {
+    renew(&Api::namespaced(client, NAMESPACE), node_name, None).await
+}
+
 async fn renew(api: &Api<Lease>, node_name: &str, node: Option<&Node>) -> Result<(), kube::Error> {
     let now = Timestamp::now();
     let patch = json!({ "spec": { "holderIdentity": node_name, "leaseDurationSeconds": DURATION_SECONDS, "renewTime": MicroTime(now) } });

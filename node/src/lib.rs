@@ -7,6 +7,7 @@ pub mod bridge;
 pub mod env;
 pub mod environment;
 pub mod events;
+pub mod hollow;
 pub mod ipam;
 pub mod lease;
 pub mod logs;

@@ -11,6 +11,7 @@
 //! constraints, volume binding.
 
 pub mod affinity;
+pub mod cache;
 pub mod filters;
 pub mod node_info;
 mod run;
@@ -50,13 +51,45 @@ impl std::fmt::Display for FitError {
 
 impl std::error::Error for FitError {}
 
+/// Below this many nodes every node is examined (the Go scheduler's `minFeasibleNodesToFind`).
+pub const MIN_FEASIBLE_NODES: usize = 100;
+
+/// How many feasible nodes a search looks for before it stops and scores them: the Go
+/// scheduler's adaptive `percentageOfNodesToScore` — 50 % minus one point per 125 nodes, at
+/// least 5 %, and never fewer than [`MIN_FEASIBLE_NODES`]. On 5,000 nodes that is 500: placing
+/// a pod costs a tenth of the cluster, not all of it, and round-robin starts spread the load.
+pub fn feasible_nodes_to_find(num_nodes: usize) -> usize {
+    if num_nodes < MIN_FEASIBLE_NODES {
+        return num_nodes;
+    }
+    let percent = 50usize.saturating_sub(num_nodes / 125).max(5);
+    (num_nodes * percent / 100).max(MIN_FEASIBLE_NODES)
+}
+
 /// Picks the node for `pod` among `nodes` (each with the usage of the pods already on it):
 /// the feasible node with the highest total score, the first one in `nodes` order on a tie.
+/// Every node is examined (see [`schedule_from`] for the bounded search).
 pub fn schedule(pod: &Pod, nodes: &[NodeInfo]) -> Result<String, FitError> {
+    schedule_within(pod, nodes, 0, nodes.len()).0
+}
+
+/// [`schedule`] for a large cluster: walks `nodes` from `start` (wrapping around) until
+/// [`feasible_nodes_to_find`] feasible ones are found, and scores only those. Returns the
+/// choice and where the next search should start. When fewer are feasible, every node has been
+/// examined, so a [`FitError`] still counts every node's reason.
+pub fn schedule_from(pod: &Pod, nodes: &[NodeInfo], start: usize) -> (Result<String, FitError>, usize) {
+    schedule_within(pod, nodes, start, feasible_nodes_to_find(nodes.len()))
+}
+
+fn schedule_within(pod: &Pod, nodes: &[NodeInfo], start: usize, want: usize) -> (Result<String, FitError>, usize) {
+    let n = nodes.len();
     let demand = PodDemand::of(pod);
-    let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(nodes.len());
+    let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(want.min(n));
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    for node in nodes {
+    let mut examined = 0;
+    while examined < n && feasible.len() < want.max(1) {
+        let node = &nodes[(start + examined) % n];
+        examined += 1;
         match filters::run_filters(pod, &demand, node) {
             Ok(()) => feasible.push(node),
             Err(rs) => {
@@ -66,8 +99,9 @@ pub fn schedule(pod: &Pod, nodes: &[NodeInfo]) -> Result<String, FitError> {
             }
         }
     }
+    let next = if n == 0 { 0 } else { (start + examined) % n };
     if feasible.is_empty() {
-        return Err(FitError { num_nodes: nodes.len(), reasons });
+        return (Err(FitError { num_nodes: n, reasons }), next);
     }
     let scores = scores::score(pod, &demand, &feasible);
     let mut best = 0;
@@ -76,5 +110,5 @@ pub fn schedule(pod: &Pod, nodes: &[NodeInfo]) -> Result<String, FitError> {
             best = i;
         }
     }
-    Ok(feasible[best].name().to_string())
+    (Ok(feasible[best].name().to_string()), next)
 }

@@ -21,6 +21,11 @@ impl Resources {
         self.memory += other.memory;
     }
 
+    fn sub(&mut self, other: Resources) {
+        self.milli_cpu -= other.milli_cpu;
+        self.memory -= other.memory;
+    }
+
     fn max(self, other: Resources) -> Resources {
         Resources { milli_cpu: self.milli_cpu.max(other.milli_cpu), memory: self.memory.max(other.memory) }
     }
@@ -134,10 +139,13 @@ pub struct NodeInfo {
     pub host_ports: Vec<HostPort>,
     /// Controller uid → how many of its pods are on this node.
     pub owner_pods: HashMap<String, usize>,
+    /// Allocatable cpu/memory and pods, parsed once from the Node.
+    alloc: (Resources, i64),
 }
 
 impl NodeInfo {
     pub fn new(node: Arc<Node>) -> Self {
+        let alloc = parse_allocatable(&node);
         NodeInfo {
             node,
             requested: Resources::default(),
@@ -145,7 +153,14 @@ impl NodeInfo {
             pod_count: 0,
             host_ports: Vec::new(),
             owner_pods: HashMap::new(),
+            alloc,
         }
+    }
+
+    /// Replaces the Node (a status or spec change), keeping the usage of its pods.
+    pub fn set_node(&mut self, node: Arc<Node>) {
+        self.alloc = parse_allocatable(&node);
+        self.node = node;
     }
 
     pub fn name(&self) -> &str {
@@ -170,16 +185,40 @@ impl NodeInfo {
         }
     }
 
+    /// Un-counts a demand added before (a pod that left or finished, a dropped assumption).
+    pub fn remove_demand(&mut self, d: &PodDemand) {
+        self.requested.sub(d.requests);
+        self.non_zero_requested.sub(d.non_zero);
+        self.pod_count = self.pod_count.saturating_sub(1);
+        for hp in &d.host_ports {
+            if let Some(i) = self.host_ports.iter().position(|h| h == hp) {
+                self.host_ports.swap_remove(i);
+            }
+        }
+        if let Some(uid) = &d.owner_uid
+            && let Some(n) = self.owner_pods.get_mut(uid)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.owner_pods.remove(uid);
+            }
+        }
+    }
+
     /// Allocatable cpu/memory and pod count (missing means none, as in Kubernetes).
     pub fn allocatable(&self) -> (Resources, i64) {
-        let alloc = self.node.status.as_ref().and_then(|s| s.allocatable.as_ref());
-        let get = |k: &str| alloc.and_then(|a| a.get(k)).and_then(|q| parse_quantity(&q.0).ok());
-        (
-            Resources {
-                milli_cpu: get("cpu").map(|q| q.as_millis()).unwrap_or(0),
-                memory: get("memory").map(|q| q.as_bytes()).unwrap_or(0),
-            },
-            get("pods").map(|q| q.as_bytes()).unwrap_or(0),
-        )
+        self.alloc
     }
+}
+
+fn parse_allocatable(node: &Node) -> (Resources, i64) {
+    let alloc = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
+    let get = |k: &str| alloc.and_then(|a| a.get(k)).and_then(|q| parse_quantity(&q.0).ok());
+    (
+        Resources {
+            milli_cpu: get("cpu").map(|q| q.as_millis()).unwrap_or(0),
+            memory: get("memory").map(|q| q.as_bytes()).unwrap_or(0),
+        },
+        get("pods").map(|q| q.as_bytes()).unwrap_or(0),
+    )
 }

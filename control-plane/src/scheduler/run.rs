@@ -1,11 +1,11 @@
 //! The scheduler's async shell: pods without a node are queued the moment they appear in the
-//! informer cache; one loop decides (pure [`super::schedule`], in memory), records the choice
-//! in the assume cache, and hands the binding write to a task of its own, so a slow store
-//! write never holds up the next decision. Pods that fit nowhere are marked
+//! informer cache; one loop decides (pure [`super::schedule_from`] over the incremental
+//! [`SchedulerCache`], in memory), assumes the pod on its node there, and hands the binding
+//! write to a task of its own, so a slow store write never holds up the next decision. Pods that fit nowhere are marked
 //! `PodScheduled=False` (reason `Unschedulable`) with a `FailedScheduling` event, and retried
 //! whenever a node or a bound pod changes, and every [`RETRY_UNSCHEDULABLE`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, instrument, warn};
 
-use super::node_info::{NodeInfo, holds_resources};
-use super::{FitError, SCHEDULER_NAME, schedule};
+use super::cache::SchedulerCache;
+use super::node_info::{PodDemand, holds_resources};
+use super::{FitError, SCHEDULER_NAME, schedule_from};
 use crate::apiserver::error::ApiError;
 use crate::apiserver::scale::bind_pod;
 use crate::controllers::events::{self, EventType};
@@ -29,7 +30,7 @@ use crate::registry::rest::{Registry, WriteOptions};
 /// How often pods that fit nowhere are tried again even when nothing seems to change.
 pub const RETRY_UNSCHEDULABLE: Duration = Duration::from_secs(30);
 
-/// The scheduler: owns its queue, its assume cache and its binding tasks.
+/// The scheduler: owns its queue, its cache of node usage and its binding tasks.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     registry: Registry,
@@ -41,8 +42,8 @@ pub struct Scheduler {
 
 #[derive(Debug, Default)]
 struct Shared {
-    /// Pod key → the node it was just bound (or is being bound) to, until the cache shows it.
-    assumed: Mutex<HashMap<String, String>>,
+    /// Every node with what its pods use, assumed pods included.
+    cache: Mutex<SchedulerCache>,
     /// Pods that fit nowhere at their last attempt.
     unschedulable: Mutex<HashSet<String>>,
 }
@@ -74,6 +75,10 @@ impl Scheduler {
         s.nodes.subscribe(move |change| {
             // A new node, or one whose labels, taints, capacity or readiness changed, may fit
             // pods that fit nowhere before.
+            match change {
+                Change::Added(n) | Change::Updated { new: n, .. } => lock(&me.shared.cache).set_node(n.clone()),
+                Change::Deleted(n) => lock(&me.shared.cache).remove_node(n.metadata.name.as_deref().unwrap_or_default()),
+            }
             let relevant = match change {
                 Change::Added(_) => true,
                 Change::Updated { old, new } => {
@@ -96,9 +101,9 @@ impl Scheduler {
             _ => {}
         }
         let gone = matches!(change, Change::Deleted(_));
-        if gone || bound_to(pod).is_some() {
-            // The cache now tells the truth about this pod: the assumption is no longer needed.
-            lock(&self.shared.assumed).remove(&key);
+        match change {
+            Change::Added(p) | Change::Updated { new: p, .. } => lock(&self.shared.cache).update_pod(&key, p),
+            Change::Deleted(_) => lock(&self.shared.cache).remove_pod(&key),
         }
         if gone {
             lock(&self.shared.unschedulable).remove(&key);
@@ -142,35 +147,24 @@ impl Scheduler {
         tasks.wait().await;
     }
 
-    /// Every node with what its pods (bound, or assumed bound) use, in name order.
-    fn snapshot(&self) -> Vec<NodeInfo> {
-        let mut nodes: Vec<NodeInfo> = self.nodes.list().into_iter().map(NodeInfo::new).collect();
-        nodes.sort_by(|a, b| a.name().cmp(b.name()));
-        let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name().to_string(), i)).collect();
-        let assumed = lock(&self.shared.assumed).clone();
-        for pod in self.pods.list() {
-            let node = match bound_to(&pod) {
-                Some(n) => Some(n.to_string()),
-                None => assumed.get(&key_of(&pod.metadata)).cloned(),
-            };
-            if let Some(i) = node.and_then(|n| index.get(&n).copied()) {
-                nodes[i].add_pod(&pod);
-            }
-        }
-        nodes
-    }
-
     #[instrument(level = "debug", skip(self, tasks))]
     fn schedule_one(&self, key: &str, tasks: &TaskTracker) {
         let Some(pod) = self.pods.get(key) else { return };
-        if !needs_scheduling(&pod) || lock(&self.shared.assumed).contains_key(key) {
-            return;
-        }
-        let nodes = self.snapshot();
-        match schedule(&pod, &nodes) {
+        let decision = {
+            let mut cache = lock(&self.shared.cache);
+            if !needs_scheduling(&pod) || cache.is_assumed(key) {
+                return;
+            }
+            let (decision, next) = schedule_from(&pod, cache.nodes(), cache.next_start());
+            cache.set_next_start(next);
+            if let Ok(node) = &decision {
+                cache.assume(key, node, PodDemand::of(&pod));
+            }
+            decision
+        };
+        match decision {
             Ok(node) => {
                 debug!(pod = key, node, "assumed");
-                lock(&self.shared.assumed).insert(key.to_string(), node.clone());
                 lock(&self.shared.unschedulable).remove(key);
                 let me = self.clone();
                 let key = key.to_string();
@@ -197,11 +191,11 @@ impl Scheduler {
             }
             // Deleted meanwhile, or bound by someone else: nothing left to do for this pod.
             Err(ApiError::NotFound { .. } | ApiError::Conflict(_)) => {
-                lock(&self.shared.assumed).remove(&key);
+                lock(&self.shared.cache).forget_assumed(&key);
             }
             Err(e) => {
                 warn!(pod = %key, node, error = %e, "binding failed; will retry");
-                lock(&self.shared.assumed).remove(&key);
+                lock(&self.shared.cache).forget_assumed(&key);
                 self.queue.retry(&key);
             }
         }

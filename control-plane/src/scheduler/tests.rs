@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::filters::{self, Reason};
 use super::node_info::{HostPort, NodeInfo, PodDemand};
-use super::{FitError, schedule, scores};
+use super::{FitError, feasible_nodes_to_find, schedule, schedule_from, scores};
 
 /// A Ready node offering wasm with 4 cpu, 8Gi, 110 pods; `patch` is merged in (JSON merge).
 fn node(name: &str, patch: Value) -> NodeInfo {
@@ -279,4 +279,34 @@ fn unschedulable_message_has_the_go_form() {
 fn schedule_picks_a_feasible_node() {
     let nodes = vec![node("a", json!({"spec": {"unschedulable": true}})), node("b", json!({}))];
     assert_eq!(schedule(&pod(json!({})), &nodes), Ok("b".to_string()));
+}
+
+#[test]
+fn feasible_nodes_to_find_follows_the_go_schedulers_percentage() {
+    assert_eq!(feasible_nodes_to_find(0), 0);
+    assert_eq!(feasible_nodes_to_find(99), 99, "small clusters: every node");
+    assert_eq!(feasible_nodes_to_find(100), 100);
+    assert_eq!(feasible_nodes_to_find(1000), 420, "50 - 8 = 42 %");
+    assert_eq!(feasible_nodes_to_find(5000), 500, "50 - 40 = 10 %");
+    assert_eq!(feasible_nodes_to_find(20_000), 1000, "at least 5 %");
+    assert_eq!(feasible_nodes_to_find(150), 100, "never fewer than 100");
+}
+
+#[test]
+fn a_bounded_search_walks_round_robin_and_still_reports_every_node_when_nothing_fits() {
+    let nodes: Vec<NodeInfo> = (0..1000).map(|i| node(&format!("n{i:04}"), json!({}))).collect();
+    let (choice, next) = schedule_from(&pod(json!({})), &nodes, 990);
+    // 420 feasible wanted, starting at 990: n0990..n0999 then n0000..n0409.
+    assert_eq!(next, 410);
+    let chosen = choice.expect("fits");
+    let idx: usize = chosen[1..].parse().expect("index");
+    assert!(!(410..990).contains(&idx), "chosen among the searched nodes, got {chosen}");
+    let (_, next) = schedule_from(&pod(json!({})), &nodes, next);
+    assert_eq!(next, 830);
+
+    let big = pod(json!({"spec": {"containers": [{"name": "c", "image": "a", "resources": {"requests": {"cpu": "64"}}}]}}));
+    let (err, _) = schedule_from(&big, &nodes, 500);
+    let err = err.expect_err("nothing fits");
+    assert_eq!(err.num_nodes, 1000);
+    assert_eq!(err.reasons.get("Insufficient cpu"), Some(&1000), "every node examined when too few fit");
 }
