@@ -168,8 +168,13 @@ impl Watch {
             return true;
         }
         let now_matches = self.filter.matches(&new);
-        let was_matching =
-            ev.prev.as_ref().and_then(|p| object::decode(p).ok()).is_some_and(|p| self.filter.matches(&p));
+        // Without selectors every version matches: the previous one need not be decoded (most
+        // watches — every informer — have none, and decoding is most of a watch's cost).
+        let was_matching = if self.filter.is_empty() {
+            ev.prev.is_some()
+        } else {
+            ev.prev.as_ref().and_then(|p| object::decode(p).ok()).is_some_and(|p| self.filter.matches(&p))
+        };
         let kind = match ev.kind {
             EventKind::Create if now_matches => "ADDED",
             EventKind::Update if now_matches && was_matching => "MODIFIED",
