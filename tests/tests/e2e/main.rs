@@ -10,6 +10,7 @@
 mod bridge_netns;
 mod http_api;
 mod init_containers;
+mod jobs;
 mod kube_rs;
 mod kubectl_apply;
 mod kubectl_errors;
