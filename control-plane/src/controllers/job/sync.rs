@@ -155,7 +155,7 @@ impl JobController {
         let mut owned = Owned::default();
         for pod in self.pods.list_namespace(ns) {
             let labels = pod.metadata.labels.clone().unwrap_or_default();
-            if !controller_ref(&pod.metadata).is_some_and(|r| r.uid == uid) || !selector.matches(&labels) {
+            if controller_ref(&pod.metadata).is_none_or(|r| r.uid != uid) || !selector.matches(&labels) {
                 continue;
             }
             match pods::state(&pod) {
