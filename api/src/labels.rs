@@ -44,6 +44,16 @@ pub const CONTROLLER_REVISION_HASH: &str = "controller-revision-hash";
 pub const JOB_CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
 /// Label the Job controller puts on its pods: the Job's name.
 pub const JOB_NAME: &str = "batch.kubernetes.io/job-name";
+/// The pre-1.27 spelling of [`JOB_CONTROLLER_UID`], still set for old selectors and tools.
+pub const LEGACY_JOB_CONTROLLER_UID: &str = "controller-uid";
+/// The pre-1.27 spelling of [`JOB_NAME`], still set for old selectors and tools.
+pub const LEGACY_JOB_NAME: &str = "job-name";
+/// Annotation (and label) on an Indexed Job's pods: the completion index the pod works on.
+pub const JOB_COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+/// Annotation on Jobs a CronJob creates: the scheduled time, RFC 3339 in the CronJob's zone.
+pub const CRONJOB_SCHEDULED_TIMESTAMP: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
+/// Annotation `kubectl create job --from=cronjob/x` puts on the Job (value `manual`).
+pub const CRONJOB_INSTANTIATE: &str = "cronjob.kubernetes.io/instantiate";
 /// Label on EndpointSlices naming their Service.
 pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
 /// Label on EndpointSlices naming the controller that manages them.
@@ -78,6 +88,11 @@ mod tests {
             CONTROLLER_REVISION_HASH,
             JOB_CONTROLLER_UID,
             JOB_NAME,
+            LEGACY_JOB_CONTROLLER_UID,
+            LEGACY_JOB_NAME,
+            JOB_COMPLETION_INDEX,
+            CRONJOB_SCHEDULED_TIMESTAMP,
+            CRONJOB_INSTANTIATE,
             SERVICE_NAME,
             ENDPOINTSLICE_MANAGED_BY,
             LAST_APPLIED,

@@ -8,12 +8,14 @@
 //!   and messages, including what may not change on update;
 //! * [`defaults`] — the defaults the apiserver fills in;
 //! * [`quantity`] — resource quantities (`100m`, `1.5Gi`);
-//! * [`labels`] — well-known label, annotation and taint keys.
+//! * [`labels`] — well-known label, annotation and taint keys;
+//! * [`cron`] — CronJob schedules and their next run times.
 //!
 //! Objects are handled as `serde_json::Value` (normalised JSON of the
 //! k8s-openapi types), so the same code serves built-in and custom kinds.
 //! Storage, HTTP and the wire `Status` format live in the control plane.
 
+pub mod cron;
 pub mod defaults;
 pub mod fields;
 pub mod labels;

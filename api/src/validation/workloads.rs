@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::FieldCause;
 use super::pod::validate_pod_template;
 use super::util::{check_enum, check_min, str_at};
+use crate::cron::Schedule;
 use crate::selector::LabelSelector;
 
 /// Check `spec.selector` (required unless `optional`) and that it selects the template's labels.
@@ -209,10 +210,14 @@ pub(crate) fn validate_cronjob(obj: &Value, errs: &mut Vec<FieldCause>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     match spec.get("schedule").and_then(Value::as_str).unwrap_or("") {
         "" => errs.push(FieldCause::required("spec.schedule", "")),
-        s if !schedule_looks_valid(s) => {
-            errs.push(FieldCause::invalid("spec.schedule", &Value::from(s), "unparseable cron schedule"));
+        s => {
+            if let Err(e) = Schedule::parse(s) {
+                errs.push(FieldCause::invalid("spec.schedule", &Value::from(s), &e.to_string()));
+            }
         }
-        _ => {}
+    }
+    if let Some(tz) = spec.get("timeZone").filter(|v| !v.is_null()) {
+        validate_time_zone(tz, errs);
     }
     check_enum(errs, "spec.concurrencyPolicy", spec.get("concurrencyPolicy"), &["Allow", "Forbid", "Replace"]);
     for field in ["successfulJobsHistoryLimit", "failedJobsHistoryLimit", "startingDeadlineSeconds"] {
@@ -224,21 +229,15 @@ pub(crate) fn validate_cronjob(obj: &Value, errs: &mut Vec<FieldCause>) {
     }
 }
 
-/// A shallow check of cron syntax: a known macro or five fields of cron characters.
-fn schedule_looks_valid(schedule: &str) -> bool {
-    let body = match schedule.split_once(char::is_whitespace) {
-        Some((tz, rest)) if tz.starts_with("TZ=") || tz.starts_with("CRON_TZ=") => rest.trim(),
-        _ => schedule.trim(),
-    };
-    if let Some(m) = body.strip_prefix('@') {
-        return ["yearly", "annually", "monthly", "weekly", "daily", "midnight", "hourly"].contains(&m)
-            || m.starts_with("every ");
+/// `spec.timeZone`: an IANA name the server knows ("Local" is refused, as in Kubernetes).
+fn validate_time_zone(tz: &Value, errs: &mut Vec<FieldCause>) {
+    let name = tz.as_str().unwrap_or_default();
+    if name == "Local" || name.is_empty() {
+        let detail = "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones";
+        errs.push(FieldCause::invalid("spec.timeZone", tz, detail));
+    } else if jiff::tz::TimeZone::get(name).is_err() {
+        errs.push(FieldCause::invalid("spec.timeZone", tz, &format!("unknown time zone {name}")));
     }
-    let fields: Vec<&str> = body.split_whitespace().collect();
-    fields.len() == 5
-        && fields
-            .iter()
-            .all(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?')))
 }
 
 #[cfg(test)]
@@ -350,5 +349,13 @@ mod tests {
         let macro_ok = deployment(json!({"schedule": "@hourly",
             "jobTemplate": {"spec": {"template": template(json!({}), "Never")}}}));
         assert_eq!(validate("CronJob", &macro_ok, None), vec![]);
+        let mut tz = deployment(json!({"schedule": "CRON_TZ=UTC 0 * * * *", "timeZone": "Mars/Olympus",
+            "jobTemplate": {"spec": {"template": template(json!({}), "Never")}}}));
+        assert_eq!(fields(&validate("CronJob", &tz, None)), vec!["spec.schedule", "spec.timeZone"]);
+        tz["spec"]["schedule"] = json!("61 * * * *");
+        tz["spec"]["timeZone"] = json!("Europe/Berlin");
+        assert_eq!(fields(&validate("CronJob", &tz, None)), vec!["spec.schedule"]);
+        tz["spec"]["schedule"] = json!("0 9 * * mon-fri");
+        assert_eq!(validate("CronJob", &tz, None), vec![]);
     }
 }

@@ -9,11 +9,13 @@
 //! [`crate::scheduler`] but is started here too, on the same caches.
 
 pub mod clock;
+pub mod cronjob;
 pub mod deployment;
 pub mod events;
 mod expectations;
 pub mod gc;
 pub mod informer;
+pub mod job;
 pub mod owner;
 pub mod replicaset;
 #[cfg(test)]
@@ -224,11 +226,15 @@ pub fn start(
     let rs = replicaset::ReplicaSetController::new(registry.clone(), inf);
     let deploy = deployment::DeploymentController::new(registry.clone(), inf);
     let gc = gc::GarbageCollector::new(registry.clone(), inf);
+    let job = job::JobController::new(&ctx);
+    let cronjob = cronjob::CronJobController::new(&ctx);
 
     inf.run_all(registry.store(), cancel, tasks);
     tasks.spawn(scheduler.run(cancel.clone()));
     spawn(&rs, WORKERS, &ctx, cancel, tasks);
     spawn(&deploy, WORKERS, &ctx, cancel, tasks);
+    spawn(&job, WORKERS, &ctx, cancel, tasks);
+    spawn(&cronjob, WORKERS, &ctx, cancel, tasks);
     tasks.spawn(gc.clone().run_periodic(cancel.clone()));
     spawn(&gc, 1, &ctx, cancel, tasks);
     ctx.inf

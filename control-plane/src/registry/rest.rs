@@ -112,14 +112,15 @@ impl Registry {
             });
         }
         defaults::apply_defaults(info.kind, &mut obj);
-        strategy::prepare_for_create(info, &mut obj);
-        if info.namespaced {
-            self.admit_namespace(ns.unwrap_or_default()).await?;
-        }
+        // The uid first: a strategy may build on it (a Job's generated selector).
         let meta = meta_mut(&mut obj);
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(object::now()));
         meta.remove("resourceVersion");
+        strategy::prepare_for_create(info, &mut obj);
+        if info.namespaced {
+            self.admit_namespace(ns.unwrap_or_default()).await?;
+        }
 
         for _ in 0..MAX_RETRIES {
             if let Some(prefix) = &generate_name

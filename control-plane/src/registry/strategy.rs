@@ -22,6 +22,12 @@ pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
         "PersistentVolumeClaim" | "PersistentVolume" => {
             obj["status"] = json!({"phase": "Pending"});
         }
+        "Job" => {
+            if let Some(m) = obj.as_object_mut() {
+                m.remove("status");
+            }
+            generate_job_selector(obj);
+        }
         // Nodes report their own status at registration; other kinds with a status
         // subresource start with an empty one.
         "Node" => {}
@@ -99,6 +105,33 @@ pub fn prepare_for_update(info: &ResourceInfo, subresource: Option<&str>, new: &
     }
 }
 
+/// Unless `spec.manualSelector`, a Job selects its pods by its own uid: the selector is
+/// generated and the template labelled with the uid and the Job's name (both spellings, as
+/// Kubernetes does), so two Jobs never fight over pods.
+fn generate_job_selector(job: &mut Value) {
+    use skiff_api::labels::{JOB_CONTROLLER_UID, JOB_NAME, LEGACY_JOB_CONTROLLER_UID, LEGACY_JOB_NAME};
+    if job.pointer("/spec/manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    let uid = job.pointer("/metadata/uid").cloned().unwrap_or_default();
+    let name = job.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    spec.insert("selector".into(), json!({"matchLabels": {JOB_CONTROLLER_UID: uid}}));
+    let Some(template) = spec.get_mut("template").and_then(Value::as_object_mut) else { return };
+    let meta = template.entry("metadata").or_insert_with(|| json!({}));
+    if !meta.get("labels").is_some_and(Value::is_object) {
+        meta["labels"] = json!({});
+    }
+    let labels = &mut meta["labels"];
+    labels[JOB_CONTROLLER_UID] = uid.clone();
+    labels[LEGACY_JOB_CONTROLLER_UID] = uid;
+    // A label value has at most 63 characters; longer names go without the name labels.
+    if !name.is_empty() && name.len() <= 63 {
+        labels[JOB_NAME] = json!(name);
+        labels[LEGACY_JOB_NAME] = json!(name);
+    }
+}
+
 /// The pod's QoS class from its containers' requests and limits, as Kubernetes computes it.
 fn qos_class(pod: &Value) -> &'static str {
     let containers: Vec<&Value> = ["containers", "initContainers"]
@@ -156,6 +189,26 @@ mod tests {
         assert_eq!(new["spec"]["nodeName"], "n");
         assert_eq!(new["metadata"]["labels"]["a"], "b");
         assert_eq!(new["metadata"]["generation"], 1);
+    }
+
+    #[test]
+    fn jobs_get_a_selector_on_their_uid_unless_manual() {
+        let info = catalog::find("batch", "v1", "jobs").expect("jobs");
+        let mut job = json!({"metadata": {"name": "pi", "uid": "u-9"},
+            "spec": {"template": {"metadata": {"labels": {"app": "pi"}}, "spec": {}}}, "status": {"active": 3}});
+        prepare_for_create(info, &mut job);
+        assert_eq!(job["spec"]["selector"], json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-9"}}));
+        let labels = &job["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(labels["app"], "pi");
+        assert_eq!(labels["controller-uid"], "u-9");
+        assert_eq!(labels["batch.kubernetes.io/job-name"], "pi");
+        assert_eq!(labels["job-name"], "pi");
+        assert!(job.get("status").is_none());
+        let mut manual = json!({"metadata": {"name": "m", "uid": "u"}, "spec": {"manualSelector": true,
+            "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}}}});
+        prepare_for_create(info, &mut manual);
+        assert_eq!(manual["spec"]["selector"], json!({"matchLabels": {"a": "b"}}));
+        assert_eq!(manual["spec"]["template"]["metadata"]["labels"], json!({"a": "b"}));
     }
 
     #[test]

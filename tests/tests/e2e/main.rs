@@ -11,6 +11,7 @@ mod bridge_netns;
 mod hollow;
 mod http_api;
 mod init_containers;
+mod jobs;
 mod kube_rs;
 mod kubectl_apply;
 mod kubectl_errors;
