@@ -10,10 +10,12 @@
 
 pub mod clock;
 pub mod deployment;
+pub mod disruption;
 pub mod events;
 mod expectations;
 pub mod gc;
 pub mod informer;
+pub mod nodelifecycle;
 pub mod owner;
 pub mod replicaset;
 #[cfg(test)]
@@ -224,6 +226,9 @@ pub fn start(
     let rs = replicaset::ReplicaSetController::new(registry.clone(), inf);
     let deploy = deployment::DeploymentController::new(registry.clone(), inf);
     let gc = gc::GarbageCollector::new(registry.clone(), inf);
+    let nodes = nodelifecycle::NodeLifecycleController::new(&ctx);
+    let taints = nodelifecycle::taint_eviction::TaintEvictionController::new(&ctx);
+    let pdbs = disruption::DisruptionController::new(&ctx);
 
     inf.run_all(registry.store(), cancel, tasks);
     tasks.spawn(scheduler.run(cancel.clone()));
@@ -231,6 +236,9 @@ pub fn start(
     spawn(&deploy, WORKERS, &ctx, cancel, tasks);
     tasks.spawn(gc.clone().run_periodic(cancel.clone()));
     spawn(&gc, 1, &ctx, cancel, tasks);
+    spawn(&nodes, WORKERS, &ctx, cancel, tasks);
+    spawn(&taints, WORKERS, &ctx, cancel, tasks);
+    spawn(&pdbs, WORKERS, &ctx, cancel, tasks);
     ctx.inf
 }
 
