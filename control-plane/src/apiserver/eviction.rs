@@ -15,19 +15,27 @@ use crate::controllers::disruption::eviction::{self, DENIED_MESSAGE, Outcome};
 use crate::registry::rest::WriteOptions;
 
 /// Evicts the pod `path` names as the Eviction `body` asks.
-pub async fn create(state: &SharedState, path: &ResourcePath, body: Value, opts: WriteOptions) -> Result<Response, ApiError> {
+pub async fn create(
+    state: &SharedState,
+    path: &ResourcePath,
+    body: Value,
+    opts: WriteOptions,
+) -> Result<Response, ApiError> {
     let ns = path.object_namespace().unwrap_or("default");
     let name = path.name.as_deref().unwrap_or_default();
     if let Some(named) = body.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str)
         && !named.is_empty()
         && named != name
     {
-        return Err(ApiError::BadRequest(format!("name in URL does not match name in Eviction object: {name} vs {named}")));
+        return Err(ApiError::BadRequest(format!(
+            "name in URL does not match name in Eviction object: {name} vs {named}"
+        )));
     }
     let outcome = eviction::evict(&state.registry, ns, name, &body, opts.dry_run, jiff::Timestamp::now()).await?;
     Ok(match outcome {
         Outcome::Evicted => {
-            let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+            let status =
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
             json_response(StatusCode::CREATED, &status, vec![])
         }
         Outcome::Denied { cause } => json_response(StatusCode::TOO_MANY_REQUESTS, &denied_status(&cause), vec![]),

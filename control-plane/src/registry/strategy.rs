@@ -56,7 +56,8 @@ pub fn add_default_tolerations(pod: &mut Value, seconds: i64) {
     let mut tolerations = existing.clone();
     for key in DEFAULT_TOLERATION_TAINTS {
         if !existing.iter().any(|t| covers(t, key)) {
-            tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
+            tolerations
+                .push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
         }
     }
     if tolerations.len() != existing.len() && pod.get("spec").is_some_and(Value::is_object) {
@@ -189,7 +190,10 @@ mod tests {
         add_default_tolerations(&mut pod, 300);
         let tols = pod["spec"]["tolerations"].as_array().expect("tolerations").clone();
         assert_eq!(tols.len(), 2);
-        assert_eq!(tols[1], json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        assert_eq!(
+            tols[1],
+            json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})
+        );
         add_default_tolerations(&mut pod, 300);
         assert_eq!(pod["spec"]["tolerations"].as_array().map(Vec::len), Some(2), "idempotent");
         let mut own = json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]}});

@@ -37,10 +37,8 @@ pub fn scaled(value: &IntOrString, total: i32) -> Result<i32, BudgetError> {
     match value {
         IntOrString::Int(n) => Ok(*n),
         IntOrString::String(s) => {
-            let pct: i64 = s
-                .strip_suffix('%')
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(|| BudgetError::Invalid(s.clone()))?;
+            let pct: i64 =
+                s.strip_suffix('%').and_then(|p| p.parse().ok()).ok_or_else(|| BudgetError::Invalid(s.clone()))?;
             Ok(((pct * i64::from(total) + 99) / 100) as i32)
         }
     }
@@ -48,7 +46,11 @@ pub fn scaled(value: &IntOrString, total: i32) -> Result<i32, BudgetError> {
 
 /// The budget for `spec` with `matched` pods selected and `scale` (the sum of their
 /// controllers' replicas, when [`needs_scale`]).
-pub fn budget(spec: &PodDisruptionBudgetSpec, matched: i32, scale: Result<i32, BudgetError>) -> Result<Budget, BudgetError> {
+pub fn budget(
+    spec: &PodDisruptionBudgetSpec,
+    matched: i32,
+    scale: Result<i32, BudgetError>,
+) -> Result<Budget, BudgetError> {
     if let Some(max) = &spec.max_unavailable {
         let expected = scale?;
         let max = scaled(max, expected)?;
@@ -99,7 +101,10 @@ mod tests {
         assert_eq!(budget(&s, 10, Ok(10)), Ok(Budget { expected: 10, desired_healthy: 7 }));
         // 30% of 5 = 1.5 → 2 may be unavailable.
         assert_eq!(budget(&s, 5, Ok(5)), Ok(Budget { expected: 5, desired_healthy: 3 }));
-        assert_eq!(budget(&s, 5, Err(BudgetError::NoController("p".into()))), Err(BudgetError::NoController("p".into())));
+        assert_eq!(
+            budget(&s, 5, Err(BudgetError::NoController("p".into()))),
+            Err(BudgetError::NoController("p".into()))
+        );
         assert_eq!(scaled(&IntOrString::String("x".into()), 3), Err(BudgetError::Invalid("x".into())));
     }
 

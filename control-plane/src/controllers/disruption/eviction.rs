@@ -57,7 +57,14 @@ pub fn delete_options(body: &Value) -> Result<DeleteOptions, ApiError> {
 }
 
 /// Evicts pod `ns/name` as the Eviction `body` asks; `now` stamps `disruptedPods`.
-pub async fn evict(registry: &Registry, ns: &str, name: &str, body: &Value, dry_run: bool, now: Timestamp) -> Result<Outcome, ApiError> {
+pub async fn evict(
+    registry: &Registry,
+    ns: &str,
+    name: &str,
+    body: &Value,
+    dry_run: bool,
+    now: Timestamp,
+) -> Result<Outcome, ApiError> {
     let mut opts = delete_options(body)?;
     opts.dry_run |= dry_run;
     let pods = info("", "pods");
@@ -81,7 +88,8 @@ pub async fn evict(registry: &Registry, ns: &str, name: &str, body: &Value, dry_
             1 => budgets.remove(0),
             _ => {
                 return Err(ApiError::Internal(
-                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.".into(),
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
+                        .into(),
                 ));
             }
         };
@@ -89,7 +97,9 @@ pub async fn evict(registry: &Registry, ns: &str, name: &str, body: &Value, dry_
         let pdb_name = pdb.metadata.name.clone().unwrap_or_default();
         if !is_ready(&pod) {
             let policy = pdb.spec.as_ref().and_then(|s| s.unhealthy_pod_eviction_policy.as_deref());
-            if policy == Some("AlwaysAllow") || (status.current_healthy >= status.desired_healthy && status.desired_healthy > 0) {
+            if policy == Some("AlwaysAllow")
+                || (status.current_healthy >= status.desired_healthy && status.desired_healthy > 0)
+            {
                 return delete(registry, ns, name, &opts, true).await;
             }
         }
@@ -116,11 +126,19 @@ pub async fn evict(registry: &Registry, ns: &str, name: &str, body: &Value, dry_
             spent.disrupted_pods.get_or_insert_default().insert(name.to_string(), Time(now));
             let spent = json!(spent);
             let write = registry
-                .update_with(info("policy", "poddisruptionbudgets"), Some(ns), &pdb_name, Some("status"), WriteOptions::default(), rv, |old| {
-                    let mut new = old.clone();
-                    new["status"] = spent.clone();
-                    Ok(new)
-                })
+                .update_with(
+                    info("policy", "poddisruptionbudgets"),
+                    Some(ns),
+                    &pdb_name,
+                    Some("status"),
+                    WriteOptions::default(),
+                    rv,
+                    |old| {
+                        let mut new = old.clone();
+                        new["status"] = spent.clone();
+                        Ok(new)
+                    },
+                )
                 .await;
             match write {
                 Ok(_) => {}
@@ -139,7 +157,13 @@ fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
 }
 
 /// Marks the pod with `DisruptionTarget` (when `mark`) and deletes it.
-async fn delete(registry: &Registry, ns: &str, name: &str, opts: &DeleteOptions, mark: bool) -> Result<Outcome, ApiError> {
+async fn delete(
+    registry: &Registry,
+    ns: &str,
+    name: &str,
+    opts: &DeleteOptions,
+    mark: bool,
+) -> Result<Outcome, ApiError> {
     let pods = info("", "pods");
     if mark && !opts.dry_run {
         let now = crate::registry::object::now();
@@ -151,7 +175,8 @@ async fn delete(registry: &Registry, ns: &str, name: &str, opts: &DeleteOptions,
                     return Ok(new);
                 }
                 conditions.retain(|c| c["type"] != "DisruptionTarget");
-                conditions.push(json!({"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+                conditions
+                    .push(json!({"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
                     "message": "Eviction API: evicting", "lastTransitionTime": now}));
                 new["status"]["conditions"] = json!(conditions);
                 Ok(new)

@@ -130,9 +130,17 @@ impl DisruptionController {
 }
 
 /// The `DisruptionAllowed` condition, keeping the transition time when the status stays.
-fn condition(old: Option<&PodDisruptionBudgetStatus>, allowed: bool, reason: &str, message: &str, generation: i64, now: Timestamp) -> Condition {
+fn condition(
+    old: Option<&PodDisruptionBudgetStatus>,
+    allowed: bool,
+    reason: &str,
+    message: &str,
+    generation: i64,
+    now: Timestamp,
+) -> Condition {
     let status = if allowed { "True" } else { "False" };
-    let previous = old.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "DisruptionAllowed"));
+    let previous =
+        old.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "DisruptionAllowed"));
     let since = previous.filter(|c| c.status == status).map(|c| c.last_transition_time.clone()).unwrap_or(Time(now));
     Condition {
         type_: "DisruptionAllowed".into(),
@@ -167,7 +175,9 @@ impl Reconcile for DisruptionController {
         let mut disrupted = BTreeMap::new();
         let mut recheck: Option<Duration> = None;
         for (name, at) in old.and_then(|s| s.disrupted_pods.clone()).unwrap_or_default() {
-            let alive = pods.iter().any(|p| p.metadata.name.as_deref() == Some(name.as_str()) && p.metadata.deletion_timestamp.is_none());
+            let alive = pods
+                .iter()
+                .any(|p| p.metadata.name.as_deref() == Some(name.as_str()) && p.metadata.deletion_timestamp.is_none());
             let expires = at.0 + SignedDuration::try_from(DELETION_TIMEOUT).unwrap_or_default();
             if alive && expires > now {
                 let left = Duration::try_from(expires.duration_since(now)).unwrap_or_default();
@@ -215,11 +225,19 @@ impl Reconcile for DisruptionController {
         let result = self
             .ctx
             .registry
-            .update_with(info("policy", "poddisruptionbudgets"), ns, name, Some("status"), WriteOptions::default(), rv, |old| {
-                let mut new = old.clone();
-                new["status"] = status.clone();
-                Ok(new)
-            })
+            .update_with(
+                info("policy", "poddisruptionbudgets"),
+                ns,
+                name,
+                Some("status"),
+                WriteOptions::default(),
+                rv,
+                |old| {
+                    let mut new = old.clone();
+                    new["status"] = status.clone();
+                    Ok(new)
+                },
+            )
             .await;
         match result {
             Ok(_) | Err(ApiError::NotFound { .. }) => {}

@@ -8,10 +8,16 @@ use crate::controllers::testing::TestCluster;
 
 /// A Deployment `web` with `replicas`, its ReplicaSet, and `ready` Ready pods of it (of `pods`).
 async fn workload(tc: &TestCluster, replicas: i32, pods: usize, ready: usize) {
-    let template = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+    let template =
+        json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
     let d = tc
-        .create("apps", "deployments", Some("default"), json!({"metadata": {"name": "web"},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}}, "template": template}}))
+        .create(
+            "apps",
+            "deployments",
+            Some("default"),
+            json!({"metadata": {"name": "web"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}}, "template": template}}),
+        )
         .await;
     let rs = tc
         .create("apps", "replicasets", Some("default"), json!({"metadata": {"name": "web-1", "labels": {"app": "web"},
@@ -36,7 +42,8 @@ async fn workload(tc: &TestCluster, replicas: i32, pods: usize, ready: usize) {
 async fn pdb(tc: &TestCluster, spec: Value) {
     let mut spec = spec;
     spec["selector"] = json!({"matchLabels": {"app": "web"}});
-    tc.create("policy", "poddisruptionbudgets", Some("default"), json!({"metadata": {"name": "web"}, "spec": spec})).await;
+    tc.create("policy", "poddisruptionbudgets", Some("default"), json!({"metadata": {"name": "web"}, "spec": spec}))
+        .await;
 }
 
 async fn status(tc: &TestCluster, c: &DisruptionController) -> Value {
@@ -61,12 +68,21 @@ async fn min_available_int_status() {
     assert_eq!(counts(&s), (3, 2, 3, 1), "{s}");
     assert_eq!(s["observedGeneration"], 1);
     let cond = &s["conditions"][0];
-    assert_eq!((cond["type"].as_str(), cond["status"].as_str(), cond["reason"].as_str()), (Some("DisruptionAllowed"), Some("True"), Some("SufficientPods")));
+    assert_eq!(
+        (cond["type"].as_str(), cond["status"].as_str(), cond["reason"].as_str()),
+        (Some("DisruptionAllowed"), Some("True"), Some("SufficientPods"))
+    );
     // One pod stops being ready: no disruption left.
-    tc.update("", "pods", Some("default"), "web-0", Some("status"), |p| p["status"]["conditions"][0]["status"] = json!("False")).await;
+    tc.update("", "pods", Some("default"), "web-0", Some("status"), |p| {
+        p["status"]["conditions"][0]["status"] = json!("False")
+    })
+    .await;
     let s = status(&tc, &c).await;
     assert_eq!(counts(&s), (2, 2, 3, 0));
-    assert_eq!((s["conditions"][0]["status"].as_str(), s["conditions"][0]["reason"].as_str()), (Some("False"), Some("InsufficientPods")));
+    assert_eq!(
+        (s["conditions"][0]["status"].as_str(), s["conditions"][0]["reason"].as_str()),
+        (Some("False"), Some("InsufficientPods"))
+    );
 }
 
 #[tokio::test]
@@ -95,9 +111,14 @@ async fn percentages_and_max_unavailable_use_the_deployment_scale() {
 async fn percentages_without_a_controller_fail_sync() {
     let tc = TestCluster::start().await;
     let c = DisruptionController::new(&tc.ctx);
-    tc.create("", "pods", Some("default"), json!({"metadata": {"name": "bare", "labels": {"app": "web"}},
-        "spec": {"containers": [{"name": "c", "image": "i"}]}}))
-        .await;
+    tc.create(
+        "",
+        "pods",
+        Some("default"),
+        json!({"metadata": {"name": "bare", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+    )
+    .await;
     pdb(&tc, json!({"maxUnavailable": "10%"})).await;
     let s = status(&tc, &c).await;
     assert_eq!(s["disruptionsAllowed"], 0);
@@ -129,14 +150,22 @@ async fn evictions_spend_the_budget_and_are_denied_when_none_is_left() {
     assert!(s["disruptedPods"]["web-0"].is_string(), "recorded: {s}");
 
     let denied = evict(reg, "default", "web-1", &json!({}), false, now).await.expect("evict");
-    assert_eq!(denied, Outcome::Denied { cause: "The disruption budget web needs 2 healthy pods and has 3 currently".into() });
+    assert_eq!(
+        denied,
+        Outcome::Denied { cause: "The disruption budget web needs 2 healthy pods and has 3 currently".into() }
+    );
     // The controller catches up (web-0 terminating): still nothing to spend.
     let s = status(&tc, &c).await;
     assert_eq!(counts(&s), (2, 2, 3, 0));
     assert!(s["disruptedPods"].is_null(), "terminating pods leave disruptedPods");
     let denied = evict(reg, "default", "web-1", &json!({}), false, now).await.expect("evict");
-    assert_eq!(denied, Outcome::Denied { cause: "The disruption budget web needs 2 healthy pods and has 2 currently".into() });
-    assert!(tc.get("", "pods", Some("default"), "web-1").await.expect("pod")["metadata"]["deletionTimestamp"].is_null());
+    assert_eq!(
+        denied,
+        Outcome::Denied { cause: "The disruption budget web needs 2 healthy pods and has 2 currently".into() }
+    );
+    assert!(
+        tc.get("", "pods", Some("default"), "web-1").await.expect("pod")["metadata"]["deletionTimestamp"].is_null()
+    );
 
     // A terminating pod, and an immediate delete through deleteOptions.
     let grace0 = json!({"deleteOptions": {"gracePeriodSeconds": 0}});

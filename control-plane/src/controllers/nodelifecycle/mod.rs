@@ -114,15 +114,23 @@ impl NodeLifecycleController {
         let result = self
             .ctx
             .registry
-            .update_with(info("", "pods"), pod.metadata.namespace.as_deref(), name, Some("status"), WriteOptions::default(), None, |old| {
-                let mut new = old.clone();
-                let Some(conditions) = new["status"]["conditions"].as_array_mut() else { return Ok(new) };
-                for c in conditions.iter_mut().filter(|c| c["type"] == "Ready" && c["status"] != "False") {
-                    c["status"] = json!("False");
-                    c["lastTransitionTime"] = json!(now);
-                }
-                Ok(new)
-            })
+            .update_with(
+                info("", "pods"),
+                pod.metadata.namespace.as_deref(),
+                name,
+                Some("status"),
+                WriteOptions::default(),
+                None,
+                |old| {
+                    let mut new = old.clone();
+                    let Some(conditions) = new["status"]["conditions"].as_array_mut() else { return Ok(new) };
+                    for c in conditions.iter_mut().filter(|c| c["type"] == "Ready" && c["status"] != "False") {
+                        c["status"] = json!("False");
+                        c["lastTransitionTime"] = json!(now);
+                    }
+                    Ok(new)
+                },
+            )
             .await;
         match result {
             Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
@@ -141,8 +149,8 @@ impl NodeLifecycleController {
             .ctx
             .registry
             .update_with(info("", "nodes"), None, name, None, WriteOptions::default(), None, |old| {
-                let current: Node =
-                    serde_json::from_value(old.clone()).map_err(|e| ApiError::Internal(format!("decoding node: {e}")))?;
+                let current: Node = serde_json::from_value(old.clone())
+                    .map_err(|e| ApiError::Internal(format!("decoding node: {e}")))?;
                 let mut new = old.clone();
                 if let Some(taints) = health::desired_taints(&current, key, clock.now()) {
                     new["spec"]["taints"] = json!(taints);
@@ -208,7 +216,8 @@ impl Reconcile for NodeLifecycleController {
         }
         self.sync_taints(key, &node, reachable).await?;
         // Look again when the grace period would run out without a new heartbeat.
-        let again = if reachable { left + Duration::from_millis(200) } else { self.ctx.config.node_monitor_grace_period };
+        let again =
+            if reachable { left + Duration::from_millis(200) } else { self.ctx.config.node_monitor_grace_period };
         self.queue.add_after(key, again);
         Ok(())
     }

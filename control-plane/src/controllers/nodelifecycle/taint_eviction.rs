@@ -17,11 +17,11 @@ use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use tracing::{info as log_info, instrument};
 
 use super::health;
+use crate::apiserver::error::ApiError;
 use crate::controllers::events::{self, EventType};
 use crate::controllers::informer::{Change, key_of};
 use crate::controllers::workqueue::WorkQueue;
 use crate::controllers::{Context, Ctx, Reconcile, ReconcileError, info};
-use crate::apiserver::error::ApiError;
 use crate::registry::rest::DeleteOptions;
 use crate::scheduler::filters::tolerates;
 
@@ -119,8 +119,15 @@ impl TaintEvictionController {
         log_info!(pod = %format!("{ns}/{name}"), node = ?node.metadata.name, "taint eviction");
         let reference = events::reference("v1", "Pod", &pod.metadata);
         let message = format!("Marking for deletion Pod {ns}/{name}");
-        events::record(&self.ctx.registry, "taint-eviction-controller", &reference, EventType::Normal, "TaintManagerEviction", &message)
-            .await;
+        events::record(
+            &self.ctx.registry,
+            "taint-eviction-controller",
+            &reference,
+            EventType::Normal,
+            "TaintManagerEviction",
+            &message,
+        )
+        .await;
         // A silent node cannot confirm a graceful stop: delete at once.
         let silent = health::ready_status(node) == Some("Unknown");
         let opts = DeleteOptions {
@@ -198,7 +205,10 @@ mod tests {
         assert_eq!(eviction_time(&[], &[taint(health::UNREACHABLE, Some(10))], never), Eviction::Now);
         let tols = [tol(health::UNREACHABLE, Some(300)), tol(health::NOT_READY, Some(300))];
         assert_eq!(eviction_time(&tols, &[taint(health::UNREACHABLE, Some(10))], never), Eviction::At(ts(310)));
-        assert_eq!(eviction_time(&[tol(health::UNREACHABLE, None)], &[taint(health::UNREACHABLE, Some(10))], never), Eviction::Never);
+        assert_eq!(
+            eviction_time(&[tol(health::UNREACHABLE, None)], &[taint(health::UNREACHABLE, Some(10))], never),
+            Eviction::Never
+        );
         let both = [taint(health::UNREACHABLE, Some(10)), taint("other", Some(20))];
         assert_eq!(eviction_time(&tols, &both, never), Eviction::Now, "other not tolerated");
         let tols2 = [tol(health::UNREACHABLE, Some(300)), tol("other", Some(5))];

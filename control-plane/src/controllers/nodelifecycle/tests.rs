@@ -54,7 +54,11 @@ fn condition<'a>(obj: &'a Value, type_: &str) -> &'a Value {
 fn taint_keys(node: &Value) -> Vec<String> {
     node["spec"]["taints"]
         .as_array()
-        .map(|ts| ts.iter().map(|t| format!("{}:{}", t["key"].as_str().unwrap_or(""), t["effect"].as_str().unwrap_or(""))).collect())
+        .map(|ts| {
+            ts.iter()
+                .map(|t| format!("{}:{}", t["key"].as_str().unwrap_or(""), t["effect"].as_str().unwrap_or("")))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -87,7 +91,10 @@ async fn lease_expiry_marks_node_unknown_and_taints_it_and_renewal_clears_the_ta
     assert_eq!(ready["message"], "Kubelet stopped posting node status.");
     assert_eq!(ready["lastHeartbeatTime"], EPOCH, "heartbeat kept");
     assert_eq!(condition(&n, "MemoryPressure")["status"], "Unknown", "every condition");
-    assert_eq!(taint_keys(&n), ["node.kubernetes.io/unreachable:NoSchedule", "node.kubernetes.io/unreachable:NoExecute"]);
+    assert_eq!(
+        taint_keys(&n),
+        ["node.kubernetes.io/unreachable:NoSchedule", "node.kubernetes.io/unreachable:NoExecute"]
+    );
     let no_exec = &n["spec"]["taints"][1];
     assert_eq!(no_exec["timeAdded"], "2026-01-01T00:00:41Z");
     let p = tc.get("", "pods", Some("default"), "web").await.expect("pod");
@@ -116,7 +123,8 @@ async fn not_ready_node_gets_the_not_ready_taints() {
     let tc = cluster().await;
     let c = NodeLifecycleController::new(&tc.ctx);
     node(&tc, "n1").await;
-    tc.update("", "nodes", None, "n1", Some("status"), |n| n["status"]["conditions"][0]["status"] = json!("False")).await;
+    tc.update("", "nodes", None, "n1", Some("status"), |n| n["status"]["conditions"][0]["status"] = json!("False"))
+        .await;
     tc.settle().await;
     c.reconcile("n1").await.expect("reconcile");
     tc.settle().await;
@@ -183,7 +191,10 @@ async fn tainted_pods_are_evicted_after_their_toleration_seconds() {
     .await
     .expect("events");
     assert!(
-        events.items.iter().any(|e| e["reason"] == "TaintManagerEviction" && e["message"] == "Marking for deletion Pod default/short"),
+        events
+            .items
+            .iter()
+            .any(|e| e["reason"] == "TaintManagerEviction" && e["message"] == "Marking for deletion Pod default/short"),
         "eviction event recorded"
     );
 }
