@@ -8,6 +8,7 @@
 //! their pods waiting).
 
 mod bridge_netns;
+mod drain;
 mod http_api;
 mod init_containers;
 mod kube_rs;
@@ -15,6 +16,7 @@ mod kubectl_apply;
 mod kubectl_errors;
 mod kubectl_verbs;
 mod logs;
+mod node_failure;
 mod pod_env;
 mod pull_secrets;
 mod registry;
