@@ -120,11 +120,12 @@ impl Registry {
                 causes: vec![validation::FieldCause::required("metadata.name", "name or generateName is required")],
             });
         }
-        defaults::apply_defaults(info.kind, &mut obj);
-        strategy::prepare_for_create(info, &mut obj);
+        // Before the static defaults, which would otherwise add these with 300 s.
         if info.kind == "Pod" {
             strategy::add_default_tolerations(&mut obj, self.default_toleration_seconds);
         }
+        defaults::apply_defaults(info.kind, &mut obj);
+        strategy::prepare_for_create(info, &mut obj);
         if info.namespaced {
             self.admit_namespace(ns.unwrap_or_default()).await?;
         }

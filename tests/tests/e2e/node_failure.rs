@@ -41,6 +41,22 @@ fn taints(node: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `name node phase ready deleting` per pod, for failure messages.
+pub fn summary(list: &Value) -> String {
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let line = |p: &Value| {
+        format!(
+            "{} on {} {} ready={} deleting={}",
+            p["metadata"]["name"].as_str().unwrap_or(""),
+            node_of(p),
+            p["status"]["phase"].as_str().unwrap_or(""),
+            pod_is_ready(p),
+            !p["metadata"]["deletionTimestamp"].is_null()
+        )
+    };
+    items.iter().map(line).collect::<Vec<_>>().join("; ")
+}
+
 fn ready_status(node: &Value) -> String {
     node["status"]["conditions"]
         .as_array()
@@ -100,7 +116,8 @@ async fn killed_agent_pods_move_and_the_returning_agent_is_clean() -> Result<()>
         let gone = victims.iter().all(|(v, _)| !names.contains(&v.as_str()));
         let pods = app_pods(&skiff, "web").await?;
         let moved = pods.len() == 2 && pods.iter().all(|p| pod_is_ready(p) && node_of(p) == "node-b");
-        Ok((gone && moved).then_some(()))
+        ensure!(gone && moved, "pods now: {}", summary(&all));
+        Ok(Some(()))
     })
     .await?;
     let events = skiff.kubectl(&["get", "events", "--field-selector", "reason=TaintManagerEviction", "-o", "json"]).await?.json()?;

@@ -7,10 +7,15 @@ use serde_json::{Value, json};
 
 use super::taint_eviction::TaintEvictionController;
 use super::*;
+use crate::controllers::ControllerConfig;
 use crate::controllers::testing::{EPOCH, TestCluster};
 
 async fn cluster() -> TestCluster {
-    let tc = TestCluster::start().await;
+    cluster_with(ControllerConfig::default()).await
+}
+
+async fn cluster_with(config: ControllerConfig) -> TestCluster {
+    let tc = TestCluster::start_with(config).await;
     tc.create("", "namespaces", None, json!({"metadata": {"name": LEASE_NAMESPACE}})).await;
     tc
 }
@@ -134,18 +139,20 @@ async fn not_ready_node_gets_the_not_ready_taints() {
 
 #[tokio::test]
 async fn tainted_pods_are_evicted_after_their_toleration_seconds() {
-    let tc = cluster().await;
+    // A configured default toleration (not Kubernetes' 300 s) reaches pod defaulting.
+    let config = ControllerConfig { default_unreachable_toleration: Duration::from_secs(200), ..ControllerConfig::default() };
+    let tc = cluster_with(config).await;
     let nl = NodeLifecycleController::new(&tc.ctx);
     let te = TaintEvictionController::new(&tc.ctx);
     node(&tc, "n1").await;
-    // Defaulted tolerations (300 s), an explicit 60 s one, and one tolerating forever.
+    // Defaulted tolerations (200 s), an explicit 60 s one, and one tolerating forever.
     pod(&tc, "default-tol", "n1", None).await;
     pod(&tc, "short", "n1", Some(json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}]))).await;
     pod(&tc, "forever", "n1", Some(json!([{"operator": "Exists"}]))).await;
     tc.settle().await;
     let p = tc.get("", "pods", Some("default"), "default-tol").await.expect("pod");
     assert_eq!(p["spec"]["tolerations"].as_array().map(Vec::len), Some(2), "DefaultTolerationSeconds: {p}");
-    assert_eq!(p["spec"]["tolerations"][0]["tolerationSeconds"], 300);
+    assert_eq!(p["spec"]["tolerations"][0]["tolerationSeconds"], 200);
 
     nl.reconcile("n1").await.expect("reconcile");
     tc.clock.advance(Duration::from_secs(41));
@@ -170,15 +177,15 @@ async fn tainted_pods_are_evicted_after_their_toleration_seconds() {
     tc.settle().await;
     assert!(!exists("short").await, "gone after 60 s (grace 0 on a silent node)");
 
-    tc.clock.advance(Duration::from_secs(239));
+    tc.clock.advance(Duration::from_secs(139));
     te.reconcile("default/default-tol").await.expect("reconcile");
     tc.settle().await;
-    assert!(exists("default-tol").await, "299 s < 300 s");
+    assert!(exists("default-tol").await, "199 s < 200 s");
     tc.clock.advance(Duration::from_secs(1));
     te.reconcile("default/default-tol").await.expect("reconcile");
     te.reconcile("default/forever").await.expect("reconcile");
     tc.settle().await;
-    assert!(!exists("default-tol").await, "gone after 300 s");
+    assert!(!exists("default-tol").await, "gone after 200 s");
     assert!(exists("forever").await, "tolerates forever");
 
     let events = crate::registry::list::list(
