@@ -55,6 +55,10 @@ pub struct AgentArgs {
     /// Name prefix of the hollow nodes (`<prefix>00000`, …).
     #[arg(long, default_value = "hollow-", requires = "hollow_nodes")]
     hollow_name_prefix: String,
+    /// How long the node Lease is valid (the kubelet's `nodeLeaseDurationSeconds`); the
+    /// agent renews it (and posts Node status at least as often) every quarter of it.
+    #[arg(long, default_value = "40")]
+    node_lease_duration_seconds: u64,
     /// A registry (`HOST:PORT`) to pull from over plain HTTP; repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     insecure_registries: Vec<String>,
@@ -93,6 +97,9 @@ pub fn config(args: &AgentArgs) -> AgentConfig {
     cfg.node_ip = args.node_ip;
     cfg.node_api_port = args.node_api_port;
     cfg.insecure_registries = args.insecure_registries.clone();
+    let renew = std::time::Duration::from_millis(args.node_lease_duration_seconds.max(1) * 1000 / 4);
+    cfg.lease_interval = renew;
+    cfg.status_interval = cfg.status_interval.min(renew);
     cfg
 }
 

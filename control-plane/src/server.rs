@@ -107,6 +107,7 @@ impl RunningServer {
             .map_err(|source| ServerError::DataDir { path: registry_dir, source })?;
         api.artifacts = Some(Arc::new(artifacts));
         api.kubelet_tls = Some(pki.kubelet_client_config()?);
+        api.registry = api.registry.with_default_toleration(cfg.controllers.default_unreachable_toleration);
         let state = Arc::new(api);
         bootstrap(&state).await?;
 

@@ -3,11 +3,12 @@
 //! What it owns: finding the `skiff` binary ([`binary`]), starting `skiff up` on a free
 //! loopback port with a temporary data dir and waiting for `/readyz` ([`Skiff`]), a private
 //! etcd for the etcd store ([`Etcd`]), kubectl and HTTP/kube-rs clients built from the
-//! kubeconfig skiff writes ([`kubectl`], [`kubeconfig`]), bounded waits ([`net`]), and
+//! kubeconfig skiff writes ([`kubectl`], [`kubeconfig`]), extra node agents ([`Agent`]), bounded waits ([`net`]), and
 //! test-owned network namespaces for real pod networking ([`netns`]).
 //! What it does not: build the binary (run `cargo build -p skiff` first — `scripts/test.sh`
 //! does) or assert anything; the tests in `tests/tests/` do that.
 
+pub mod agent;
 pub mod binary;
 pub mod etcd;
 pub mod guests;
@@ -18,6 +19,7 @@ pub mod netns;
 pub mod registry;
 pub mod skiff;
 
+pub use agent::{Agent, AgentOptions};
 pub use etcd::Etcd;
 pub use kubeconfig::KubeconfigInfo;
 pub use kubectl::{KubectlOutput, KubectlStream};

@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::patch::{self, PatchType};
 use super::request::{self, Query, ResourcePath, parse_body, read_body, wants_table};
 use super::table::{self, IncludeObject};
-use super::{SharedState, pod_log, scale, watch};
+use super::{SharedState, eviction, pod_log, scale, watch};
 use crate::registry::list::{self, Filter};
 use crate::registry::rest::{DeleteOptions, WriteOptions, Written};
 
@@ -91,6 +91,10 @@ async fn dispatch(
         (&Method::POST, true, Some("binding")) => {
             let body = parse_body(&headers, &read_body(body).await?)?;
             scale::bind(&state, &path, body, write_opts(&query)?).await
+        }
+        (&Method::POST, true, Some("eviction")) if path.info.kind == "Pod" => {
+            let body = parse_body(&headers, &read_body(body).await?)?;
+            eviction::create(&state, &path, body, write_opts(&query)?).await
         }
         (&Method::PUT, true, None | Some("status") | Some("finalize")) => {
             let body = parse_body(&headers, &read_body(body).await?)?;

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod discovery;
 pub mod error;
+pub mod eviction;
 pub mod handlers;
 pub mod openapi;
 pub mod patch;

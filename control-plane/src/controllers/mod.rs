@@ -11,11 +11,13 @@
 pub mod clock;
 pub mod cronjob;
 pub mod deployment;
+pub mod disruption;
 pub mod events;
 mod expectations;
 pub mod gc;
 pub mod informer;
 pub mod job;
+pub mod nodelifecycle;
 pub mod owner;
 pub mod replicaset;
 #[cfg(test)]
@@ -228,6 +230,9 @@ pub fn start(
     let gc = gc::GarbageCollector::new(registry.clone(), inf);
     let job = job::JobController::new(&ctx);
     let cronjob = cronjob::CronJobController::new(&ctx);
+    let nodes = nodelifecycle::NodeLifecycleController::new(&ctx);
+    let taints = nodelifecycle::taint_eviction::TaintEvictionController::new(&ctx);
+    let pdbs = disruption::DisruptionController::new(&ctx);
 
     inf.run_all(registry.store(), cancel, tasks);
     tasks.spawn(scheduler.run(cancel.clone()));
@@ -237,6 +242,9 @@ pub fn start(
     spawn(&cronjob, WORKERS, &ctx, cancel, tasks);
     tasks.spawn(gc.clone().run_periodic(cancel.clone()));
     spawn(&gc, 1, &ctx, cancel, tasks);
+    spawn(&nodes, WORKERS, &ctx, cancel, tasks);
+    spawn(&taints, WORKERS, &ctx, cancel, tasks);
+    spawn(&pdbs, WORKERS, &ctx, cancel, tasks);
     ctx.inf
 }
 

@@ -52,7 +52,7 @@ impl TestCluster {
         let clock = Clock::fake(EPOCH.parse().expect("epoch parses"));
         config.clock = clock.clone();
         let store: SharedStore = std::sync::Arc::new(EmbeddedStore::in_memory().expect("in-memory store"));
-        let registry = Registry::new(store.clone());
+        let registry = Registry::new(store.clone()).with_default_toleration(config.default_unreachable_toleration);
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         tasks.spawn(registry.namespace_cache().run(store.clone(), cancel.clone()));

@@ -60,6 +60,8 @@ pub struct Deleted {
 pub struct Registry {
     store: SharedStore,
     namespaces: NamespaceCache,
+    /// `tolerationSeconds` of the default not-ready/unreachable tolerations new pods get.
+    default_toleration_seconds: i64,
 }
 
 /// How often a write retries after losing a compare-and-swap race it did not ask for.
@@ -67,7 +69,14 @@ const MAX_RETRIES: usize = 16;
 
 impl Registry {
     pub fn new(store: SharedStore) -> Self {
-        Self { store, namespaces: NamespaceCache::default() }
+        Self { store, namespaces: NamespaceCache::default(), default_toleration_seconds: 300 }
+    }
+
+    /// Sets the `tolerationSeconds` of the default not-ready/unreachable tolerations
+    /// (`--default-unreachable-toleration-seconds`; 300 when not set).
+    pub fn with_default_toleration(mut self, toleration: std::time::Duration) -> Self {
+        self.default_toleration_seconds = i64::try_from(toleration.as_secs()).unwrap_or(i64::MAX);
+        self
     }
 
     /// The stored object at `key`, or the Kubernetes NotFound for `info`/`name`.
@@ -110,6 +119,10 @@ impl Registry {
                 name: String::new(),
                 causes: vec![validation::FieldCause::required("metadata.name", "name or generateName is required")],
             });
+        }
+        // Before the static defaults, which would otherwise add these with 300 s.
+        if info.kind == "Pod" {
+            strategy::add_default_tolerations(&mut obj, self.default_toleration_seconds);
         }
         defaults::apply_defaults(info.kind, &mut obj);
         // The uid first: a strategy may build on it (a Job's generated selector).

@@ -45,6 +45,32 @@ pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
     meta.insert("generation".into(), json!(1));
 }
 
+/// The taint keys the DefaultTolerationSeconds admission gives every pod a toleration for.
+pub const DEFAULT_TOLERATION_TAINTS: [&str; 2] = ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"];
+
+/// Kubernetes' DefaultTolerationSeconds admission: a pod that does not tolerate the
+/// not-ready / unreachable `NoExecute` taints gets `{key, Exists, NoExecute, seconds}` for
+/// each, so its pods leave a failed node after `seconds` rather than at once.
+pub fn add_default_tolerations(pod: &mut Value, seconds: i64) {
+    let existing = pod.get("spec").and_then(|s| s.get("tolerations")).and_then(Value::as_array).cloned();
+    let existing = existing.unwrap_or_default();
+    let covers = |t: &Value, key: &str| {
+        let t_key = t.get("key").and_then(Value::as_str).unwrap_or("");
+        let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+        (t_key == key || t_key.is_empty()) && (effect == "NoExecute" || effect.is_empty())
+    };
+    let mut tolerations = existing.clone();
+    for key in DEFAULT_TOLERATION_TAINTS {
+        if !existing.iter().any(|t| covers(t, key)) {
+            tolerations
+                .push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
+        }
+    }
+    if tolerations.len() != existing.len() && pod.get("spec").is_some_and(Value::is_object) {
+        pod["spec"]["tolerations"] = json!(tolerations);
+    }
+}
+
 /// Merges an update of the main resource or of a subresource onto `old`, producing the
 /// object to store. For the main resource the status is kept from `old` (when the kind has
 /// a status subresource); for `status` only the status moves.
@@ -209,6 +235,28 @@ mod tests {
         prepare_for_create(info, &mut manual);
         assert_eq!(manual["spec"]["selector"], json!({"matchLabels": {"a": "b"}}));
         assert_eq!(manual["spec"]["template"]["metadata"]["labels"], json!({"a": "b"}));
+    }
+
+    #[test]
+    fn default_tolerations_are_added_once_and_respect_existing_ones() {
+        let mut pod = json!({"spec": {"containers": []}});
+        add_default_tolerations(&mut pod, 300);
+        let tols = pod["spec"]["tolerations"].as_array().expect("tolerations").clone();
+        assert_eq!(tols.len(), 2);
+        assert_eq!(
+            tols[1],
+            json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})
+        );
+        add_default_tolerations(&mut pod, 300);
+        assert_eq!(pod["spec"]["tolerations"].as_array().map(Vec::len), Some(2), "idempotent");
+        let mut own = json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]}});
+        add_default_tolerations(&mut own, 300);
+        let tols = own["spec"]["tolerations"].as_array().expect("tolerations");
+        assert_eq!(tols.len(), 2, "only not-ready added");
+        assert_eq!(tols[0]["tolerationSeconds"], 5);
+        let mut all = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        add_default_tolerations(&mut all, 300);
+        assert_eq!(all["spec"]["tolerations"].as_array().map(Vec::len), Some(1), "tolerates everything already");
     }
 
     #[test]

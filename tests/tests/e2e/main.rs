@@ -9,6 +9,7 @@
 
 mod bridge_netns;
 mod hollow;
+mod drain;
 mod http_api;
 mod init_containers;
 mod jobs;
@@ -17,6 +18,7 @@ mod kubectl_apply;
 mod kubectl_errors;
 mod kubectl_verbs;
 mod logs;
+mod node_failure;
 mod pod_env;
 mod pull_secrets;
 mod registry;
