@@ -18,6 +18,7 @@ pub mod owner;
 pub mod replicaset;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod volume;
 pub mod workqueue;
 
 use std::future::Future;
@@ -220,7 +221,8 @@ pub fn start(
     let ctx = Ctx { registry: registry.clone(), inf: Informers::default(), config };
     let inf = &ctx.inf;
     // Everyone subscribes before the caches start, so the first list reaches every handler.
-    let scheduler = Scheduler::new(registry.clone(), inf.pods.clone(), inf.nodes.clone());
+    let scheduler = Scheduler::new(registry.clone(), inf.pods.clone(), inf.nodes.clone()).with_volumes(inf);
+    let volumes = volume::VolumeController::new(&ctx);
     let rs = replicaset::ReplicaSetController::new(registry.clone(), inf);
     let deploy = deployment::DeploymentController::new(registry.clone(), inf);
     let gc = gc::GarbageCollector::new(registry.clone(), inf);
@@ -229,6 +231,7 @@ pub fn start(
     tasks.spawn(scheduler.run(cancel.clone()));
     spawn(&rs, WORKERS, &ctx, cancel, tasks);
     spawn(&deploy, WORKERS, &ctx, cancel, tasks);
+    spawn(&volumes, WORKERS, &ctx, cancel, tasks);
     tasks.spawn(gc.clone().run_periodic(cancel.clone()));
     spawn(&gc, 1, &ctx, cancel, tasks);
     ctx.inf

@@ -116,6 +116,7 @@ impl Registry {
         if info.namespaced {
             self.admit_namespace(ns.unwrap_or_default()).await?;
         }
+        crate::controllers::volume::admission::default_storage_class(&self.store, info.kind, &mut obj).await?;
         let meta = meta_mut(&mut obj);
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(object::now()));
