@@ -64,6 +64,29 @@ pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration
 /// Annotation the Deployment controller uses to number revisions.
 pub const DEPLOYMENT_REVISION: &str = "deployment.kubernetes.io/revision";
 
+/// StorageClass annotation marking the cluster's default class.
+pub const IS_DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
+/// PVC annotation: the node the scheduler chose for a WaitForFirstConsumer claim.
+pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+/// PVC annotation: the provisioner expected to provision the claim.
+pub const STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
+/// PVC annotation: the PV controller finished binding the claim.
+pub const BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
+/// PV/PVC annotation: the binding was made by the controller, not by the user.
+pub const BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
+/// PV annotation: the provisioner that created the volume.
+pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+/// Finalizer on PVCs: deletion waits until no pod uses the claim.
+pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+/// Finalizer on PVs: deletion waits until the volume is no longer bound.
+pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
+/// Skiff's dynamic provisioner of node-local directories.
+pub const LOCAL_PATH_PROVISIONER: &str = "skiff.dev/local-path";
+/// The provisioner name rancher's local-path-provisioner uses; Skiff serves it too.
+pub const RANCHER_LOCAL_PATH_PROVISIONER: &str = "rancher.io/local-path";
+/// Finalizer on local-path PVs: the node removes the directory before the PV goes.
+pub const LOCAL_PATH_CLEANUP: &str = "skiff.dev/local-path-cleanup";
+
 #[cfg(test)]
 mod tests {
     use super::*;

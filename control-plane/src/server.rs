@@ -148,6 +148,16 @@ async fn bootstrap(state: &ApiState) -> Result<(), ServerError> {
             Err(source) => return Err(ServerError::Bootstrap { what: format!("namespace {ns}"), source }),
         }
     }
+    // The default StorageClass: local-path volumes, provisioned on the node of their first pod.
+    let info = catalog::find("storage.k8s.io", "v1", "storageclasses").expect("storageclasses are in the catalog");
+    let body = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "local-path", "annotations": {skiff_api::labels::IS_DEFAULT_CLASS: "true"}},
+        "provisioner": skiff_api::labels::LOCAL_PATH_PROVISIONER,
+        "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Delete"});
+    match state.registry.create(info, None, body, WriteOptions::default()).await {
+        Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+        Err(source) => return Err(ServerError::Bootstrap { what: "storageclass local-path".into(), source }),
+    }
     Ok(())
 }
 

@@ -154,11 +154,18 @@ impl Agent {
             shutdown_grace: cfg.shutdown_grace,
             events,
         });
+        let client_for_volumes = client.clone();
         let mut tasks = JoinSet::new();
         tasks.spawn(event_writer);
         tasks.spawn(node_status::status_loop(nodes, id, facts, cfg.status_interval, shutdown.clone()));
         tasks.spawn(lease::heartbeat(client, cfg.node_name.clone(), Some(node), cfg.lease_interval, shutdown.clone()));
         tasks.spawn(pods::dispatch(ctx, shutdown.clone()));
+        tasks.spawn(crate::volumes::reclaim::cleanup_loop(
+            client_for_volumes,
+            cfg.node_name.clone(),
+            cfg.data_dir.clone(),
+            shutdown.clone(),
+        ));
         Ok(RunningAgent { node_name: cfg.node_name, pod_cidr: cidr, tasks, shutdown })
     }
 }

@@ -22,6 +22,7 @@ pub mod owner;
 pub mod replicaset;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod volume;
 pub mod workqueue;
 
 use std::future::Future;
@@ -224,7 +225,8 @@ pub fn start(
     let ctx = Ctx { registry: registry.clone(), inf: Informers::default(), config };
     let inf = &ctx.inf;
     // Everyone subscribes before the caches start, so the first list reaches every handler.
-    let scheduler = Scheduler::new(registry.clone(), inf.pods.clone(), inf.nodes.clone());
+    let scheduler = Scheduler::new(registry.clone(), inf.pods.clone(), inf.nodes.clone()).with_volumes(inf);
+    let volumes = volume::VolumeController::new(&ctx);
     let rs = replicaset::ReplicaSetController::new(registry.clone(), inf);
     let deploy = deployment::DeploymentController::new(registry.clone(), inf);
     let gc = gc::GarbageCollector::new(registry.clone(), inf);
@@ -240,6 +242,7 @@ pub fn start(
     spawn(&deploy, WORKERS, &ctx, cancel, tasks);
     spawn(&job, WORKERS, &ctx, cancel, tasks);
     spawn(&cronjob, WORKERS, &ctx, cancel, tasks);
+    spawn(&volumes, WORKERS, &ctx, cancel, tasks);
     tasks.spawn(gc.clone().run_periodic(cancel.clone()));
     spawn(&gc, 1, &ctx, cancel, tasks);
     spawn(&nodes, WORKERS, &ctx, cancel, tasks);

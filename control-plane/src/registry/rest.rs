@@ -125,6 +125,7 @@ impl Registry {
             strategy::add_default_tolerations(&mut obj, self.default_toleration_seconds);
         }
         defaults::apply_defaults(info.kind, &mut obj);
+        crate::controllers::volume::admission::default_storage_class(&self.store, info.kind, &mut obj).await?;
         // The uid first: a strategy may build on it (a Job's generated selector).
         let meta = meta_mut(&mut obj);
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));

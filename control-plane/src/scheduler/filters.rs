@@ -20,6 +20,12 @@ pub enum Reason {
     HostPorts,
     Insufficient(&'static str),
     TooManyPods,
+    /// A bound volume's node affinity excludes the node (or a claim is provisioned elsewhere).
+    VolumeNodeAffinityConflict,
+    /// An unbound WaitForFirstConsumer claim has neither a volume here nor a provisioner.
+    NoVolumeToBind,
+    /// A ReadWriteOncePod claim of the pod is in use by another pod.
+    ReadWriteOncePodConflict,
 }
 
 impl std::fmt::Display for Reason {
@@ -33,6 +39,11 @@ impl std::fmt::Display for Reason {
             Reason::HostPorts => f.write_str("node(s) didn't have free ports for the requested pod ports"),
             Reason::Insufficient(r) => write!(f, "Insufficient {r}"),
             Reason::TooManyPods => f.write_str("Too many pods"),
+            Reason::VolumeNodeAffinityConflict => f.write_str("node(s) had volume node affinity conflict"),
+            Reason::NoVolumeToBind => f.write_str("node(s) didn't find available persistent volumes to bind"),
+            Reason::ReadWriteOncePodConflict => f.write_str(
+                "node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode",
+            ),
         }
     }
 }

@@ -7,8 +7,13 @@
 //! shows them, as the Go scheduler does), binds through the same logic as `pods/binding`,
 //! and records `Scheduled` / `FailedScheduling` events.
 //!
+//! Volumes (`volumes.rs`): the VolumeRestrictions and VolumeBinding plugins — a PreFilter
+//! resolving the pod's claims once per attempt, a per-node filter (volume node affinity,
+//! ReadWriteOncePod), and, for WaitForFirstConsumer claims, the selected-node annotation
+//! written before the pod is bound.
+//!
 //! Not here yet: preemption, preferred affinity, pod (anti-)affinity, topology spread
-//! constraints, volume binding.
+//! constraints.
 
 pub mod affinity;
 pub mod cache;
@@ -18,6 +23,7 @@ mod run;
 pub mod scores;
 #[cfg(test)]
 mod tests;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 
@@ -70,7 +76,7 @@ pub fn feasible_nodes_to_find(num_nodes: usize) -> usize {
 /// the feasible node with the highest total score, the first one in `nodes` order on a tie.
 /// Every node is examined (see [`schedule_from`] for the bounded search).
 pub fn schedule(pod: &Pod, nodes: &[NodeInfo]) -> Result<String, FitError> {
-    schedule_within(pod, nodes, 0, nodes.len()).0
+    schedule_within(pod, nodes, 0, nodes.len(), &|_| Ok(())).0
 }
 
 /// [`schedule`] for a large cluster: walks `nodes` from `start` (wrapping around) until
@@ -78,10 +84,27 @@ pub fn schedule(pod: &Pod, nodes: &[NodeInfo]) -> Result<String, FitError> {
 /// choice and where the next search should start. When fewer are feasible, every node has been
 /// examined, so a [`FitError`] still counts every node's reason.
 pub fn schedule_from(pod: &Pod, nodes: &[NodeInfo], start: usize) -> (Result<String, FitError>, usize) {
-    schedule_within(pod, nodes, start, feasible_nodes_to_find(nodes.len()))
+    schedule_within(pod, nodes, start, feasible_nodes_to_find(nodes.len()), &|_| Ok(()))
 }
 
-fn schedule_within(pod: &Pod, nodes: &[NodeInfo], start: usize, want: usize) -> (Result<String, FitError>, usize) {
+/// [`schedule_from`] with one more filter run after the built-in ones on each node (the
+/// volume filters, which need the pod's claims resolved first).
+pub fn schedule_from_with(
+    pod: &Pod,
+    nodes: &[NodeInfo],
+    start: usize,
+    extra: &dyn Fn(&NodeInfo) -> Result<(), filters::Reason>,
+) -> (Result<String, FitError>, usize) {
+    schedule_within(pod, nodes, start, feasible_nodes_to_find(nodes.len()), extra)
+}
+
+fn schedule_within(
+    pod: &Pod,
+    nodes: &[NodeInfo],
+    start: usize,
+    want: usize,
+    extra: &dyn Fn(&NodeInfo) -> Result<(), filters::Reason>,
+) -> (Result<String, FitError>, usize) {
     let n = nodes.len();
     let demand = PodDemand::of(pod);
     let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(want.min(n));
@@ -90,7 +113,7 @@ fn schedule_within(pod: &Pod, nodes: &[NodeInfo], start: usize, want: usize) -> 
     while examined < n && feasible.len() < want.max(1) {
         let node = &nodes[(start + examined) % n];
         examined += 1;
-        match filters::run_filters(pod, &demand, node) {
+        match filters::run_filters(pod, &demand, node).and_then(|()| extra(node).map_err(|r| vec![r])) {
             Ok(()) => feasible.push(node),
             Err(rs) => {
                 for r in rs {

@@ -17,7 +17,8 @@ use tracing::{debug, instrument, warn};
 
 use super::cache::SchedulerCache;
 use super::node_info::{PodDemand, holds_resources};
-use super::{FitError, SCHEDULER_NAME, schedule_from};
+use super::volumes::{self, PodVolumes, VolumeCaches};
+use super::{SCHEDULER_NAME, schedule_from_with};
 use crate::apiserver::error::ApiError;
 use crate::apiserver::scale::bind_pod;
 use crate::controllers::events::{self, EventType};
@@ -38,7 +39,13 @@ pub struct Scheduler {
     nodes: Informer<Node>,
     queue: WorkQueue,
     shared: Arc<Shared>,
+    /// Claims, volumes and classes, when volume scheduling is on ([`Scheduler::with_volumes`]).
+    volumes: Option<VolumeCaches>,
 }
+
+/// How long a pod's binding waits for its WaitForFirstConsumer claims to be bound after the
+/// selected node was written (Kubernetes' `bindTimeoutSeconds` is 600).
+pub const VOLUME_BIND_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Default)]
 struct Shared {
@@ -68,7 +75,7 @@ fn bound_to(pod: &Pod) -> Option<&str> {
 impl Scheduler {
     /// Creates the scheduler and subscribes it to the caches (before they start).
     pub fn new(registry: Registry, pods: Informer<Pod>, nodes: Informer<Node>) -> Self {
-        let s = Scheduler { registry, pods, nodes, queue: WorkQueue::new(), shared: Arc::default() };
+        let s = Scheduler { registry, pods, nodes, queue: WorkQueue::new(), shared: Arc::default(), volumes: None };
         let me = s.clone();
         s.pods.subscribe(move |change| me.on_pod(change));
         let me = s.clone();
@@ -91,6 +98,20 @@ impl Scheduler {
             }
         });
         s
+    }
+
+    /// Turns on the volume plugins, reading claims, volumes and classes from `inf` (call
+    /// before the caches start). A claim or volume that changes retries unschedulable pods.
+    pub fn with_volumes(mut self, inf: &crate::controllers::Informers) -> Self {
+        let caches = VolumeCaches::new(inf);
+        let me = self.clone();
+        caches.pvcs.subscribe(move |_| me.retry_unschedulable());
+        let me = self.clone();
+        caches.pvs.subscribe(move |_| me.retry_unschedulable());
+        let me = self.clone();
+        caches.classes.subscribe(move |_| me.retry_unschedulable());
+        self.volumes = Some(caches);
+        self
     }
 
     fn on_pod(&self, change: &Change<Pod>) {
@@ -150,12 +171,29 @@ impl Scheduler {
     #[instrument(level = "debug", skip(self, tasks))]
     fn schedule_one(&self, key: &str, tasks: &TaskTracker) {
         let Some(pod) = self.pods.get(key) else { return };
+        if !needs_scheduling(&pod) {
+            return;
+        }
+        let vols = match self.volumes.as_ref().map(|v| volumes::pre_filter(&pod, v)) {
+            None => PodVolumes::default(),
+            Some(Ok(vols)) => vols,
+            Some(Err(reason)) => {
+                let num_nodes = lock(&self.shared.cache).nodes().len();
+                let message = format!("0/{num_nodes} nodes are available: {reason}.");
+                debug!(pod = key, reason = %message, "unschedulable (volumes)");
+                lock(&self.shared.unschedulable).insert(key.to_string());
+                let me = self.clone();
+                tasks.spawn(async move { me.mark_unschedulable(pod, message).await });
+                return;
+            }
+        };
         let decision = {
             let mut cache = lock(&self.shared.cache);
             if !needs_scheduling(&pod) || cache.is_assumed(key) {
                 return;
             }
-            let (decision, next) = schedule_from(&pod, cache.nodes(), cache.next_start());
+            let extra = |node: &super::NodeInfo| if vols.is_empty() { Ok(()) } else { volumes::filter(&vols, node) };
+            let (decision, next) = schedule_from_with(&pod, cache.nodes(), cache.next_start(), &extra);
             cache.set_next_start(next);
             if let Ok(node) = &decision {
                 cache.assume(key, node, PodDemand::of(&pod));
@@ -168,20 +206,51 @@ impl Scheduler {
                 lock(&self.shared.unschedulable).remove(key);
                 let me = self.clone();
                 let key = key.to_string();
-                tasks.spawn(async move { me.bind(key, pod, node).await });
+                tasks.spawn(async move { me.bind(key, pod, node, vols).await });
             }
             Err(fit) => {
                 debug!(pod = key, reason = %fit, "unschedulable");
                 lock(&self.shared.unschedulable).insert(key.to_string());
                 let me = self.clone();
-                tasks.spawn(async move { me.mark_unschedulable(pod, fit).await });
+                tasks.spawn(async move { me.mark_unschedulable(pod, fit.to_string()).await });
             }
         }
     }
 
-    async fn bind(&self, key: String, pod: Arc<Pod>, node: String) {
+    /// Writes the selected node on the pod's unbound WaitForFirstConsumer claims and waits
+    /// (up to [`VOLUME_BIND_TIMEOUT`]) until the binder has bound every claim of the pod.
+    async fn bind_volumes(&self, pod: &Pod, node: &str, vols: &PodVolumes) -> Result<(), String> {
+        let Some(caches) = self.volumes.as_ref().filter(|_| !vols.unbound.is_empty()) else { return Ok(()) };
+        let info = crate::controllers::info("", "persistentvolumeclaims");
+        for (ns, name) in volumes::claims_to_select(vols, node) {
+            self.registry
+                .update_with(info, Some(&ns), &name, None, WriteOptions::default(), None, |old| {
+                    let mut new = old.clone();
+                    new["metadata"]["annotations"][skiff_api::labels::SELECTED_NODE] = json!(node);
+                    Ok(new)
+                })
+                .await
+                .map_err(|e| format!("selecting node {node} for claim {ns}/{name}: {e}"))?;
+        }
+        let deadline = tokio::time::Instant::now() + VOLUME_BIND_TIMEOUT;
+        while !volumes::all_bound(pod, caches) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("timed out waiting for the volumes of the pod to be bound on {node}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    async fn bind(&self, key: String, pod: Arc<Pod>, node: String, vols: PodVolumes) {
         let ns = pod.metadata.namespace.as_deref();
         let name = pod.metadata.name.as_deref().unwrap_or_default();
+        if let Err(e) = self.bind_volumes(&pod, &node, &vols).await {
+            warn!(pod = %key, node, error = %e, "volume binding failed; will retry");
+            lock(&self.shared.cache).forget_assumed(&key);
+            self.queue.retry(&key);
+            return;
+        }
         match bind_pod(&self.registry, ns, name, &node, WriteOptions::default()).await {
             Ok(_) => {
                 self.queue.forget(&key);
@@ -203,9 +272,8 @@ impl Scheduler {
 
     /// Sets PodScheduled=False/Unschedulable with the fit message and records a
     /// FailedScheduling event — only when the message changed, so retries do not flood.
-    async fn mark_unschedulable(&self, pod: Arc<Pod>, fit: FitError) {
+    async fn mark_unschedulable(&self, pod: Arc<Pod>, message: String) {
         let Some(info) = catalog::find("", "v1", "pods") else { return };
-        let message = fit.to_string();
         let ns = pod.metadata.namespace.as_deref();
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let mut changed = false;

@@ -74,12 +74,15 @@ fn create_dir(path: &Path) -> Result<(), PodEnvError> {
 }
 
 /// The node path behind a claim: the claim must be Bound, and its PersistentVolume must be a
-/// `hostPath` or `local` volume. Returns the path and whether the PV/claim is read-only.
+/// `hostPath` or `local` volume (a relative `local.path` is a local-path volume under
+/// `data_dir`, created if missing). Returns the path and whether it must be read-only (the
+/// volume offers only ReadOnlyMany).
 pub async fn claim_path(
     objects: &ApiObjects,
     ns: &str,
     src: &PersistentVolumeClaimVolumeSource,
-) -> Result<PathBuf, PodEnvError> {
+    data_dir: &Path,
+) -> Result<(PathBuf, bool), PodEnvError> {
     let name = &src.claim_name;
     let claim = objects
         .claim(ns, name)
@@ -95,20 +98,39 @@ pub async fn claim_path(
         .await?
         .ok_or_else(|| PodEnvError::Mount(format!("persistentvolume {volume_name:?} not found")))?;
     let spec = pv.spec.unwrap_or_default();
+    let read_only = spec.access_modes.as_deref().is_some_and(|m| !m.is_empty() && m.iter().all(|m| m == "ReadOnlyMany"));
     if let Some(host) = spec.host_path {
-        return check_host_path(&host);
+        return Ok((check_host_path(&host)?, read_only));
     }
     if let Some(local) = spec.local {
         let path = PathBuf::from(&local.path);
+        if path.is_relative() {
+            return Ok((local_path_dir(data_dir, &path, &volume_name)?, read_only));
+        }
         if !path.exists() {
             return Err(PodEnvError::Mount(format!(
                 "local volume path {:?} of persistentvolume {volume_name:?} does not exist",
                 local.path
             )));
         }
-        return Ok(path);
+        return Ok((path, read_only));
     }
     Err(PodEnvError::Mount(format!("persistentvolume {volume_name:?}: only hostPath and local volumes are supported")))
+}
+
+/// A local-path volume's directory under `data_dir`, created on first use (the provisioner
+/// only names it; the node owns the disk).
+pub fn local_path_dir(data_dir: &Path, rel: &Path, volume_name: &str) -> Result<PathBuf, PodEnvError> {
+    if !rel.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+        return Err(PodEnvError::Mount(format!(
+            "persistentvolume {volume_name:?}: local path {} leaves the node's data directory",
+            rel.display()
+        )));
+    }
+    let dir = data_dir.join(rel);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| PodEnvError::Mount(format!("creating local-path volume {}: {e}", dir.display())))?;
+    Ok(dir)
 }
 
 #[cfg(test)]
@@ -117,6 +139,15 @@ mod tests {
 
     fn src(path: &Path, ty: &str) -> HostPathVolumeSource {
         HostPathVolumeSource { path: path.to_string_lossy().into_owned(), type_: Some(ty.to_string()) }
+    }
+
+    #[test]
+    fn local_path_volumes_live_under_the_data_dir() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = local_path_dir(tmp.path(), Path::new("volumes/pvc-1_ns_c"), "pvc-1").expect("created");
+        assert_eq!(dir, tmp.path().join("volumes/pvc-1_ns_c"));
+        assert!(dir.is_dir());
+        assert!(local_path_dir(tmp.path(), Path::new("../escape"), "pvc-1").is_err());
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! Supported: `emptyDir` (on disk; `medium: Memory` on tmpfs — see [`memory`]), `configMap`,
 //! `secret` (always memory-backed, never on persistent disk), `downwardAPI`, `hostPath` (with
 //! type checks) and `persistentVolumeClaim` (bound claims whose PersistentVolume is `hostPath`
-//! or `local`). configMap, secret and downwardAPI volumes are written with the
+//! or `local`; a *relative* `local.path` — what the local-path provisioner writes — lives under
+//! the node's data directory, the parent of the pods dir, and is created on first use; a claim
+//! is mounted read-only when the pod says `readOnly` or the volume offers only ReadOnlyMany).
+//! Removing deleted local-path volumes is [`reclaim`]'s job. configMap, secret and downwardAPI volumes are written with the
 //! [`atomic`] writer and are always mounted read-only, as in Kubernetes. While the returned
 //! [`PreparedVolumes`] lives, configMap and secret volumes are re-read every
 //! [`REFRESH_PERIOD`] and republished when their data changed; a deleted object keeps its last
@@ -15,6 +18,7 @@ pub mod atomic;
 pub mod host;
 pub mod memory;
 pub mod payload;
+pub mod reclaim;
 pub mod source;
 
 use std::collections::BTreeMap;
@@ -43,6 +47,8 @@ const DOWNWARD_API: &str = "kubernetes.io~downward-api";
 #[derive(Debug, Clone)]
 pub struct VolumeManager {
     pods_dir: PathBuf,
+    /// Where relative local volume paths resolve (the data directory).
+    data_dir: PathBuf,
     objects: ApiObjects,
     node: NodeCapacity,
     refresh: Duration,
@@ -147,7 +153,9 @@ impl PodVolumes for PreparedVolumes {
 impl VolumeManager {
     /// Volumes under `pods_dir` (normally `<data-dir>/pods`).
     pub fn new(pods_dir: impl Into<PathBuf>, objects: ApiObjects, node: NodeCapacity) -> VolumeManager {
-        VolumeManager { pods_dir: pods_dir.into(), objects, node, refresh: REFRESH_PERIOD }
+        let pods_dir: PathBuf = pods_dir.into();
+        let data_dir = pods_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| pods_dir.clone());
+        VolumeManager { pods_dir, data_dir, objects, node, refresh: REFRESH_PERIOD }
     }
 
     /// `<pods dir>/<uid>`: everything of one pod's volumes lives below.
@@ -226,8 +234,8 @@ impl VolumeManager {
                 let path = host::check_host_path(hp)?;
                 PreparedVolume { owned_dir: false, always_read_only: false, path }
             } else if let Some(claim) = &vol.persistent_volume_claim {
-                let path = host::claim_path(&self.objects, &ns, claim).await?;
-                PreparedVolume { path, always_read_only: claim.read_only == Some(true), owned_dir: false }
+                let (path, read_only) = host::claim_path(&self.objects, &ns, claim, &self.data_dir).await?;
+                PreparedVolume { path, always_read_only: read_only || claim.read_only == Some(true), owned_dir: false }
             } else {
                 return Err(PodEnvError::Mount(format!("volume {name:?}: unsupported volume type")));
             };

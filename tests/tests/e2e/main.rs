@@ -24,6 +24,7 @@ mod pull_secrets;
 mod registry;
 mod restart;
 mod scheduling;
+mod storage;
 mod wasm_pods;
 mod watch_compaction;
 
