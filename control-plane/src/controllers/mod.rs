@@ -9,10 +9,12 @@
 //! [`crate::scheduler`] but is started here too, on the same caches.
 
 pub mod clock;
+pub mod daemonset;
 pub mod deployment;
 pub mod events;
 mod expectations;
 pub mod gc;
+pub mod history;
 pub mod informer;
 pub mod owner;
 pub mod replicaset;
@@ -224,11 +226,13 @@ pub fn start(
     let rs = replicaset::ReplicaSetController::new(registry.clone(), inf);
     let deploy = deployment::DeploymentController::new(registry.clone(), inf);
     let gc = gc::GarbageCollector::new(registry.clone(), inf);
+    let daemonsets = daemonset::DaemonSetController::new(&ctx);
 
     inf.run_all(registry.store(), cancel, tasks);
     tasks.spawn(scheduler.run(cancel.clone()));
     spawn(&rs, WORKERS, &ctx, cancel, tasks);
     spawn(&deploy, WORKERS, &ctx, cancel, tasks);
+    spawn(&daemonsets, WORKERS, &ctx, cancel, tasks);
     tasks.spawn(gc.clone().run_periodic(cancel.clone()));
     spawn(&gc, 1, &ctx, cancel, tasks);
     ctx.inf
