@@ -68,7 +68,7 @@ pub fn add_daemon_tolerations(spec: &mut PodSpec) {
             t.key == auto.key
                 && t.effect == auto.effect
                 && t.operator.as_deref().unwrap_or("Equal") == "Exists"
-                && t.value.as_deref().unwrap_or("") == ""
+                && t.value.as_deref().unwrap_or("").is_empty()
         };
         match tols.iter_mut().find(|t| same(t)) {
             Some(t) => *t = auto,

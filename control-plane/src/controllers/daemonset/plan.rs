@@ -134,9 +134,12 @@ pub fn max_surge_unavailable(ds: &DaemonSet, desired: usize) -> (usize, usize) {
     if surge == 0 && unavailable == 0 { (0, 1) } else { (surge, unavailable) }
 }
 
+/// A node's updated pod and old pod, either possibly missing.
+type NewAndOld = (Option<Arc<Pod>>, Option<Arc<Pod>>);
+
 /// The one updated and one old live pod of a node; `None` when there are several of either
 /// (`manage` cleans that up first).
-fn updated_and_old(pods: &[Arc<Pod>], hash: &str) -> Option<(Option<Arc<Pod>>, Option<Arc<Pod>>)> {
+fn updated_and_old(pods: &[Arc<Pod>], hash: &str) -> Option<NewAndOld> {
     let (mut new, mut old) = (None, None);
     for pod in pods.iter().filter(|p| !terminating(p)) {
         let slot = if is_updated(pod, hash) { &mut new } else { &mut old };
