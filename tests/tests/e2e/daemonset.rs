@@ -91,7 +91,12 @@ async fn daemonset_on_a_real_node_and_hollow_nodes() -> Result<()> {
     ensure!(first.values().all(|(name, h, _)| h == &v1 && name.starts_with("web-")), "{first:?}");
     let pod = get_json(&skiff, &["pod", &first[&real].0]).await?;
     let ip = pod["status"]["podIP"].as_str().context("podIP of the real pod")?;
-    let resp = reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?.get(format!("http://{ip}:8080/")).send().await?;
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()?
+        .get(format!("http://{ip}:8080/"))
+        .send()
+        .await?;
     ensure!(resp.status().is_success(), "the real node's daemon pod serves: {}", resp.status());
     skiff.kubectl(&["rollout", "status", "ds/web", "--timeout=60s"]).await?.ok()?;
     let table = skiff.kubectl(&["get", "ds", "web"]).await?.ok()?;

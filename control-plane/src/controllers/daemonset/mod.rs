@@ -57,7 +57,11 @@ pub struct DaemonSetController {
 
 /// The update strategy, defaulted as the API server does.
 fn is_rolling(ds: &DaemonSet) -> bool {
-    ds.spec.as_ref().and_then(|s| s.update_strategy.as_ref()).and_then(|u| u.type_.as_deref()).unwrap_or("RollingUpdate")
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.type_.as_deref())
+        .unwrap_or("RollingUpdate")
         == "RollingUpdate"
 }
 
@@ -309,7 +313,8 @@ impl DaemonSetController {
         }
         let value = serde_json::to_value(&status).unwrap_or_default();
         let name = ds.metadata.name.as_deref().unwrap_or_default();
-        write_status(&self.ctx.registry, info("apps", "daemonsets"), ds.metadata.namespace.as_deref(), name, value).await
+        write_status(&self.ctx.registry, info("apps", "daemonsets"), ds.metadata.namespace.as_deref(), name, value)
+            .await
     }
 }
 

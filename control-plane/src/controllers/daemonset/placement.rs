@@ -37,7 +37,12 @@ pub struct NodeFit {
 }
 
 fn toleration(key: &str, effect: &str) -> Toleration {
-    Toleration { key: Some(key.into()), operator: Some("Exists".into()), effect: Some(effect.into()), ..Default::default() }
+    Toleration {
+        key: Some(key.into()),
+        operator: Some("Exists".into()),
+        effect: Some(effect.into()),
+        ..Default::default()
+    }
 }
 
 /// The tolerations every DaemonSet pod gets: not-ready and unreachable NoExecute without

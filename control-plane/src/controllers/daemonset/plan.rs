@@ -116,11 +116,7 @@ pub fn manage(fits: &BTreeMap<String, NodeFit>, pods: &NodePods, hash: &str, sur
 /// `maxSurge` and `maxUnavailable` as counts of `desired` nodes (percentages round up); when
 /// both come out 0, one pod may be unavailable (so a rollout always moves).
 pub fn max_surge_unavailable(ds: &DaemonSet, desired: usize) -> (usize, usize) {
-    let ru = ds
-        .spec
-        .as_ref()
-        .and_then(|s| s.update_strategy.as_ref())
-        .and_then(|u| u.rolling_update.as_ref());
+    let ru = ds.spec.as_ref().and_then(|s| s.update_strategy.as_ref()).and_then(|u| u.rolling_update.as_ref());
     let scaled = |v: Option<&IntOrString>, default: usize| match v {
         None => default,
         Some(IntOrString::Int(i)) => (*i).max(0) as usize,
@@ -164,13 +160,7 @@ pub struct Rolling {
 /// walked in name order, so the update goes node by node. Unavailable old pods are replaced at
 /// once; available ones only while fewer than `max_unavailable` nodes are unavailable (or,
 /// with surge, while fewer than `max_surge` new pods are not yet available).
-pub fn rolling_update(
-    ds: &DaemonSet,
-    wanted: &[String],
-    pods: &NodePods,
-    hash: &str,
-    now: Timestamp,
-) -> Rolling {
+pub fn rolling_update(ds: &DaemonSet, wanted: &[String], pods: &NodePods, hash: &str, now: Timestamp) -> Rolling {
     let min_ready = ds.spec.as_ref().and_then(|s| s.min_ready_seconds).map(i64::from).unwrap_or(0);
     let (max_surge, max_unavailable) = max_surge_unavailable(ds, wanted.len());
     let available = |p: &Pod| is_available(p, min_ready, now);
@@ -264,7 +254,8 @@ mod tests {
 
     #[test]
     fn manage_creates_deletes_and_reports_failed_pods() {
-        let f = fits(&[("a", true, true), ("b", true, true), ("c", false, true), ("d", false, false), ("e", true, true)]);
+        let f =
+            fits(&[("a", true, true), ("b", true, true), ("c", false, true), ("d", false, false), ("e", true, true)]);
         let mut pods = NodePods::new();
         pods.insert("b".into(), vec![ready("b1", "h"), ready("b22", "h")]);
         pods.insert("c".into(), vec![ready("c1", "h")]);
@@ -328,9 +319,10 @@ mod tests {
 
     #[test]
     fn rolling_update_waits_for_min_ready_seconds() {
-        let d: DaemonSet = serde_json::from_value(json!({"metadata": {"name": "d"}, "spec": {"selector": {}, "template": {},
+        let d: DaemonSet =
+            serde_json::from_value(json!({"metadata": {"name": "d"}, "spec": {"selector": {}, "template": {},
             "minReadySeconds": 60, "updateStrategy": {"type": "RollingUpdate"}}}))
-        .expect("ds");
+            .expect("ds");
         let w = wanted(&["a", "b"]);
         let pods = NodePods::from([
             ("a".into(), vec![pod("a", "new", "Running", Some("2026-01-01T00:09:30Z"))]),

@@ -87,7 +87,16 @@ impl DaemonSetController {
             .or_insert_with(|| ds.metadata.generation.unwrap_or(1).to_string());
         let collisions = ds.status.as_ref().and_then(|s| s.collision_count);
         let data = patch(ds);
-        let body = history::new_revision("apps/v1", "DaemonSet", &ds.metadata, &labels, &annotations, &data, revision, collisions);
+        let body = history::new_revision(
+            "apps/v1",
+            "DaemonSet",
+            &ds.metadata,
+            &labels,
+            &annotations,
+            &data,
+            revision,
+            collisions,
+        );
         match history::create(&self.ctx.registry, body).await? {
             Created::New(rev) => Ok(rev),
             Created::Exists(rev)
@@ -101,8 +110,14 @@ impl DaemonSetController {
                 let mut status = serde_json::to_value(ds.status.clone().unwrap_or_default()).unwrap_or(json!({}));
                 status["collisionCount"] = json!(collisions.unwrap_or(0) + 1);
                 let name = ds.metadata.name.as_deref().unwrap_or_default();
-                write_status(&self.ctx.registry, info("apps", "daemonsets"), ds.metadata.namespace.as_deref(), name, status)
-                    .await?;
+                write_status(
+                    &self.ctx.registry,
+                    info("apps", "daemonsets"),
+                    ds.metadata.namespace.as_deref(),
+                    name,
+                    status,
+                )
+                .await?;
                 Err(ReconcileError::Api {
                     what: format!("DaemonSet {name}"),
                     source: crate::apiserver::error::ApiError::Conflict(format!(

@@ -155,8 +155,13 @@ async fn one_pod_per_eligible_node_as_nodes_join_and_leave() {
     let f = Fixture::new().await;
     f.node("a", json!({}), json!([])).await;
     // Not ready and unreachable: DaemonSet pods tolerate both.
-    f.node("b", json!({}), json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"},
-        {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}])).await;
+    f.node(
+        "b",
+        json!({}),
+        json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"},
+        {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]),
+    )
+    .await;
     f.node("c", json!({}), json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}])).await;
     f.tc.create("apps", "daemonsets", NS, ds_body(json!({}), json!({}))).await;
     f.sync().await;
@@ -193,8 +198,13 @@ async fn node_selector_affinity_and_noexecute_taints_follow_label_changes() {
     f.node("z", json!({"role": "edge"}), json!([])).await;
     let affinity = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
         {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["z1"]}]}]}}});
-    f.tc.create("apps", "daemonsets", NS, ds_body(json!({}), json!({"nodeSelector": {"role": "edge"}, "affinity": affinity})))
-        .await;
+    f.tc.create(
+        "apps",
+        "daemonsets",
+        NS,
+        ds_body(json!({}), json!({"nodeSelector": {"role": "edge"}, "affinity": affinity})),
+    )
+    .await;
     f.sync().await;
     assert_eq!(f.nodes_with_pods(), names(&["x"]), "only x has both the label and the zone");
 
@@ -206,11 +216,13 @@ async fn node_selector_affinity_and_noexecute_taints_follow_label_changes() {
     assert_eq!((s["desiredNumberScheduled"].clone(), s["numberMisscheduled"].clone()), (json!(1), json!(0)));
 
     // An untolerated NoSchedule taint keeps the pod; NoExecute evicts it.
-    f.tc.update("", "nodes", None, "y", None, |n| n["spec"]["taints"] = json!([{"key": "k", "effect": "NoSchedule"}])).await;
+    f.tc.update("", "nodes", None, "y", None, |n| n["spec"]["taints"] = json!([{"key": "k", "effect": "NoSchedule"}]))
+        .await;
     f.sync().await;
     assert_eq!(f.nodes_with_pods(), names(&["y"]));
     assert_eq!(f.ds_status().await["numberMisscheduled"], 1);
-    f.tc.update("", "nodes", None, "y", None, |n| n["spec"]["taints"] = json!([{"key": "k", "effect": "NoExecute"}])).await;
+    f.tc.update("", "nodes", None, "y", None, |n| n["spec"]["taints"] = json!([{"key": "k", "effect": "NoExecute"}]))
+        .await;
     f.sync().await;
     assert!(f.pods().is_empty());
 }
@@ -315,8 +327,13 @@ async fn on_delete_updates_only_deleted_pods() {
 async fn revisions_are_renumbered_on_rollback_and_trimmed() {
     let f = Fixture::new().await;
     f.node("a", json!({}), json!([])).await;
-    f.tc.create("apps", "daemonsets", NS, ds_body(json!({"revisionHistoryLimit": 1, "updateStrategy": {"type": "OnDelete"}}), json!({})))
-        .await;
+    f.tc.create(
+        "apps",
+        "daemonsets",
+        NS,
+        ds_body(json!({"revisionHistoryLimit": 1, "updateStrategy": {"type": "OnDelete"}}), json!({})),
+    )
+    .await;
     f.sync().await;
     let r1 = f.revisions();
     assert_eq!(r1.len(), 1);
