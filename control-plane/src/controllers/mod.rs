@@ -10,11 +10,13 @@
 
 pub mod clock;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod events;
 mod expectations;
 pub mod gc;
+pub mod history;
 pub mod informer;
 pub mod job;
 pub mod nodelifecycle;
@@ -235,6 +237,7 @@ pub fn start(
     let nodes = nodelifecycle::NodeLifecycleController::new(&ctx);
     let taints = nodelifecycle::taint_eviction::TaintEvictionController::new(&ctx);
     let pdbs = disruption::DisruptionController::new(&ctx);
+    let daemonsets = daemonset::DaemonSetController::new(&ctx);
 
     inf.run_all(registry.store(), cancel, tasks);
     tasks.spawn(scheduler.run(cancel.clone()));
@@ -243,6 +246,7 @@ pub fn start(
     spawn(&job, WORKERS, &ctx, cancel, tasks);
     spawn(&cronjob, WORKERS, &ctx, cancel, tasks);
     spawn(&volumes, WORKERS, &ctx, cancel, tasks);
+    spawn(&daemonsets, WORKERS, &ctx, cancel, tasks);
     tasks.spawn(gc.clone().run_periodic(cancel.clone()));
     spawn(&gc, 1, &ctx, cancel, tasks);
     spawn(&nodes, WORKERS, &ctx, cancel, tasks);

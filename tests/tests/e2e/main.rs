@@ -8,6 +8,7 @@
 //! their pods waiting).
 
 mod bridge_netns;
+mod daemonset;
 mod hollow;
 mod drain;
 mod http_api;
