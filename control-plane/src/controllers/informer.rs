@@ -211,6 +211,11 @@ impl<T: Object> Informer<T> {
         };
         self.notify(&changes);
         self.inner.synced.send_replace(true);
+        if page.revision == 0 {
+            // A store never written to: watching "after 0" means "from now" and would miss a
+            // write made since the list. List again shortly instead; the diff reports it.
+            return Ok(());
+        }
         let mut events = store.watch(&self.inner.prefix, page.revision).await?;
         while let Some(ev) = events.next().await {
             let ev = ev?;

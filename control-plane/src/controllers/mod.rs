@@ -134,10 +134,11 @@ macro_rules! informers {
                 true
             }
 
-            /// True when every cache holds what the store holds now (see [`Informer::caught_up`]).
-            pub async fn caught_up(&self, store: &SharedStore) -> Result<bool, crate::storage::StoreError> {
-                $(if !self.$field.caught_up(store).await? { return Ok(false); })*
-                Ok(true)
+            /// The first cache that does not yet hold what the store holds now (see
+            /// [`Informer::caught_up`]), `None` when all do.
+            pub async fn lagging(&self, store: &SharedStore) -> Result<Option<&'static str>, crate::storage::StoreError> {
+                $(if !self.$field.caught_up(store).await? { return Ok(Some(stringify!($field))); })*
+                Ok(None)
             }
         }
     };

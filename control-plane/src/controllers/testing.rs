@@ -60,7 +60,7 @@ impl TestCluster {
         ctx.inf.run_all(&store, &cancel, &mut tasks);
         let tc = TestCluster { ctx, clock, cancel, _tasks: tasks };
         tc.create("", "namespaces", None, json!({"metadata": {"name": "default"}})).await;
-        let synced = tokio::time::timeout(Duration::from_secs(10), tc.ctx.inf.wait_synced(&tc.cancel)).await;
+        let synced = tokio::time::timeout(Duration::from_secs(60), tc.ctx.inf.wait_synced(&tc.cancel)).await;
         assert_eq!(synced.ok(), Some(true), "caches sync");
         tc.settle().await;
         tc
@@ -117,11 +117,12 @@ impl TestCluster {
     /// Waits until every cache has caught up with every write made so far (compares each
     /// cache with a live list), so a `reconcile` afterwards sees them.
     pub async fn settle(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        // Generous: unit tests run in parallel with everything else on a small, shared machine.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let store = self.ctx.registry.store();
-        while !self.ctx.inf.caught_up(store).await.expect("listing the store") {
-            assert!(tokio::time::Instant::now() < deadline, "the caches did not catch up with the store in 10 s");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        while let Some(cache) = self.ctx.inf.lagging(store).await.expect("listing the store") {
+            assert!(tokio::time::Instant::now() < deadline, "the {cache} cache did not catch up with the store in 60 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }
