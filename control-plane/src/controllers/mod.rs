@@ -4,8 +4,8 @@
 //! ([`crate::registry::rest::Registry`]).
 //!
 //! Owns: the caches ([`informer`]), the queue ([`workqueue`]), event recording ([`events`]),
-//! and the minimal workload controllers — [`replicaset`], [`deployment`], and the garbage
-//! collection of dependents whose controller is gone ([`gc`]). The scheduler lives in
+//! and the minimal workload controllers — [`replicaset`], [`deployment`], the garbage
+//! collector ([`gc`]) and namespace deletion ([`namespace`]). The scheduler lives in
 //! [`crate::scheduler`] but is started here too, on the same caches.
 
 pub mod clock;
@@ -14,6 +14,7 @@ pub mod events;
 mod expectations;
 pub mod gc;
 pub mod informer;
+pub mod namespace;
 pub mod owner;
 pub mod replicaset;
 #[cfg(test)]
@@ -223,14 +224,16 @@ pub fn start(
     let scheduler = Scheduler::new(registry.clone(), inf.pods.clone(), inf.nodes.clone());
     let rs = replicaset::ReplicaSetController::new(registry.clone(), inf);
     let deploy = deployment::DeploymentController::new(registry.clone(), inf);
-    let gc = gc::GarbageCollector::new(registry.clone(), inf);
+    let gc = gc::GarbageCollector::new(&ctx);
+    let namespaces = namespace::NamespaceController::new(&ctx);
 
     inf.run_all(registry.store(), cancel, tasks);
     tasks.spawn(scheduler.run(cancel.clone()));
     spawn(&rs, WORKERS, &ctx, cancel, tasks);
     spawn(&deploy, WORKERS, &ctx, cancel, tasks);
-    tasks.spawn(gc.clone().run_periodic(cancel.clone()));
-    spawn(&gc, 1, &ctx, cancel, tasks);
+    tasks.spawn(gc.clone().run(registry.store().clone(), cancel.clone()));
+    spawn(&gc, WORKERS, &ctx, cancel, tasks);
+    spawn(&namespaces, WORKERS, &ctx, cancel, tasks);
     ctx.inf
 }
 
