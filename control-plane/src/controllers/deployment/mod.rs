@@ -181,7 +181,6 @@ impl DeploymentController {
     }
 }
 
-
 impl super::Reconcile for DeploymentController {
     const NAME: &'static str = "deployment";
 

@@ -92,15 +92,14 @@ impl GarbageCollector {
     /// An owner in foreground deletion: done once no dependent with `blockOwnerDeletion`
     /// remains; until then its blocking dependents are (re)checked.
     async fn process_deleting_dependents(&self, node: &Node, uid: &str) -> Result<(), ReconcileError> {
-        let blocking: Vec<(String, bool)> = self
-            .shared
-            .graph()
-            .blocking_dependents(uid)
-            .into_iter()
-            .map(|(d, n)| (d, n.deleting_dependents))
-            .collect();
+        let blocking: Vec<(String, bool)> =
+            self.shared.graph().blocking_dependents(uid).into_iter().map(|(d, n)| (d, n.deleting_dependents)).collect();
         if blocking.is_empty() {
-            debug!(kind = node.info.kind, name = node.name, "no blocking dependents left; finishing foreground deletion");
+            debug!(
+                kind = node.info.kind,
+                name = node.name,
+                "no blocking dependents left; finishing foreground deletion"
+            );
             return self.remove_finalizer(node, uid, FOREGROUND).await;
         }
         for (dep, deleting_dependents) in blocking {
@@ -176,10 +175,9 @@ impl GarbageCollector {
                     return;
                 };
                 refs.retain(|r| r.get("uid").and_then(Value::as_str).is_none_or(|u| !owners.contains(u)));
-                if refs.is_empty() {
-                    if let Some(m) = obj["metadata"].as_object_mut() {
-                        m.remove("ownerReferences");
-                    }
+                let none_left = refs.is_empty();
+                if none_left && let Some(m) = obj["metadata"].as_object_mut() {
+                    m.remove("ownerReferences");
                 }
             })
             .await;

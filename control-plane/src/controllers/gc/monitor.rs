@@ -11,8 +11,8 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::graph::{Envelope, Meta, Work};
 use super::Shared;
+use super::graph::{Envelope, Meta, Work};
 use crate::registry::catalog::{RESOURCES, ResourceInfo};
 use crate::storage::{EventKind, ListOptions, SharedStore, StoreError};
 
@@ -21,10 +21,7 @@ const PAGE: i64 = 500;
 
 /// The resource whose keys `key` belongs to (the longest matching prefix), if any.
 pub fn resource_of(key: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES
-        .iter()
-        .filter(|r| key.starts_with(&r.key_prefix()))
-        .max_by_key(|r| r.key_prefix().len())
+    RESOURCES.iter().filter(|r| key.starts_with(&r.key_prefix())).max_by_key(|r| r.key_prefix().len())
 }
 
 /// The graph's view of a stored value, `None` for keys that are no API object.

@@ -144,7 +144,10 @@ async fn foreground_waits_for_blocking_dependents_bottom_up() {
     let d = tc.get("apps", "deployments", NS, "web").await.expect("the Deployment waits for its ReplicaSet");
     assert_eq!(d["metadata"]["finalizers"], json!(["foregroundDeletion"]));
     assert!(d["metadata"]["deletionTimestamp"].is_string());
-    assert!(tc.get("", "configmaps", NS, "loose").await.is_none(), "non-blocking dependents are deleted, not waited for");
+    assert!(
+        tc.get("", "configmaps", NS, "loose").await.is_none(),
+        "non-blocking dependents are deleted, not waited for"
+    );
 
     // The node confirms the pod's end: then the ReplicaSet, then the Deployment go.
     tc.delete("", "pods", NS, "web-1-a", DeleteOptions { grace_period_seconds: Some(0), ..Default::default() }).await;
@@ -171,8 +174,13 @@ async fn orphan_removes_references_and_keeps_dependents() {
 async fn a_job_deleted_without_a_policy_orphans_its_pods_as_in_kubernetes() {
     let (tc, gc, _guard) = start().await;
     let job = tc
-        .create("batch", "jobs", NS, json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {
-            "restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}}))
+        .create(
+            "batch",
+            "jobs",
+            NS,
+            json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}}),
+        )
         .await;
     let mut p = json!({"metadata": {"name": "j-1", "ownerReferences": [owner_ref("Job", "batch/v1", &job, true)]},
         "spec": {"containers": [{"name": "c", "image": "i"}]}});

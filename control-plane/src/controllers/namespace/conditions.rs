@@ -30,11 +30,25 @@ pub fn conditions(content: &Content, old: &[Value], now: &str) -> Vec<Value> {
     let failure = if content.errors.is_empty() {
         ("False", "ContentDeleted", "All content successfully deleted, may be waiting on finalization".to_string())
     } else {
-        ("True", "ContentDeletionFailed", format!("Failed to delete all resource types, {} remaining: {}", content.errors.len(), content.errors.join(", ")))
+        (
+            "True",
+            "ContentDeletionFailed",
+            format!(
+                "Failed to delete all resource types, {} remaining: {}",
+                content.errors.len(),
+                content.errors.join(", ")
+            ),
+        )
     };
     let wanted = [
-        ("NamespaceDeletionDiscoveryFailure", ("False", "ResourcesDiscovered", "All resources successfully discovered".to_string())),
-        ("NamespaceDeletionGroupVersionParsingFailure", ("False", "ParsedGroupVersions", "All legacy kube types successfully parsed".to_string())),
+        (
+            "NamespaceDeletionDiscoveryFailure",
+            ("False", "ResourcesDiscovered", "All resources successfully discovered".to_string()),
+        ),
+        (
+            "NamespaceDeletionGroupVersionParsingFailure",
+            ("False", "ParsedGroupVersions", "All legacy kube types successfully parsed".to_string()),
+        ),
         ("NamespaceDeletionContentFailure", failure),
         ("NamespaceContentRemaining", remaining),
         ("NamespaceFinalizersRemaining", finalizers),
@@ -63,7 +77,10 @@ mod tests {
         c.finalizers.insert("foregroundDeletion".into(), 1);
         let conds = conditions(&c, &[], "T1");
         let find = |t: &str| conds.iter().find(|c| c["type"] == t).cloned().expect("condition present");
-        assert_eq!(find("NamespaceContentRemaining")["message"], "Some resources are remaining: pods. has 2 resource instances");
+        assert_eq!(
+            find("NamespaceContentRemaining")["message"],
+            "Some resources are remaining: pods. has 2 resource instances"
+        );
         assert_eq!(find("NamespaceContentRemaining")["status"], "True");
         assert_eq!(
             find("NamespaceFinalizersRemaining")["message"],
