@@ -181,6 +181,7 @@ impl DeploymentController {
     }
 }
 
+
 impl super::Reconcile for DeploymentController {
     const NAME: &'static str = "deployment";
 
