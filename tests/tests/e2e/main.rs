@@ -8,6 +8,7 @@
 //! their pods waiting).
 
 mod bridge_netns;
+mod cascade;
 mod http_api;
 mod init_containers;
 mod kube_rs;
