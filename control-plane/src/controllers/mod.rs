@@ -4,8 +4,8 @@
 //! ([`crate::registry::rest::Registry`]).
 //!
 //! Owns: the caches ([`informer`]), the queue ([`workqueue`]), event recording ([`events`]),
-//! and the minimal workload controllers — [`replicaset`], [`deployment`], and the garbage
-//! collection of dependents whose controller is gone ([`gc`]). The scheduler lives in
+//! and the minimal workload controllers — [`replicaset`], [`deployment`], the garbage
+//! collector ([`gc`]) and namespace deletion ([`namespace`]). The scheduler lives in
 //! [`crate::scheduler`] but is started here too, on the same caches.
 
 pub mod clock;
@@ -20,6 +20,7 @@ pub mod history;
 pub mod informer;
 pub mod job;
 pub mod nodelifecycle;
+pub mod namespace;
 pub mod owner;
 pub mod replicaset;
 #[cfg(test)]
@@ -232,7 +233,8 @@ pub fn start(
     let volumes = volume::VolumeController::new(&ctx);
     let rs = replicaset::ReplicaSetController::new(registry.clone(), inf);
     let deploy = deployment::DeploymentController::new(registry.clone(), inf);
-    let gc = gc::GarbageCollector::new(registry.clone(), inf);
+    let gc = gc::GarbageCollector::new(&ctx);
+    let namespaces = namespace::NamespaceController::new(&ctx);
     let job = job::JobController::new(&ctx);
     let cronjob = cronjob::CronJobController::new(&ctx);
     let nodes = nodelifecycle::NodeLifecycleController::new(&ctx);
@@ -248,11 +250,12 @@ pub fn start(
     spawn(&cronjob, WORKERS, &ctx, cancel, tasks);
     spawn(&volumes, WORKERS, &ctx, cancel, tasks);
     spawn(&daemonsets, WORKERS, &ctx, cancel, tasks);
-    tasks.spawn(gc.clone().run_periodic(cancel.clone()));
-    spawn(&gc, 1, &ctx, cancel, tasks);
     spawn(&nodes, WORKERS, &ctx, cancel, tasks);
     spawn(&taints, WORKERS, &ctx, cancel, tasks);
     spawn(&pdbs, WORKERS, &ctx, cancel, tasks);
+    tasks.spawn(gc.clone().run(registry.store().clone(), cancel.clone()));
+    spawn(&gc, WORKERS, &ctx, cancel, tasks);
+    spawn(&namespaces, WORKERS, &ctx, cancel, tasks);
     ctx.inf
 }
 

@@ -56,10 +56,13 @@ impl TestCluster {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         tasks.spawn(registry.namespace_cache().run(store.clone(), cancel.clone()));
+        // Written before the caches start: on an empty store a cache lists at revision 0 and
+        // watches "from now", which could miss a write made in between.
+        let default_ns = json!({"metadata": {"name": "default"}});
+        registry.create(info("", "namespaces"), None, default_ns, WriteOptions::default()).await.expect("default ns");
         let ctx = Ctx { registry, inf: Informers::default(), config };
         ctx.inf.run_all(&store, &cancel, &mut tasks);
         let tc = TestCluster { ctx, clock, cancel, _tasks: tasks };
-        tc.create("", "namespaces", None, json!({"metadata": {"name": "default"}})).await;
         let synced = tokio::time::timeout(Duration::from_secs(60), tc.ctx.inf.wait_synced(&tc.cancel)).await;
         assert_eq!(synced.ok(), Some(true), "caches sync");
         tc.settle().await;

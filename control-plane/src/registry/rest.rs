@@ -133,7 +133,11 @@ impl Registry {
         meta.remove("resourceVersion");
         strategy::prepare_for_create(info, &mut obj);
         if info.namespaced {
-            self.admit_namespace(ns.unwrap_or_default()).await?;
+            let shown = match object::name(&obj) {
+                "" => generate_name.as_deref().unwrap_or_default(),
+                n => n,
+            };
+            self.admit_namespace(info, ns.unwrap_or_default(), shown).await?;
         }
 
         for _ in 0..MAX_RETRIES {
@@ -247,7 +251,7 @@ impl Registry {
                 return Ok(Written { object: old, warnings: vec![] });
             }
             // The last finalizer of an object being deleted is gone: the delete completes.
-            if meta_str(&new, "deletionTimestamp").is_some() && object::finalizers(&new).is_empty() {
+            if deletion_complete(info, &new) {
                 if opts.dry_run {
                     return Ok(Written { object: new, warnings: vec![] });
                 }
@@ -281,6 +285,12 @@ impl Registry {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Deleted, ApiError> {
+        if info.kind == "Namespace" && SYSTEM_NAMESPACES.contains(&name) {
+            return Err(ApiError::Forbidden(format!(
+                "{} \"{name}\" is forbidden: this namespace may not be deleted",
+                info.resource_name()
+            )));
+        }
         let key = info.key(ns, name);
         for _ in 0..MAX_RETRIES {
             let kv = self.existing(&key, info, name).await?;
@@ -301,21 +311,27 @@ impl Registry {
                     kv.mod_revision
                 )));
             }
-            let mut finalizers = object::finalizers(&obj);
-            match opts.propagation_policy.as_deref() {
-                None | Some("Background") => {}
-                Some("Foreground") => push_unique(&mut finalizers, "foregroundDeletion"),
-                Some("Orphan") => push_unique(&mut finalizers, "orphan"),
-                Some(other) => {
-                    return Err(ApiError::BadRequest(format!(
-                        "invalid propagationPolicy {other:?}: must be one of Foreground, Background, Orphan"
+            let finalizers = gc_finalizers(info, object::finalizers(&obj), opts.propagation_policy.as_deref())?;
+            let already_terminating = meta_str(&obj, "deletionTimestamp").is_some();
+            if info.kind == "Namespace" {
+                // Namespaces are emptied by the namespace controller first; it finalizes them.
+                if already_terminating && !deletion_complete(info, &obj) {
+                    return Err(ApiError::Conflict(format!(
+                        "Operation cannot be fulfilled on namespaces \"{name}\": The system is ensuring all content \
+                         is removed from this namespace.  Upon completion, this namespace will automatically be \
+                         purged by the system."
                     )));
+                }
+                if !already_terminating {
+                    let mut spec_finalizers = namespace_finalizers(&obj);
+                    push_unique(&mut spec_finalizers, "kubernetes");
+                    obj["spec"]["finalizers"] = json!(spec_finalizers);
+                    obj["status"]["phase"] = json!("Terminating");
                 }
             }
             let grace = self.grace_period(info, &obj, opts);
-            let already_terminating = meta_str(&obj, "deletionTimestamp").is_some();
             let graceful = grace > 0 && !already_terminating;
-            if finalizers.is_empty() && !graceful {
+            if finalizers.is_empty() && !graceful && (info.kind != "Namespace" || already_terminating) {
                 if opts.dry_run {
                     return Ok(Deleted { object: obj, gone: true });
                 }
@@ -338,7 +354,9 @@ impl Registry {
             {
                 meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
             }
-            if !finalizers.is_empty() {
+            if finalizers.is_empty() {
+                meta.remove("finalizers");
+            } else {
                 meta.insert("finalizers".into(), json!(finalizers));
             }
             if opts.dry_run {
@@ -376,21 +394,73 @@ impl Registry {
 
     /// Namespace lifecycle admission: a namespaced object needs its namespace to exist and
     /// not be terminating.
-    async fn admit_namespace(&self, ns: &str) -> Result<(), ApiError> {
+    async fn admit_namespace(&self, info: &ResourceInfo, ns: &str, name: &str) -> Result<(), ApiError> {
         let terminating = match self.namespaces.lookup(ns) {
             Some(terminating) => terminating,
             None => {
-                let info = super::catalog::find("", "v1", "namespaces").ok_or(ApiError::NoRoute)?;
-                meta_str(&self.get(info, None, ns).await?, "deletionTimestamp").is_some()
+                let ns_info = super::catalog::find("", "v1", "namespaces").ok_or(ApiError::NoRoute)?;
+                meta_str(&self.get(ns_info, None, ns).await?, "deletionTimestamp").is_some()
             }
         };
         if terminating {
             return Err(ApiError::Forbidden(format!(
-                "unable to create new content in namespace {ns} because it is being terminated"
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being \
+                 terminated",
+                info.resource_name()
             )));
         }
         Ok(())
     }
+}
+
+/// Namespaces that exist from the start and may never be deleted (NamespaceLifecycle).
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// The garbage collector's finalizers an object gets from a delete with `policy`, as the Go
+/// API server computes them: an explicit policy replaces `orphan` / `foregroundDeletion`;
+/// without one, finalizers already there stand, else the kind's default applies (Orphan for
+/// batch/v1 Jobs, kept for backward compatibility; Background for everything else).
+fn gc_finalizers(info: &ResourceInfo, existing: Vec<String>, policy: Option<&str>) -> Result<Vec<String>, ApiError> {
+    const GC: [&str; 2] = ["orphan", "foregroundDeletion"];
+    let has_gc = existing.iter().any(|f| GC.contains(&f.as_str()));
+    let policy = match policy {
+        Some(p) => p,
+        None if has_gc => return Ok(existing),
+        None if info.group == "batch" && info.kind == "Job" => "Orphan",
+        None => "Background",
+    };
+    let mut out: Vec<String> = existing.into_iter().filter(|f| !GC.contains(&f.as_str())).collect();
+    match policy {
+        "Background" => {}
+        "Foreground" => out.push("foregroundDeletion".into()),
+        "Orphan" => out.push("orphan".into()),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid propagationPolicy {other:?}: must be one of Foreground, Background, Orphan"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// `spec.finalizers` of a namespace.
+fn namespace_finalizers(obj: &Value) -> Vec<String> {
+    obj.get("spec")
+        .and_then(|s| s.get("finalizers"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// Whether an object being deleted may now leave the store: no finalizers left, no grace
+/// period still running (a pod's node confirms with a delete of its own), and for a
+/// namespace no `spec.finalizers` either (Kubernetes' `ShouldDeleteDuringUpdate`).
+fn deletion_complete(info: &ResourceInfo, obj: &Value) -> bool {
+    let grace = obj.get("metadata").and_then(|m| m.get("deletionGracePeriodSeconds")).and_then(Value::as_i64);
+    meta_str(obj, "deletionTimestamp").is_some()
+        && object::finalizers(obj).is_empty()
+        && grace.unwrap_or(0) == 0
+        && (info.kind != "Namespace" || namespace_finalizers(obj).is_empty())
 }
 
 fn push_unique(v: &mut Vec<String>, s: &str) {

@@ -11,6 +11,7 @@ mod bridge_netns;
 mod daemonset;
 mod hollow;
 mod drain;
+mod cascade;
 mod http_api;
 mod init_containers;
 mod jobs;
