@@ -221,8 +221,8 @@ pub fn start(
     let inf = &ctx.inf;
     // Everyone subscribes before the caches start, so the first list reaches every handler.
     let scheduler = Scheduler::new(registry.clone(), inf.pods.clone(), inf.nodes.clone());
-    let rs = replicaset::ReplicaSetController::new(registry.clone(), inf);
-    let deploy = deployment::DeploymentController::new(registry.clone(), inf);
+    let rs = replicaset::ReplicaSetController::new(&ctx);
+    let deploy = deployment::DeploymentController::new(&ctx);
     let gc = gc::GarbageCollector::new(registry.clone(), inf);
 
     inf.run_all(registry.store(), cancel, tasks);

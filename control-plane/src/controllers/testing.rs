@@ -56,10 +56,15 @@ impl TestCluster {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         tasks.spawn(registry.namespace_cache().run(store.clone(), cancel.clone()));
+        // The namespace exists before the caches start: an informer listing an empty store
+        // (revision 0) watches "from now" and could miss a write landing in between.
+        registry
+            .create(info("", "namespaces"), None, json!({"metadata": {"name": "default"}}), WriteOptions::default())
+            .await
+            .expect("creating the default namespace");
         let ctx = Ctx { registry, inf: Informers::default(), config };
         ctx.inf.run_all(&store, &cancel, &mut tasks);
         let tc = TestCluster { ctx, clock, cancel, _tasks: tasks };
-        tc.create("", "namespaces", None, json!({"metadata": {"name": "default"}})).await;
         let synced = tokio::time::timeout(Duration::from_secs(10), tc.ctx.inf.wait_synced(&tc.cancel)).await;
         assert_eq!(synced.ok(), Some(true), "caches sync");
         tc.settle().await;
@@ -135,7 +140,7 @@ mod tests {
     async fn a_reconcile_sees_settled_writes_and_the_clock_is_fake() {
         let tc = TestCluster::start().await;
         assert_eq!(tc.clock.now(), EPOCH.parse().expect("epoch"));
-        let c = DeploymentController::new(tc.registry().clone(), tc.inf());
+        let c = DeploymentController::new(&tc.ctx);
         tc.create(
             "apps",
             "deployments",
