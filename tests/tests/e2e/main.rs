@@ -19,6 +19,7 @@ mod pod_env;
 mod pull_secrets;
 mod registry;
 mod restart;
+mod rollout;
 mod scheduling;
 mod wasm_pods;
 mod watch_compaction;
