@@ -63,6 +63,17 @@ pub const ENDPOINTSLICE_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// Annotation the Deployment controller uses to number revisions.
 pub const DEPLOYMENT_REVISION: &str = "deployment.kubernetes.io/revision";
+/// Annotation on a ReplicaSet reused by a rollback: the revisions it had before (comma-separated).
+pub const DEPLOYMENT_REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
+/// Annotation on a Deployment's ReplicaSets: the Deployment's `replicas` when last scaled.
+pub const DEPLOYMENT_DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
+/// Annotation on a Deployment's ReplicaSets: `replicas + maxSurge` when last scaled.
+pub const DEPLOYMENT_MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
+/// Annotation users (and `kubectl --record`) set to say why a change was made; the Deployment
+/// controller copies it to the new ReplicaSet, `kubectl rollout history` prints it.
+pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
+/// The old `kubectl rollout undo` field, still never copied to ReplicaSets.
+pub const DEPRECATED_ROLLBACK_TO: &str = "deprecated.deployment.rollback.to";
 
 /// StorageClass annotation marking the cluster's default class.
 pub const IS_DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
@@ -120,6 +131,11 @@ mod tests {
             ENDPOINTSLICE_MANAGED_BY,
             LAST_APPLIED,
             DEPLOYMENT_REVISION,
+            DEPLOYMENT_REVISION_HISTORY,
+            DEPLOYMENT_DESIRED_REPLICAS,
+            DEPLOYMENT_MAX_REPLICAS,
+            CHANGE_CAUSE,
+            DEPRECATED_ROLLBACK_TO,
         ] {
             assert!(is_qualified_name(key), "{key} must be a qualified name");
         }

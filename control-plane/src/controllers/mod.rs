@@ -231,8 +231,8 @@ pub fn start(
     // Everyone subscribes before the caches start, so the first list reaches every handler.
     let scheduler = Scheduler::new(registry.clone(), inf.pods.clone(), inf.nodes.clone()).with_volumes(inf);
     let volumes = volume::VolumeController::new(&ctx);
-    let rs = replicaset::ReplicaSetController::new(registry.clone(), inf);
-    let deploy = deployment::DeploymentController::new(registry.clone(), inf);
+    let rs = replicaset::ReplicaSetController::new(&ctx);
+    let deploy = deployment::DeploymentController::new(&ctx);
     let gc = gc::GarbageCollector::new(&ctx);
     let namespaces = namespace::NamespaceController::new(&ctx);
     let job = job::JobController::new(&ctx);

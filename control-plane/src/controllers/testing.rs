@@ -139,7 +139,7 @@ mod tests {
     async fn a_reconcile_sees_settled_writes_and_the_clock_is_fake() {
         let tc = TestCluster::start().await;
         assert_eq!(tc.clock.now(), EPOCH.parse().expect("epoch"));
-        let c = DeploymentController::new(tc.registry().clone(), tc.inf());
+        let c = DeploymentController::new(&tc.ctx);
         tc.create(
             "apps",
             "deployments",

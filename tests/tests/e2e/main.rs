@@ -25,6 +25,7 @@ mod pod_env;
 mod pull_secrets;
 mod registry;
 mod restart;
+mod rollout;
 mod scheduling;
 mod storage;
 mod wasm_pods;

@@ -27,11 +27,22 @@ fn safe_encode(s: &str) -> String {
 /// form of the typed template is deterministic (struct fields in a fixed order, maps sorted),
 /// so equal templates always hash equal.
 pub fn template_hash(template: &PodTemplateSpec) -> String {
+    template_hash_with(template, None)
+}
+
+/// [`template_hash`] salted with the Deployment's `status.collisionCount` (as Kubernetes'
+/// `ComputeHash`: 8 more bytes, the count little-endian), so a name taken by a foreign
+/// ReplicaSet is escaped by counting up.
+pub fn template_hash_with(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
     let mut t = template.clone();
     if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(POD_TEMPLATE_HASH);
     }
-    let bytes = serde_json::to_vec(&t).unwrap_or_default();
+    let mut bytes = serde_json::to_vec(&t).unwrap_or_default();
+    if let Some(n) = collision_count {
+        bytes.extend_from_slice(&(n as u32).to_le_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+    }
     safe_encode(&fnv1a32(&bytes).to_string())
 }
 
@@ -76,5 +87,7 @@ mod tests {
             .and_then(|m| m.labels.as_mut())
             .map(|l| l.insert(POD_TEMPLATE_HASH.into(), h.clone()));
         assert_eq!(template_hash(&labelled), h, "the hash label itself does not count");
+        assert_ne!(template_hash_with(&a, Some(1)), h, "a collision count renames");
+        assert_ne!(template_hash_with(&a, Some(1)), template_hash_with(&a, Some(2)));
     }
 }

@@ -19,7 +19,7 @@ use super::expectations::Expectations;
 use super::informer::{Change, Informer, key_of};
 use super::owner::{controller_key, controller_ref, controller_reference};
 use super::workqueue::WorkQueue;
-use super::{Context, Informers, ReconcileError, info, write_status};
+use super::{Clock, Context, Ctx, ReconcileError, info, write_status};
 use crate::apiserver::error::ApiError;
 use crate::registry::rest::{DeleteOptions, Registry, WriteOptions};
 use crate::scheduler::node_info::holds_resources;
@@ -37,17 +37,19 @@ pub struct ReplicaSetController {
     replicasets: Informer<ReplicaSet>,
     queue: WorkQueue,
     expectations: Expectations,
+    clock: Clock,
 }
 
 impl ReplicaSetController {
     /// Creates the controller and subscribes it to the caches.
-    pub fn new(registry: Registry, inf: &Informers) -> Self {
+    pub fn new(ctx: &Ctx) -> Self {
         let c = ReplicaSetController {
-            registry,
-            pods: inf.pods.clone(),
-            replicasets: inf.replicasets.clone(),
+            registry: ctx.registry.clone(),
+            pods: ctx.inf.pods.clone(),
+            replicasets: ctx.inf.replicasets.clone(),
             queue: WorkQueue::new(),
             expectations: Expectations::default(),
+            clock: ctx.config.clock.clone(),
         };
         let me = c.clone();
         c.replicasets.subscribe(move |change| {
@@ -251,7 +253,13 @@ impl ReplicaSetController {
     }
 
     async fn update_status(&self, rs: &ReplicaSet, owned: &[Arc<Pod>]) -> Result<(), ReconcileError> {
-        let status = pods::compute_status(rs, owned, jiff::Timestamp::now());
+        let now = self.clock.now();
+        // A pod Ready but not yet for minReadySeconds becomes available later without any
+        // event: look again then.
+        if let Some(after) = pods::next_available_in(rs, owned, now) {
+            self.queue.add_after(&key_of(&rs.metadata), after);
+        }
+        let status = pods::compute_status(rs, owned, now);
         if rs.status.as_ref() == Some(&status) {
             return Ok(());
         }

@@ -48,6 +48,24 @@ pub fn is_available(pod: &Pod, min_ready_seconds: i64, now: jiff::Timestamp) -> 
     c.last_transition_time.as_ref().is_some_and(|t| t.0 + jiff::SignedDuration::from_secs(min_ready_seconds) <= now)
 }
 
+/// How long until the next Ready pod counts as available (`minReadySeconds` after it became
+/// Ready), plus a second so the recheck is past it; `None` when no pod is waiting.
+pub fn next_available_in(rs: &ReplicaSet, pods: &[Arc<Pod>], now: jiff::Timestamp) -> Option<std::time::Duration> {
+    let min_ready = rs.spec.as_ref().and_then(|s| s.min_ready_seconds).map(i64::from).unwrap_or(0);
+    if min_ready <= 0 {
+        return None;
+    }
+    pods.iter()
+        .filter(|p| !is_available(p, min_ready, now))
+        .filter_map(|p| condition_true(p, "Ready")?.last_transition_time.as_ref().map(|t| t.0))
+        .map(|ready_at| ready_at + jiff::SignedDuration::from_secs(min_ready))
+        .min()
+        .map(|due| {
+            std::time::Duration::try_from(due.duration_since(now)).unwrap_or_default()
+                + std::time::Duration::from_secs(1)
+        })
+}
+
 fn phase_rank(pod: &Pod) -> u8 {
     match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
         Some("Pending") | None => 0,
@@ -167,5 +185,7 @@ mod tests {
         assert_eq!(s.observed_generation, Some(3));
         let later: jiff::Timestamp = "2026-01-01T00:01:00Z".parse().expect("time");
         assert_eq!(compute_status(&rs(), &pods, later).available_replicas, Some(1));
+        assert_eq!(next_available_in(&rs(), &pods, now), Some(std::time::Duration::from_secs(31)), "30 s left + 1");
+        assert_eq!(next_available_in(&rs(), &pods, later), None, "nothing left to wait for");
     }
 }
