@@ -29,6 +29,9 @@ pub fn is_active(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none() && holds_resources(pod)
 }
 
+/// How long pod events for one ReplicaSet are gathered before it is reconciled again.
+const POD_BATCH: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The ReplicaSet controller (cheap to clone; clones share everything).
 #[derive(Debug, Clone)]
 pub struct ReplicaSetController {
@@ -69,12 +72,19 @@ impl ReplicaSetController {
         self.queue.clone()
     }
 
+    /// Looks at `owner` again after one of its pods changed — after [`POD_BATCH`], so a burst
+    /// of pod events (10,000 pods created, bound and started) costs one pass over the pods
+    /// per batch instead of one per event: each pass walks every pod of the ReplicaSet.
+    fn pod_changed(&self, owner: &str) {
+        self.queue.add_after(owner, POD_BATCH);
+    }
+
     fn on_pod(&self, change: &Change<Pod>) {
         match change {
             Change::Added(p) => match controller_key(&p.metadata, "ReplicaSet") {
                 Some(owner) => {
                     self.expectations.created(&owner);
-                    self.queue.add(&owner);
+                    self.pod_changed(&owner);
                 }
                 None => self.enqueue_matching(p),
             },
@@ -84,12 +94,12 @@ impl ReplicaSetController {
                     if old.metadata.deletion_timestamp.is_none() && new.metadata.deletion_timestamp.is_some() {
                         self.expectations.deleted(owner);
                     }
-                    self.queue.add(owner);
+                    self.pod_changed(owner);
                 }
                 if let Some(old_owner) =
                     controller_key(&old.metadata, "ReplicaSet").filter(|o| Some(o) != owner.as_ref())
                 {
-                    self.queue.add(&old_owner);
+                    self.pod_changed(&old_owner);
                 }
                 if owner.is_none() {
                     self.enqueue_matching(new);
@@ -100,7 +110,7 @@ impl ReplicaSetController {
                     if p.metadata.deletion_timestamp.is_none() {
                         self.expectations.deleted(&owner);
                     }
-                    self.queue.add(&owner);
+                    self.pod_changed(&owner);
                 }
             }
         }
@@ -113,7 +123,7 @@ impl ReplicaSetController {
         for rs in self.replicasets.list_namespace(ns) {
             let sel = rs.spec.as_ref().and_then(|s| LabelSelector::from_label_selector(&s.selector).ok());
             if sel.is_some_and(|s| !s.is_empty() && s.matches(&labels)) {
-                self.queue.add(&key_of(&rs.metadata));
+                self.pod_changed(&key_of(&rs.metadata));
             }
         }
     }
