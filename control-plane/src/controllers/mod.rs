@@ -16,6 +16,7 @@ pub mod gc;
 pub mod informer;
 pub mod owner;
 pub mod replicaset;
+pub mod statefulset;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod workqueue;
@@ -224,11 +225,13 @@ pub fn start(
     let rs = replicaset::ReplicaSetController::new(registry.clone(), inf);
     let deploy = deployment::DeploymentController::new(registry.clone(), inf);
     let gc = gc::GarbageCollector::new(registry.clone(), inf);
+    let sts = statefulset::StatefulSetController::new(&ctx);
 
     inf.run_all(registry.store(), cancel, tasks);
     tasks.spawn(scheduler.run(cancel.clone()));
     spawn(&rs, WORKERS, &ctx, cancel, tasks);
     spawn(&deploy, WORKERS, &ctx, cancel, tasks);
+    spawn(&sts, WORKERS, &ctx, cancel, tasks);
     tasks.spawn(gc.clone().run_periodic(cancel.clone()));
     spawn(&gc, 1, &ctx, cancel, tasks);
     ctx.inf

@@ -56,10 +56,13 @@ impl TestCluster {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         tasks.spawn(registry.namespace_cache().run(store.clone(), cancel.clone()));
+        // The namespace exists before the caches list: an informer listing an empty store
+        // (revision 0) and then watching "from now" could miss a write made in between.
+        let ns = json!({"metadata": {"name": "default"}});
+        registry.create(info("", "namespaces"), None, ns, WriteOptions::default()).await.expect("default namespace");
         let ctx = Ctx { registry, inf: Informers::default(), config };
         ctx.inf.run_all(&store, &cancel, &mut tasks);
         let tc = TestCluster { ctx, clock, cancel, _tasks: tasks };
-        tc.create("", "namespaces", None, json!({"metadata": {"name": "default"}})).await;
         let synced = tokio::time::timeout(Duration::from_secs(10), tc.ctx.inf.wait_synced(&tc.cancel)).await;
         assert_eq!(synced.ok(), Some(true), "caches sync");
         tc.settle().await;
