@@ -21,6 +21,7 @@ mod pull_secrets;
 mod registry;
 mod restart;
 mod scheduling;
+mod statefulset;
 mod wasm_pods;
 mod watch_compaction;
 
