@@ -46,7 +46,6 @@ spec:
         readinessProbe:
           httpGet: {{path: /, port: 8080}}
           periodSeconds: 1
-        volumeMounts: [{{name: data, mountPath: /data}}]
   volumeClaimTemplates:
   - metadata: {{name: data}}
     spec:
