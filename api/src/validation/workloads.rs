@@ -66,6 +66,29 @@ fn is_zero(v: Option<&Value>) -> bool {
     matches!(v, Some(Value::Number(n)) if n.as_i64() == Some(0)) || v.and_then(Value::as_str) == Some("0%")
 }
 
+/// `template` with a `persistentVolumeClaim` volume for each claim template it does not
+/// already declare a volume for.
+fn with_claim_volumes(template: &Value, claims: Option<&Value>) -> Value {
+    let mut t = template.clone();
+    let names: Vec<String> = claims
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().filter_map(|c| c.pointer("/metadata/name")?.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    if names.is_empty() {
+        return t;
+    }
+    let Some(spec) = t.get_mut("spec").and_then(Value::as_object_mut) else { return t };
+    let volumes = spec.entry("volumes").or_insert_with(|| Value::Array(Vec::new()));
+    if let Some(list) = volumes.as_array_mut() {
+        for name in names {
+            if !list.iter().any(|v| v.get("name").and_then(Value::as_str) == Some(name.as_str())) {
+                list.push(serde_json::json!({"name": name, "persistentVolumeClaim": {"claimName": name}}));
+            }
+        }
+    }
+    t
+}
+
 pub(crate) fn validate_workload(kind: &str, obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldCause>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     if kind != "DaemonSet" {
@@ -75,7 +98,14 @@ pub(crate) fn validate_workload(kind: &str, obj: &Value, old: Option<&Value>, er
     check_min(errs, "spec.revisionHistoryLimit", spec.get("revisionHistoryLimit"), 0);
     let template = spec.get("template");
     validate_selector(kind, spec, "spec.template", template, false, errs);
-    validate_pod_template(template, "spec.template", &["Always"], errs);
+    if kind == "StatefulSet" {
+        // Containers may mount the claims of `volumeClaimTemplates`: the controller adds those
+        // volumes to each pod, so the template is checked with them, as Kubernetes does.
+        let with_claims = template.map(|t| with_claim_volumes(t, spec.get("volumeClaimTemplates")));
+        validate_pod_template(with_claims.as_ref(), "spec.template", &["Always"], errs);
+    } else {
+        validate_pod_template(template, "spec.template", &["Always"], errs);
+    }
     match kind {
         "Deployment" => {
             let ty = spec.pointer("/strategy/type");
@@ -264,6 +294,21 @@ mod tests {
             "template": template(json!({"app": "web", "tier": "fe"}), "Always"),
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": 1}}}));
         assert_eq!(validate("Deployment", &d, None), vec![]);
+    }
+
+    #[test]
+    fn statefulset_containers_may_mount_their_claim_templates_only() {
+        let sts = |mount: &str| {
+            json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {
+                "serviceName": "web", "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                    {"name": "a", "image": "x", "volumeMounts": [{"name": mount, "mountPath": "/data"}]}]}},
+                "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}})
+        };
+        assert_eq!(validate("StatefulSet", &sts("data"), None), vec![]);
+        let errs = validate("StatefulSet", &sts("other"), None);
+        assert_eq!(fields(&errs), vec!["spec.template.spec.containers[0].volumeMounts[0].name"]);
     }
 
     #[test]

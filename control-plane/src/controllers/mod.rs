@@ -23,6 +23,7 @@ pub mod nodelifecycle;
 pub mod namespace;
 pub mod owner;
 pub mod replicaset;
+pub mod statefulset;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod volume;
@@ -241,6 +242,7 @@ pub fn start(
     let taints = nodelifecycle::taint_eviction::TaintEvictionController::new(&ctx);
     let pdbs = disruption::DisruptionController::new(&ctx);
     let daemonsets = daemonset::DaemonSetController::new(&ctx);
+    let sts = statefulset::StatefulSetController::new(&ctx);
 
     inf.run_all(registry.store(), cancel, tasks);
     tasks.spawn(scheduler.run(cancel.clone()));
@@ -256,6 +258,7 @@ pub fn start(
     tasks.spawn(gc.clone().run(registry.store().clone(), cancel.clone()));
     spawn(&gc, WORKERS, &ctx, cancel, tasks);
     spawn(&namespaces, WORKERS, &ctx, cancel, tasks);
+    spawn(&sts, WORKERS, &ctx, cancel, tasks);
     ctx.inf
 }
 

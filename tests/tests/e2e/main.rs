@@ -28,6 +28,7 @@ mod restart;
 mod rollout;
 mod scheduling;
 mod storage;
+mod statefulset;
 mod wasm_pods;
 mod watch_compaction;
 
