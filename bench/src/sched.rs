@@ -83,7 +83,8 @@ impl SchedBench {
                 let request = http.get(&nodes_url).send();
                 async {
                     let list: Value = request.await?.json().await?;
-                    let ready = list["items"].as_array().map_or(0, |items| items.iter().filter(|n| node_ready(n)).count());
+                    let ready =
+                        list["items"].as_array().map_or(0, |items| items.iter().filter(|n| node_ready(n)).count());
                     Ok((ready >= self.nodes).then_some(()))
                 }
             },
@@ -120,7 +121,11 @@ impl SchedBench {
             },
         });
         let t0 = Instant::now();
-        let created = http.post(format!("{}/apis/apps/v1/namespaces/{ns}/deployments", skiff.url)).json(&deployment).send().await?;
+        let created = http
+            .post(format!("{}/apis/apps/v1/namespaces/{ns}/deployments", skiff.url))
+            .json(&deployment)
+            .send()
+            .await?;
         ensure!(created.status().is_success(), "creating the Deployment: {}", created.status());
 
         let deadline = t0 + Duration::from_secs(60 + self.pods as u64 / 10);
@@ -147,7 +152,9 @@ impl SchedBench {
                 let Some(name) = pod.pointer("/metadata/name").and_then(Value::as_str) else { continue };
                 let s = seen.entry(name.to_string()).or_default();
                 s.created.get_or_insert(at);
-                if s.bound.is_none() && pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
+                if s.bound.is_none()
+                    && pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
+                {
                     s.bound = Some(at);
                     bound += 1;
                 }
@@ -168,7 +175,10 @@ impl SchedBench {
             seen.values().filter_map(|s| Some(s.bound?.saturating_sub(s.created?))).collect();
         latencies.sort();
         let pct = |p: f64| {
-            latencies.get(((latencies.len() as f64 * p / 100.0).ceil() as usize).saturating_sub(1)).copied().unwrap_or_default()
+            latencies
+                .get(((latencies.len() as f64 * p / 100.0).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or_default()
         };
         let per_s = |d: Duration| self.pods as f64 / d.as_secs_f64().max(1e-9);
         let bound_rate = per_s(all_bound);

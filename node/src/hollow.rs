@@ -188,7 +188,9 @@ async fn run_pods(client: kube::Client, cfg: Arc<HollowConfig>, cancel: Cancella
         tokio::spawn(async move {
             let _permit = permit;
             let result = match action {
-                Action::Run => api.patch_status(&name, &PatchParams::default(), &running_status(&pod, ip)).await.map(|_| ()),
+                Action::Run => {
+                    api.patch_status(&name, &PatchParams::default(), &running_status(&pod, ip)).await.map(|_| ())
+                }
                 Action::ConfirmDelete => {
                     let dp = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
                     api.delete(&name, &dp).await.map(|_| ())

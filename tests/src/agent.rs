@@ -137,11 +137,12 @@ impl Agent {
     pub async fn stop(&mut self) -> Result<ExitStatus> {
         let Some(mut child) = self.child.take() else { bail!("agent {} is not running", self.name) };
         Command::new("kill").args(["-TERM", &child.id().to_string()]).status().context("running kill -TERM")?;
-        let waited = wait_until("agent to exit after SIGTERM", Duration::from_secs(20), Duration::from_millis(50), || {
-            let status = child.try_wait();
-            async move { status.context("polling agent") }
-        })
-        .await;
+        let waited =
+            wait_until("agent to exit after SIGTERM", Duration::from_secs(20), Duration::from_millis(50), || {
+                let status = child.try_wait();
+                async move { status.context("polling agent") }
+            })
+            .await;
         match waited {
             Ok(status) => Ok(status),
             Err(e) => {

@@ -124,7 +124,10 @@ impl TestCluster {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let store = self.ctx.registry.store();
         while let Some(cache) = self.ctx.inf.lagging(store).await.expect("listing the store") {
-            assert!(tokio::time::Instant::now() < deadline, "the {cache} cache did not catch up with the store in 60 s");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the {cache} cache did not catch up with the store in 60 s"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

@@ -15,7 +15,10 @@ pub enum Reason {
     NotReady,
     Unschedulable,
     RuntimeNotOffered(String),
-    UntoleratedTaint { key: String, value: String },
+    UntoleratedTaint {
+        key: String,
+        value: String,
+    },
     NodeAffinity,
     HostPorts,
     Insufficient(&'static str),

@@ -84,7 +84,9 @@ impl Scheduler {
             // pods that fit nowhere before.
             match change {
                 Change::Added(n) | Change::Updated { new: n, .. } => lock(&me.shared.cache).set_node(n.clone()),
-                Change::Deleted(n) => lock(&me.shared.cache).remove_node(n.metadata.name.as_deref().unwrap_or_default()),
+                Change::Deleted(n) => {
+                    lock(&me.shared.cache).remove_node(n.metadata.name.as_deref().unwrap_or_default())
+                }
             }
             let relevant = match change {
                 Change::Added(_) => true,

@@ -304,7 +304,8 @@ fn a_bounded_search_walks_round_robin_and_still_reports_every_node_when_nothing_
     let (_, next) = schedule_from(&pod(json!({})), &nodes, next);
     assert_eq!(next, 830);
 
-    let big = pod(json!({"spec": {"containers": [{"name": "c", "image": "a", "resources": {"requests": {"cpu": "64"}}}]}}));
+    let big =
+        pod(json!({"spec": {"containers": [{"name": "c", "image": "a", "resources": {"requests": {"cpu": "64"}}}]}}));
     let (err, _) = schedule_from(&big, &nodes, 500);
     let err = err.expect_err("nothing fits");
     assert_eq!(err.num_nodes, 1000);

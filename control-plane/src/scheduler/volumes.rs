@@ -141,7 +141,11 @@ pub fn pre_filter(pod: &Pod, objects: &impl VolumeObjects) -> Result<PodVolumes,
             return Err("pod has unbound immediate PersistentVolumeClaims".into());
         }
         let selected_node = pvc.metadata.annotations.as_ref().and_then(|a| a.get(labels::SELECTED_NODE)).cloned();
-        out.unbound.push(UnboundClaim { can_provision: class.is_some_and(|c| matching::can_provision(&c)), claim: pvc, selected_node });
+        out.unbound.push(UnboundClaim {
+            can_provision: class.is_some_and(|c| matching::can_provision(&c)),
+            claim: pvc,
+            selected_node,
+        });
     }
     if !out.unbound.is_empty() {
         out.candidates = objects.volumes();
@@ -277,11 +281,18 @@ mod tests {
         let p = pod("p", "u1", "data", None);
         assert_eq!(decide(&p, &objects, &nodes), Err("prefilter: persistentvolumeclaim \"data\" not found".into()));
         let mut deleting = (*claim("data", &["ReadWriteOnce"], "", None)).clone();
-        deleting.metadata.deletion_timestamp = Some(serde_json::from_value(json!("2026-01-01T00:00:00Z")).expect("time"));
+        deleting.metadata.deletion_timestamp =
+            Some(serde_json::from_value(json!("2026-01-01T00:00:00Z")).expect("time"));
         let objects = Objects { claims: vec![Arc::new(deleting)], ..Default::default() };
-        assert_eq!(decide(&p, &objects, &nodes), Err("prefilter: persistentvolumeclaim \"data\" is being deleted".into()));
+        assert_eq!(
+            decide(&p, &objects, &nodes),
+            Err("prefilter: persistentvolumeclaim \"data\" is being deleted".into())
+        );
         let objects = Objects { claims: vec![claim("data", &["ReadWriteOnce"], "", None)], ..Default::default() };
-        assert_eq!(decide(&p, &objects, &nodes), Err("prefilter: pod has unbound immediate PersistentVolumeClaims".into()));
+        assert_eq!(
+            decide(&p, &objects, &nodes),
+            Err("prefilter: pod has unbound immediate PersistentVolumeClaims".into())
+        );
     }
 
     #[test]
@@ -342,6 +353,9 @@ mod tests {
             decide(&p, &static_only, &[node("a")]),
             Err("0/1 nodes are available: 1 node(s) didn't find available persistent volumes to bind.".into())
         );
-        assert_eq!(filters::Reason::NoVolumeToBind.to_string(), "node(s) didn't find available persistent volumes to bind");
+        assert_eq!(
+            filters::Reason::NoVolumeToBind.to_string(),
+            "node(s) didn't find available persistent volumes to bind"
+        );
     }
 }

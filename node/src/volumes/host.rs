@@ -98,7 +98,8 @@ pub async fn claim_path(
         .await?
         .ok_or_else(|| PodEnvError::Mount(format!("persistentvolume {volume_name:?} not found")))?;
     let spec = pv.spec.unwrap_or_default();
-    let read_only = spec.access_modes.as_deref().is_some_and(|m| !m.is_empty() && m.iter().all(|m| m == "ReadOnlyMany"));
+    let read_only =
+        spec.access_modes.as_deref().is_some_and(|m| !m.is_empty() && m.iter().all(|m| m == "ReadOnlyMany"));
     if let Some(host) = spec.host_path {
         return Ok((check_host_path(&host)?, read_only));
     }

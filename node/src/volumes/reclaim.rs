@@ -36,9 +36,10 @@ pub fn cleanup_target(pv: &PersistentVolume, node: &str, data_dir: &Path) -> Opt
     }
     let terms = &spec.node_affinity.as_ref()?.required.as_ref()?.node_selector_terms;
     let here = terms.iter().any(|t| {
-        t.match_expressions.iter().flatten().any(|r| {
-            r.key == labels::HOSTNAME && r.operator == "In" && r.values.iter().flatten().any(|v| v == node)
-        })
+        t.match_expressions
+            .iter()
+            .flatten()
+            .any(|r| r.key == labels::HOSTNAME && r.operator == "In" && r.values.iter().flatten().any(|v| v == node))
     });
     here.then(|| data_dir.join(path))
 }
@@ -97,7 +98,10 @@ mod tests {
     #[test]
     fn only_this_nodes_deleted_local_path_volumes_inside_the_data_dir() {
         let data = Path::new("/data");
-        assert_eq!(cleanup_target(&pv("volumes/pvc-1_ns_c", "n1", true, true), "n1", data), Some(data.join("volumes/pvc-1_ns_c")));
+        assert_eq!(
+            cleanup_target(&pv("volumes/pvc-1_ns_c", "n1", true, true), "n1", data),
+            Some(data.join("volumes/pvc-1_ns_c"))
+        );
         assert_eq!(cleanup_target(&pv("volumes/pvc-1_ns_c", "n2", true, true), "n1", data), None, "another node's");
         assert_eq!(cleanup_target(&pv("volumes/pvc-1_ns_c", "n1", false, true), "n1", data), None, "not deleted");
         assert_eq!(cleanup_target(&pv("volumes/pvc-1_ns_c", "n1", true, false), "n1", data), None, "not ours");

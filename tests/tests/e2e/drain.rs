@@ -50,7 +50,8 @@ async fn cordon_drain_respects_the_budget_and_uncordon() -> Result<()> {
     ensure!(node["spec"]["unschedulable"] == true, "cordoned: {}", node["spec"]);
     skiff.kubectl(&["scale", "deployment", "web", "--replicas", "4"]).await?.ok()?;
     let pods = wait_ready_pods(&skiff, 4).await?;
-    let before: Vec<&str> = pods.iter().filter(|p| node_of(p) == victim).filter_map(|p| p["metadata"]["name"].as_str()).collect();
+    let before: Vec<&str> =
+        pods.iter().filter(|p| node_of(p) == victim).filter_map(|p| p["metadata"]["name"].as_str()).collect();
     ensure!(before.len() == on_a.max(3 - on_a), "the new pod avoided the cordoned node: {before:?}");
 
     let drained = skiff
@@ -59,7 +60,10 @@ async fn cordon_drain_respects_the_budget_and_uncordon() -> Result<()> {
         .ok()?;
     ensure!(drained.contains("drained"), "drain output: {drained}");
     for name in &before {
-        ensure!(drained.contains(&format!("evicting pod default/{name}")) || drained.contains(name), "evicted {name}: {drained}");
+        ensure!(
+            drained.contains(&format!("evicting pod default/{name}")) || drained.contains(name),
+            "evicted {name}: {drained}"
+        );
     }
     let pods = wait_ready_pods(&skiff, 4).await?;
     ensure!(pods.iter().all(|p| node_of(p) == other), "every pod on {other} now");

@@ -65,7 +65,8 @@ async fn hollow_nodes_run_a_deployment_spread_over_them() -> Result<()> {
         let nodes = get_json(&skiff, &["nodes", "-l", "skiff.dev/hollow=true"]).await?;
         let leases = get_json(&skiff, &["leases", "-n", "kube-node-lease"]).await?;
         let ready = nodes["items"].as_array().map_or(0, |n| n.iter().filter(|n| ready(n)).count());
-        let leased = leases["items"].as_array().map_or(0, |l| l.iter().filter(|l| l["spec"]["renewTime"].is_string()).count());
+        let leased =
+            leases["items"].as_array().map_or(0, |l| l.iter().filter(|l| l["spec"]["renewTime"].is_string()).count());
         Ok((ready == NODES && leased == NODES).then_some(()))
     })
     .await

@@ -8,10 +8,10 @@
 //! their pods waiting).
 
 mod bridge_netns;
-mod daemonset;
-mod hollow;
-mod drain;
 mod cascade;
+mod daemonset;
+mod drain;
+mod hollow;
 mod http_api;
 mod init_containers;
 mod jobs;
@@ -27,8 +27,8 @@ mod registry;
 mod restart;
 mod rollout;
 mod scheduling;
-mod storage;
 mod statefulset;
+mod storage;
 mod wasm_pods;
 mod watch_compaction;
 

@@ -37,7 +37,11 @@ pub fn node_of(pod: &Value) -> &str {
 fn taints(node: &Value) -> Vec<String> {
     node["spec"]["taints"]
         .as_array()
-        .map(|ts| ts.iter().map(|t| format!("{}:{}", t["key"].as_str().unwrap_or(""), t["effect"].as_str().unwrap_or(""))).collect())
+        .map(|ts| {
+            ts.iter()
+                .map(|t| format!("{}:{}", t["key"].as_str().unwrap_or(""), t["effect"].as_str().unwrap_or("")))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -91,7 +95,10 @@ async fn killed_agent_pods_move_and_the_returning_agent_is_clean() -> Result<()>
         .iter()
         .filter(|p| node_of(p) == "node-a")
         .map(|p| {
-            (p["metadata"]["name"].as_str().unwrap_or("").to_string(), p["status"]["podIP"].as_str().unwrap_or("").to_string())
+            (
+                p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                p["status"]["podIP"].as_str().unwrap_or("").to_string(),
+            )
         })
         .collect();
 
@@ -112,7 +119,8 @@ async fn killed_agent_pods_move_and_the_returning_agent_is_clean() -> Result<()>
 
     wait_until("the victims gone and 2 Ready pods on node-b", STEP_TIMEOUT, POLL, || async {
         let all = get_json(&skiff, &["pods", "-l", "app=web"]).await?;
-        let names: Vec<&str> = all["items"].as_array().into_iter().flatten().filter_map(|p| p["metadata"]["name"].as_str()).collect();
+        let names: Vec<&str> =
+            all["items"].as_array().into_iter().flatten().filter_map(|p| p["metadata"]["name"].as_str()).collect();
         let gone = victims.iter().all(|(v, _)| !names.contains(&v.as_str()));
         let pods = app_pods(&skiff, "web").await?;
         let moved = pods.len() == 2 && pods.iter().all(|p| pod_is_ready(p) && node_of(p) == "node-b");
@@ -120,7 +128,10 @@ async fn killed_agent_pods_move_and_the_returning_agent_is_clean() -> Result<()>
         Ok(Some(()))
     })
     .await?;
-    let events = skiff.kubectl(&["get", "events", "--field-selector", "reason=TaintManagerEviction", "-o", "json"]).await?.json()?;
+    let events = skiff
+        .kubectl(&["get", "events", "--field-selector", "reason=TaintManagerEviction", "-o", "json"])
+        .await?
+        .json()?;
     ensure!(events["items"].as_array().is_some_and(|e| !e.is_empty()), "TaintManagerEviction events: {events}");
 
     a.restart(&skiff).await?;

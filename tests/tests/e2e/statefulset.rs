@@ -3,8 +3,8 @@
 //! subdomain, one claim per ordinal reused by a recreated pod, a reverse-order rolling update
 //! that `kubectl rollout status` follows, a partition, and scale-down from the top.
 //!
-//! The claims are made bound by the test (hostPath PersistentVolumes, status patched), since
-//! volume provisioning is another controller's job; the StatefulSet adopts them by name.
+//! The claims get the default `local-path` class and are provisioned on the node when their pod
+//! is scheduled; a file written through web-1's claim is read back by its replacement.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
@@ -35,6 +35,9 @@ metadata: {{name: web}}
 spec:
   serviceName: web
   replicas: 3
+  # WASM pods are Ready within milliseconds; a second of availability per step makes the
+  # reverse-order update observable by polling.
+  minReadySeconds: 1
   selector: {{matchLabels: {{app: web}}}}
   template:
     metadata: {{labels: {{app: web}}}}
@@ -43,6 +46,7 @@ spec:
       - name: app
         image: {image}
         ports: [{{containerPort: 8080}}]
+        volumeMounts: [{{name: data, mountPath: /data}}]
         readinessProbe:
           httpGet: {{path: /, port: 8080}}
           periodSeconds: 1
@@ -53,37 +57,6 @@ spec:
       resources: {{requests: {{storage: 1Mi}}}}
 "#
     )
-}
-
-/// A hostPath volume and a claim `data-web-<i>` bound to it (what a provisioner would do).
-async fn bound_claim(skiff: &Skiff, i: usize) -> Result<()> {
-    let dir = skiff.home().join(format!("pv-{i}"));
-    std::fs::create_dir_all(&dir)?;
-    let manifest = format!(
-        r#"apiVersion: v1
-kind: PersistentVolume
-metadata: {{name: pv-web-{i}}}
-spec:
-  capacity: {{storage: 1Mi}}
-  accessModes: [ReadWriteOnce]
-  hostPath: {{path: {path}}}
-  claimRef: {{namespace: default, name: data-web-{i}}}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {{name: data-web-{i}, labels: {{app: web}}}}
-spec:
-  accessModes: [ReadWriteOnce]
-  resources: {{requests: {{storage: 1Mi}}}}
-  volumeName: pv-web-{i}
-"#,
-        path = dir.display()
-    );
-    skiff.kubectl_stdin(&["apply", "-f", "-"], Some(&manifest)).await?.ok()?;
-    let claim = format!("data-web-{i}");
-    let status = r#"{"status":{"phase":"Bound"}}"#;
-    skiff.kubectl(&["patch", "pvc", &claim, "--subresource=status", "--type=merge", "-p", status]).await?.ok()?;
-    Ok(())
 }
 
 /// The set's pods by name.
@@ -124,9 +97,6 @@ async fn wait_ordered(skiff: &Skiff, ready: usize) -> Result<BTreeMap<String, Va
 async fn ordered_statefulset_with_claims_rolling_update_and_scale_down() -> Result<()> {
     let skiff = Skiff::start(StoreKind::Embedded).await?;
     let image = push_guest(&skiff, "http-probe", "probe:v1").await?;
-    for i in 0..3 {
-        bound_claim(&skiff, i).await?;
-    }
     skiff.kubectl_stdin(&["apply", "-f", "-"], Some(&statefulset(&image))).await?.ok()?;
 
     let pods0 = wait_ordered(&skiff, 3).await?;
@@ -136,6 +106,17 @@ async fn ordered_statefulset_with_claims_rolling_update_and_scale_down() -> Resu
     let claims = get_json(&skiff, &["pvc"]).await?;
     let names = crate::item_names(&claims);
     ensure!(names == ["data-web-0", "data-web-1", "data-web-2"], "claims: {names:?}");
+    ensure!(
+        claims["items"].as_array().is_some_and(|c| c.iter().all(|c| c["status"]["phase"] == "Bound")),
+        "every claim provisioned and Bound: {claims}"
+    );
+    let volume_of_1 = claims["items"][1]["spec"]["volumeName"].clone();
+
+    // Data written through web-1's claim survives the pod.
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let ip = pods0["web-1"]["status"]["podIP"].as_str().context("web-1 has an IP")?.to_string();
+    let wrote = http.get(format!("http://{ip}:8080/write?path=/data/marker")).send().await?;
+    ensure!(wrote.status().is_success(), "writing into the claim: {}", wrote.text().await?);
 
     // A deleted pod comes back with its name and its claim.
     let old_uid = pods0["web-1"]["metadata"]["uid"].clone();
@@ -146,6 +127,11 @@ async fn ordered_statefulset_with_claims_rolling_update_and_scale_down() -> Resu
     })
     .await?;
     ensure!(web1["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "data-web-1", "claim: {web1}");
+    let ip = web1["status"]["podIP"].as_str().context("new web-1 has an IP")?;
+    let read = http.get(format!("http://{ip}:8080/file?path=/data/marker")).send().await?.text().await?;
+    ensure!(read == "written", "the new web-1 reads what the old one wrote, got {read:?}");
+    let claim = get_json(&skiff, &["pvc", "data-web-1"]).await?;
+    ensure!(claim["spec"]["volumeName"] == volume_of_1, "same volume re-attached: {claim}");
 
     // A template change rolls 2, 1, 0, followed by `kubectl rollout status`.
     let old_rev = revision(&web1);
@@ -167,7 +153,8 @@ async fn ordered_statefulset_with_claims_rolling_update_and_scale_down() -> Resu
     })
     .await?;
     let order = order.into_inner();
-    ensure!(order == ["web-2", "web-1", "web-0"], "update order {order:?}");
+    let seen: Vec<(String, String)> = pods(&skiff).await?.iter().map(|(n, p)| (n.clone(), revision(p))).collect();
+    ensure!(order == ["web-2", "web-1", "web-0"], "update order {order:?} (from {old_rev}; now {seen:?})");
     skiff.kubectl(&["rollout", "status", "sts/web", "--timeout=60s"]).await?.ok()?;
 
     // With partition 2 only web-2 moves to the next template.

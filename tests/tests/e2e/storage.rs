@@ -94,7 +94,8 @@ async fn local_path_claims_keep_data_across_pods_and_are_reclaimed() -> Result<(
     ensure!(get_json(&skiff, &["pvc", "scratch"]).await?["status"]["phase"] == "Pending", "pending without a pod");
 
     let pv = write_then_read(&skiff, &image, "scratch").await?;
-    let node = get_json(&skiff, &["nodes"]).await?["items"][0]["metadata"]["name"].as_str().context("node")?.to_string();
+    let node =
+        get_json(&skiff, &["nodes"]).await?["items"][0]["metadata"]["name"].as_str().context("node")?.to_string();
     let v = get_json(&skiff, &["pv", &pv]).await?;
     let affinity = &v["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0];
     ensure!(affinity["values"][0] == node.as_str(), "node affinity to {node}: {affinity}");

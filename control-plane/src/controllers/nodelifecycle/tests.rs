@@ -140,7 +140,8 @@ async fn not_ready_node_gets_the_not_ready_taints() {
 #[tokio::test]
 async fn tainted_pods_are_evicted_after_their_toleration_seconds() {
     // A configured default toleration (not Kubernetes' 300 s) reaches pod defaulting.
-    let config = ControllerConfig { default_unreachable_toleration: Duration::from_secs(200), ..ControllerConfig::default() };
+    let config =
+        ControllerConfig { default_unreachable_toleration: Duration::from_secs(200), ..ControllerConfig::default() };
     let tc = cluster_with(config).await;
     let nl = NodeLifecycleController::new(&tc.ctx);
     let te = TaintEvictionController::new(&tc.ctx);

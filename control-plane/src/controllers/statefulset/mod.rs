@@ -141,8 +141,7 @@ impl StatefulSetController {
             .and_then(|r| Some((r.metadata.name.clone()?, revision::template_of(r)?)));
         let update = (update_name.clone(), spec.template.clone());
         let versions = Versions { current: current.unwrap_or_else(|| update.clone()), update };
-        let revisions =
-            Revisions { current: versions.current.0.clone(), update: update_name, collision_count };
+        let revisions = Revisions { current: versions.current.0.clone(), update: update_name, collision_count };
 
         self.sync_claim_refs(&set, &pods).await?;
         let plan = plan::plan(&set, &pods, &revisions, self.clock.now());
@@ -194,7 +193,8 @@ impl StatefulSetController {
                     match self.registry.create(cr, ns, body, WriteOptions::default()).await {
                         Ok(_) => return Ok((name, collisions)),
                         Err(ApiError::AlreadyExists { .. }) => {
-                            let existing = self.registry.get(cr, ns, &name).await.context(|| format!("reading {name}"))?;
+                            let existing =
+                                self.registry.get(cr, ns, &name).await.context(|| format!("reading {name}"))?;
                             let existing: Option<ControllerRevision> = serde_json::from_value(existing).ok();
                             if existing.is_some_and(|e| revision::equal(&e, &rev)) {
                                 return Ok((name, collisions));
@@ -302,7 +302,8 @@ impl StatefulSetController {
                 }
                 Err(ApiError::AlreadyExists { .. }) => {}
                 Err(e) => {
-                    let msg = format!("create Claim {name} for Pod {pod_name} in StatefulSet {set_name} failed error: {e}");
+                    let msg =
+                        format!("create Claim {name} for Pod {pod_name} in StatefulSet {set_name} failed error: {e}");
                     self.event(set, EventType::Warning, "FailedCreate", &msg).await;
                     return Err(e).context(|| format!("creating claim {name}"));
                 }
@@ -357,12 +358,14 @@ impl StatefulSetController {
         pods: &[Arc<Pod>],
         revs: &Revisions,
     ) -> Result<(), ReconcileError> {
-        let mut live: HashSet<String> = pods.iter().filter_map(|p| identity::pod_revision(p).map(String::from)).collect();
+        let mut live: HashSet<String> =
+            pods.iter().filter_map(|p| identity::pod_revision(p).map(String::from)).collect();
         live.extend([revs.current.clone(), revs.update.clone()]);
         let limit = set.spec.as_ref().and_then(|s| s.revision_history_limit).unwrap_or(10);
         for name in revision::to_truncate(sorted, &live, limit) {
             let ns = set.metadata.namespace.as_deref();
-            match self.registry.delete(info("apps", "controllerrevisions"), ns, &name, &DeleteOptions::default()).await {
+            match self.registry.delete(info("apps", "controllerrevisions"), ns, &name, &DeleteOptions::default()).await
+            {
                 Ok(_) | Err(ApiError::NotFound { .. }) => {}
                 Err(e) => return Err(e).context(|| format!("deleting ControllerRevision {name}")),
             }

@@ -120,10 +120,8 @@ fn name_uid(pod: &Pod) -> (String, String) {
 /// `maxUnavailable` of a rolling update, resolved against `replicas` (percentages round
 /// down), at least 1.
 pub fn max_unavailable(set: &StatefulSet, replicas: i32) -> i32 {
-    let value = set
-        .spec
-        .as_ref()
-        .and_then(|s| s.update_strategy.as_ref()?.rolling_update.as_ref()?.max_unavailable.clone());
+    let value =
+        set.spec.as_ref().and_then(|s| s.update_strategy.as_ref()?.rolling_update.as_ref()?.max_unavailable.clone());
     let n = match value {
         None => 1,
         Some(IntOrString::Int(n)) => n,
@@ -163,8 +161,8 @@ pub fn status(set: &StatefulSet, pods: &[Arc<Pod>], revs: &Revisions, now: Times
     }
     (st.ready_replicas, st.available_replicas) = (Some(ready), Some(avail));
     (st.current_replicas, st.updated_replicas) = (Some(current), Some(updated));
-    let rolling = set.spec.as_ref().and_then(|s| s.update_strategy.as_ref()).and_then(|u| u.type_.as_deref())
-        != Some("OnDelete");
+    let rolling =
+        set.spec.as_ref().and_then(|s| s.update_strategy.as_ref()).and_then(|u| u.type_.as_deref()) != Some("OnDelete");
     if rolling && updated == st.replicas && ready == st.replicas {
         st.current_replicas = Some(updated);
         st.current_revision = Some(revs.update.clone());

@@ -42,7 +42,10 @@ fn now() -> Timestamp {
 }
 
 fn deletes(p: &Plan) -> Vec<String> {
-    p.actions.iter().filter_map(|a| if let Action::Delete { name, .. } = a { Some(name.clone()) } else { None }).collect()
+    p.actions
+        .iter()
+        .filter_map(|a| if let Action::Delete { name, .. } = a { Some(name.clone()) } else { None })
+        .collect()
 }
 
 #[test]
@@ -90,7 +93,8 @@ fn failed_pods_are_deleted_and_recreated() {
 
 #[test]
 fn rolling_update_goes_in_reverse_and_honours_the_partition() {
-    let s = set(3, "OrderedReady", json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}}}));
+    let s =
+        set(3, "OrderedReady", json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}}}));
     let r = revs("a", "b");
     let old: Vec<_> = (0..3).map(|i| pod(i, "a", "Running", true)).collect();
     assert_eq!(deletes(&plan(&s, &old, &r, now())), vec!["web-2"]);
@@ -107,14 +111,24 @@ fn rolling_update_goes_in_reverse_and_honours_the_partition() {
 
 #[test]
 fn max_unavailable_and_on_delete() {
-    let s = set(3, "Parallel", json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0, "maxUnavailable": 2}}}));
+    let s = set(
+        3,
+        "Parallel",
+        json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0, "maxUnavailable": 2}}}),
+    );
     let old: Vec<_> = (0..3).map(|i| pod(i, "a", "Running", true)).collect();
     assert_eq!(deletes(&plan(&s, &old, &revs("a", "b"), now())), vec!["web-2", "web-1"]);
     let one_down = vec![old[0].clone(), old[1].clone(), pod(2, "b", "Running", false)];
     assert_eq!(deletes(&plan(&s, &one_down, &revs("a", "b"), now())), vec!["web-1"]);
     let od = set(3, "OrderedReady", json!({"updateStrategy": {"type": "OnDelete"}}));
     assert!(plan(&od, &old, &revs("a", "b"), now()).actions.is_empty());
-    assert_eq!(max_unavailable(&set(10, "Parallel", json!({"updateStrategy": {"rollingUpdate": {"maxUnavailable": "25%"}}})), 10), 2);
+    assert_eq!(
+        max_unavailable(
+            &set(10, "Parallel", json!({"updateStrategy": {"rollingUpdate": {"maxUnavailable": "25%"}}})),
+            10
+        ),
+        2
+    );
 }
 
 #[test]

@@ -127,11 +127,8 @@ pub fn update_revision(set: &StatefulSet, sorted: &[ControllerRevision], collisi
 /// The revisions to delete so at most `limit` revisions that no pod, nor the current or
 /// update revision, uses remain — the oldest go first (`truncateHistory`).
 pub fn to_truncate(sorted: &[ControllerRevision], live: &HashSet<String>, limit: i32) -> Vec<String> {
-    let unused: Vec<String> = sorted
-        .iter()
-        .filter_map(|r| r.metadata.name.clone())
-        .filter(|n| !live.contains(n))
-        .collect();
+    let unused: Vec<String> =
+        sorted.iter().filter_map(|r| r.metadata.name.clone()).filter(|n| !live.contains(n)).collect();
     let extra = unused.len().saturating_sub(limit.max(0) as usize);
     unused.into_iter().take(extra).collect()
 }

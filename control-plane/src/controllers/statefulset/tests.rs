@@ -232,14 +232,20 @@ async fn rolling_update_in_reverse_order_with_partition_and_revisions() {
     let rev2 = st["status"]["updateRevision"].as_str().expect("update revision").to_string();
     assert_ne!(rev1, rev2);
     assert_eq!(st["status"]["currentRevision"], rev1.as_str(), "web-0 still runs revision 1");
-    assert_eq!((st["status"]["updatedReplicas"].as_i64(), st["status"]["currentReplicas"].as_i64()), (Some(2), Some(1)));
+    assert_eq!(
+        (st["status"]["updatedReplicas"].as_i64(), st["status"]["currentReplicas"].as_i64()),
+        (Some(2), Some(1))
+    );
     assert_eq!(tc.get("apps", "controllerrevisions", NS, &rev2).await.expect("revision 2")["revision"], 2);
     let image = |p: Value| p["spec"]["containers"][0]["image"].as_str().map(String::from);
     assert_eq!(image(tc.get("", "pods", NS, "web-0").await.expect("web-0")).as_deref(), Some("v1"));
     assert_eq!(image(tc.get("", "pods", NS, "web-2").await.expect("web-2")).as_deref(), Some("v2"));
 
     // Partition 0 finishes the rollout; rolling back renumbers revision 1 to 3.
-    tc.update("apps", "statefulsets", NS, "web", None, |s| s["spec"]["updateStrategy"]["rollingUpdate"]["partition"] = json!(0)).await;
+    tc.update("apps", "statefulsets", NS, "web", None, |s| {
+        s["spec"]["updateStrategy"]["rollingUpdate"]["partition"] = json!(0)
+    })
+    .await;
     bring_up(&tc, &c, "web", 3).await;
     let st = tc.get("apps", "statefulsets", NS, "web").await.expect("set");
     assert_eq!(st["status"]["currentRevision"], rev2.as_str(), "rollout complete");
@@ -261,7 +267,10 @@ async fn min_ready_seconds_follows_the_fake_clock() {
     make_ready(&tc, "web-0").await;
     sync(&tc, &c, "web").await;
     let st = tc.get("apps", "statefulsets", NS, "web").await.expect("set");
-    assert_eq!((st["status"]["readyReplicas"].as_i64(), st["status"]["availableReplicas"].as_i64()), (Some(1), Some(0)));
+    assert_eq!(
+        (st["status"]["readyReplicas"].as_i64(), st["status"]["availableReplicas"].as_i64()),
+        (Some(1), Some(0))
+    );
     tc.clock.advance(Duration::from_secs(31));
     sync(&tc, &c, "web").await;
     let st = tc.get("apps", "statefulsets", NS, "web").await.expect("set");

@@ -23,7 +23,8 @@ pub async fn default_storage_class(store: &SharedStore, kind: &str, obj: &mut Va
     if kind != "PersistentVolumeClaim" || obj.pointer("/spec/storageClassName").is_some_and(|v| !v.is_null()) {
         return Ok(());
     }
-    let classes = list(store, &info("storage.k8s.io", "storageclasses").key_prefix(), &Filter::default(), 0, None).await?;
+    let classes =
+        list(store, &info("storage.k8s.io", "storageclasses").key_prefix(), &Filter::default(), 0, None).await?;
     let classes: Vec<Arc<StorageClass>> =
         classes.items.into_iter().filter_map(|v| serde_json::from_value(v).ok()).map(Arc::new).collect();
     if let Some(name) = default_class(&classes).and_then(|c| c.metadata.name.clone())

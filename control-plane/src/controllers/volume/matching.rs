@@ -116,14 +116,18 @@ pub fn default_class(classes: &[Arc<StorageClass>]) -> Option<Arc<StorageClass>>
         .iter()
         .filter(|c| is_default_class(c))
         .max_by(|a, b| {
-            a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp).then_with(|| b.metadata.name.cmp(&a.metadata.name))
+            a.metadata
+                .creation_timestamp
+                .cmp(&b.metadata.creation_timestamp)
+                .then_with(|| b.metadata.name.cmp(&a.metadata.name))
         })
         .cloned()
 }
 
 /// The class carries `storageclass.kubernetes.io/is-default-class: "true"`.
 pub fn is_default_class(class: &StorageClass) -> bool {
-    class.metadata.annotations.as_ref().and_then(|a| a.get(labels::IS_DEFAULT_CLASS)).map(String::as_str) == Some("true")
+    class.metadata.annotations.as_ref().and_then(|a| a.get(labels::IS_DEFAULT_CLASS)).map(String::as_str)
+        == Some("true")
 }
 
 /// Binding waits for the first pod using the claim to be scheduled.
@@ -174,7 +178,10 @@ mod tests {
         assert_eq!(name(find_match(&pvc("500Mi", &["ReadWriteOnce"], None), &pvs, None)).as_deref(), Some("small"));
         assert_eq!(name(find_match(&pvc("2Gi", &["ReadWriteOnce"], None), &pvs, None)).as_deref(), Some("big"));
         assert_eq!(name(find_match(&pvc("1Gi", &["ReadOnlyMany"], None), &pvs, None)).as_deref(), Some("rox"));
-        assert_eq!(name(find_match(&pvc("1Gi", &["ReadWriteOnce"], Some("fast")), &pvs, None)).as_deref(), Some("fast"));
+        assert_eq!(
+            name(find_match(&pvc("1Gi", &["ReadWriteOnce"], Some("fast")), &pvs, None)).as_deref(),
+            Some("fast")
+        );
         assert_eq!(find_match(&pvc("20Gi", &["ReadWriteOnce"], None), &pvs, None), None);
         assert_eq!(find_match(&pvc("1Gi", &["ReadWriteMany"], None), &pvs, None), None);
     }
@@ -201,7 +208,8 @@ mod tests {
                 {"key": "kubernetes.io/hostname", "operator": "In", "values": ["a"]}]}]}}}}))
         .expect("pv");
         let node = |n: &str| -> Node {
-            serde_json::from_value(json!({"metadata": {"name": n, "labels": {"kubernetes.io/hostname": n}}})).expect("node")
+            serde_json::from_value(json!({"metadata": {"name": n, "labels": {"kubernetes.io/hostname": n}}}))
+                .expect("node")
         };
         assert!(pv_fits_node(&v, &node("a")));
         assert!(!pv_fits_node(&v, &node("b")));

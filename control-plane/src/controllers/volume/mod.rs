@@ -22,9 +22,9 @@ pub mod admission;
 mod claim;
 pub mod matching;
 pub mod provision;
+mod reclaim;
 #[cfg(test)]
 mod tests;
-mod reclaim;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -140,11 +140,8 @@ impl VolumeController {
     /// Records an event about a claim once per claim uid and reason.
     async fn announce(&self, pvc: &PersistentVolumeClaim, kind: EventType, reason: &str, message: &str) {
         let uid = pvc.metadata.uid.clone().unwrap_or_default();
-        let first = self
-            .announced
-            .lock()
-            .map(|mut seen| seen.insert((uid, format!("{reason}:{message}"))))
-            .unwrap_or(true);
+        let first =
+            self.announced.lock().map(|mut seen| seen.insert((uid, format!("{reason}:{message}")))).unwrap_or(true);
         if first {
             let involved = events::reference("v1", "PersistentVolumeClaim", &pvc.metadata);
             events::record(&self.ctx.registry, BINDER, &involved, kind, reason, message).await;

@@ -30,10 +30,19 @@ pub fn relative_path(pvc: &PersistentVolumeClaim) -> String {
 /// The PV to create for `pvc` of `class` on `node_name`: pre-bound to the claim, its
 /// capacity the request, node affinity on the node's hostname label, reclaim policy from the
 /// class (Delete by default), and the cleanup finalizer the node removes.
-pub fn local_path_volume(pvc: &PersistentVolumeClaim, class: &StorageClass, node_name: &str, node: Option<&Node>) -> Value {
+pub fn local_path_volume(
+    pvc: &PersistentVolumeClaim,
+    class: &StorageClass,
+    node_name: &str,
+    node: Option<&Node>,
+) -> Value {
     let spec = pvc.spec.clone().unwrap_or_default();
-    let request =
-        spec.resources.as_ref().and_then(|r| r.requests.as_ref()?.get("storage").cloned()).map(|q| q.0).unwrap_or_default();
+    let request = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref()?.get("storage").cloned())
+        .map(|q| q.0)
+        .unwrap_or_default();
     let hostname = node
         .and_then(|n| n.metadata.labels.as_ref()?.get(labels::HOSTNAME).cloned())
         .unwrap_or_else(|| node_name.to_string());
@@ -64,4 +73,3 @@ pub fn local_path_volume(pvc: &PersistentVolumeClaim, class: &StorageClass, node
         },
     })
 }
-

@@ -72,28 +72,45 @@ impl VolumeController {
     async fn reclaim(&self, pv: &PersistentVolume) -> Result<(), ReconcileError> {
         let name = pv.metadata.name.as_deref().unwrap_or_default();
         let policy = pv.spec.as_ref().and_then(|s| s.persistent_volume_reclaim_policy.as_deref()).unwrap_or("Retain");
-        let ours = pv.metadata.annotations.as_ref().and_then(|a| a.get(labels::PROVISIONED_BY)).is_some_and(|p| {
-            p == labels::LOCAL_PATH_PROVISIONER || p == labels::RANCHER_LOCAL_PATH_PROVISIONER
-        });
+        let ours = pv
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(labels::PROVISIONED_BY))
+            .is_some_and(|p| p == labels::LOCAL_PATH_PROVISIONER || p == labels::RANCHER_LOCAL_PATH_PROVISIONER);
         let involved = events::reference("v1", "PersistentVolume", &pv.metadata);
         match policy {
             "Retain" => Ok(()),
             "Delete" if ours => {
-                match self.ctx.registry.delete(info("", "persistentvolumes"), None, name, &DeleteOptions::default()).await {
+                match self
+                    .ctx
+                    .registry
+                    .delete(info("", "persistentvolumes"), None, name, &DeleteOptions::default())
+                    .await
+                {
                     Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
                     Err(e) => Err(e).context(|| format!("deleting released persistentvolume {name}")),
                 }
             }
             other => {
                 let message = if other == "Delete" {
-                    format!("error getting deleter volume plugin for volume \"{name}\": no deletable volume plugin matched")
+                    format!(
+                        "error getting deleter volume plugin for volume \"{name}\": no deletable volume plugin matched"
+                    )
                 } else {
                     format!("reclaim policy {other} is not supported")
                 };
                 let status = json!({"phase": "Failed", "message": message});
                 write_status(&self.ctx.registry, info("", "persistentvolumes"), None, name, status).await?;
-                events::record(&self.ctx.registry, super::BINDER, &involved, EventType::Warning, "VolumeFailedDelete", &message)
-                    .await;
+                events::record(
+                    &self.ctx.registry,
+                    super::BINDER,
+                    &involved,
+                    EventType::Warning,
+                    "VolumeFailedDelete",
+                    &message,
+                )
+                .await;
                 Ok(())
             }
         }

@@ -114,7 +114,11 @@ async fn a_default_class_claim_waits_for_its_consumer_then_is_provisioned_on_the
         json!({"key": labels::HOSTNAME, "operator": "In", "values": ["n1-host"]})
     );
     assert_eq!(v["metadata"]["annotations"][labels::PROVISIONED_BY], labels::LOCAL_PATH_PROVISIONER);
-    assert!(events_for(&tc, "data").await.contains(&format!("ProvisioningSucceeded: Successfully provisioned volume {name}")));
+    assert!(
+        events_for(&tc, "data")
+            .await
+            .contains(&format!("ProvisioningSucceeded: Successfully provisioned volume {name}"))
+    );
 
     run(&tc, &c, &["claim:default/data", &format!("volume:{name}")]).await;
     let p = pvc(&tc, "data").await.expect("claim");
@@ -150,9 +154,9 @@ async fn static_volumes_bind_by_smallest_fit_class_and_access_modes() {
     assert_eq!(bound_to(pvc(&tc, "huge").await), None);
     assert_eq!(pvc(&tc, "huge").await.expect("claim")["status"]["phase"], "Pending");
     assert!(
-        events_for(&tc, "huge")
-            .await
-            .contains(&"FailedBinding: no persistent volumes available for this claim and no storage class is set".into())
+        events_for(&tc, "huge").await.contains(
+            &"FailedBinding: no persistent volumes available for this claim and no storage class is set".into()
+        )
     );
     for (claim, volume) in [("a", "small"), ("b", "big")] {
         assert_eq!(pvc(&tc, claim).await.expect("claim")["status"]["phase"], "Bound");
