@@ -3,7 +3,8 @@
 //! `skiff agent --hollow-nodes 3` process. One pod per node; a node labelled out loses its pod;
 //! a template change rolls out (`kubectl rollout status` succeeds) and `kubectl rollout
 //! history/undo` work on the ControllerRevisions; an OnDelete DaemonSet only updates pods that
-//! are deleted; killing the hollow agent and deleting its Nodes removes their pods.
+//! are deleted; killing the hollow agent and deleting its Nodes removes their pods. A second
+//! scenario runs a DaemonSet over several real `skiff agent` processes.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -150,5 +151,42 @@ async fn daemonset_on_a_real_node_and_hollow_nodes() -> Result<()> {
     .await?;
     let events = skiff.kubectl(&["get", "events"]).await?.ok()?;
     ensure!(events.contains("SuccessfulCreate") && events.contains("SuccessfulDelete"), "{events}");
+    Ok(())
+}
+
+/// The shape: a DaemonSet over several real `skiff agent` processes (each a WASM node
+/// with its own pod CIDR) beside the node of `skiff up` — every daemon pod really serves, a node
+/// that joins gets one, and a node that leaves loses it.
+#[tokio::test]
+async fn daemonset_on_several_real_agents() -> Result<()> {
+    let skiff = Skiff::start(StoreKind::Embedded).await?;
+    let a = skiff_tests::Agent::start(&skiff, "agent-a").await?;
+    let mut b = skiff_tests::Agent::start(&skiff, "agent-b").await?;
+    let nodes = crate::item_names(&get_json(&skiff, &["nodes"]).await?);
+    ensure!(nodes.len() == 3 && nodes.contains(&a.name) && nodes.contains(&b.name), "three nodes: {nodes:?}");
+    let image = push_guest(&skiff, "http-probe", "probes/http:v1").await?;
+    let ds = daemonset("agents", &image, "{type: RollingUpdate}", "{kubernetes.io/os: linux}");
+    skiff.kubectl_stdin(&["apply", "-f", "-"], Some(&ds)).await?.ok()?;
+    let pods = wait_pods_on(&skiff, "agents", &nodes, |_| true).await?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?;
+    for (node, (name, _, _)) in &pods {
+        let pod = get_json(&skiff, &["pod", name]).await?;
+        let ip = pod["status"]["podIP"].as_str().with_context(|| format!("podIP of {name}"))?;
+        let resp = http.get(format!("http://{ip}:8080/")).send().await?;
+        ensure!(resp.status().is_success(), "the daemon pod on {node} serves: {}", resp.status());
+    }
+    skiff.kubectl(&["rollout", "status", "ds/agents", "--timeout=60s"]).await?.ok()?;
+
+    // A node joins: it gets its pod.
+    let c = skiff_tests::Agent::start(&skiff, "agent-c").await?;
+    let mut four = nodes.clone();
+    four.push(c.name.clone());
+    wait_pods_on(&skiff, "agents", &four, |_| true).await?;
+
+    // A node leaves (agent stopped, Node deleted): its pod goes.
+    b.stop().await?;
+    skiff.kubectl(&["delete", "node", &b.name]).await?.ok()?;
+    let left: Vec<String> = four.iter().filter(|n| **n != b.name).cloned().collect();
+    wait_pods_on(&skiff, "agents", &left, |_| true).await?;
     Ok(())
 }
