@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::apiserver::error::ApiError;
+
 /// How long an unmet expectation holds back a controller.
 pub const TTL: Duration = Duration::from_secs(60);
 
@@ -46,6 +48,23 @@ impl Expectations {
     /// A deletion was observed (or failed and will never be).
     pub fn deleted(&self, key: &str) {
         self.with(|m| m.get_mut(key).map(|p| p.dels -= 1));
+    }
+
+    /// Accounts for one answered delete request of `key`'s: a delete that failed will never be
+    /// observed, so its expectation is settled now. `Ok(true)` when this request deleted the
+    /// pod, `Ok(false)` when it was already gone (not an error), the error otherwise.
+    pub fn settle_delete<T>(&self, key: &str, result: Result<T, ApiError>) -> Result<bool, ApiError> {
+        match result {
+            Ok(_) => Ok(true),
+            Err(ApiError::NotFound { .. }) => {
+                self.deleted(key);
+                Ok(false)
+            }
+            Err(e) => {
+                self.deleted(key);
+                Err(e)
+            }
+        }
     }
 
     /// Forgets `key` (its controller is gone).

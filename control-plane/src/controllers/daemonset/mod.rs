@@ -37,7 +37,6 @@ use super::informer::{Change, key_of};
 use super::owner::{controller_key, controller_ref};
 use super::workqueue::WorkQueue;
 use super::{Context, Ctx, ReconcileError, info, write_status};
-use crate::apiserver::error::ApiError;
 use crate::registry::rest::{DeleteOptions, WriteOptions};
 use backoff::Backoff;
 use placement::NodeFit;
@@ -274,11 +273,12 @@ impl DaemonSetController {
             }
         }
         for (name, result) in deleted {
-            match result {
-                Ok(_) => self.event(ds, EventType::Normal, "SuccessfulDelete", &format!("Deleted pod: {name}")).await,
-                Err(ApiError::NotFound { .. }) => self.expectations.deleted(key),
+            match self.expectations.settle_delete(key, result) {
+                Ok(true) => {
+                    self.event(ds, EventType::Normal, "SuccessfulDelete", &format!("Deleted pod: {name}")).await
+                }
+                Ok(false) => {}
                 Err(e) => {
-                    self.expectations.deleted(key);
                     first_error.get_or_insert(e);
                 }
             }

@@ -315,14 +315,13 @@ impl JobController {
         .await;
         let mut first_error = None;
         for (r, pod) in results.into_iter().zip(victims) {
-            match r {
-                Ok(_) => {
+            match self.expectations.settle_delete(key, r) {
+                Ok(true) => {
                     let name = pod.metadata.name.as_deref().unwrap_or_default();
                     self.event(job, EventType::Normal, "SuccessfulDelete", &format!("Deleted pod: {name}")).await;
                 }
-                Err(ApiError::NotFound { .. }) => self.expectations.deleted(key),
+                Ok(false) => {}
                 Err(e) => {
-                    self.expectations.deleted(key);
                     first_error.get_or_insert(e);
                 }
             }

@@ -247,13 +247,8 @@ impl ReplicaSetController {
         .await;
         let mut first_error = None;
         for r in results {
-            match r {
-                Ok(_) => {}
-                Err(ApiError::NotFound { .. }) => self.expectations.deleted(key),
-                Err(e) => {
-                    self.expectations.deleted(key);
-                    first_error.get_or_insert(e);
-                }
+            if let Err(e) = self.expectations.settle_delete(key, r) {
+                first_error.get_or_insert(e);
             }
         }
         match first_error {
