@@ -163,6 +163,23 @@ impl Watch {
 
     /// Translates one store event; false when the client is gone.
     async fn event(&mut self, ev: crate::storage::WatchEvent) -> bool {
+        if self.filter.is_empty() && self.name.is_none() && !self.table {
+            // Every version matches: the event's kind follows from the store's, and the line
+            // is the stored bytes with the resourceVersion spliced in (no decode, no encode).
+            let kind = match (&ev.kind, &ev.prev) {
+                (EventKind::Create, _) | (EventKind::Update, None) => "ADDED",
+                (EventKind::Update, Some(_)) => "MODIFIED",
+                (EventKind::Delete, _) => "DELETED",
+            };
+            let mut line = Vec::with_capacity(ev.kv.value.len() + 64);
+            line.extend_from_slice(b"{\"type\":\"");
+            line.extend_from_slice(kind.as_bytes());
+            line.extend_from_slice(b"\",\"object\":");
+            if object::splice_resource_version(&ev.kv.value, ev.kv.mod_revision, &mut line) {
+                line.extend_from_slice(b"}\n");
+                return self.tx.send(Bytes::from(line)).await.is_ok();
+            }
+        }
         let Ok(new) = object::decode(&ev.kv) else { return true };
         if !self.name_matches(&new) {
             return true;

@@ -18,7 +18,7 @@ use skiff_api::labels::CONTROLLER_REVISION_HASH;
 use skiff_api::selector::LabelSelector;
 
 use super::informer::Informer;
-use super::owner::{controller_ref, controller_reference};
+use super::owner::{controller_ref, controller_reference, labels_of};
 use super::{Context, ReconcileError, info};
 use crate::apiserver::error::ApiError;
 use crate::registry::rest::{DeleteOptions, Registry, WriteOptions};
@@ -62,7 +62,7 @@ pub fn owned_revisions(
         .list_namespace(ns)
         .into_iter()
         .filter(|r| controller_ref(&r.metadata).is_some_and(|o| o.uid == uid))
-        .filter(|r| selector.matches(&r.metadata.labels.clone().unwrap_or_default()))
+        .filter(|r| selector.matches(labels_of(&r.metadata)))
         .collect();
     owned.sort_by(|a, b| a.revision.cmp(&b.revision).then_with(|| a.metadata.name.cmp(&b.metadata.name)));
     owned

@@ -1,6 +1,15 @@
 //! ownerReferences: who controls an object, and how a controller marks what it creates.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+/// An object's labels, borrowed (empty when it has none): selectors match against this in
+/// every pass over a cache, where cloning each map would cost an allocation per object.
+pub fn labels_of(meta: &ObjectMeta) -> &BTreeMap<String, String> {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    meta.labels.as_ref().unwrap_or(&NONE)
+}
 
 /// The ownerReference with `controller: true`, if any.
 pub fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {

@@ -34,7 +34,7 @@ use tracing::{debug, instrument};
 use super::events::{self, EventType};
 use super::expectations::Expectations;
 use super::informer::{Change, key_of};
-use super::owner::{controller_key, controller_ref};
+use super::owner::{controller_key, controller_ref, labels_of};
 use super::workqueue::WorkQueue;
 use super::{Context, Ctx, ReconcileError, info, write_status};
 use crate::registry::rest::{DeleteOptions, WriteOptions};
@@ -145,7 +145,7 @@ impl DaemonSetController {
         let mut out = NodePods::new();
         for pod in self.ctx.inf.pods.list_namespace(ns) {
             let ours = controller_ref(&pod.metadata).is_some_and(|r| r.uid == uid);
-            if !ours || !plan::counts(&pod) || !selector.matches(&pod.metadata.labels.clone().unwrap_or_default()) {
+            if !ours || !plan::counts(&pod) || !selector.matches(labels_of(&pod.metadata)) {
                 continue;
             }
             if let Some(node) = placement::target_node(&pod) {

@@ -10,7 +10,7 @@ use tracing::debug;
 
 use super::DeploymentController;
 use crate::apiserver::error::ApiError;
-use crate::controllers::owner::{controller_ref, controller_reference};
+use crate::controllers::owner::{controller_ref, controller_reference, labels_of};
 use crate::controllers::{Context, ReconcileError, info, informer::key_of};
 use crate::registry::rest::WriteOptions;
 
@@ -29,8 +29,8 @@ impl DeploymentController {
             if rs.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            let labels = rs.metadata.labels.clone().unwrap_or_default();
-            let matches = !selector.is_empty() && selector.matches(&labels);
+            let labels = labels_of(&rs.metadata);
+            let matches = !selector.is_empty() && selector.matches(labels);
             match controller_ref(&rs.metadata) {
                 Some(r) if r.uid == uid => {
                     if matches {

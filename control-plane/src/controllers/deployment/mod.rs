@@ -33,7 +33,7 @@ use skiff_api::selector::LabelSelector;
 use tracing::instrument;
 
 use super::informer::{Change, Informer, key_of};
-use super::owner::controller_key;
+use super::owner::{controller_key, labels_of};
 use super::workqueue::WorkQueue;
 use super::{Clock, Context, Ctx, ReconcileError, info, write_status};
 use crate::apiserver::error::ApiError;
@@ -97,10 +97,10 @@ impl DeploymentController {
         if rs.metadata.owner_references.iter().flatten().any(|r| r.controller == Some(true)) {
             return;
         }
-        let labels = rs.metadata.labels.clone().unwrap_or_default();
+        let labels = labels_of(&rs.metadata);
         for d in self.deployments.list_namespace(rs.metadata.namespace.as_deref().unwrap_or_default()) {
             let selector = d.spec.as_ref().and_then(|s| LabelSelector::from_label_selector(&s.selector).ok());
-            if selector.is_some_and(|s| !s.is_empty() && s.matches(&labels)) {
+            if selector.is_some_and(|s| !s.is_empty() && s.matches(labels)) {
                 self.queue.add(&key_of(&d.metadata));
             }
         }

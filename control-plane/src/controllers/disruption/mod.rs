@@ -28,7 +28,7 @@ use skiff_api::selector::LabelSelector;
 use tracing::instrument;
 
 use super::informer::{Change, key_of};
-use super::owner::controller_ref;
+use super::owner::{controller_ref, labels_of};
 use super::workqueue::WorkQueue;
 use super::{Context, Ctx, Reconcile, ReconcileError, info};
 use crate::apiserver::error::ApiError;
@@ -70,12 +70,12 @@ impl DisruptionController {
         ctx.inf.pods.subscribe(move |change: &Change<Pod>| {
             let pod = change.object();
             let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-            let labels = pod.metadata.labels.clone().unwrap_or_default();
+            let labels = labels_of(&pod.metadata);
             for pdb in me.ctx.inf.pdbs.list_namespace(ns) {
-                let mut matches = selector(&pdb).is_some_and(|s| s.matches(&labels));
+                let mut matches = selector(&pdb).is_some_and(|s| s.matches(labels));
                 if let Change::Updated { old, .. } = change {
-                    let old_labels = old.metadata.labels.clone().unwrap_or_default();
-                    matches |= selector(&pdb).is_some_and(|s| s.matches(&old_labels));
+                    let old_labels = labels_of(&old.metadata);
+                    matches |= selector(&pdb).is_some_and(|s| s.matches(old_labels));
                 }
                 if matches {
                     me.queue.add(&key_of(&pdb.metadata));
@@ -90,7 +90,7 @@ impl DisruptionController {
         let Some(sel) = selector(pdb) else { return Vec::new() };
         let ns = pdb.metadata.namespace.as_deref().unwrap_or_default();
         let mut pods = self.ctx.inf.pods.list_namespace(ns);
-        pods.retain(|p| sel.matches(&p.metadata.labels.clone().unwrap_or_default()));
+        pods.retain(|p| sel.matches(labels_of(&p.metadata)));
         pods
     }
 

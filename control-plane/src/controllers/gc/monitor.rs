@@ -19,14 +19,27 @@ use crate::storage::{EventKind, ListOptions, SharedStore, StoreError};
 /// Keys per page of the initial list (bounds the memory of one read).
 const PAGE: i64 = 500;
 
+/// Every resource's key prefix, longest first, built once: this runs for every write.
+static PREFIXES: std::sync::LazyLock<Vec<(String, &'static ResourceInfo)>> = std::sync::LazyLock::new(|| {
+    let mut prefixes: Vec<_> = RESOURCES.iter().map(|r| (r.key_prefix(), r)).collect();
+    prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    prefixes
+});
+
 /// The resource whose keys `key` belongs to (the longest matching prefix), if any.
 pub fn resource_of(key: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().filter(|r| key.starts_with(&r.key_prefix())).max_by_key(|r| r.key_prefix().len())
+    PREFIXES.iter().find(|(prefix, _)| key.starts_with(prefix.as_str())).map(|(_, r)| *r)
+}
+
+/// Events are never owners nor (in practice) dependents, and they are most of the writes of
+/// a busy cluster: Kubernetes' garbage collector ignores them too (`ignoredResources`).
+fn ignored(info: &ResourceInfo) -> bool {
+    info.plural == "events"
 }
 
 /// The graph's view of a stored value, `None` for keys that are no API object.
 fn decode(key: &str, value: &[u8]) -> Option<(&'static ResourceInfo, Meta)> {
-    let info = resource_of(key)?;
+    let info = resource_of(key).filter(|r| !ignored(r))?;
     match serde_json::from_slice::<Envelope>(value) {
         Ok(e) => Some((info, e.metadata)),
         Err(e) => {
@@ -107,5 +120,7 @@ mod tests {
         assert_eq!(resource_of("events/ns/a").map(|r| r.group), Some(""));
         assert_eq!(resource_of("namespaces/a").map(|r| r.kind), Some("Namespace"));
         assert!(resource_of("something/else").is_none());
+        assert!(decode("events/ns/a", br#"{"metadata": {"uid": "u"}}"#).is_none(), "events are ignored");
+        assert!(decode("configmaps/ns/a", br#"{"metadata": {"uid": "u"}}"#).is_some());
     }
 }

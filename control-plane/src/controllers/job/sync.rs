@@ -17,7 +17,7 @@ use super::status::{self as st, COMPLETE, FAILED, FAILURE_TARGET, SUCCESS_CRITER
 use super::{COMPONENT, JobController};
 use crate::apiserver::error::ApiError;
 use crate::controllers::events::{self, EventType};
-use crate::controllers::owner::controller_ref;
+use crate::controllers::owner::{controller_ref, labels_of};
 use crate::controllers::replicaset::pods::{is_ready, pods_to_delete};
 use crate::controllers::{Context, ReconcileError, info, write_status};
 use crate::registry::rest::{DeleteOptions, WriteOptions};
@@ -154,8 +154,8 @@ impl JobController {
         let ns = job.metadata.namespace.as_deref().unwrap_or_default();
         let mut owned = Owned::default();
         for pod in self.pods.list_namespace(ns) {
-            let labels = pod.metadata.labels.clone().unwrap_or_default();
-            if controller_ref(&pod.metadata).is_none_or(|r| r.uid != uid) || !selector.matches(&labels) {
+            let labels = labels_of(&pod.metadata);
+            if controller_ref(&pod.metadata).is_none_or(|r| r.uid != uid) || !selector.matches(labels) {
                 continue;
             }
             match pods::state(&pod) {

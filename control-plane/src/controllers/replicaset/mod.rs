@@ -17,7 +17,7 @@ use tracing::{debug, instrument};
 
 use super::expectations::Expectations;
 use super::informer::{Change, Informer, key_of};
-use super::owner::{controller_key, controller_ref, controller_reference};
+use super::owner::{controller_key, controller_ref, controller_reference, labels_of};
 use super::workqueue::WorkQueue;
 use super::{Clock, Context, Ctx, ReconcileError, info, write_status};
 use crate::apiserver::error::ApiError;
@@ -119,10 +119,10 @@ impl ReplicaSetController {
     /// An orphan pod: every ReplicaSet of its namespace whose selector matches may adopt it.
     fn enqueue_matching(&self, pod: &Pod) {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let labels = labels_of(&pod.metadata);
         for rs in self.replicasets.list_namespace(ns) {
             let sel = rs.spec.as_ref().and_then(|s| LabelSelector::from_label_selector(&s.selector).ok());
-            if sel.is_some_and(|s| !s.is_empty() && s.matches(&labels)) {
+            if sel.is_some_and(|s| !s.is_empty() && s.matches(labels)) {
                 self.pod_changed(&key_of(&rs.metadata));
             }
         }
@@ -150,11 +150,11 @@ impl ReplicaSetController {
             if !is_active(&pod) {
                 continue;
             }
-            let labels = pod.metadata.labels.clone().unwrap_or_default();
+            let labels = labels_of(&pod.metadata);
             match controller_ref(&pod.metadata) {
-                Some(r) if r.uid == uid && selector.matches(&labels) => owned.push(pod),
+                Some(r) if r.uid == uid && selector.matches(labels) => owned.push(pod),
                 Some(_) => {}
-                None if !selector.is_empty() && selector.matches(&labels) => orphans.push(pod),
+                None if !selector.is_empty() && selector.matches(labels) => orphans.push(pod),
                 None => {}
             }
         }
