@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use serde_json::Value;
-use tracing::{instrument, warn};
+use tracing::{debug, instrument, warn};
 
 use super::conflist::{self, LOOPBACK_NETWORK, POD_NETWORK};
 use super::exec::{Invocation, run_plugin};
@@ -184,7 +184,12 @@ impl Cni {
             for plugin in conflist::plugins(&list) {
                 let stdin = conflist::plugin_stdin(&list, plugin, &runtime, Some(&prev));
                 let plugin = conflist::plugin_type(plugin);
-                run_plugin(plugin, &self.invocation("CHECK", pod, ifname), &to_bytes(&stdin)).await?;
+                match run_plugin(plugin, &self.invocation("CHECK", pod, ifname), &to_bytes(&stdin)).await {
+                    Err(e) if is_portmap_ipv6_check_bug(&e) => debug!(error = %e, "ignored: IPv4-only pod"),
+                    other => {
+                        other?;
+                    }
+                }
             }
         }
         Ok(())
@@ -300,6 +305,15 @@ fn validate(subnet: Ipv4Net, pod: &PodAttachment) -> Result<(), String> {
     Ok(())
 }
 
+/// portmap before 1.2 (Debian 12 ships 1.1.1) checks ip6tables chains for every pod, and so
+/// fails CHECK of an IPv4-only pod with hostPorts (containernetworking/plugins#819). It checks
+/// the IPv4 rules first and reports those as "ipv4 dnat", so tolerating exactly the IPv6
+/// message still checks what Skiff set up.
+fn is_portmap_ipv6_check_bug(e: &CniError) -> bool {
+    matches!(e, CniError::Plugin { plugin, command: "CHECK", msg, .. }
+        if plugin == "portmap" && msg.starts_with("could not check ipv6 dnat"))
+}
+
 fn bad(plugin: &str, reason: impl std::fmt::Display) -> CniError {
     CniError::BadResult { plugin: plugin.to_string(), reason: reason.to_string() }
 }
@@ -343,6 +357,22 @@ mod tests {
         let mut p = pod([10, 244, 77, 2]);
         p.netns = "relative".into();
         assert!(validate(subnet, &p).is_err());
+    }
+
+    #[test]
+    fn only_portmaps_ipv6_check_failure_is_tolerated() {
+        let err = |plugin: &str, command, msg: &str| CniError::Plugin {
+            plugin: plugin.into(),
+            command,
+            code: 999,
+            msg: msg.into(),
+            details: String::new(),
+        };
+        let v6 = "could not check ipv6 dnat: chain CNI-DN-22acee045ba7c0810be5c not found in iptables table nat";
+        assert!(is_portmap_ipv6_check_bug(&err("portmap", "CHECK", v6)));
+        assert!(!is_portmap_ipv6_check_bug(&err("portmap", "CHECK", "could not check ipv4 dnat: chain not found")));
+        assert!(!is_portmap_ipv6_check_bug(&err("portmap", "ADD", v6)));
+        assert!(!is_portmap_ipv6_check_bug(&err("bridge", "CHECK", v6)));
     }
 
     #[test]
