@@ -151,12 +151,17 @@ async fn add_latency() {
     let mut took = Vec::new();
     for i in 0..10u8 {
         let ns = lab.pod_netns(&format!("pod-{i}")).await;
-        let pod = attachment(&format!("pod-{i}"), ns.path(), [10, 244, 77, 10 + i], vec![PortMapping {
-            host_port: 19000 + u16::from(i),
-            container_port: 80,
-            protocol: Protocol::Tcp,
-            host_ip: None,
-        }]);
+        let pod = attachment(
+            &format!("pod-{i}"),
+            ns.path(),
+            [10, 244, 77, 10 + i],
+            vec![PortMapping {
+                host_port: 19000 + u16::from(i),
+                container_port: 80,
+                protocol: Protocol::Tcp,
+                host_ip: None,
+            }],
+        );
         let start = Instant::now();
         cni.add(&pod).await.expect("ADD");
         took.push(start.elapsed());
@@ -167,4 +172,26 @@ async fn add_latency() {
     let median = took[took.len() / 2];
     eprintln!("CNI ADD (loopback + bridge/static + portmap, via nsenter): median {median:?}, all {took:?}");
     assert!(median < Duration::from_secs(5), "median ADD {median:?}");
+}
+
+#[tokio::test]
+async fn netns_create_is_idempotent_and_delete_repeats() {
+    let mut lab = Lab::new("netns").await;
+    let ns = lab.pod_netns("pod-n").await;
+    assert!(ns.is_mounted());
+    // A marker inside: creating again must return the same namespace, not a new one.
+    lab.sh(ns.path(), &["ip", "link", "set", "lo", "up"]).await;
+    let again = skiff_oci_shim::network::Netns::create(ns.path().parent().expect("run dir"), "pod-n")
+        .await
+        .expect("create again");
+    assert_eq!(again, ns);
+    let lo = lab.sh(again.path(), &["ip", "-o", "link", "show", "lo"]).await;
+    assert!(lo.contains("UP"), "same namespace, lo still up: {lo}");
+    // Its own namespace: nothing but lo, and not the outer one's address.
+    let links = lab.sh(ns.path(), &["ip", "-o", "link"]).await;
+    assert_eq!(links.lines().count(), 1, "{links}");
+    ns.delete().await.expect("delete");
+    assert!(!ns.is_mounted());
+    assert!(!ns.path().exists());
+    ns.delete().await.expect("delete again");
 }

@@ -20,7 +20,7 @@ use ipnet::Ipv4Net;
 use serde_json::Value;
 use tracing::{debug, instrument, warn};
 
-use super::conflist::{self, LOOPBACK_NETWORK, POD_NETWORK};
+use super::conflist::{self, POD_NETWORK};
 use super::exec::{Invocation, run_plugin};
 use super::result::{PodNetworkStatus, RawResult, status_of};
 
@@ -258,7 +258,13 @@ impl Cni {
         self.config.cache_dir.join(format!("{network}-{}-{ifname}.json", pod.container_id))
     }
 
-    async fn write_cache(&self, list: &Value, pod: &PodAttachment, ifname: &str, result: &Value) -> Result<(), CniError> {
+    async fn write_cache(
+        &self,
+        list: &Value,
+        pod: &PodAttachment,
+        ifname: &str,
+        result: &Value,
+    ) -> Result<(), CniError> {
         let path = self.cache_path(list, pod, ifname);
         let err = |source| CniError::Cache { path: path.clone(), source };
         tokio::fs::create_dir_all(&self.config.cache_dir).await.map_err(err)?;
@@ -382,6 +388,6 @@ mod tests {
         let [(lo, lo_if), (eth, eth_if)] = cni.lists(&p);
         assert_eq!(cni.cache_path(&lo, &p, lo_if), Path::new("/var/lib/skiff/cni/skiff-loopback-sandbox-1-lo.json"));
         assert_eq!(cni.cache_path(&eth, &p, eth_if), Path::new("/var/lib/skiff/cni/skiff-sandbox-1-eth0.json"));
-        assert_eq!(LOOPBACK_NETWORK, "skiff-loopback");
+        assert_eq!(conflist::LOOPBACK_NETWORK, "skiff-loopback");
     }
 }

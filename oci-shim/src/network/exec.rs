@@ -62,10 +62,8 @@ pub async fn run_plugin(plugin: &str, inv: &Invocation<'_>, stdin: &[u8]) -> Res
         }
         None => Command::new(&bin),
     };
-    let cni_path = std::env::join_paths(inv.plugin_dirs).map_err(|e| CniError::Spawn {
-        plugin: plugin.to_string(),
-        source: std::io::Error::other(e),
-    })?;
+    let cni_path = std::env::join_paths(inv.plugin_dirs)
+        .map_err(|e| CniError::Spawn { plugin: plugin.to_string(), source: std::io::Error::other(e) })?;
     cmd.env("CNI_COMMAND", inv.command)
         .env("CNI_CONTAINERID", inv.container_id)
         .env("CNI_NETNS", inv.netns)

@@ -79,11 +79,8 @@ pub async fn write_pod_files(dir: &Path, files: &PodFiles) -> Result<PodFilePath
         }
     };
     tokio::fs::create_dir_all(dir).await.map_err(|source| FilesError::Write { path: dir.to_path_buf(), source })?;
-    let paths = PodFilePaths {
-        hosts: dir.join("hosts"),
-        hostname: dir.join("hostname"),
-        resolv_conf: dir.join("resolv.conf"),
-    };
+    let paths =
+        PodFilePaths { hosts: dir.join("hosts"), hostname: dir.join("hostname"), resolv_conf: dir.join("resolv.conf") };
     write_atomic(&paths.hosts, &hosts_file(&files.hostname, files.fqdn.as_deref(), files.pod_ip, &files.host_aliases))
         .await?;
     write_atomic(&paths.hostname, &format!("{}\n", files.hostname)).await?;
@@ -198,7 +195,8 @@ mod tests {
 
     #[test]
     fn host_resolv_conf_drops_loopback_nameservers() {
-        let host = "# generated\nnameserver 127.0.0.53\nnameserver ::1\nnameserver 192.168.1.1\nsearch lan\noptions edns0\n";
+        let host =
+            "# generated\nnameserver 127.0.0.53\nnameserver ::1\nnameserver 192.168.1.1\nsearch lan\noptions edns0\n";
         assert_eq!(host_resolv_conf(host), "# generated\nnameserver 192.168.1.1\nsearch lan\noptions edns0\n");
     }
 

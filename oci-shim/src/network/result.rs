@@ -65,7 +65,11 @@ pub(crate) fn status_of(raw: &RawResult, ifname: &str) -> Option<PodNetworkStatu
             _ => None,
         },
         mac: pod_if.map(|i| i.mac.clone()).filter(|m| !m.is_empty()),
-        host_veth: raw.interfaces.iter().find(|i| i.sandbox.is_empty() && i.name.starts_with("veth")).map(|i| i.name.clone()),
+        host_veth: raw
+            .interfaces
+            .iter()
+            .find(|i| i.sandbox.is_empty() && i.name.starts_with("veth"))
+            .map(|i| i.name.clone()),
     })
 }
 
