@@ -61,6 +61,8 @@ async fn two_pods_talk_over_the_bridge_and_a_host_port_reaches_a_pod() {
 
     cni.check(&a).await.expect("CHECK pod a");
     cni.check(&b).await.expect("CHECK pod b");
+    // ADD again (an agent restart) keeps the attachment as it is.
+    assert_eq!(cni.add(&a).await.expect("ADD pod a again"), status_a);
 
     // Pod to pod over the bridge: ICMP and TCP.
     lab.sh(ns_a.path(), &["busybox", "ping", "-c", "1", "-W", "5", "10.244.77.3"]).await;
@@ -138,7 +140,13 @@ async fn a_failed_add_is_undone_and_del_is_safe_afterwards() {
     // DEL once the namespace is gone (a pod torn down out of order) is fine too.
     let real = lab.cni();
     let c = attachment("pod-c", ns.path(), [10, 244, 77, 4], vec![]);
-    real.add(&c).await.expect("ADD with the real plugins");
+    let status = real.add(&c).await.expect("ADD with the real plugins");
+    // Someone removes the veth behind Skiff's back: ADD notices (CHECK fails) and repairs.
+    let veth = status.host_veth.expect("host veth");
+    lab.sh(lab.outer.path(), &["ip", "link", "del", &veth]).await;
+    assert!(real.check(&c).await.is_err(), "CHECK notices the missing veth");
+    real.add(&c).await.expect("ADD repairs a stale attachment");
+    real.check(&c).await.expect("CHECK after the repair");
     ns.delete().await.expect("delete netns");
     real.del(&c).await.expect("DEL without the namespace");
     real.del(&c).await.expect("DEL again");

@@ -135,9 +135,26 @@ impl Cni {
 
     /// Attaches the pod: `lo` up, `eth0` on the bridge with `pod.ip`, hostPorts mapped. On
     /// failure whatever was set up is deleted again before the error is returned.
+    ///
+    /// Idempotent: a pod already attached (cached result, CHECK passes) gets its status back
+    /// untouched — a second plain ADD would fail on the existing `eth0` and its clean-up would
+    /// tear the working attachment down; a stale attachment is deleted and made afresh.
     #[instrument(skip(self, pod), fields(container_id = %pod.container_id, ip = %pod.ip))]
     pub async fn add(&self, pod: &PodAttachment) -> Result<PodNetworkStatus, CniError> {
         self.validate(pod)?;
+        let [_, (pod_list, ifname)] = self.lists(pod);
+        if let Ok(Some(cached)) = self.read_cache(&pod_list, pod, ifname).await {
+            let status = serde_json::from_value::<RawResult>(cached).ok().and_then(|raw| status_of(&raw, ifname));
+            match (status, self.check(pod).await) {
+                (Some(status), Ok(())) if status.ip == pod.ip => return Ok(status),
+                (_, check) => {
+                    warn!(check = ?check.err(), "stale CNI attachment; deleting it before ADD");
+                    if let Err(e) = self.del(pod).await {
+                        warn!(error = %e, "deleting a stale CNI attachment");
+                    }
+                }
+            }
+        }
         match self.add_lists(pod).await {
             Ok(status) => Ok(status),
             Err(e) => {
