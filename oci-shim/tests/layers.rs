@@ -161,6 +161,24 @@ async fn concurrent_pulls_and_unpacks_share_one_download() {
 }
 
 #[tokio::test]
+async fn manifest_lists_resolve_to_linux_amd64() {
+    let registry = Registry::start();
+    let image = busybox_image();
+    let other = TestImage::build(vec![(TarLayer::new().file("s390x", 0o644, b"").finish(), Packing::Tar)], &["/x"]);
+    let repo = format!("{}/test/multi", registry.host_port);
+    bounded("push amd64", image.push(&format!("{repo}:amd64"))).await;
+    bounded("push s390x", other.push(&format!("{repo}:s390x"))).await;
+    bounded("push index", image.push_index(&format!("{repo}:v1"), &other.manifest_digest())).await;
+    let store_dir = tempfile::tempdir().expect("store dir");
+    let store = ImageStore::open(store_dir.path()).expect("open store");
+    let pulled =
+        bounded("pull", store.pull(&format!("{repo}:v1"), PullPolicy::Always, &registry.creds())).await.expect("pull");
+    assert_eq!(pulled.digest, image.manifest_digest(), "the linux/amd64 entry");
+    let rootfs = bounded("unpack", store.container_rootfs(&pulled)).await.expect("rootfs");
+    assert_eq!(rootfs.lowerdirs.len(), 2);
+}
+
+#[tokio::test]
 async fn tampered_layers_are_refused() {
     let registry = Registry::start();
     let image = busybox_image();

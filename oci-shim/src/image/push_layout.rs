@@ -103,7 +103,7 @@ impl Layout {
             }
         };
         let digest = entry["digest"].as_str().ok_or_else(|| self.invalid("an index entry has no digest"))?;
-        if is_index(&entry) || entry["mediaType"].as_str().is_some_and(|m| m.contains("index") || m.contains("list")) {
+        if is_index(&entry) {
             let nested = self.json(&self.blob_path(digest)?)?;
             return self.choose(&nested, None);
         }

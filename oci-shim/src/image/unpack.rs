@@ -193,8 +193,13 @@ pub fn unpack_layer(reader: impl Read, root: &Path) -> Result<UnpackStats, Unpac
             }
         }
         for (name, value) in xattrs {
-            rustix::fs::lsetxattr(&target, name.as_str(), &value, XattrFlags::empty())
-                .map_err(|e| io_at(&target)(e.into()))?;
+            match rustix::fs::lsetxattr(&target, name.as_str(), &value, XattrFlags::empty()) {
+                // As containerd does: a filesystem without xattr support loses them, loudly.
+                Err(rustix::io::Errno::NOTSUP) => {
+                    tracing::warn!(path = %raw.display(), xattr = name, "filesystem does not support xattrs; dropped");
+                }
+                result => result.map_err(|e| io_at(&target)(e.into()))?,
+            }
         }
     }
     for (dir, mode, mtime) in dirs.into_iter().rev() {

@@ -189,3 +189,31 @@ fn later_entries_replace_earlier_ones() {
     assert_eq!(fs::read_link(root.join("a")).expect("a"), Path::new("b"));
     assert_eq!(fs::read(root.join("d")).expect("d"), b"now a file");
 }
+
+/// One PAX record (`"<len> key=value\n"`, the length counting itself).
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    while format!("{len}{body}").len() != len {
+        len += 1;
+    }
+    format!("{len}{body}").into_bytes()
+}
+
+#[test]
+fn pax_xattrs_are_applied_except_overlay_ones() {
+    let dir = tempdir();
+    let root = dir.path();
+    let mut records = pax_record("SCHILY.xattr.user.skiff", "yes");
+    records.extend(pax_record("SCHILY.xattr.trusted.overlay.opaque", "y"));
+    Layer::new()
+        .entry(EntryType::XHeader, "PaxHeaders/dir", 0o644, None, &records)
+        .dir("dir/", 0o755)
+        .unpack(root)
+        .expect("unpack");
+    let mut value = [0u8; 8];
+    let n = rustix::fs::lgetxattr(root.join("dir"), "user.skiff", &mut value).expect("user xattr");
+    assert_eq!(&value[..n], b"yes");
+    let opaque = rustix::fs::lgetxattr(root.join("dir"), OVERLAY_OPAQUE_XATTR, &mut value);
+    assert!(opaque.is_err(), "a layer cannot set overlay xattrs itself");
+}

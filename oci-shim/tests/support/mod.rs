@@ -235,6 +235,23 @@ impl TestImage {
         client.push_manifest_raw(&reference, self.manifest.clone(), content_type).await.expect("push manifest");
     }
 
+    /// Pushes an index at `reference` listing this image (already pushed in the same
+    /// repository) for linux/amd64 after an entry for another platform.
+    pub async fn push_index(&self, reference: &str, other_platform_digest: &str) {
+        let reference: Reference = reference.parse().expect("reference");
+        let client = Client::new(ClientConfig { protocol: ClientProtocol::Http, ..ClientConfig::default() });
+        client.store_auth_if_needed(reference.resolve_registry(), &RegistryAuth::Anonymous).await;
+        let manifest_type = "application/vnd.oci.image.manifest.v1+json";
+        let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+            {"mediaType": manifest_type, "digest": other_platform_digest, "size": 2,
+             "platform": {"os": "linux", "architecture": "s390x"}},
+            {"mediaType": manifest_type, "digest": self.manifest_digest(), "size": self.manifest.len(),
+             "platform": {"os": "linux", "architecture": "amd64"}},
+        ]});
+        let content_type = http::HeaderValue::from_static("application/vnd.oci.image.index.v1+json");
+        client.push_manifest_raw(&reference, index.to_string().into_bytes(), content_type).await.expect("push index");
+    }
+
     /// Writes the image as an OCI image layout in `dir`, tagged `tag`.
     pub fn write_layout(&self, dir: &Path, tag: &str) {
         let blobs = dir.join("blobs/sha256");
