@@ -3,7 +3,7 @@
 //! and per-pod network namespaces through the CNI plugins.
 //!
 //! Implemented so far: [`image`] — pulling artifacts by reference from any OCI registry into a
-//! content-addressed store, container image layers unpacked into overlayfs-ready snapshots,
-//! image garbage collection, and pushing WASM artifacts and OCI image layouts.
+//! content-addressed store (WASM artifacts fully; container images down to manifest and
+//! config, unpacking arrives with the OCI-containers issue) and pushing WASM artifacts.
 
 pub mod image;
