@@ -7,15 +7,28 @@
 //! and classifies what a manifest describes (`artifact`, pure); [`push`] uploads a `.wasm`
 //! file as a CNCF wasm OCI artifact.
 //!
-//! Container images stop at manifest + config here: unpacking layers into snapshots belongs
-//! to the OCI-containers issue and will read the same `blobs/sha256/` store.
+//! Container images: `layers` (media types, compression, chain IDs, pure), `unpack` (one
+//! layer tarball into a directory in overlayfs form), [`snapshot`] (layers unpacked once
+//! into `snapshots/<chain-id>/fs`, [`ImageStore::container_rootfs`]), [`config`] (the image
+//! config the runtime needs), [`gc`] (removing what no image in use needs when the store
+//! grows past a limit) and [`push_layout`] (uploading an OCI image layout directory).
 
 mod artifact;
+pub mod config;
 mod fetch;
+pub mod gc;
+pub mod layers;
 pub mod push;
+pub mod push_layout;
+pub mod snapshot;
 pub mod store;
+pub mod unpack;
 
+pub use config::{ExposedPort, ImageConfig};
+pub use gc::GcReport;
 pub use push::{PushedArtifact, push_wasm};
+pub use push_layout::push_image_layout;
+pub use snapshot::ContainerImage;
 pub use store::ImageStore;
 
 use std::path::PathBuf;
@@ -92,7 +105,8 @@ pub enum ImageKind {
         /// Its digest (the key for compiled-artifact caches).
         module_digest: String,
     },
-    /// A container image; its layers are pulled and unpacked by the containers issue.
+    /// A container image: manifest, config and every layer blob are in the store; layers
+    /// are unpacked by [`ImageStore::container_rootfs`].
     Container { manifest_digest: String, config_digest: String },
 }
 
@@ -114,6 +128,12 @@ pub enum ImageError {
     Io { path: PathBuf, message: String },
     #[error("{0}")]
     InvalidArtifact(String),
+    #[error("{reference}: unpacking layer {digest}: {message}")]
+    Unpack { reference: String, digest: String, message: String },
+    #[error(
+        "{reference}: {digest} is no longer in the image store (removed by image garbage collection?); pull the image again"
+    )]
+    Missing { reference: String, digest: String },
 }
 
 impl ImageError {

@@ -3,10 +3,12 @@
 //! ```text
 //! <dir>/blobs/sha256/<hex>   every blob and manifest, by digest, verified before it lands
 //! <dir>/tmp/                 downloads in progress (renamed into blobs/ once verified)
-//! <dir>/index.json           pulled references -> manifest digest and kind
+//! <dir>/index.json           pulled references -> manifest digest, kind, last use
+//! <dir>/snapshots/<chain>/fs  unpacked container layers (`snapshot`), by chain ID
 //! ```
 //!
-//! Containers will share `blobs/` (their unpacked snapshots live beside it, issue 5). A blob
+//! A container pull fetches manifest, config and every layer blob; layers are unpacked
+//! later, on first use (`snapshot`), and `gc` removes what no image still needs. A blob
 //! under its final name is always complete and verified: it is hashed while written to `tmp/`,
 //! fsync'd, and renamed only on a match. Concurrent pulls of one reference with the same
 //! credentials share one download.
@@ -31,6 +33,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::artifact::wasm_layer;
 use super::fetch::Remote;
+use super::layers::is_layer_media_type;
 use super::{Auth, ImageError, ImageKind, PullPolicy, PulledImage, RegistryCredentials};
 
 type PullFuture = Shared<BoxFuture<'static, Result<PulledImage, ImageError>>>;
@@ -39,17 +42,24 @@ type InflightKey = (String, Option<Auth>);
 /// A node's image and artifact store. Cheap to clone; clones share the store.
 #[derive(Clone)]
 pub struct ImageStore {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    dir: PathBuf,
+pub(super) struct Inner {
+    pub(super) dir: PathBuf,
     /// Normalised reference -> what it resolved to last time.
-    index: Mutex<HashMap<String, IndexEntry>>,
+    pub(super) index: Mutex<HashMap<String, IndexEntry>>,
     /// Pulls under way, by normalised reference and the credentials they use.
     inflight: Mutex<HashMap<InflightKey, PullFuture>>,
     /// Registry round trips made (manifest fetches), for metrics and tests.
     fetches: AtomicU64,
+    /// Blobs downloaded (configs and layers; manifests are counted in `fetches`).
+    blob_fetches: AtomicU64,
+    /// One lock per chain ID being unpacked, so concurrent starts unpack a layer once.
+    pub(super) unpacking: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Pulls and unpacks hold it shared; `gc` exclusively, so it never removes content a
+    /// pull has written but not yet recorded.
+    pub(super) gc_lock: tokio::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for ImageStore {
@@ -60,14 +70,17 @@ impl std::fmt::Debug for ImageStore {
 
 /// One pulled reference in `index.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct IndexEntry {
-    digest: String,
-    kind: IndexKind,
+pub(super) struct IndexEntry {
+    pub(super) digest: String,
+    pub(super) kind: IndexKind,
+    /// Unix seconds of the last pull or rootfs request: `gc` removes the oldest first.
+    #[serde(default)]
+    pub(super) last_used: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-enum IndexKind {
+pub(super) enum IndexKind {
     Wasm { module_digest: String },
     Container { config_digest: String },
 }
@@ -97,6 +110,9 @@ impl ImageStore {
                 index: Mutex::new(index),
                 inflight: Mutex::new(HashMap::new()),
                 fetches: AtomicU64::new(0),
+                blob_fetches: AtomicU64::new(0),
+                unpacking: Mutex::new(HashMap::new()),
+                gc_lock: tokio::sync::RwLock::new(()),
             }),
         })
     }
@@ -104,6 +120,17 @@ impl ImageStore {
     /// How many times this store asked a registry for a manifest (one per actual pull).
     pub fn registry_fetches(&self) -> u64 {
         self.inner.fetches.load(Ordering::Relaxed)
+    }
+
+    /// How many blobs (configs, layers, modules) this store downloaded; blobs already in the
+    /// store are never downloaded again.
+    pub fn registry_blob_fetches(&self) -> u64 {
+        self.inner.blob_fetches.load(Ordering::Relaxed)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
     }
 
     /// Makes `reference` available locally per `policy` and describes it. Concurrent calls for
@@ -149,7 +176,7 @@ impl ImageStore {
 }
 
 impl Inner {
-    fn blob_path(&self, digest: &str) -> PathBuf {
+    pub(super) fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
         self.dir.join("blobs/sha256").join(hex)
     }
@@ -175,22 +202,22 @@ impl Inner {
         Some(PulledImage { reference: key.to_string(), digest: entry.digest, kind })
     }
 
-    /// Pulls from the registry: manifest, config, and (for WASM) the module layer.
+    /// Pulls from the registry: manifest, config, and the module (WASM) or every layer.
     async fn fetch(
         self: Arc<Self>,
         reference: Reference,
         creds: &RegistryCredentials,
     ) -> Result<PulledImage, ImageError> {
+        let _no_gc = self.gc_lock.read().await;
         let key = reference.whole();
         let remote = Remote::new(reference, creds)?;
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let (manifest, digest, raw) = remote.manifest().await?;
-        self.write_bytes(&key, &digest, &raw).await?;
         let config = manifest.config.clone();
-        self.write_stream(&key, &config.digest, remote.blob(&config).await?).await?;
+        self.fetch_blob(&key, &remote, &config).await?;
         let (kind, index_kind) = match wasm_layer(&manifest) {
             Some(layer) => {
-                self.write_stream(&key, &layer.digest, remote.blob(layer).await?).await?;
+                self.fetch_blob(&key, &remote, layer).await?;
                 let module_digest = layer.digest.clone();
                 (
                     ImageKind::Wasm {
@@ -200,17 +227,47 @@ impl Inner {
                     IndexKind::Wasm { module_digest },
                 )
             }
-            None => (
-                ImageKind::Container { manifest_digest: digest.clone(), config_digest: config.digest.clone() },
-                IndexKind::Container { config_digest: config.digest.clone() },
-            ),
+            None => {
+                for layer in &manifest.layers {
+                    if !is_layer_media_type(&layer.media_type) {
+                        return Err(ImageError::Unsupported {
+                            reference: key,
+                            message: format!(
+                                "layer {} has media type {:?}, not a container layer",
+                                layer.digest, layer.media_type
+                            ),
+                        });
+                    }
+                    self.fetch_blob(&key, &remote, layer).await?;
+                }
+                (
+                    ImageKind::Container { manifest_digest: digest.clone(), config_digest: config.digest.clone() },
+                    IndexKind::Container { config_digest: config.digest.clone() },
+                )
+            }
         };
-        self.record(&key, IndexEntry { digest: digest.clone(), kind: index_kind }).await?;
+        // The manifest lands last: its presence means the image is complete locally.
+        self.write_bytes(&key, &digest, &raw).await?;
+        self.record(&key, IndexEntry { digest: digest.clone(), kind: index_kind, last_used: now_secs() }).await?;
         tracing::info!(reference = %key, %digest, "pulled");
         Ok(PulledImage { reference: key, digest, kind })
     }
 
-    async fn write_bytes(&self, reference: &str, digest: &str, bytes: &[u8]) -> Result<(), ImageError> {
+    /// Downloads one blob unless the store has it (verified when it was written).
+    async fn fetch_blob(
+        &self,
+        reference: &str,
+        remote: &Remote,
+        descriptor: &oci_client::manifest::OciDescriptor,
+    ) -> Result<(), ImageError> {
+        if self.blob_path(&descriptor.digest).is_file() {
+            return Ok(());
+        }
+        self.blob_fetches.fetch_add(1, Ordering::Relaxed);
+        self.write_stream(reference, &descriptor.digest, remote.blob(descriptor).await?).await
+    }
+
+    pub(super) async fn write_bytes(&self, reference: &str, digest: &str, bytes: &[u8]) -> Result<(), ImageError> {
         let chunk: Result<bytes::Bytes, std::io::Error> = Ok(bytes::Bytes::copy_from_slice(bytes));
         self.write_stream(reference, digest, futures::stream::iter([chunk])).await
     }
@@ -290,13 +347,37 @@ impl Inner {
     }
 
     /// Adds `entry` to the index and rewrites `index.json` atomically.
-    async fn record(&self, key: &str, entry: IndexEntry) -> Result<(), ImageError> {
-        let json = {
+    pub(super) async fn record(&self, key: &str, entry: IndexEntry) -> Result<(), ImageError> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), entry);
+        self.persist_index().await
+    }
+
+    /// Marks every reference resolving to `digest` as used now (the order `gc` evicts in).
+    pub(super) async fn touch(&self, digest: &str) -> Result<(), ImageError> {
+        let now = now_secs();
+        let changed = {
             let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-            index.insert(key.to_string(), entry);
-            serde_json::to_vec_pretty(&*index)
-                .map_err(|e| ImageError::Io { path: self.dir.join("index.json"), message: e.to_string() })?
+            let mut changed = false;
+            // Second resolution is plenty for eviction order; skip rewrites within a minute.
+            for entry in index.values_mut().filter(|e| e.digest == digest && e.last_used + 60 <= now) {
+                entry.last_used = now;
+                changed = true;
+            }
+            changed
         };
+        if changed { self.persist_index().await } else { Ok(()) }
+    }
+
+    /// The index as `index.json` bytes.
+    pub(super) fn index_json(&self) -> Result<Vec<u8>, ImageError> {
+        let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        serde_json::to_vec_pretty(&*index)
+            .map_err(|e| ImageError::Io { path: self.dir.join("index.json"), message: e.to_string() })
+    }
+
+    /// Rewrites `index.json` atomically from the in-memory index.
+    pub(super) async fn persist_index(&self) -> Result<(), ImageError> {
+        let json = self.index_json()?;
         let staging = self.dir.join("tmp").join(format!("index-{}", uuid::Uuid::new_v4()));
         let path = self.dir.join("index.json");
         let mut file = tokio::fs::File::create(&staging).await.map_err(ImageError::io(&staging))?;
@@ -307,6 +388,11 @@ impl Inner {
         // as of its snapshot, so the older one can lose the newer entry until the next pull.
         tokio::fs::rename(&staging, &path).await.map_err(ImageError::io(&path))
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(super) fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -353,6 +439,7 @@ mod tests {
             let entry = IndexEntry {
                 digest: manifest_digest.clone(),
                 kind: IndexKind::Wasm { module_digest: module_digest.clone() },
+                last_used: 0,
             };
             store.inner.record("example.com/a:v1", entry).await.expect("record");
         }
