@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod};
 
-fn node_labels(node: &Node) -> BTreeMap<String, String> {
-    node.metadata.labels.clone().unwrap_or_default()
+fn node_labels(node: &Node) -> &BTreeMap<String, String> {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    node.metadata.labels.as_ref().unwrap_or(&NONE)
 }
 
 /// Every `nodeSelector` entry equals the node's label.
@@ -29,7 +30,7 @@ pub fn matches_required_affinity(pod: &Pod, node: &Node) -> bool {
     let Some(required) = required else { return true };
     let labels = node_labels(node);
     let name = node.metadata.name.as_deref().unwrap_or_default();
-    required.node_selector_terms.iter().any(|t| term_matches(t, &labels, name))
+    required.node_selector_terms.iter().any(|t| term_matches(t, labels, name))
 }
 
 /// One term: all its expressions and fields hold; an empty term matches nothing.

@@ -51,16 +51,30 @@ impl std::fmt::Display for Reason {
     }
 }
 
-/// Runs every filter in order; `Err` holds the reasons of the first that fails.
+/// Runs every filter in order; `Err` holds the reasons of the first that fails. Node-side
+/// questions are answered from the facts [`NodeInfo`] read from the Node once
+/// ([`super::node_info::NodeFacts`]); the functions below are the same rules over a Node.
 pub fn run_filters(pod: &Pod, demand: &PodDemand, node: &NodeInfo) -> Result<(), Vec<Reason>> {
+    let facts = &node.facts;
+    if !facts.ready {
+        return Err(vec![Reason::NotReady]);
+    }
+    if facts.unschedulable && !tolerations(pod).iter().any(|t| tolerates(t, &cordon_taint())) {
+        return Err(vec![Reason::Unschedulable]);
+    }
+    if !facts.offers(demand.runtime) {
+        return Err(vec![Reason::RuntimeNotOffered(demand.runtime.to_string())]);
+    }
+    untolerated(pod, &facts.hard_taints).map_err(|e| vec![e])?;
     let one = |r: Result<(), Reason>| r.map_err(|e| vec![e]);
-    one(node_ready(&node.node))?;
-    one(node_schedulable(pod, &node.node))?;
-    one(runtime_offered(pod, &node.node))?;
-    one(taints_tolerated(pod, &node.node))?;
     one(node_affinity(pod, &node.node))?;
     one(host_ports_free(demand, node))?;
     resources_fit(demand, node)
+}
+
+/// The taint `kubectl cordon` stands for.
+fn cordon_taint() -> Taint {
+    Taint { key: labels::TAINT_UNSCHEDULABLE.into(), effect: "NoSchedule".into(), ..Default::default() }
 }
 
 /// The node reports the Ready condition as True.
@@ -78,12 +92,11 @@ pub fn node_schedulable(pod: &Pod, node: &Node) -> Result<(), Reason> {
     if !node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
         return Ok(());
     }
-    let cordon = Taint { key: labels::TAINT_UNSCHEDULABLE.into(), effect: "NoSchedule".into(), ..Default::default() };
-    if tolerations(pod).iter().any(|t| tolerates(t, &cordon)) { Ok(()) } else { Err(Reason::Unschedulable) }
+    if tolerations(pod).iter().any(|t| tolerates(t, &cordon_taint())) { Ok(()) } else { Err(Reason::Unschedulable) }
 }
 
 /// The runtime a pod needs: `oci` when its `runtimeClassName` says so, `wasm` otherwise.
-pub fn required_runtime(pod: &Pod) -> &str {
+pub fn required_runtime(pod: &Pod) -> &'static str {
     match pod.spec.as_ref().and_then(|s| s.runtime_class_name.as_deref()) {
         Some("oci") => "oci",
         _ => "wasm",
@@ -93,13 +106,14 @@ pub fn required_runtime(pod: &Pod) -> &str {
 /// The node's `skiff.dev/runtimes` label (`wasm`, `wasm.oci`, …) lists the pod's runtime.
 pub fn runtime_offered(pod: &Pod, node: &Node) -> Result<(), Reason> {
     let wanted = required_runtime(pod);
+    if offers_runtime(node, wanted) { Ok(()) } else { Err(Reason::RuntimeNotOffered(wanted.to_string())) }
+}
+
+/// Whether the node's `skiff.dev/runtimes` label lists `runtime`.
+pub fn offers_runtime(node: &Node, runtime: &str) -> bool {
     let offered = node.metadata.labels.as_ref().and_then(|l| l.get(labels::RUNTIMES)).map(String::as_str).unwrap_or("");
     // Label values cannot hold commas, so the list is dot-separated; accept commas anyway.
-    if offered.split(['.', ',']).any(|r| r == wanted) {
-        Ok(())
-    } else {
-        Err(Reason::RuntimeNotOffered(wanted.to_string()))
-    }
+    offered.split(['.', ',']).any(|r| r == runtime)
 }
 
 fn tolerations(pod: &Pod) -> &[Toleration] {
@@ -128,12 +142,15 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
 /// Every NoSchedule/NoExecute taint of the node is tolerated (PreferNoSchedule only scores).
 pub fn taints_tolerated(pod: &Pod, node: &Node) -> Result<(), Reason> {
     let taints = node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or(&[]);
+    let hard: Vec<Taint> =
+        taints.iter().filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute").cloned().collect();
+    untolerated(pod, &hard)
+}
+
+/// The first of `taints` (already the filtering ones) the pod does not tolerate.
+fn untolerated(pod: &Pod, taints: &[Taint]) -> Result<(), Reason> {
     let tols = tolerations(pod);
-    match taints
-        .iter()
-        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        .find(|taint| !tols.iter().any(|t| tolerates(t, taint)))
-    {
+    match taints.iter().find(|taint| !tols.iter().any(|t| tolerates(t, taint))) {
         None => Ok(()),
         Some(t) => Err(Reason::UntoleratedTaint { key: t.key.clone(), value: t.value.clone().unwrap_or_default() }),
     }

@@ -27,8 +27,8 @@ pub fn least_allocated(demand: &PodDemand, node: &NodeInfo) -> i64 {
 /// controller on the node and `most` is the largest such count among the candidates. Pods
 /// without a controller score the same everywhere.
 pub fn spread(demand: &PodDemand, nodes: &[&NodeInfo]) -> Vec<i64> {
-    let Some(uid) = &demand.owner_uid else { return vec![MAX_SCORE; nodes.len()] };
-    let counts: Vec<i64> = nodes.iter().map(|n| n.owner_pods.get(uid).copied().unwrap_or(0) as i64).collect();
+    let Some(owner) = demand.owner else { return vec![MAX_SCORE; nodes.len()] };
+    let counts: Vec<i64> = nodes.iter().map(|n| n.owner_pods(owner) as i64).collect();
     let most = counts.iter().copied().max().unwrap_or(0);
     counts.iter().map(|&c| if most == 0 { MAX_SCORE } else { MAX_SCORE * (most - c) / most }).collect()
 }
@@ -38,13 +38,7 @@ pub fn prefer_no_schedule(pod: &Pod, nodes: &[&NodeInfo]) -> Vec<i64> {
     let tols = pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or(&[]);
     let counts: Vec<i64> = nodes
         .iter()
-        .map(|n| {
-            let taints = n.node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or(&[]);
-            taints
-                .iter()
-                .filter(|t| t.effect == "PreferNoSchedule" && !tols.iter().any(|tol| tolerates(tol, t)))
-                .count() as i64
-        })
+        .map(|n| n.facts.soft_taints.iter().filter(|t| !tols.iter().any(|tol| tolerates(tol, t))).count() as i64)
         .collect();
     let most = counts.iter().copied().max().unwrap_or(0);
     counts.iter().map(|&c| if most == 0 { MAX_SCORE } else { MAX_SCORE - c * MAX_SCORE / most }).collect()

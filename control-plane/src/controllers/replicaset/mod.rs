@@ -7,6 +7,7 @@
 pub mod pods;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -29,8 +30,12 @@ pub fn is_active(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none() && holds_resources(pod)
 }
 
-/// How long pod events for one ReplicaSet are gathered before it is reconciled again.
-const POD_BATCH: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long pod events for one ReplicaSet are gathered before it is reconciled again, at
+/// least; a ReplicaSet whose pass is expensive (many pods) waits [`PASS_COST_FACTOR`] times
+/// its last pass, up to [`MAX_POD_BATCH`], so passes never take more than a fifth of a core.
+const POD_BATCH: Duration = Duration::from_millis(50);
+const PASS_COST_FACTOR: u32 = 4;
+const MAX_POD_BATCH: Duration = Duration::from_secs(1);
 
 /// The ReplicaSet controller (cheap to clone; clones share everything).
 #[derive(Debug, Clone)]
@@ -41,6 +46,8 @@ pub struct ReplicaSetController {
     queue: WorkQueue,
     expectations: Expectations,
     clock: Clock,
+    /// How long the last pass over each ReplicaSet took.
+    pass_cost: Arc<std::sync::Mutex<std::collections::HashMap<String, Duration>>>,
 }
 
 impl ReplicaSetController {
@@ -53,6 +60,7 @@ impl ReplicaSetController {
             queue: WorkQueue::new(),
             expectations: Expectations::default(),
             clock: ctx.config.clock.clone(),
+            pass_cost: Arc::default(),
         };
         let me = c.clone();
         c.replicasets.subscribe(move |change| {
@@ -76,7 +84,8 @@ impl ReplicaSetController {
     /// of pod events (10,000 pods created, bound and started) costs one pass over the pods
     /// per batch instead of one per event: each pass walks every pod of the ReplicaSet.
     fn pod_changed(&self, owner: &str) {
-        self.queue.add_after(owner, POD_BATCH);
+        let cost = self.pass_cost.lock().unwrap_or_else(|e| e.into_inner()).get(owner).copied().unwrap_or_default();
+        self.queue.add_after(owner, (cost * PASS_COST_FACTOR).clamp(POD_BATCH, MAX_POD_BATCH));
     }
 
     fn on_pod(&self, change: &Change<Pod>) {
@@ -133,6 +142,7 @@ impl ReplicaSetController {
     pub async fn reconcile(&self, key: &str) -> Result<(), ReconcileError> {
         let Some(rs) = self.replicasets.get(key) else {
             self.expectations.forget(key);
+            self.pass_cost.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
             return Ok(());
         };
         if rs.metadata.deletion_timestamp.is_some() {
@@ -144,6 +154,7 @@ impl ReplicaSetController {
         let uid = rs.metadata.uid.as_deref().unwrap_or_default();
         let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
 
+        let started = std::time::Instant::now();
         let mut owned: Vec<Arc<Pod>> = Vec::new();
         let mut orphans: Vec<Arc<Pod>> = Vec::new();
         for pod in self.pods.list_namespace(ns) {
@@ -158,6 +169,7 @@ impl ReplicaSetController {
                 None => {}
             }
         }
+        let scan = started.elapsed();
         for orphan in orphans {
             if self.adopt(&rs, &orphan).await? {
                 owned.push(orphan);
@@ -172,7 +184,7 @@ impl ReplicaSetController {
                 self.delete_pods(key, &owned, owned.len() - want).await?;
             }
         }
-        self.update_status(&rs, &owned).await
+        self.update_status(&rs, &owned, scan).await
     }
 
     /// Sets this ReplicaSet as the controller of an orphan; false if someone else got it.
@@ -257,14 +269,18 @@ impl ReplicaSetController {
         }
     }
 
-    async fn update_status(&self, rs: &ReplicaSet, owned: &[Arc<Pod>]) -> Result<(), ReconcileError> {
+    /// Computes and writes the status; `scan` is what the pass over the pods cost so far.
+    async fn update_status(&self, rs: &ReplicaSet, owned: &[Arc<Pod>], scan: Duration) -> Result<(), ReconcileError> {
+        let started = std::time::Instant::now();
         let now = self.clock.now();
+        let key = key_of(&rs.metadata);
         // A pod Ready but not yet for minReadySeconds becomes available later without any
         // event: look again then.
         if let Some(after) = pods::next_available_in(rs, owned, now) {
-            self.queue.add_after(&key_of(&rs.metadata), after);
+            self.queue.add_after(&key, after);
         }
         let status = pods::compute_status(rs, owned, now);
+        self.pass_cost.lock().unwrap_or_else(|e| e.into_inner()).insert(key, scan + started.elapsed());
         if rs.status.as_ref() == Some(&status) {
             return Ok(());
         }
