@@ -7,3 +7,4 @@
 //! config, unpacking arrives with the OCI-containers issue) and pushing WASM artifacts.
 
 pub mod image;
+pub mod runtime;
