@@ -208,7 +208,9 @@ impl Runc {
     #[tracing::instrument(skip_all, fields(id = %spec.id))]
     pub async fn start(&self, spec: &ContainerSpec, lowerdirs: &[PathBuf]) -> Result<Handle, RuncError> {
         let config = spec::build(spec, "rootfs")?;
-        if self.runc_state(&spec.id).await?.is_some() {
+        // runc keeps `<root>/<id>/state.json` per container: a file check instead of a whole
+        // `runc state` run keeps the start path short.
+        if self.config.runc_root.join(&spec.id).join("state.json").exists() {
             return Err(RuncError::AlreadyExists(spec.id.clone()));
         }
         let (root, id, lowers) = (self.config.bundle_root.clone(), spec.id.clone(), lowerdirs.to_vec());
@@ -427,7 +429,7 @@ impl Runc {
         if let Some(cwd) = &options.cwd {
             cmd.arg("--cwd").arg(cwd);
         }
-        cmd.arg(id).arg("--").args(argv);
+        cmd.arg(id).args(argv);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.spawn().map_err(|source| RuncError::Spawn { program: self.config.runc.clone(), source })
     }
