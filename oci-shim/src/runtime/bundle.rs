@@ -74,12 +74,7 @@ pub fn validate_id(id: &str) -> Result<(), BundleError> {
 
 /// The overlayfs mount data for `lowerdirs` given base layer first (image order); overlayfs wants
 /// the topmost first.
-pub fn overlay_options(
-    id: &str,
-    lowerdirs: &[PathBuf],
-    upper: &Path,
-    work: &Path,
-) -> Result<String, BundleError> {
+pub fn overlay_options(id: &str, lowerdirs: &[PathBuf], upper: &Path, work: &Path) -> Result<String, BundleError> {
     let bad = |reason: String| BundleError::Layers { id: id.to_string(), reason };
     let mut lower = Vec::with_capacity(lowerdirs.len());
     for dir in lowerdirs.iter().rev() {
@@ -89,12 +84,7 @@ pub fn overlay_options(
         }
         lower.push(s);
     }
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
-        upper.display(),
-        work.display()
-    );
+    let data = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display());
     if data.len() > MAX_MOUNT_DATA {
         return Err(bad(format!(
             "{} layers make {} bytes of overlayfs options, over the kernel's {MAX_MOUNT_DATA}",
@@ -127,10 +117,8 @@ impl Bundle {
         }
         if !bundle.rootfs_mounted()? {
             let data = overlay_options(id, lowerdirs, &bundle.dir.join("upper"), &bundle.dir.join("work"))?;
-            let data = std::ffi::CString::new(data).map_err(|e| BundleError::Layers {
-                id: id.to_string(),
-                reason: e.to_string(),
-            })?;
+            let data = std::ffi::CString::new(data)
+                .map_err(|e| BundleError::Layers { id: id.to_string(), reason: e.to_string() })?;
             rustix::mount::mount("overlay", bundle.rootfs(), "overlay", MountFlags::empty(), data.as_c_str())
                 .map_err(|e| io_err("mounting overlayfs on", &bundle.rootfs())(e.into()))?;
         }

@@ -215,8 +215,11 @@ impl Runc {
         }
         let (root, id, lowers) = (self.config.bundle_root.clone(), spec.id.clone(), lowerdirs.to_vec());
         let bundle = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&root)
-                .map_err(|source| BundleError::Io { op: "creating", path: root.clone(), source })?;
+            std::fs::create_dir_all(&root).map_err(|source| BundleError::Io {
+                op: "creating",
+                path: root.clone(),
+                source,
+            })?;
             let bundle = Bundle::create(&root, &id, &lowers, &config)?;
             // A status from an earlier run of the same id must not be mistaken for this one.
             let _ = std::fs::remove_file(bundle.status_path());
@@ -382,9 +385,11 @@ impl Runc {
             Err(e) => return Err(e),
         }
         if let Some(bundle) = Bundle::open(&self.config.bundle_root, id) {
-            tokio::task::spawn_blocking(move || bundle.remove())
-                .await
-                .map_err(|e| RuncError::Runc { op: "delete", id: id.to_string(), message: e.to_string() })??;
+            tokio::task::spawn_blocking(move || bundle.remove()).await.map_err(|e| RuncError::Runc {
+                op: "delete",
+                id: id.to_string(),
+                message: e.to_string(),
+            })??;
         }
         Ok(())
     }

@@ -7,9 +7,7 @@
 use std::collections::HashSet;
 use std::str::FromStr;
 
-use oci_spec::runtime::{
-    Arch, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder,
-};
+use oci_spec::runtime::{Arch, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder};
 
 use super::spec::SpecError;
 
@@ -90,11 +88,7 @@ fn is_all(name: &str) -> bool {
 
 /// The effective capability set: the default set (or every capability when `privileged`), minus
 /// `drop` (`ALL` empties it), plus `add` (`ALL` fills it) — the order Kubernetes runtimes apply.
-pub fn capability_set(
-    privileged: bool,
-    add: &[String],
-    drop: &[String],
-) -> Result<HashSet<Capability>, SpecError> {
+pub fn capability_set(privileged: bool, add: &[String], drop: &[String]) -> Result<HashSet<Capability>, SpecError> {
     if privileged {
         return Ok(ALL_CAPABILITIES.iter().copied().collect());
     }
@@ -153,24 +147,12 @@ const ALWAYS_BLOCKED: &[&str] = &[
 const GATED: &[(Capability, &[&str])] = &[
     (
         Capability::SysAdmin,
-        &[
-            "mount", "umount", "umount2", "unshare", "setns", "pivot_root", "bpf", "fanotify_init",
-            "quotactl", "clone3",
-        ],
+        &["mount", "umount", "umount2", "unshare", "setns", "pivot_root", "bpf", "fanotify_init", "quotactl", "clone3"],
     ),
-    (
-        Capability::SysModule,
-        &["init_module", "finit_module", "delete_module"],
-    ),
+    (Capability::SysModule, &["init_module", "finit_module", "delete_module"]),
     (Capability::SysBoot, &["reboot", "kexec_load", "kexec_file_load"]),
-    (
-        Capability::SysTime,
-        &["settimeofday", "stime", "clock_settime", "clock_adjtime", "adjtimex"],
-    ),
-    (
-        Capability::SysPtrace,
-        &["ptrace", "process_vm_readv", "process_vm_writev", "kcmp"],
-    ),
+    (Capability::SysTime, &["settimeofday", "stime", "clock_settime", "clock_adjtime", "adjtimex"]),
+    (Capability::SysPtrace, &["ptrace", "process_vm_readv", "process_vm_writev", "kcmp"]),
     (Capability::SysRawio, &["ioperm", "iopl"]),
 ];
 
@@ -275,13 +257,7 @@ mod tests {
     fn seccomp_unblocks_what_a_capability_grants() {
         let blocked = |caps: &HashSet<Capability>| -> Vec<String> {
             let profile = default_seccomp(caps).expect("profile");
-            profile
-                .syscalls()
-                .as_ref()
-                .expect("syscalls")
-                .iter()
-                .flat_map(|s| s.names().clone())
-                .collect()
+            profile.syscalls().as_ref().expect("syscalls").iter().flat_map(|s| s.names().clone()).collect()
         };
         let default = capability_set(false, &[], &[]).expect("caps");
         let names = blocked(&default);

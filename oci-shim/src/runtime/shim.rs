@@ -178,10 +178,7 @@ fn run(args: &ShimArgs, bundle: &Bundle) -> Result<(), String> {
         .map_err(|e| format!("running {}: {e}", args.runc.display()))?;
     // The Command (and with it our copy of the write ends) is gone: the pipes close when the
     // container's processes exit, which ends the copiers.
-    let copiers = [
-        spawn_copier(out_r, "stdout", Arc::clone(&log)),
-        spawn_copier(err_r, "stderr", Arc::clone(&log)),
-    ];
+    let copiers = [spawn_copier(out_r, "stdout", Arc::clone(&log)), spawn_copier(err_r, "stderr", Arc::clone(&log))];
     if !created.success() {
         return Err(runc_error(bundle).unwrap_or_else(|| format!("runc create failed: {created}")));
     }
@@ -201,19 +198,14 @@ fn run(args: &ShimArgs, bundle: &Bundle) -> Result<(), String> {
     if !started.success() {
         return Err(runc_error(bundle).unwrap_or_else(|| format!("runc start failed: {started}")));
     }
-    let mut record = StatusFile {
-        pid: u32::try_from(pid).ok(),
-        started_at: Some(status::now_rfc3339()),
-        ..StatusFile::default()
-    };
+    let mut record =
+        StatusFile { pid: u32::try_from(pid).ok(), started_at: Some(status::now_rfc3339()), ..StatusFile::default() };
     status::write(&bundle.status_path(), &record).map_err(|e| format!("writing status: {e}"))?;
     answer(&format!("ok {pid}"));
 
     let (code, signal) = reap_until(pid);
-    let oom_killed = cgroups_path
-        .as_deref()
-        .and_then(|p| status::oom_kills(&p.to_string_lossy()))
-        .is_some_and(|n| n > 0);
+    let oom_killed =
+        cgroups_path.as_deref().and_then(|p| status::oom_kills(&p.to_string_lossy())).is_some_and(|n| n > 0);
     wait_drained(copiers);
     record.exit = Some(ExitStatus {
         code: status::exit_code(code, signal),
@@ -346,12 +338,8 @@ mod tests {
     #[test]
     fn lines_are_framed_across_reads() {
         let out = frame(&[b"hel", b"lo\nwor", b"ld\n\nlast"]);
-        let want: Vec<(char, Vec<u8>)> = vec![
-            ('F', b"hello".to_vec()),
-            ('F', b"world".to_vec()),
-            ('F', b"".to_vec()),
-            ('F', b"last".to_vec()),
-        ];
+        let want: Vec<(char, Vec<u8>)> =
+            vec![('F', b"hello".to_vec()), ('F', b"world".to_vec()), ('F', b"".to_vec()), ('F', b"last".to_vec())];
         assert_eq!(out, want);
     }
 

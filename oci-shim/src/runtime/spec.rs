@@ -11,10 +11,10 @@ use std::path::PathBuf;
 
 use oci_spec::OciSpecError;
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
-    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder, get_default_maskedpaths, get_default_mounts, get_default_readonly_paths,
+    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder, get_default_maskedpaths, get_default_mounts,
+    get_default_readonly_paths,
 };
 
 use super::security::{capability_set, default_seccomp};
@@ -34,9 +34,7 @@ pub enum SpecError {
     )]
     RunsAsRoot,
     /// The image's `User` is a name; only numeric users are resolved here.
-    #[error(
-        "image user {0:?} is not numeric (uid or uid:gid); set securityContext.runAsUser (and runAsGroup)"
-    )]
+    #[error("image user {0:?} is not numeric (uid or uid:gid); set securityContext.runAsUser (and runAsGroup)")]
     NonNumericUser(String),
     /// A capability name in `add`/`drop` is not a Linux capability.
     #[error("unknown capability {0:?} in securityContext.capabilities")]
@@ -246,13 +244,8 @@ fn extra_mount(m: &MountSpec) -> Result<Mount, SpecError> {
             .options(vec!["rbind".to_string(), "rprivate".to_string(), ro])
             .build()?,
         MountKind::Tmpfs { size_bytes } => {
-            let mut options = vec![
-                "nosuid".to_string(),
-                "nodev".to_string(),
-                "noexec".to_string(),
-                "mode=0755".to_string(),
-                ro,
-            ];
+            let mut options =
+                vec!["nosuid".to_string(), "nodev".to_string(), "noexec".to_string(), "mode=0755".to_string(), ro];
             if let Some(size) = size_bytes {
                 options.push(format!("size={size}"));
             }
@@ -310,12 +303,7 @@ pub fn build(spec: &ContainerSpec, rootfs: &str) -> Result<Spec, SpecError> {
     }
 
     let mut namespaces = Vec::new();
-    for typ in [
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Mount,
-    ] {
+    for typ in [LinuxNamespaceType::Pid, LinuxNamespaceType::Ipc, LinuxNamespaceType::Uts, LinuxNamespaceType::Mount] {
         namespaces.push(LinuxNamespaceBuilder::default().typ(typ).build()?);
     }
     let mut net = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network);
@@ -328,10 +316,7 @@ pub fn build(spec: &ContainerSpec, rootfs: &str) -> Result<Spec, SpecError> {
     let mut resources = LinuxResourcesBuilder::default().devices(vec![
         // Deny every device node but the defaults runc always allows (null, zero, tty, …);
         // a privileged container may use all of them.
-        LinuxDeviceCgroupBuilder::default()
-            .allow(sec.privileged)
-            .access("rwm")
-            .build()?,
+        LinuxDeviceCgroupBuilder::default().allow(sec.privileged).access("rwm").build()?,
     ]);
     if let Some(limit) = r.memory_limit_bytes {
         resources = resources.memory(LinuxMemoryBuilder::default().limit(limit).build()?);
@@ -358,9 +343,7 @@ pub fn build(spec: &ContainerSpec, rootfs: &str) -> Result<Spec, SpecError> {
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources.build()?)
-        .cgroups_path(
-            spec.cgroups_path.clone().unwrap_or_else(|| format!("/skiff/{}", spec.id)),
-        )
+        .cgroups_path(spec.cgroups_path.clone().unwrap_or_else(|| format!("/skiff/{}", spec.id)))
         .build()?;
     if sec.privileged {
         linux.set_masked_paths(None).set_readonly_paths(None).set_seccomp(None);
@@ -373,12 +356,7 @@ pub fn build(spec: &ContainerSpec, rootfs: &str) -> Result<Spec, SpecError> {
 
     let mut out = SpecBuilder::default()
         .version("1.0.2")
-        .root(
-            RootBuilder::default()
-                .path(rootfs)
-                .readonly(sec.read_only_root_filesystem)
-                .build()?,
-        )
+        .root(RootBuilder::default().path(rootfs).readonly(sec.read_only_root_filesystem).build()?)
         .process(process)
         .mounts(mounts)
         .linux(linux)

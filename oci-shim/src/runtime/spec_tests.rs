@@ -22,11 +22,7 @@ fn json(spec: &ContainerSpec) -> Value {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|s| s.as_str().expect("string").to_string())
-        .collect()
+    v.as_array().expect("array").iter().map(|s| s.as_str().expect("string").to_string()).collect()
 }
 
 #[test]
@@ -47,10 +43,7 @@ fn command_and_args_follow_kubernetes() {
 fn env_merges_by_name_and_defaults_path() {
     let mut s = base();
     s.env = vec![("B".into(), "pod".into()), ("C".into(), "pod".into())];
-    assert_eq!(
-        merged_env(&s).expect("env"),
-        ["PATH=/img/bin", "A=image", "B=pod", "C=pod"]
-    );
+    assert_eq!(merged_env(&s).expect("env"), ["PATH=/img/bin", "A=image", "B=pod", "C=pod"]);
     s.image.env.clear();
     assert!(merged_env(&s).expect("env")[0].starts_with("PATH=/usr/local/sbin"));
     s.env = vec![("A=B".into(), "x".into())];
@@ -197,10 +190,7 @@ fn mounts_namespaces_and_resources() {
     assert_eq!(v["linux"]["namespaces"][4].get("path"), None);
 
     let mut s = base();
-    s.mounts = vec![MountSpec {
-        destination: "rel".into(),
-        kind: MountKind::Tmpfs { size_bytes: None },
-        read_only: false,
-    }];
+    s.mounts =
+        vec![MountSpec { destination: "rel".into(), kind: MountKind::Tmpfs { size_bytes: None }, read_only: false }];
     assert!(matches!(build(&s, "rootfs"), Err(SpecError::RelativeMount(_))));
 }

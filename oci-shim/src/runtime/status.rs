@@ -101,10 +101,7 @@ pub fn oom_kills(cgroups_path: &str) -> Option<u64> {
         Path::new("/sys/fs/cgroup/memory").join(rel).join("memory.oom_control"),
         Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
     ];
-    candidates
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .and_then(|text| parse_oom_kill(&text))
+    candidates.iter().find_map(|p| std::fs::read_to_string(p).ok()).and_then(|text| parse_oom_kill(&text))
 }
 
 #[cfg(test)]
