@@ -60,6 +60,13 @@ fn main() -> ExitCode {
             }
         }
     }
+    // runc removes each container's cgroup, not the parent the tests put them under.
+    for controller in
+        ["blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids", "systemd", "unified"]
+    {
+        let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{controller}/skiff-test"));
+    }
+    let _ = std::fs::remove_dir("/sys/fs/cgroup/skiff-test");
     eprintln!("{ran} run, {} failed {failed:?}", failed.len());
     if failed.is_empty() && ran > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
@@ -70,6 +77,7 @@ fn tests() -> Vec<(&'static str, TestFn)> {
     vec![
         ("echo_lands_in_log", || Box::pin(echo_lands_in_log())),
         ("exit_code_reported", || Box::pin(exit_code_reported())),
+        ("start_failure_names_the_cause", || Box::pin(start_failure_names_the_cause())),
         ("stop_escalates_to_sigkill", || Box::pin(stop_escalates_to_sigkill())),
         ("memory_limit_oom_reported", || Box::pin(memory_limit_oom_reported())),
         ("pids_limit_stops_fork_bomb", || Box::pin(pids_limit_stops_fork_bomb())),
@@ -212,6 +220,18 @@ async fn exit_code_reported() -> Result<()> {
     ensure!(exit.code == 3 && exit.signal.is_none() && exit.reason() == "Error", "{exit:?}");
     let state = env.runc.state(&spec.id).await?;
     ensure!(state.exit == Some(exit), "state agrees: {state:?}");
+    Ok(())
+}
+
+async fn start_failure_names_the_cause() -> Result<()> {
+    let env = Env::new()?;
+    let mut spec = env.spec("missing", "unused");
+    spec.command = vec!["/no/such/program".into()];
+    let err = env.runc.start(&spec, &env.lowerdirs()).await.expect_err("nothing to run");
+    ensure!(err.to_string().contains("/no/such/program"), "runc's reason reaches the caller: {err}");
+    let state = env.runc.state(&spec.id).await?;
+    ensure!(state.error.is_some() && state.exit.is_none(), "{state:?}");
+    env.runc.delete(&spec.id).await?;
     Ok(())
 }
 
