@@ -42,7 +42,8 @@ const FORWARDED: &[&str] = &[
     "x-stream-protocol-version",
 ];
 /// Response headers of a switch the client needs.
-const RETURNED: &[&str] = &["upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol", "x-stream-protocol-version"];
+const RETURNED: &[&str] =
+    &["upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol", "x-stream-protocol-version"];
 
 /// Which streaming subresource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +158,10 @@ async fn call_node(
     headers: &HeaderMap,
 ) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
     let unreachable = |e: &dyn std::fmt::Display| {
-        ApiError::Internal(format!("error dialing backend: https://{host}:{port}{}: {e}", target.split('?').next().unwrap_or_default()))
+        ApiError::Internal(format!(
+            "error dialing backend: https://{host}:{port}{}: {e}",
+            target.split('?').next().unwrap_or_default()
+        ))
     };
     let tls = state
         .kubelet_tls
@@ -184,13 +188,15 @@ async fn call_node(
             tracing::debug!(error = %e, "node API stream connection ended with error");
         }
     });
-    let mut request = http::Request::builder().method(method).uri(target).header(header::HOST, format!("{host}:{port}"));
+    let mut request =
+        http::Request::builder().method(method).uri(target).header(header::HOST, format!("{host}:{port}"));
     for name in FORWARDED {
         for v in headers.get_all(*name) {
             request = request.header(*name, v.clone());
         }
     }
-    let request = request.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let request =
+        request.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| ApiError::Internal(e.to_string()))?;
     tokio::time::timeout(HEADERS_TIMEOUT, sender.send_request(request))
         .await
         .map_err(|_| unreachable(&"no response from the node"))?

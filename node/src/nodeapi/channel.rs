@@ -48,9 +48,9 @@ pub fn decode(message: &[u8]) -> Result<Inbound, String> {
     Ok(match channel {
         STDIN => Inbound::Stdin(data.to_vec()),
         CLOSE if data.first() == Some(&STDIN) => Inbound::StdinClosed,
-        RESIZE => Inbound::Resize(
-            serde_json::from_slice(data).map_err(|e| format!("invalid terminal size {data:?}: {e}"))?,
-        ),
+        RESIZE => {
+            Inbound::Resize(serde_json::from_slice(data).map_err(|e| format!("invalid terminal size {data:?}: {e}"))?)
+        }
         _ => Inbound::Ignored,
     })
 }

@@ -240,7 +240,8 @@ fn split_pipe() -> PipePair {
     (Some(ours), Some(Box::new(theirs)))
 }
 
-type ResizePair = (Option<mpsc::Sender<crate::runtime::TerminalSize>>, Option<mpsc::Receiver<crate::runtime::TerminalSize>>);
+type ResizePair =
+    (Option<mpsc::Sender<crate::runtime::TerminalSize>>, Option<mpsc::Receiver<crate::runtime::TerminalSize>>);
 
 fn channel_pair() -> ResizePair {
     let (tx, rx) = mpsc::channel(8);

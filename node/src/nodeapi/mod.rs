@@ -12,8 +12,8 @@
 pub mod channel;
 pub mod exec;
 pub mod portforward;
-pub mod spdy;
 mod serve;
+pub mod spdy;
 pub mod targets;
 mod tls;
 pub mod websocket;
@@ -26,10 +26,10 @@ use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use jiff::Timestamp;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::logs::{LogError, LogOptions, LogStore};
 

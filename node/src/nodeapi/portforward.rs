@@ -186,7 +186,12 @@ pub async fn serve_spdy<R: AsyncRead + Unpin>(
                     "data" => {
                         let (tx, rx) = mpsc::channel(16);
                         data.insert(stream_id, tx);
-                        let target = Target { pod_ip, port: get("port"), data_stream: stream_id, error_stream: pair.error_stream };
+                        let target = Target {
+                            pod_ip,
+                            port: get("port"),
+                            data_stream: stream_id,
+                            error_stream: pair.error_stream,
+                        };
                         forwards.spawn(forward(target, rx, out.clone()));
                     }
                     other => {
@@ -306,7 +311,12 @@ mod tests {
         };
         let (out, mut rx) = mpsc::channel(8);
         let (_client, from_client) = mpsc::channel(1);
-        let t = Target { pod_ip: "127.0.0.1".parse().expect("ip"), port: port.to_string(), data_stream: 3, error_stream: Some(1) };
+        let t = Target {
+            pod_ip: "127.0.0.1".parse().expect("ip"),
+            port: port.to_string(),
+            data_stream: 3,
+            error_stream: Some(1),
+        };
         tokio::time::timeout(Duration::from_secs(10), forward(t, from_client, out)).await.expect("ends");
         let err = rx.recv().await.expect("error frame");
         assert_eq!(&err[..5], &[0, 0, 0, 1, spdy::FLAG_FIN]);
@@ -326,7 +336,12 @@ mod tests {
         });
         let (out, mut rx) = mpsc::channel(8);
         let (client, from_client) = mpsc::channel(4);
-        let t = Target { pod_ip: "127.0.0.1".parse().expect("ip"), port: port.to_string(), data_stream: 3, error_stream: Some(1) };
+        let t = Target {
+            pod_ip: "127.0.0.1".parse().expect("ip"),
+            port: port.to_string(),
+            data_stream: 3,
+            error_stream: Some(1),
+        };
         let task = tokio::spawn(forward(t, from_client, out));
         client.send(Some(b"ping".to_vec())).await.expect("send");
         client.send(None).await.expect("fin");

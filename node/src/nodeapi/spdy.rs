@@ -42,10 +42,21 @@ pub enum SpdyError {
 /// A frame as the server acts on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    SynStream { stream_id: u32, headers: Vec<(String, String)> },
-    Data { stream_id: u32, fin: bool, data: Vec<u8> },
-    RstStream { stream_id: u32 },
-    Ping { id: u32 },
+    SynStream {
+        stream_id: u32,
+        headers: Vec<(String, String)>,
+    },
+    Data {
+        stream_id: u32,
+        fin: bool,
+        data: Vec<u8>,
+    },
+    RstStream {
+        stream_id: u32,
+    },
+    Ping {
+        id: u32,
+    },
     GoAway,
     /// SETTINGS, WINDOW_UPDATE, HEADERS, SYN_REPLY, unknown types: nothing to do.
     Ignored,

@@ -4,7 +4,8 @@
 use super::*;
 
 /// `streamtype: error, port: 8080, requestid: 0` then the same with `data`, one zlib stream.
-const BLOCK1: &str = "78f9e3c6a7c202253a703a2b294a4dcc851625aca9a0808614cb45e01c6061606100a4398b20d198094ade8c0600000000ffff";
+const BLOCK1: &str =
+    "78f9e3c6a7c202253a703a2b294a4dcc851625aca9a0808614cb45e01c6061606100a4398b20d198094ade8c0600000000ffff";
 const BLOCK2: &str = "c2aa19540e2512d60b000000ffff";
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -46,9 +47,15 @@ async fn reads_what_a_spdy_client_sends() {
     assert_eq!(
         frames,
         vec![
-            Frame::SynStream { stream_id: 1, headers: pairs(&[("streamtype", "error"), ("port", "8080"), ("requestid", "0")]) },
+            Frame::SynStream {
+                stream_id: 1,
+                headers: pairs(&[("streamtype", "error"), ("port", "8080"), ("requestid", "0")])
+            },
             Frame::Ping { id: 7 },
-            Frame::SynStream { stream_id: 3, headers: pairs(&[("streamtype", "data"), ("port", "8080"), ("requestid", "0")]) },
+            Frame::SynStream {
+                stream_id: 3,
+                headers: pairs(&[("streamtype", "data"), ("port", "8080"), ("requestid", "0")])
+            },
             Frame::Data { stream_id: 3, fin: false, data: b"GET / HTTP/1.1\r\n".to_vec() },
             Frame::Data { stream_id: 3, fin: true, data: vec![] },
             Frame::Ignored,

@@ -38,9 +38,8 @@ impl StreamTargets {
     pub fn started(&self, pod: &PodRef, ip: IpAddr, container: &str, handle: Arc<dyn RunningContainer>) {
         let mut pods = self.pods.lock().unwrap_or_else(PoisonError::into_inner);
         let key = (pod.namespace.clone(), pod.name.clone());
-        let entry = pods
-            .entry(key)
-            .or_insert_with(|| PodEntry { uid: pod.uid.clone(), ip, containers: HashMap::new() });
+        let entry =
+            pods.entry(key).or_insert_with(|| PodEntry { uid: pod.uid.clone(), ip, containers: HashMap::new() });
         if entry.uid != pod.uid {
             // A new pod with the same name replaced the old one.
             *entry = PodEntry { uid: pod.uid.clone(), ip, containers: HashMap::new() };

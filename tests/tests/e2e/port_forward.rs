@@ -85,11 +85,7 @@ async fn port_forward_to_a_wasm_pod_and_exec_errors() -> Result<()> {
     // Exec into a WASM container: a clear refusal and a failing exit code.
     let out = skiff.kubectl(&["exec", "web", "--", "sh", "-c", "echo hi"]).await?;
     ensure!(!out.success, "exec into a WASM container succeeded: {}", out.stdout);
-    ensure!(
-        out.stderr.contains("exec is not supported for WASM containers"),
-        "unexpected exec error: {}",
-        out.stderr
-    );
+    ensure!(out.stderr.contains("exec is not supported for WASM containers"), "unexpected exec error: {}", out.stderr);
 
     // An unknown container: Kubernetes' message.
     let out = skiff.kubectl(&["exec", "web", "-c", "nope", "--", "ls"]).await?;
