@@ -93,9 +93,9 @@ pub async fn start(
         .context("issuing the node API certificate")?;
     let tls = NodeApiTls { cert_pem, key_pem, ca_pem: cluster.pki.ca_pem().to_string() };
     let mut tasks = JoinSet::new();
-    let (logs, api_shutdown) = (env.logs().clone(), shutdown.clone());
+    let (logs, targets, api_shutdown) = (env.logs().clone(), cfg.stream_targets.clone(), shutdown.clone());
     tasks.spawn(async move {
-        if let Err(e) = nodeapi::serve(listener, tls, logs, api_shutdown).await {
+        if let Err(e) = nodeapi::serve_with_targets(listener, tls, logs, targets, api_shutdown).await {
             tracing::error!(error = %e, "node API failed");
         }
     });

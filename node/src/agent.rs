@@ -57,6 +57,8 @@ pub struct AgentConfig {
     pub pull_credentials: PullCredentials,
     /// Registries (`host:port`) reached over plain HTTP, as containerd's insecure registries.
     pub insecure_registries: Vec<String>,
+    /// Where workers publish running containers for the node API's exec and port-forward.
+    pub stream_targets: Arc<crate::nodeapi::StreamTargets>,
 }
 
 impl AgentConfig {
@@ -77,6 +79,7 @@ impl AgentConfig {
             shutdown_grace: Duration::from_secs(2),
             pull_credentials: PullCredentials::default(),
             insecure_registries: Vec::new(),
+            stream_targets: Arc::default(),
         }
     }
 
@@ -153,6 +156,7 @@ impl Agent {
             creds: cfg.pull_credentials.clone(),
             shutdown_grace: cfg.shutdown_grace,
             events,
+            stream_targets: cfg.stream_targets.clone(),
         });
         let client_for_volumes = client.clone();
         let mut tasks = JoinSet::new();

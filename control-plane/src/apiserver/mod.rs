@@ -19,6 +19,7 @@ pub mod protobuf;
 pub mod request;
 pub mod scale;
 pub mod serve;
+pub mod stream_proxy;
 pub mod table;
 pub mod watch;
 
@@ -78,6 +79,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/api", get(discovery::core_versions))
         .route("/api/v1", get(discovery::core_resources))
         .route("/api/v1/", get(discovery::core_resources))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}/exec", any(stream_proxy::exec))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}/attach", any(stream_proxy::attach))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}/portforward", any(stream_proxy::portforward))
         .route("/api/v1/{*rest}", any(handlers::core))
         .route("/apis", get(discovery::groups))
         .route("/apis/{group}", get(discovery::group))

@@ -207,7 +207,7 @@ use k8s_openapi::api::{
 /// Every resource the API server serves.
 pub static RESOURCES: &[ResourceInfo] = &[
     resource!(core::Namespace, "namespace", short: ["ns"], cat: [], sub: ["status", "finalize"]),
-    resource!(core::Pod, "pod", short: ["po"], cat: ["all"], sub: ["status", "binding", "eviction", "log"]),
+    resource!(core::Pod, "pod", short: ["po"], cat: ["all"], sub: ["status", "binding", "eviction", "log", "exec", "attach", "portforward"]),
     resource!(core::Service, "service", short: ["svc"], cat: ["all"], sub: ["status"]),
     resource!(core::Endpoints, "endpoints", short: ["ep"], cat: [], sub: []),
     resource!(core::ConfigMap, "configmap", short: ["cm"], cat: [], sub: []),

@@ -6,24 +6,53 @@
 //! the cluster CA, and log requests additionally need the `system:masters` group in it (the
 //! API server's kubelet-client certificate has it; node certificates do not). Errors are
 //! Kubernetes `Status` objects, so the API server can relay them unchanged.
-//! Exec, attach, port-forward and stats are not served yet.
+//! `/exec`, `/attach` (WebSocket channel protocol) and `/portForward` (SPDY, raw or tunnelled
+//! in a WebSocket) act on the containers [`StreamTargets`] knows. Stats are not served yet.
 
+pub mod channel;
+pub mod exec;
+pub mod portforward;
 mod serve;
+pub mod spdy;
+pub mod targets;
 mod tls;
+pub mod websocket;
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use jiff::Timestamp;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::logs::{LogError, LogOptions, LogStore};
 
-pub use serve::{NodeApiError, serve};
+pub use serve::{NodeApiError, serve, serve_with_targets};
+pub use targets::StreamTargets;
 pub use tls::{NodeApiTls, READ_LOGS_GROUP};
+
+/// What the node API's handlers share.
+#[derive(Debug, Clone)]
+pub struct NodeApiState {
+    pub logs: LogStore,
+    pub targets: Arc<StreamTargets>,
+    /// Owns the upgraded exec/attach/port-forward sessions, so shutdown can wait for them.
+    pub sessions: TaskTracker,
+    /// Ends the sessions.
+    pub shutdown: CancellationToken,
+}
+
+impl FromRef<NodeApiState> for LogStore {
+    fn from_ref(state: &NodeApiState) -> LogStore {
+        state.logs.clone()
+    }
+}
 
 /// The query of `/containerLogs`, as the kubelet accepts it.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -126,11 +155,14 @@ async fn healthz() -> &'static str {
 }
 
 /// The routes for an authorized caller.
-pub fn router(logs: LogStore) -> Router {
+pub fn router(state: NodeApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
-        .with_state(logs)
+        .route("/exec/{namespace}/{pod}/{container}", any(exec::exec))
+        .route("/attach/{namespace}/{pod}/{container}", any(exec::attach))
+        .route("/portForward/{namespace}/{pod}", any(portforward::port_forward))
+        .with_state(state)
 }
 
 /// The routes for a caller with a valid certificate but without the right to read logs.

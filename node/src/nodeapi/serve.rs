@@ -14,8 +14,12 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use tokio_util::task::TaskTracker;
+
 use super::tls::{NodeApiTls, READ_LOGS_GROUP, identity};
-use super::{forbidden_router, router};
+use super::{NodeApiState, StreamTargets, forbidden_router, router};
 use crate::logs::LogStore;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,15 +35,29 @@ pub enum NodeApiError {
     Io(#[from] std::io::Error),
 }
 
-/// Serves the node API on `listener` until `shutdown` is cancelled.
+/// Serves the node API (logs only: no container is known for exec or port-forward) on
+/// `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     tls: NodeApiTls,
     logs: LogStore,
     shutdown: CancellationToken,
 ) -> Result<(), NodeApiError> {
+    serve_with_targets(listener, tls, logs, Arc::default(), shutdown).await
+}
+
+/// Serves the node API on `listener` until `shutdown` is cancelled; exec, attach and
+/// port-forward act on the containers `targets` knows.
+pub async fn serve_with_targets(
+    listener: TcpListener,
+    tls: NodeApiTls,
+    logs: LogStore,
+    targets: Arc<StreamTargets>,
+    shutdown: CancellationToken,
+) -> Result<(), NodeApiError> {
     let acceptor = TlsAcceptor::from(tls.server_config()?);
-    let app = router(logs);
+    let sessions = TaskTracker::new();
+    let app = router(NodeApiState { logs, targets, sessions: sessions.clone(), shutdown: shutdown.clone() });
     let mut connections = JoinSet::new();
     tracing::info!(addr = %listener.local_addr()?, "node API listening");
     loop {
@@ -64,6 +82,9 @@ pub async fn serve(
     drop(listener);
     let _ = tokio::time::timeout(DRAIN, async { while connections.join_next().await.is_some() {} }).await;
     connections.shutdown().await;
+    // Sessions watch the same token; they only send their final status.
+    sessions.close();
+    let _ = tokio::time::timeout(DRAIN, sessions.wait()).await;
     Ok(())
 }
 
@@ -88,7 +109,7 @@ async fn connection(stream: TcpStream, acceptor: TlsAcceptor, app: Router, shutd
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => if let Err(e) = r { tracing::debug!(error = %e, "node API connection closed with error") },

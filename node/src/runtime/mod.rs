@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 
 use crate::pull_secrets::{Credential, Keyring};
 
@@ -181,4 +183,60 @@ pub trait RunningContainer: Send + Sync + Debug {
     async fn stop(&self, grace: Duration);
 
     fn stats(&self) -> ContainerStats;
+
+    /// Runs `argv` inside the container (`kubectl exec`) with `io` as its streams; returns the
+    /// command's exit code once it ended and its output was written. A runtime that cannot
+    /// start processes inside its containers keeps this default, which says why.
+    async fn exec(&self, argv: Vec<String>, tty: bool, io: ExecIo) -> Result<i32, RuntimeError> {
+        let _ = (argv, tty, io);
+        Err(not_supported("exec"))
+    }
+
+    /// Connects `io` to the container's main process (`kubectl attach`) until it ends or the
+    /// caller leaves.
+    async fn attach(&self, io: ExecIo) -> Result<(), RuntimeError> {
+        let _ = io;
+        Err(not_supported("attach"))
+    }
+}
+
+/// A terminal size, as `kubectl exec -t` sends it on the resize channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct TerminalSize {
+    #[serde(rename = "Width")]
+    pub width: u16,
+    #[serde(rename = "Height")]
+    pub height: u16,
+}
+
+/// The byte streams of an exec or attach session, as the node API's caller asked for them
+/// (`None`: that stream was not requested). With a TTY, stderr is merged into stdout.
+pub struct ExecIo {
+    pub stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    pub stdout: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    pub stderr: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    /// Terminal size changes (TTY sessions only).
+    pub resize: Option<mpsc::Receiver<TerminalSize>>,
+}
+
+impl Debug for ExecIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecIo")
+            .field("stdin", &self.stdin.is_some())
+            .field("stdout", &self.stdout.is_some())
+            .field("stderr", &self.stderr.is_some())
+            .field("resize", &self.resize.is_some())
+            .finish()
+    }
+}
+
+/// Why a container cannot run a command: the default of runtimes that have no way to.
+fn not_supported(what: &str) -> RuntimeError {
+    RuntimeError::new(
+        "NotSupported",
+        format!(
+            "{what} is not supported for WASM containers: a WebAssembly guest is one sandboxed program \
+             with no shell or process table to start another command in"
+        ),
+    )
 }

@@ -65,8 +65,12 @@ impl Worker {
         let probes = slot.started(handle.clone(), launched.image_id.unwrap_or_default(), &self.cancel);
         let tx = self.tx.clone();
         let waiter = handle.clone();
+        let pod_ip = self.pod_ip.unwrap_or(self.ctx.host_ip);
+        let (targets, pod_ref, name) = (self.ctx.stream_targets.clone(), self.pod_ref.clone(), slot.name().to_string());
+        targets.started(&pod_ref, pod_ip, &name, handle.clone());
         self.tasks.spawn(async move {
             let info = waiter.wait().await;
+            targets.ended(&pod_ref, &name, &waiter);
             let _ = tx.send(Event::Exited { idx, generation, info });
         });
         if self.stopping {

@@ -71,6 +71,8 @@ pub struct WorkerContext {
     pub shutdown_grace: Duration,
     /// Where pod events go.
     pub events: EventRecorder,
+    /// Running containers, for the node API's exec and port-forward.
+    pub stream_targets: Arc<crate::nodeapi::StreamTargets>,
 }
 
 impl std::fmt::Debug for WorkerContext {

@@ -22,6 +22,7 @@ mod kubectl_verbs;
 mod logs;
 mod node_failure;
 mod pod_env;
+mod port_forward;
 mod pull_secrets;
 mod registry;
 mod restart;
