@@ -46,6 +46,11 @@ declare -A WANT=(
     [pkg-config]=pkg-config
     [git]=git
     [ip]=iproute2
+    # OCI containers (issue 5): the runtime, a static busybox for test images, portmap's rules
+    [runc]=runc
+    [busybox]=busybox-static
+    [iptables]=iptables
+    [nsenter]=util-linux
 )
 missing=()
 for cmd in "${!WANT[@]}"; do
@@ -53,6 +58,10 @@ for cmd in "${!WANT[@]}"; do
 done
 if ! [ -e /etc/ssl/certs/ca-certificates.crt ]; then
     missing+=(ca-certificates)
+fi
+# The CNI plugins live off PATH.
+if ! [ -x /usr/lib/cni/bridge ]; then
+    missing+=(containernetworking-plugins)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
