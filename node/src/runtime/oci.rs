@@ -320,7 +320,7 @@ impl OciContainer {
             };
             tx.send_replace(Some(exit));
         });
-        let cgroup = Path::new("/sys/fs/cgroup").join(cgroup_parent.trim_start_matches('/')).join(&id);
+        let cgroup = Path::new(cgroup_parent.trim_start_matches('/')).join(&id);
         OciContainer { runc, id, cgroup, done, _task: tokio_util::task::AbortOnDropHandle::new(task) }
     }
 }
@@ -332,6 +332,26 @@ fn exit_info(code: i32, reason: &str, signal: Option<i32>) -> ExitInfo {
         _ => signal.map(|s| format!("killed by signal {s}")),
     };
     ExitInfo { exit_code: code, reason: reason.to_string(), message }
+}
+
+/// Usage of the container's cgroup (`relative` under the cgroup root): v2 files when the unified
+/// hierarchy is mounted, else v1's memory and cpuacct controllers.
+fn usage(relative: &Path) -> ContainerStats {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        return cgroup_stats(&root.join(relative));
+    }
+    let memory = std::fs::read_to_string(root.join("memory").join(relative).join("memory.usage_in_bytes"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let cpu_ns = std::fs::read_to_string(root.join("cpuacct").join(relative).join("cpuacct.usage"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    ContainerStats {
+        cpu_time: Duration::from_nanos(cpu_ns.unwrap_or(0)),
+        memory_bytes: memory.unwrap_or(0),
+        requests_rejected_memory: 0,
+    }
 }
 
 /// cgroup v2 usage: `memory.current` and `cpu.stat`'s `usage_usec` (zeros when unreadable).
@@ -369,7 +389,7 @@ impl RunningContainer for OciContainer {
     }
 
     fn stats(&self) -> ContainerStats {
-        cgroup_stats(&self.cgroup)
+        usage(&self.cgroup)
     }
 
     fn container_id(&self) -> Option<String> {

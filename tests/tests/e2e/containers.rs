@@ -1,0 +1,222 @@
+//! OCI containers for real (issue 5): `skiff up --pod-network bridge --runtimes wasm,oci`
+//! inside a network namespace this test creates, with a busybox image built by the test and
+//! pushed to skiff's built-in registry. Real runc, real CNI (bridge + portmap), real cgroups.
+//!
+//! One scenario, in order: a Deployment of busybox `httpd` answers on its pod IP (curl inside
+//! the namespace) and `kubectl logs` shows its output; a memory-limited pod that allocates
+//! ends `OOMKilled`; a fork bomb stops at the pids limit while the node keeps serving; an
+//! agent restart keeps the container running with the same containerID, startedAt and restart
+//! count; deleting the Deployment removes container and sandbox. Whatever happens, runc
+//! containers, overlay mounts and pod namespaces under the data dir are removed at the end.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use skiff_tests::{NetNs, Skiff, StartOptions, StoreKind, wait_until};
+
+use crate::{POD_POLL as POLL, POD_TIMEOUT, get_json, pod_is_ready};
+
+/// Removes what the node's OCI runtime left under `data_dir` (runc containers, rootfs
+/// overlays, pod network namespaces) — on success as on failure.
+struct OciLeftovers {
+    oci_dir: PathBuf,
+}
+
+impl Drop for OciLeftovers {
+    fn drop(&mut self) {
+        let root = self.oci_dir.join("runc");
+        if let Ok(out) = std::process::Command::new("runc").arg("--root").arg(&root).args(["list", "-q"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
+                let _ = std::process::Command::new("runc").arg("--root").arg(&root).args(["delete", "--force", id]).output();
+            }
+        }
+        let mounted = |dir: &Path| -> Vec<PathBuf> {
+            std::fs::read_dir(dir).map(|e| e.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default()
+        };
+        for bundle in mounted(&self.oci_dir.join("containers")) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(bundle.join("rootfs")).output();
+        }
+        for ns in mounted(&self.oci_dir.join("netns")) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&ns).output();
+        }
+    }
+}
+
+async fn apply(skiff: &Skiff, yaml: &str) -> Result<()> {
+    skiff.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)).await?.ok()?;
+    Ok(())
+}
+
+fn deployment(image: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      runtimeClassName: oci
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: httpd
+        image: {image}
+        command: ["sh", "-c"]
+        args: ["mkdir -p /www && echo hello-from-oci > /www/index.html && echo httpd starting && exec httpd -f -p 8080 -h /www"]
+        ports:
+        - containerPort: 8080
+        readinessProbe:
+          tcpSocket: {{port: 8080}}
+          periodSeconds: 1
+"#
+    )
+}
+
+fn single_pod(name: &str, image: &str, script: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  runtimeClassName: oci
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {image}
+    command: ["sh", "-c", {script:?}]
+{extra}"#
+    )
+}
+
+async fn web_pod(skiff: &Skiff) -> Result<Value> {
+    wait_until("the web pod to be Ready", POD_TIMEOUT, POLL, || async {
+        let pods = get_json(skiff, &["pods", "-l", "app=web"]).await?;
+        Ok(pods["items"].as_array().and_then(|items| items.iter().find(|p| pod_is_ready(p)).cloned()))
+    })
+    .await
+    .with_context(|| format!("skiff log tail:\n{}", skiff.log_tail(40)))
+}
+
+fn pod_ip(pod: &Value) -> Result<Ipv4Addr> {
+    let ip = pod["status"]["podIP"].as_str().context("pod has no podIP")?;
+    ip.parse().with_context(|| format!("podIP {ip:?} is not IPv4"))
+}
+
+async fn curl_inside(netns: &NetNs, ip: Ipv4Addr) -> Result<String> {
+    netns.run("curl", &["-sS", "--fail", "-m", "10", &format!("http://{ip}:8080/")]).await
+}
+
+/// The terminated state of a pod's first container, once it has one.
+async fn terminated(skiff: &Skiff, pod: &str) -> Result<Value> {
+    wait_until(&format!("pod {pod} to terminate"), POD_TIMEOUT, POLL, || async {
+        let p = get_json(skiff, &["pod", pod]).await?;
+        let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+        Ok((!t.is_null()).then(|| t.clone()))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oci_pods_run_with_runc_in_the_pod_network() -> Result<()> {
+    let netns = NetNs::create()?;
+    let mut options = StartOptions::new(StoreKind::Embedded);
+    options.netns = Some(netns.name().to_string());
+    options.extra_args = ["--pod-network", "bridge", "--runtimes", "wasm,oci", "--pod-pids-limit", "32"]
+        .map(String::from)
+        .to_vec();
+    let mut skiff = Skiff::start_with(options).await?;
+    let _leftovers = OciLeftovers { oci_dir: skiff.data_dir().join("agent").join("oci") };
+    let image = skiff_tests::oci_image::push_busybox(&skiff, "busybox", "v1").await?;
+
+    // The node offers both runtimes.
+    wait_until("the node to offer oci", POD_TIMEOUT, POLL, || async {
+        let nodes = get_json(&skiff, &["nodes"]).await?;
+        Ok((nodes["items"][0]["metadata"]["labels"]["skiff.dev/runtimes"] == "wasm.oci").then_some(()))
+    })
+    .await?;
+
+    // A Deployment of busybox httpd answers on its pod IP, from inside the namespace.
+    apply(&skiff, &deployment(&image)).await?;
+    let pod = web_pod(&skiff).await?;
+    let name = pod["metadata"]["name"].as_str().context("pod name")?.to_string();
+    let ip = pod_ip(&pod)?;
+    ensure!(ip.octets()[..3] == [10, 244, 0], "pod IP {ip} is not in the bridge CIDR");
+    let body = curl_inside(&netns, ip).await?;
+    ensure!(body.trim() == "hello-from-oci", "GET http://{ip}:8080/ answered {body:?}");
+    let status = &pod["status"]["containerStatuses"][0];
+    let container_id = status["containerID"].as_str().context("no containerID")?.to_string();
+    ensure!(container_id.starts_with("runc://"), "containerID {container_id}");
+    let started_at = status["state"]["running"]["startedAt"].clone();
+
+    // kubectl logs reads what the shim wrote.
+    let logs = skiff.kubectl(&["logs", &name]).await?.ok()?;
+    ensure!(logs.contains("httpd starting"), "kubectl logs: {logs:?}");
+
+    // Memory limit: the allocating container is OOM-killed and says so.
+    let oom = single_pod(
+        "hog",
+        &image,
+        "echo allocating; tail /dev/zero",
+        "    resources:\n      limits: {memory: 32Mi}\n",
+    );
+    apply(&skiff, &oom).await?;
+    let t = terminated(&skiff, "hog").await?;
+    ensure!(t["reason"] == "OOMKilled" && t["exitCode"] == 137, "hog ended {t}");
+
+    // Fork bomb: forks past the pids limit are refused; the container carries on, the node too.
+    let bomb = single_pod(
+        "bomb",
+        &image,
+        "(i=0; while [ $i -lt 200 ]; do sleep 1000 & i=$((i+1)); done) 2>/dev/null; echo bomb-contained; exec sleep 1000",
+        "",
+    );
+    apply(&skiff, &bomb).await?;
+    wait_until("the fork bomb to be contained", POD_TIMEOUT, POLL, || async {
+        let out = skiff.kubectl(&["logs", "bomb"]).await?;
+        Ok(out.stdout.contains("bomb-contained").then_some(()))
+    })
+    .await?;
+    let p = get_json(&skiff, &["pod", "bomb"]).await?;
+    ensure!(p["status"]["phase"] == "Running", "bomb pod: {}", p["status"]);
+    let body = curl_inside(&netns, ip).await?;
+    ensure!(body.trim() == "hello-from-oci", "web after the bomb: {body:?}");
+    skiff.kubectl(&["delete", "pod", "bomb", "hog", "--timeout=60s"]).await?.ok()?;
+
+    // Agent restart: the container keeps running and is adopted, not restarted.
+    skiff.restart().await?;
+    let again = wait_until("the web pod to be reported again", POD_TIMEOUT, POLL, || async {
+        let p = get_json(&skiff, &["pod", &name]).await?;
+        let ready = pod_is_ready(&p);
+        Ok(ready.then_some(p))
+    })
+    .await?;
+    let s = &again["status"]["containerStatuses"][0];
+    ensure!(s["containerID"] == container_id.as_str(), "containerID changed: {container_id} -> {}", s["containerID"]);
+    ensure!(s["state"]["running"]["startedAt"] == started_at, "startedAt changed: {started_at} -> {}", s["state"]);
+    ensure!(s["restartCount"] == 0, "restartCount {}", s["restartCount"]);
+    let body = curl_inside(&netns, ip).await?;
+    ensure!(body.trim() == "hello-from-oci", "web after the restart: {body:?}");
+
+    // Deleting the Deployment removes the container and the pod's namespace.
+    skiff.kubectl(&["delete", "deployment", "web"]).await?.ok()?;
+    let oci_dir = skiff.data_dir().join("agent").join("oci");
+    wait_until("the containers and sandboxes to be removed", POD_TIMEOUT, POLL, || async {
+        let left = |d: &str| std::fs::read_dir(oci_dir.join(d)).map(|e| e.count()).unwrap_or(0);
+        Ok((left("containers") == 0 && left("netns") == 0).then_some(()))
+    })
+    .await
+    .with_context(|| format!("skiff log tail:\n{}", skiff.log_tail(40)))?;
+
+    let status = skiff.stop().await?;
+    ensure!(status.success(), "SIGTERM exit status {status}\n{}", skiff.log_tail(40));
+    Ok(())
+}
