@@ -125,10 +125,29 @@ async fn terminated(skiff: &Skiff, pod: &str) -> Result<Value> {
     .await
 }
 
+/// A script running skiff in this test's mount namespace: `ip netns exec` gives its child a
+/// private one with a fresh `/sys` for the network namespace, where no cgroup hierarchy is
+/// mounted and runc cannot create containers. Only the network namespace is the test's own.
+fn skiff_in_host_mounts(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let skiff = skiff_tests::binary::skiff_binary()?;
+    let script = dir.join("skiff-host-mounts");
+    let text = format!(
+        "#!/bin/sh\nexec nsenter --mount=/proc/{}/ns/mnt -- {} \"$@\"\n",
+        std::process::id(),
+        skiff.display()
+    );
+    std::fs::write(&script, text).context("writing the skiff wrapper")?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    Ok(script)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oci_pods_run_with_runc_in_the_pod_network() -> Result<()> {
     let netns = NetNs::create()?;
+    let scripts = tempfile::Builder::new().prefix("skiff-oci-e2e-").tempdir()?;
     let mut options = StartOptions::new(StoreKind::Embedded);
+    options.binary = Some(skiff_in_host_mounts(scripts.path())?);
     options.netns = Some(netns.name().to_string());
     options.extra_args = ["--pod-network", "bridge", "--runtimes", "wasm,oci", "--pod-pids-limit", "32"]
         .map(String::from)
