@@ -19,9 +19,9 @@ use skiff_node::runtime::oci_spec::NodeLimits;
 use skiff_node::runtime::wasm::{BuiltinRegistry, WasmContainerRuntime};
 use skiff_node::sandbox::Sandboxes;
 use skiff_node::{Agent, AgentConfig, PodNetwork, RunningAgent};
+use skiff_oci_shim::image::ImageStore;
 use skiff_oci_shim::runtime::runc::ShimCommand;
 use skiff_oci_shim::runtime::{Runc, RuncConfig};
-use skiff_oci_shim::image::ImageStore;
 use skiff_wasm_runtime::{Compiler, RuntimeConfig, WasmRuntime};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -110,9 +110,8 @@ fn oci_runtime(
         bundle_root: dir.join("containers"),
         shim: ShimCommand { program: exe, args: vec!["container-shim".into()], env: Vec::new() },
     });
-    let sandboxes = (cfg.pod_network == PodNetwork::Bridge).then(|| {
-        Sandboxes::new(skiff_node::bridge::BRIDGE, cfg.effective_pod_cidr(), &dir, &dir.join("sandboxes"))
-    });
+    let sandboxes = (cfg.pod_network == PodNetwork::Bridge)
+        .then(|| Sandboxes::new(skiff_node::bridge::BRIDGE, cfg.effective_pod_cidr(), &dir, &dir.join("sandboxes")));
     let limits = NodeLimits { pids_limit: opts.pids_limit, cgroup_parent: "/skiff".into() };
     Ok(OciRuntime::new(runc, images, Some(builtin), cfg.insecure_registries.clone(), sandboxes, limits))
 }
@@ -150,10 +149,8 @@ pub async fn start(
         offered.push(Arc::new(oci_runtime(&cfg, images.clone(), builtin.clone(), &runtimes)?));
     }
     // WASM first: the runtime of pods that name none.
-    offered.insert(
-        0,
-        Arc::new(WasmContainerRuntime::new(wasm, images, Some(builtin), cfg.insecure_registries.clone())),
-    );
+    offered
+        .insert(0, Arc::new(WasmContainerRuntime::new(wasm, images, Some(builtin), cfg.insecure_registries.clone())));
     let env = NodePodEnvironment::new(&cfg.data_dir, cluster.client.clone());
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.node_ip, cfg.node_api_port))
@@ -173,9 +170,8 @@ pub async fn start(
             tracing::error!(error = %e, "node API failed");
         }
     });
-    let agent = Agent::start(cfg, cluster.client, offered, Arc::new(env), shutdown)
-        .await
-        .context("starting the node agent")?;
+    let agent =
+        Agent::start(cfg, cluster.client, offered, Arc::new(env), shutdown).await.context("starting the node agent")?;
     Ok(RunningNode { agent, tasks })
 }
 

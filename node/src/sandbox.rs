@@ -86,9 +86,7 @@ impl Sandboxes {
         let lock = self.lock(&pod.uid);
         let _guard = lock.lock().await;
         let dir = self.pod_dir(&pod.uid);
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| sandbox_error(format!("creating {}: {e}", dir.display())))?;
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| sandbox_error(format!("creating {}: {e}", dir.display())))?;
         let record = Record { ip, namespace: pod.namespace.clone(), name: pod.name.clone() };
         let json = serde_json::to_vec(&record).map_err(|e| sandbox_error(e.to_string()))?;
         tokio::fs::write(dir.join("sandbox.json"), json)

@@ -102,13 +102,20 @@ impl ContainerRuntime for OciRuntime {
         "oci"
     }
 
-    async fn pull(&self, image_ref: &str, policy: PullPolicy, creds: &PullCredentials) -> Result<ImageRef, RuntimeError> {
+    async fn pull(
+        &self,
+        image_ref: &str,
+        policy: PullPolicy,
+        creds: &PullCredentials,
+    ) -> Result<ImageRef, RuntimeError> {
         let mut outcome = None;
         for attempt in pull_attempts(self.builtin.as_ref(), &self.insecure_registries, image_ref, creds) {
             let result = self.images.pull(image_ref, policy, &attempt).await;
             let done = match &result {
                 Ok(_) => true,
-                Err(e) => matches!(e, image::ImageError::InvalidReference { .. } | image::ImageError::NotPresent { .. }),
+                Err(e) => {
+                    matches!(e, image::ImageError::InvalidReference { .. } | image::ImageError::NotPresent { .. })
+                }
             };
             outcome = Some(result);
             if done {
@@ -224,7 +231,11 @@ impl ContainerRuntime for OciRuntime {
         match self.runc.state(id).await {
             Ok(state) if state.status == RuntimeStatus::Running || state.exit.is_some() => {
                 info!(%id, status = ?state.status, "container adopted");
-                Some(Box::new(OciContainer::watch(self.runc.clone(), id.to_string(), self.limits.cgroup_parent.clone())))
+                Some(Box::new(OciContainer::watch(
+                    self.runc.clone(),
+                    id.to_string(),
+                    self.limits.cgroup_parent.clone(),
+                )))
             }
             Ok(state) => {
                 warn!(%id, status = ?state.status, "not adopting a container in this state; starting anew");
@@ -357,9 +368,9 @@ fn usage(relative: &Path) -> ContainerStats {
 /// cgroup v2 usage: `memory.current` and `cpu.stat`'s `usage_usec` (zeros when unreadable).
 fn cgroup_stats(dir: &Path) -> ContainerStats {
     let memory = std::fs::read_to_string(dir.join("memory.current")).ok().and_then(|s| s.trim().parse().ok());
-    let cpu_us = std::fs::read_to_string(dir.join("cpu.stat")).ok().and_then(|s| {
-        s.lines().find_map(|l| l.strip_prefix("usage_usec ")).and_then(|v| v.trim().parse::<u64>().ok())
-    });
+    let cpu_us = std::fs::read_to_string(dir.join("cpu.stat"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("usage_usec ")).and_then(|v| v.trim().parse::<u64>().ok()));
     ContainerStats {
         cpu_time: Duration::from_micros(cpu_us.unwrap_or(0)),
         memory_bytes: memory.unwrap_or(0),

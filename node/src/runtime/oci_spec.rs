@@ -131,8 +131,8 @@ pub fn runc_spec(
             }
         }
     }
-    let hostname = (!spec.sandbox.hostname.is_empty() && !spec.sandbox.host_network)
-        .then(|| spec.sandbox.hostname.clone());
+    let hostname =
+        (!spec.sandbox.hostname.is_empty() && !spec.sandbox.host_network).then(|| spec.sandbox.hostname.clone());
     Ok(RuncSpec {
         id: id.to_string(),
         image: image_config(image),
@@ -257,7 +257,8 @@ mod tests {
 
     #[test]
     fn mounts_hostname_netns_and_ids() {
-        let etc = EtcFiles { hosts: "/s/hosts".into(), hostname: "/s/hostname".into(), resolv_conf: "/s/resolv".into() };
+        let etc =
+            EtcFiles { hosts: "/s/hosts".into(), hostname: "/s/hostname".into(), resolv_conf: "/s/resolv".into() };
         let s = ContainerSpec {
             mounts: vec![Mount { host_path: "/v/data".into(), container_path: "/data".into(), read_only: true }],
             ..spec()

@@ -194,7 +194,10 @@ mod tests {
             security_context: Some(SecurityContext {
                 run_as_user: Some(1000),
                 read_only_root_filesystem: Some(true),
-                capabilities: Some(Capabilities { add: Some(vec!["NET_ADMIN".into()]), drop: Some(vec!["ALL".into()]) }),
+                capabilities: Some(Capabilities {
+                    add: Some(vec!["NET_ADMIN".into()]),
+                    drop: Some(vec!["ALL".into()]),
+                }),
                 ..SecurityContext::default()
             }),
             ports: Some(vec![ContainerPort { container_port: 80, host_port: Some(8080), ..ContainerPort::default() }]),
@@ -205,7 +208,11 @@ mod tests {
             ..with_image("busybox")
         };
         let pod = Pod {
-            metadata: kube::api::ObjectMeta { name: Some("web".into()), namespace: Some("ns".into()), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
             spec: Some(PodSpec {
                 containers: vec![c.clone()],
                 security_context: Some(PodSecurityContext {

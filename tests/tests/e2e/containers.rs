@@ -29,7 +29,11 @@ impl Drop for OciLeftovers {
         let root = self.oci_dir.join("runc");
         if let Ok(out) = std::process::Command::new("runc").arg("--root").arg(&root).args(["list", "-q"]).output() {
             for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
-                let _ = std::process::Command::new("runc").arg("--root").arg(&root).args(["delete", "--force", id]).output();
+                let _ = std::process::Command::new("runc")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force", id])
+                    .output();
             }
         }
         let mounted = |dir: &Path| -> Vec<PathBuf> {
@@ -132,11 +136,8 @@ fn skiff_in_host_mounts(dir: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt as _;
     let skiff = skiff_tests::binary::skiff_binary()?;
     let script = dir.join("skiff-host-mounts");
-    let text = format!(
-        "#!/bin/sh\nexec nsenter --mount=/proc/{}/ns/mnt -- {} \"$@\"\n",
-        std::process::id(),
-        skiff.display()
-    );
+    let text =
+        format!("#!/bin/sh\nexec nsenter --mount=/proc/{}/ns/mnt -- {} \"$@\"\n", std::process::id(), skiff.display());
     std::fs::write(&script, text).context("writing the skiff wrapper")?;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
     Ok(script)
@@ -149,9 +150,8 @@ async fn oci_pods_run_with_runc_in_the_pod_network() -> Result<()> {
     let mut options = StartOptions::new(StoreKind::Embedded);
     options.binary = Some(skiff_in_host_mounts(scripts.path())?);
     options.netns = Some(netns.name().to_string());
-    options.extra_args = ["--pod-network", "bridge", "--runtimes", "wasm,oci", "--pod-pids-limit", "32"]
-        .map(String::from)
-        .to_vec();
+    options.extra_args =
+        ["--pod-network", "bridge", "--runtimes", "wasm,oci", "--pod-pids-limit", "32"].map(String::from).to_vec();
     let mut skiff = Skiff::start_with(options).await?;
     let _leftovers = OciLeftovers { oci_dir: skiff.data_dir().join("agent").join("oci") };
     let image = skiff_tests::oci_image::push_busybox(&skiff, "busybox", "v1").await?;
@@ -181,12 +181,8 @@ async fn oci_pods_run_with_runc_in_the_pod_network() -> Result<()> {
     ensure!(logs.contains("httpd starting"), "kubectl logs: {logs:?}");
 
     // Memory limit: the allocating container is OOM-killed and says so.
-    let oom = single_pod(
-        "hog",
-        &image,
-        "echo allocating; tail /dev/zero",
-        "    resources:\n      limits: {memory: 32Mi}\n",
-    );
+    let oom =
+        single_pod("hog", &image, "echo allocating; tail /dev/zero", "    resources:\n      limits: {memory: 32Mi}\n");
     apply(&skiff, &oom).await?;
     let t = terminated(&skiff, "hog").await?;
     ensure!(t["reason"] == "OOMKilled" && t["exitCode"] == 137, "hog ended {t}");
