@@ -62,6 +62,27 @@ pub struct AgentArgs {
     /// A registry (`HOST:PORT`) to pull from over plain HTTP; repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub runtimes: RuntimeArgs,
+}
+
+/// Which runtimes the node offers (shared by `skiff agent` and `skiff up`).
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// Runtimes to offer, comma separated: `wasm` and optionally `oci` (container images run
+    /// with runc; needs root and --pod-network bridge for pod networking)
+    /// [default: wasm,oci as root in bridge mode with runc on PATH, else wasm].
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub runtimes: Option<Vec<String>>,
+    /// Maximum number of processes in each OCI container (0: unlimited).
+    #[arg(long, default_value = "1024", value_name = "N")]
+    pub pod_pids_limit: i64,
+}
+
+impl RuntimeArgs {
+    pub fn options(&self, network: PodNetwork) -> anyhow::Result<crate::node::RuntimeOptions> {
+        crate::node::RuntimeOptions::from_flags(self.runtimes.as_deref(), self.pod_pids_limit, network)
+    }
 }
 
 impl From<NetworkArg> for PodNetwork {
@@ -127,7 +148,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         let api_host = server.trim_start_matches("https://").trim_end_matches('/').to_string();
         let cluster = crate::node::ClusterAccess { client, api_host, token: pki.admin_token().to_string(), pki };
         let shutdown = CancellationToken::new();
-        let node = crate::node::start(cfg, cluster, shutdown.clone()).await?;
+        let runtimes = args.runtimes.options(cfg.pod_network)?;
+        let node = crate::node::start(cfg, cluster, runtimes, shutdown.clone()).await?;
         let agent = &node.agent;
         eprintln!("node agent running as node {} (pod CIDR {})", agent.node_name, agent.pod_cidr);
         tokio::spawn(crate::heap::trimmer(shutdown.clone()));

@@ -45,6 +45,13 @@ enum Command {
     CompileWasm(CompileWasmArgs),
     /// Push a .wasm file to the cluster's built-in registry (or --registry) and print its image reference.
     Push(push::PushArgs),
+    /// Internal: the per-container shim the OCI runtime starts (`skiff container-shim --id …`);
+    /// dispatched before argument parsing, listed here for `--help` completeness only.
+    #[command(hide = true)]
+    ContainerShim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -107,6 +114,8 @@ struct UpArgs {
     /// A registry (`HOST:PORT`) the node pulls from over plain HTTP; repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     insecure_registries: Vec<String>,
+    #[command(flatten)]
+    runtimes: agent::RuntimeArgs,
 }
 
 pub(crate) fn default_data_dir() -> PathBuf {
@@ -121,7 +130,23 @@ pub(crate) fn default_data_dir() -> PathBuf {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    // The container shim keeps its own minimal argument format and must not start a runtime.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == "container-shim") {
+        return skiff_oci_shim::runtime::shim::main(args.collect());
+    }
+    match run_cli() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // What `fn main() -> anyhow::Result<()>` would print.
+            eprintln!("Error: {e:?}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
@@ -138,6 +163,7 @@ fn main() -> anyhow::Result<()> {
                 network: args.pod_network,
                 api_port: args.node_api_port,
                 insecure_registries: args.insecure_registries,
+                runtimes: args.runtimes,
             };
             run(args.serve, "127.0.0.1:6443", Some(node))
         }
@@ -158,6 +184,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Agent(args) => agent::run(args),
+        // `main` dispatches the shim before parsing; here only when flags came first.
+        Command::ContainerShim { .. } => anyhow::bail!("container-shim must be the first argument"),
     }
 }
 
@@ -181,6 +209,7 @@ struct NodeArgs {
     network: agent::NetworkArg,
     api_port: u16,
     insecure_registries: Vec<String>,
+    runtimes: agent::RuntimeArgs,
 }
 
 fn run(args: ServeArgs, default_listen: &str, node: Option<NodeArgs>) -> anyhow::Result<()> {
@@ -250,7 +279,8 @@ async fn start_local_node(
     cfg.pod_network = args.network.into();
     cfg.node_api_port = args.api_port;
     cfg.insecure_registries = args.insecure_registries;
-    let node = node::start(cfg, cluster, shutdown).await?;
+    let runtimes = args.runtimes.options(cfg.pod_network)?;
+    let node = node::start(cfg, cluster, runtimes, shutdown).await?;
     eprintln!("node {} running (pod CIDR {})", node.agent.node_name, node.agent.pod_cidr);
     Ok(node)
 }

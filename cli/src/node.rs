@@ -1,5 +1,6 @@
-//! Starting a node inside this process: the WASM runtime over the image store, the pod
-//! environment (env, volumes, logs), the node API the API server reads logs from, and the agent.
+//! Starting a node inside this process: the WASM runtime over the image store (and the OCI
+//! runtime when enabled), the pod environment (env, volumes, logs), the node API the API
+//! server reads logs from, and the agent.
 //!
 //! Shared by `skiff up` (the node beside the control plane) and `skiff agent`. What it does not
 //! own: flags (cli modules) or pod lifecycles (the agent).
@@ -13,9 +14,14 @@ use skiff_control_plane::pki::ClusterPki;
 use skiff_node::environment::NodePodEnvironment;
 use skiff_node::nodeapi::{self, NodeApiTls};
 use skiff_node::runtime::ContainerRuntime;
+use skiff_node::runtime::oci::OciRuntime;
+use skiff_node::runtime::oci_spec::NodeLimits;
 use skiff_node::runtime::wasm::{BuiltinRegistry, WasmContainerRuntime};
-use skiff_node::{Agent, AgentConfig, RunningAgent};
+use skiff_node::sandbox::Sandboxes;
+use skiff_node::{Agent, AgentConfig, PodNetwork, RunningAgent};
 use skiff_oci_shim::image::ImageStore;
+use skiff_oci_shim::runtime::runc::ShimCommand;
+use skiff_oci_shim::runtime::{Runc, RuncConfig};
 use skiff_wasm_runtime::{Compiler, RuntimeConfig, WasmRuntime};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -51,10 +57,70 @@ impl std::fmt::Debug for ClusterAccess {
     }
 }
 
+/// Which runtimes the node offers besides WASM (always on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeOptions {
+    /// Run container images with runc (`oci`).
+    pub oci: bool,
+    /// Maximum processes per OCI container (`None`: unlimited).
+    pub pids_limit: Option<i64>,
+}
+
+impl RuntimeOptions {
+    /// From `--runtimes` (`wasm,oci`); without it, OCI is on when running as root in bridge
+    /// mode with `runc` on `PATH` (so rootless and loopback set-ups stay WASM-only).
+    pub fn from_flags(runtimes: Option<&[String]>, pids_limit: i64, network: PodNetwork) -> anyhow::Result<Self> {
+        let oci = match runtimes {
+            Some(list) => {
+                for name in list {
+                    anyhow::ensure!(
+                        name == "wasm" || name == "oci",
+                        "--runtimes: unknown runtime {name:?} (known: wasm, oci)"
+                    );
+                }
+                anyhow::ensure!(list.iter().any(|r| r == "wasm"), "--runtimes must include wasm");
+                list.iter().any(|r| r == "oci")
+            }
+            None => {
+                let is_root = crate::default_data_dir() == std::path::Path::new("/var/lib/skiff");
+                is_root && network == PodNetwork::Bridge && on_path("runc")
+            }
+        };
+        Ok(RuntimeOptions { oci, pids_limit: (pids_limit > 0).then_some(pids_limit) })
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// The `oci` runtime: runc state, bundles and sandboxes under `<data dir>/oci`, shims run as
+/// `<this program> container-shim`.
+fn oci_runtime(
+    cfg: &AgentConfig,
+    images: ImageStore,
+    builtin: BuiltinRegistry,
+    opts: &RuntimeOptions,
+) -> anyhow::Result<OciRuntime> {
+    let dir = cfg.data_dir.join("oci");
+    let exe = std::env::current_exe().context("finding this program's path (the container shim)")?;
+    let runc = Runc::new(RuncConfig {
+        runc: PathBuf::from("runc"),
+        runc_root: dir.join("runc"),
+        bundle_root: dir.join("containers"),
+        shim: ShimCommand { program: exe, args: vec!["container-shim".into()], env: Vec::new() },
+    });
+    let sandboxes = (cfg.pod_network == PodNetwork::Bridge)
+        .then(|| Sandboxes::new(skiff_node::bridge::BRIDGE, cfg.effective_pod_cidr(), &dir, &dir.join("sandboxes")));
+    let limits = NodeLimits { pids_limit: opts.pids_limit, cgroup_parent: "/skiff".into() };
+    Ok(OciRuntime::new(runc, images, Some(builtin), cfg.insecure_registries.clone(), sandboxes, limits))
+}
+
 /// Starts the node: binds the node API first (so its real port goes into the Node), then the agent.
 pub async fn start(
     mut cfg: AgentConfig,
     cluster: ClusterAccess,
+    runtimes: RuntimeOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningNode> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
@@ -78,8 +144,13 @@ pub async fn start(
         token: cluster.token.clone(),
         ca_pem: cluster.pki.ca_pem().to_string(),
     };
-    let runtime: Arc<dyn ContainerRuntime> =
-        Arc::new(WasmContainerRuntime::new(wasm, images, Some(builtin), cfg.insecure_registries.clone()));
+    let mut offered: Vec<Arc<dyn ContainerRuntime>> = Vec::new();
+    if runtimes.oci {
+        offered.push(Arc::new(oci_runtime(&cfg, images.clone(), builtin.clone(), &runtimes)?));
+    }
+    // WASM first: the runtime of pods that name none.
+    offered
+        .insert(0, Arc::new(WasmContainerRuntime::new(wasm, images, Some(builtin), cfg.insecure_registries.clone())));
     let env = NodePodEnvironment::new(&cfg.data_dir, cluster.client.clone());
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.node_ip, cfg.node_api_port))
@@ -99,9 +170,8 @@ pub async fn start(
             tracing::error!(error = %e, "node API failed");
         }
     });
-    let agent = Agent::start(cfg, cluster.client, vec![runtime], Arc::new(env), shutdown)
-        .await
-        .context("starting the node agent")?;
+    let agent =
+        Agent::start(cfg, cluster.client, offered, Arc::new(env), shutdown).await.context("starting the node agent")?;
     Ok(RunningNode { agent, tasks })
 }
 

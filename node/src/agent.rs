@@ -1,7 +1,7 @@
 //! The agent as a whole: configuration, start-up order, owned tasks, shutdown.
 //!
 //! What it owns: loading the IPAM state and setting up pod networking, registering the Node,
-//! handing back the pod IPs of pods deleted while the agent was down, then running the status loop, the Lease heartbeat and the pod dispatcher as owned tasks
+//! handing back the pod IPs (and runtimes' containers) of pods deleted while the agent was down, then running the status loop, the Lease heartbeat and the pod dispatcher as owned tasks
 //! under one cancellation token. What it does not: serve the node API (`nodeapi`, started by
 //! whoever builds the agent, which passes its port in), or build runtimes and the pod
 //! environment (passed in, so tests can use fakes).
@@ -140,7 +140,7 @@ impl Agent {
             .map_err(|source| AgentError::Register { node: cfg.node_name.clone(), source })?;
         info!(node = %cfg.node_name, %cidr, "node registered");
         // Before any worker runs (workers are what allocate), so nothing races with it.
-        reconcile_pod_ips(&client, &cfg.node_name, &mut ipam, &net).await;
+        reconcile_pod_ips(&client, &cfg.node_name, &mut ipam, &net, &runtimes).await;
 
         let (events, event_writer) = EventRecorder::start(client.clone(), cfg.node_name.clone(), shutdown.clone());
         let ctx = Arc::new(WorkerContext {
@@ -178,13 +178,23 @@ impl Agent {
 /// worker will ever see them) and takes pod addresses no pod holds off the bridge. Best effort:
 /// if the pods cannot be listed, nothing is released (a live pod must never lose its address),
 /// and the next start tries again.
-async fn reconcile_pod_ips(client: &kube::Client, node: &str, ipam: &mut Ipam, net: &HostNet) {
+async fn reconcile_pod_ips(
+    client: &kube::Client,
+    node: &str,
+    ipam: &mut Ipam,
+    net: &HostNet,
+    runtimes: &[Arc<dyn ContainerRuntime>],
+) {
     let pods: Api<Pod> = Api::all(client.clone());
     let params = ListParams::default().fields(&format!("spec.nodeName={node}"));
     let live: HashSet<String> = match pods.list(&params).await {
         Ok(list) => list.items.into_iter().filter_map(|p| p.metadata.uid).collect(),
         Err(error) => return warn!(%error, "listing this node's pods failed; stale pod IPs are kept"),
     };
+    // Containers (and sandboxes) that outlived the agent but whose pod is gone.
+    for runtime in runtimes {
+        runtime.reconcile(&live).await;
+    }
     match ipam.retain(|uid| live.contains(uid)) {
         Ok(released) if !released.is_empty() => info!(?released, "released the IPs of pods deleted meanwhile"),
         Ok(_) => {}

@@ -18,6 +18,7 @@ pub mod pods;
 pub mod probe;
 pub mod pull_secrets;
 pub mod runtime;
+pub mod sandbox;
 pub mod volumes;
 pub mod worker;
 

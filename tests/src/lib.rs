@@ -16,6 +16,7 @@ pub mod kubeconfig;
 pub mod kubectl;
 pub mod net;
 pub mod netns;
+pub mod oci_image;
 pub mod registry;
 pub mod skiff;
 

@@ -145,6 +145,10 @@ fn drain_lines(out: &mut Vec<u8>, pending: &mut Vec<u8>, stream: LogStream, now:
 }
 
 impl LogSink for FileSink {
+    fn path(&self) -> Option<PathBuf> {
+        Some(self.path.clone())
+    }
+
     fn write(&self, stream: LogStream, bytes: &[u8]) {
         let Ok(mut state) = self.state.lock() else { return };
         let idx = usize::from(stream == LogStream::Stderr);

@@ -11,7 +11,7 @@
 //! adapters that map a pod onto them. Errors carry the Kubernetes waiting/terminated reason the
 //! pod status shows, so a runtime decides how its failures read to users.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -24,6 +24,8 @@ use tokio::sync::mpsc;
 
 use crate::pull_secrets::{Credential, Keyring};
 
+pub mod oci;
+pub mod oci_spec;
 pub mod wasm;
 
 /// The `imagePullPolicy` of a container, defaulted as Kubernetes does (`Always` for `:latest`
@@ -90,6 +92,18 @@ pub struct ContainerSpec {
     pub image: ImageRef,
     /// `command` followed by `args` (empty: the artifact's default entry point).
     pub argv: Vec<String>,
+    /// `command` alone (replaces an image's Entrypoint, and drops its Cmd).
+    pub command: Vec<String>,
+    /// `args` alone (replaces an image's Cmd).
+    pub args: Vec<String>,
+    /// `workingDir`.
+    pub working_dir: Option<String>,
+    /// The effective security context (the container's over the pod's).
+    pub security: Security,
+    /// `resources.requests.cpu` in millicores (CPU shares of a container).
+    pub cpu_request_millis: Option<u64>,
+    /// What the pod's sandbox needs (hostname, hostPorts, …); the same for every container.
+    pub sandbox: SandboxSpec,
     pub env: Vec<(String, String)>,
     pub mounts: Vec<Mount>,
     pub pod_ip: IpAddr,
@@ -105,6 +119,44 @@ pub struct ContainerSpec {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// A container's security settings, resolved from `securityContext` (container over pod).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Security {
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+    pub run_as_non_root: bool,
+    pub supplemental_groups: Vec<i64>,
+    pub read_only_root_filesystem: bool,
+    pub privileged: bool,
+    pub allow_privilege_escalation: Option<bool>,
+    pub capabilities_add: Vec<String>,
+    pub capabilities_drop: Vec<String>,
+}
+
+/// A `hostPort` of the pod: `host_port` on the node forwards to `container_port` on the pod IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host_port: u16,
+    pub container_port: u16,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+}
+
+/// Pod-level facts a runtime with its own pod sandbox (network namespace) needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxSpec {
+    /// `spec.hostname`, else the pod name.
+    pub hostname: String,
+    /// `<hostname>.<subdomain>.<namespace>.svc.cluster.local` when the pod has a subdomain.
+    pub fqdn: Option<String>,
+    /// `spec.hostAliases` as (IP, names).
+    pub host_aliases: Vec<(IpAddr, Vec<String>)>,
+    /// Every `hostPort` of every container of the pod.
+    pub host_ports: Vec<HostPort>,
+    /// `spec.hostNetwork`.
+    pub host_network: bool,
+}
+
 /// Which output stream a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogStream {
@@ -116,6 +168,12 @@ pub enum LogStream {
 /// from the guest's own thread.
 pub trait LogSink: Send + Sync + Debug + 'static {
     fn write(&self, stream: LogStream, bytes: &[u8]);
+
+    /// The CRI-format file behind this sink, if there is one: a runtime whose containers
+    /// write their own log (the OCI shim) writes there directly, so `kubectl logs` reads it.
+    fn path(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// How a container ended: the fields of `containerStatuses[].state.terminated`.
@@ -170,6 +228,25 @@ pub trait ContainerRuntime: Send + Sync + Debug + 'static {
 
     /// Creates and starts a container; returns once it runs (an HTTP component: once it listens).
     async fn start(&self, spec: ContainerSpec) -> Result<Box<dyn RunningContainer>, RuntimeError>;
+
+    /// Whether this runtime gives a pod its own network (a namespace with the pod IP on an
+    /// interface) instead of the node putting the pod IP on the bridge or loopback.
+    fn networks_pods(&self) -> bool {
+        false
+    }
+
+    /// Takes over a container an earlier agent process started (`container_id` as reported
+    /// in `containerStatuses[].containerID`), if it still runs; `None` starts it anew.
+    async fn adopt(&self, _pod: &PodRef, _container: &str, _container_id: &str) -> Option<Box<dyn RunningContainer>> {
+        None
+    }
+
+    /// The pod is done on this node (its containers have ended): release what the runtime
+    /// holds for it (network namespace, addresses). Idempotent.
+    async fn pod_done(&self, _pod: &PodRef) {}
+
+    /// At agent start: removes containers and sandboxes of pods not in `live_pod_uids`.
+    async fn reconcile(&self, _live_pod_uids: &HashSet<String>) {}
 }
 
 /// A started container.
@@ -183,6 +260,17 @@ pub trait RunningContainer: Send + Sync + Debug {
     async fn stop(&self, grace: Duration);
 
     fn stats(&self) -> ContainerStats;
+
+    /// `containerStatuses[].containerID` (`<runtime>://<id>`), for runtimes that have one.
+    fn container_id(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether the container keeps running when the agent process stops (and is adopted by
+    /// the next one) instead of being stopped with it.
+    fn survives_agent(&self) -> bool {
+        false
+    }
 
     /// Runs `argv` inside the container (`kubectl exec`) with `io` as its streams; returns the
     /// command's exit code once it ended and its output was written. A runtime that cannot

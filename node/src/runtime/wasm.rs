@@ -82,7 +82,7 @@ impl WasmContainerRuntime {
 /// What to try, in order, for one pull: the built-in registry with the cluster's own
 /// credentials (never sent anywhere else); any other registry with each credential the pod's
 /// `imagePullSecrets` (then the node's keyring) hold for it, or anonymously when none applies.
-fn pull_attempts(
+pub(crate) fn pull_attempts(
     builtin: Option<&BuiltinRegistry>,
     insecure_registries: &[String],
     image: &str,

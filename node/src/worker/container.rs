@@ -104,6 +104,11 @@ pub struct Slot {
     pub probes: HashMap<ProbeKind, ProbeTracker>,
     /// The runtime's count of requests refused for memory, as last turned into an event.
     pub memory_rejections_seen: u64,
+    /// `containerID` of the current (or last) run, for runtimes that have one.
+    pub container_id: Option<String>,
+    /// A container reported running before an agent restart: its `containerID` and start
+    /// time, to take over instead of starting anew (consumed by the first launch).
+    pub adopt: Option<(String, Timestamp)>,
 }
 
 impl Slot {
@@ -119,6 +124,10 @@ impl Slot {
             .and_then(|s| s.state.as_ref())
             .and_then(|s| s.terminated.as_ref())
             .filter(|t| kind == SlotKind::Init && t.exit_code == 0);
+        let adopt = previous.and_then(|s| {
+            let running = s.state.as_ref()?.running.as_ref()?;
+            Some((s.container_id.clone()?, running.started_at.as_ref()?.0))
+        });
         let run = match completed {
             Some(t) => Run::Terminated(terminated_from(t)),
             None => Run::Waiting { reason: "ContainerCreating".into(), message: None, retry_at: None },
@@ -136,6 +145,8 @@ impl Slot {
             pull: Backoff::default(),
             probes: HashMap::new(),
             memory_rejections_seen: 0,
+            container_id: previous.and_then(|s| s.container_id.clone()),
+            adopt,
         }
     }
 
@@ -168,18 +179,25 @@ impl Slot {
         self.generation
     }
 
-    /// The container started; returns the probe token for the probe tasks.
+    /// The container started (or, `adopted`, was taken over from an earlier agent process:
+    /// same run, so no restart is counted and its start time is kept); returns the probe
+    /// token for the probe tasks.
     pub fn started(
         &mut self,
         handle: Arc<dyn RunningContainer>,
         image_id: String,
+        adopted: bool,
         parent: &CancellationToken,
     ) -> CancellationToken {
-        if self.ran_before {
+        let adopted_at = self.adopt.take().filter(|_| adopted).map(|(_, at)| at);
+        if self.ran_before && adopted_at.is_none() {
             self.restart_count += 1;
         }
         self.ran_before = true;
-        self.image_id = image_id;
+        if !image_id.is_empty() || adopted_at.is_none() {
+            self.image_id = image_id;
+        }
+        self.container_id = handle.container_id();
         self.memory_rejections_seen = 0;
         self.pull.reset();
         self.probes = [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness]
@@ -187,7 +205,8 @@ impl Slot {
             .filter_map(|k| k.of(&self.container).map(|p| (k, ProbeTracker::new(k, ProbeSettings::of(k, p)))))
             .collect();
         let probes = parent.child_token();
-        self.run = Run::Running { handle, started_at: Timestamp::now(), since: Instant::now(), probes: probes.clone() };
+        let started_at = adopted_at.unwrap_or_else(Timestamp::now);
+        self.run = Run::Running { handle, started_at, since: Instant::now(), probes: probes.clone() };
         probes
     }
 
@@ -203,6 +222,7 @@ impl Slot {
         if let Some(id) = image_id {
             self.image_id = id;
         }
+        self.adopt = None;
         let now = Instant::now();
         self.run = match failure {
             LaunchFailure::Pull { reason, message } => {
@@ -317,6 +337,7 @@ impl Slot {
             ready: started && self.verdict(ProbeKind::Readiness),
             started,
             restartable: self.kind == SlotKind::Sidecar,
+            container_id: self.container_id.clone(),
         }
     }
 
@@ -375,13 +396,13 @@ mod tests {
         assert!(slot.due(Instant::now()));
         assert_eq!(slot.next_run_count(), 0);
         slot.launching();
-        slot.started(Arc::new(Nothing), "sha256:1".into(), &root);
+        slot.started(Arc::new(Nothing), "sha256:1".into(), false, &root);
         assert!(slot.view().ready, "no readiness probe: ready once running");
         assert_eq!(slot.exited(exit(1), RestartPolicy::Always, true, &cfg(), "p"), Some(Duration::ZERO));
         assert!(slot.due(Instant::now()), "first restart is immediate");
         assert_eq!(slot.next_run_count(), 1);
         slot.launching();
-        slot.started(Arc::new(Nothing), "sha256:1".into(), &root);
+        slot.started(Arc::new(Nothing), "sha256:1".into(), false, &root);
         assert_eq!(slot.restart_count, 1);
         assert_eq!(slot.exited(exit(1), RestartPolicy::Always, true, &cfg(), "p"), Some(Duration::from_secs(1)));
         let v = slot.view();
@@ -395,12 +416,12 @@ mod tests {
         let root = CancellationToken::new();
         let mut slot = Slot::new(SlotKind::App, Container { name: "c".into(), ..Container::default() }, None);
         slot.launching();
-        slot.started(Arc::new(Nothing), String::new(), &root);
+        slot.started(Arc::new(Nothing), String::new(), false, &root);
         assert_eq!(slot.exited(exit(2), RestartPolicy::Never, true, &cfg(), "p"), None);
         assert!(matches!(&slot.run, Run::Terminated(t) if t.exit_code == 2));
         let mut slot = Slot::new(SlotKind::App, Container { name: "c".into(), ..Container::default() }, None);
         slot.launching();
-        slot.started(Arc::new(Nothing), String::new(), &root);
+        slot.started(Arc::new(Nothing), String::new(), false, &root);
         assert_eq!(slot.exited(exit(0), RestartPolicy::Always, false, &cfg(), "p"), None, "terminating: no restart");
     }
 

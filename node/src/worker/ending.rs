@@ -29,8 +29,16 @@ impl Worker {
     }
 
     /// Stops every running container with `grace`, all at once; records how they ended.
-    pub(super) async fn stop_all(&mut self, grace: Duration) {
-        let running: Vec<_> = self.slots.iter().enumerate().filter_map(|(i, s)| s.handle().map(|h| (i, h))).collect();
+    /// `agent_exit`: the agent process stops, so containers that outlive it (OCI) are left
+    /// running for the next agent to adopt.
+    pub(super) async fn stop_all(&mut self, grace: Duration, agent_exit: bool) {
+        let running: Vec<_> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.handle().map(|h| (i, h)))
+            .filter(|(_, h)| !(agent_exit && h.survives_agent()))
+            .collect();
         for (i, _) in &running {
             let message = format!("Stopping container {}", self.slots[*i].name());
             self.events.container(&self.field_path(*i), EventType::Normal, "Killing", message);
@@ -63,7 +71,7 @@ impl Worker {
         self.stopping = true;
         self.tasks.abort_all();
         let grace = self.ctx.shutdown_grace;
-        self.stop_all(grace).await;
+        self.stop_all(grace, true).await;
         info!("pod worker stopped (agent shutdown)");
     }
 
@@ -80,10 +88,10 @@ impl Worker {
         info!(?ending, ?grace, "pod terminating");
         let cancel = self.cancel.clone();
         tokio::select! {
-            _ = async { self.drain_launches().await; self.stop_all(grace).await } => {}
+            _ = async { self.drain_launches().await; self.stop_all(grace, false).await } => {}
             _ = cancel.cancelled() => {
                 // The agent stops meanwhile: finish quickly; the next agent deletes the pod.
-                self.stop_all(Duration::ZERO).await;
+                self.stop_all(Duration::ZERO, true).await;
                 return;
             }
         }

@@ -61,8 +61,9 @@ impl Worker {
                 return slot.launch_failed(failure, launched.image_id, policy, &self.ctx.backoff);
             }
         };
-        info!(container = slot.name(), "container started");
-        let probes = slot.started(handle.clone(), launched.image_id.unwrap_or_default(), &self.cancel);
+        info!(container = slot.name(), adopted = launched.adopted, "container started");
+        let probes =
+            slot.started(handle.clone(), launched.image_id.unwrap_or_default(), launched.adopted, &self.cancel);
         let tx = self.tx.clone();
         let waiter = handle.clone();
         let pod_ip = self.pod_ip.unwrap_or(self.ctx.host_ip);

@@ -89,7 +89,7 @@ mod tests {
 
     fn start(s: &mut Slot, root: &CancellationToken) {
         s.launching();
-        s.started(Arc::new(Idle), "sha256:1".into(), root);
+        s.started(Arc::new(Idle), "sha256:1".into(), false, root);
     }
 
     fn exit(s: &mut Slot, code: i32, policy: RestartPolicy) {

@@ -36,6 +36,9 @@ pub struct LaunchPlan {
     pub events: PodEvents,
     /// The container's `involvedObject.fieldPath`.
     pub field_path: String,
+    /// A container an earlier agent process started (its `containerID`): taken over when the
+    /// runtime still has it, instead of starting a new run.
+    pub adopt: Option<String>,
 }
 
 /// What a launch produced.
@@ -44,11 +47,18 @@ pub struct Launched {
     pub result: Result<Arc<dyn RunningContainer>, LaunchFailure>,
     /// The resolved image digest, when the pull got that far.
     pub image_id: Option<String>,
+    /// The container was taken over from an earlier agent process, not started.
+    pub adopted: bool,
 }
 
 /// Pulls, resolves env, opens the log and starts the container.
 pub async fn launch(plan: LaunchPlan) -> Launched {
     let c = &plan.container;
+    if let Some(id) = &plan.adopt
+        && let Some(running) = plan.runtime.adopt(&plan.pod_ref, &c.name, id).await
+    {
+        return Launched { result: Ok(Arc::from(running)), image_id: None, adopted: true };
+    }
     let event = |type_: EventType, reason: &str, message: String| {
         plan.events.container(&plan.field_path, type_, reason, message);
     };
@@ -59,7 +69,7 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
         Err(e) => {
             event(EventType::Warning, "Failed", format!("Failed to pull image {image:?}: {e}"));
             let failure = LaunchFailure::Pull { reason: "ErrImagePull".into(), message: e.to_string() };
-            return Launched { result: Err(failure), image_id: None };
+            return Launched { result: Err(failure), image_id: None, adopted: false };
         }
     };
     let policy = spec::pull_policy(c);
@@ -83,6 +93,7 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
             return Launched {
                 result: Err(LaunchFailure::Pull { reason: e.reason, message: e.message }),
                 image_id: None,
+                adopted: false,
             };
         }
     };
@@ -93,7 +104,7 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
             LaunchFailure::Pull { message, .. } | LaunchFailure::Start { message, .. } => message,
         };
         event(EventType::Warning, "Failed", format!("Error: {message}"));
-        Launched { result: Err(f), image_id: image_id.clone() }
+        Launched { result: Err(f), image_id: image_id.clone(), adopted: false }
     };
     let (memory_limit, cpu_limit_millis) = match spec::limits(c) {
         Ok(l) => l,
@@ -112,6 +123,12 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
         container_name: c.name.clone(),
         image: pulled,
         argv: spec::argv(c),
+        command: c.command.clone().unwrap_or_default(),
+        args: c.args.clone().unwrap_or_default(),
+        working_dir: c.working_dir.clone(),
+        security: spec::security(&plan.pod, c),
+        cpu_request_millis: spec::cpu_request(c),
+        sandbox: spec::sandbox(&plan.pod),
         env,
         mounts: plan.mounts,
         pod_ip: plan.pod_ip,
@@ -125,7 +142,7 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
         Ok(running) => {
             event(EventType::Normal, "Created", format!("Created container {}", c.name));
             event(EventType::Normal, "Started", format!("Started container {}", c.name));
-            Launched { result: Ok(Arc::from(running)), image_id }
+            Launched { result: Ok(Arc::from(running)), image_id, adopted: false }
         }
         Err(e) => fail(LaunchFailure::Start { reason: e.reason, message: e.message }),
     }

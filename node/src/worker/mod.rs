@@ -347,7 +347,12 @@ impl Worker {
             } else {
                 let ip = self.allocate_ip()?;
                 self.holds_ip = true;
-                self.ctx.net.add_pod_ip(ip).await.map_err(|e| format!("setting up pod IP {ip}: {e}"))?;
+                // A runtime with its own pod network (OCI: a namespace attached by CNI) puts the
+                // address inside the pod; otherwise the node serves it on the bridge/loopback.
+                let own_network = spec::runtime_for(&self.pod, &self.ctx.runtimes).is_ok_and(|r| r.networks_pods());
+                if !own_network {
+                    self.ctx.net.add_pod_ip(ip).await.map_err(|e| format!("setting up pod IP {ip}: {e}"))?;
+                }
                 self.pod_ip = Some(IpAddr::V4(ip));
             }
         }
@@ -365,6 +370,10 @@ impl Worker {
     }
 
     async fn release_ip(&mut self) {
+        // The runtimes' share of the pod (an OCI sandbox holding the address) goes first.
+        for runtime in &self.ctx.runtimes {
+            runtime.pod_done(&self.pod_ref).await;
+        }
         if !std::mem::take(&mut self.holds_ip) {
             return;
         }
@@ -410,6 +419,7 @@ impl Worker {
             run_count: slot.next_run_count(),
             events: self.events.clone(),
             field_path,
+            adopt: slot.adopt.as_ref().map(|(id, _)| id.clone()),
         };
         let generation = slot.launching();
         self.report_hold.get_or_insert_with(|| Instant::now() + REPORT_HOLD);

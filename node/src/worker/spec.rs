@@ -9,7 +9,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use skiff_api::quantity::parse_quantity;
 
-use crate::runtime::{ContainerRuntime, PullPolicy};
+use crate::runtime::{ContainerRuntime, HostPort, PullPolicy, SandboxSpec, Security};
 
 /// The pull policy of `container`: as written, else `Always` for `:latest` or an untagged
 /// reference, `IfNotPresent` otherwise (digests included).
@@ -64,6 +64,64 @@ pub fn limits(container: &Container) -> Result<(Option<u64>, Option<u64>), Strin
     let memory = get("memory")?.map(|b| b.max(0) as u64);
     let cpu = get("cpu")?.map(|m| m.max(0) as u64);
     Ok((memory, cpu))
+}
+
+/// `resources.requests.cpu` in millicores (`None` when absent or unparsable: the limit's
+/// check already reports bad quantities).
+pub fn cpu_request(container: &Container) -> Option<u64> {
+    let q = container.resources.as_ref()?.requests.as_ref()?.get("cpu")?;
+    parse_quantity(&q.0).ok().map(|p| p.as_millis().max(0) as u64)
+}
+
+/// The effective security context of `container`: its own fields over the pod's.
+pub fn security(pod: &Pod, container: &Container) -> Security {
+    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let sc = container.security_context.as_ref();
+    let caps = sc.and_then(|s| s.capabilities.as_ref());
+    Security {
+        run_as_user: sc.and_then(|s| s.run_as_user).or_else(|| pod_sc.and_then(|p| p.run_as_user)),
+        run_as_group: sc.and_then(|s| s.run_as_group).or_else(|| pod_sc.and_then(|p| p.run_as_group)),
+        run_as_non_root: sc
+            .and_then(|s| s.run_as_non_root)
+            .or_else(|| pod_sc.and_then(|p| p.run_as_non_root))
+            .unwrap_or(false),
+        supplemental_groups: pod_sc.and_then(|p| p.supplemental_groups.clone()).unwrap_or_default(),
+        read_only_root_filesystem: sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false),
+        privileged: sc.and_then(|s| s.privileged).unwrap_or(false),
+        allow_privilege_escalation: sc.and_then(|s| s.allow_privilege_escalation),
+        capabilities_add: caps.and_then(|c| c.add.clone()).unwrap_or_default(),
+        capabilities_drop: caps.and_then(|c| c.drop.clone()).unwrap_or_default(),
+    }
+}
+
+/// What the pod's sandbox needs: hostname, FQDN, hostAliases, every container's hostPorts.
+pub fn sandbox(pod: &Pod) -> SandboxSpec {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let hostname = spec.hostname.clone().unwrap_or(name);
+    let fqdn = spec.subdomain.as_ref().map(|sub| format!("{hostname}.{sub}.{namespace}.svc.cluster.local"));
+    let host_aliases = spec
+        .host_aliases
+        .iter()
+        .flatten()
+        .filter_map(|a| Some((a.ip.parse().ok()?, a.hostnames.clone().unwrap_or_default())))
+        .collect();
+    let host_ports = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            Some(HostPort {
+                host_port: u16::try_from(p.host_port?).ok().filter(|h| *h > 0)?,
+                container_port: u16::try_from(p.container_port).ok()?,
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            })
+        })
+        .collect();
+    SandboxSpec { hostname, fqdn, host_aliases, host_ports, host_network: spec.host_network.unwrap_or(false) }
 }
 
 /// The runtime `pod` asks for: `runtimeClassName`, else the `skiff.dev/runtime` annotation or
@@ -127,5 +185,56 @@ mod tests {
         assert_eq!(tcp_ports(&c), vec![80]);
         assert_eq!(limits(&c), Ok((Some(64 * 1024 * 1024), Some(250))));
         assert_eq!(limits(&with_image("x")), Ok((None, None)));
+    }
+
+    #[test]
+    fn security_sandbox_and_requests() {
+        use k8s_openapi::api::core::v1::{Capabilities, PodSecurityContext, PodSpec, SecurityContext};
+        let c = Container {
+            security_context: Some(SecurityContext {
+                run_as_user: Some(1000),
+                read_only_root_filesystem: Some(true),
+                capabilities: Some(Capabilities {
+                    add: Some(vec!["NET_ADMIN".into()]),
+                    drop: Some(vec!["ALL".into()]),
+                }),
+                ..SecurityContext::default()
+            }),
+            ports: Some(vec![ContainerPort { container_port: 80, host_port: Some(8080), ..ContainerPort::default() }]),
+            resources: Some(ResourceRequirements {
+                requests: Some([("cpu".to_string(), Quantity("100m".into()))].into()),
+                ..ResourceRequirements::default()
+            }),
+            ..with_image("busybox")
+        };
+        let pod = Pod {
+            metadata: kube::api::ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![c.clone()],
+                security_context: Some(PodSecurityContext {
+                    run_as_user: Some(1),
+                    run_as_group: Some(3000),
+                    run_as_non_root: Some(true),
+                    ..PodSecurityContext::default()
+                }),
+                subdomain: Some("svc".into()),
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        };
+        let s = security(&pod, &c);
+        assert_eq!((s.run_as_user, s.run_as_group, s.run_as_non_root), (Some(1000), Some(3000), true));
+        assert!(s.read_only_root_filesystem && !s.privileged);
+        assert_eq!((s.capabilities_add, s.capabilities_drop), (vec!["NET_ADMIN".to_string()], vec!["ALL".to_string()]));
+        let sb = sandbox(&pod);
+        assert_eq!(sb.hostname, "web");
+        assert_eq!(sb.fqdn.as_deref(), Some("web.svc.ns.svc.cluster.local"));
+        assert_eq!(sb.host_ports, vec![HostPort { host_port: 8080, container_port: 80, protocol: "TCP".into() }]);
+        assert_eq!(cpu_request(&c), Some(100));
+        assert_eq!(cpu_request(&with_image("x")), None);
     }
 }

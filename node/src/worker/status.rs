@@ -50,6 +50,8 @@ pub struct ContainerView {
     /// A sidecar: an init container with `restartPolicy: Always` (started in order, then kept
     /// running beside the app containers).
     pub restartable: bool,
+    /// `containerID` (`runc://…`) of the current or last run, when the runtime has one.
+    pub container_id: Option<String>,
 }
 
 impl ContainerView {
@@ -321,6 +323,7 @@ fn status_of(c: &ContainerView, waiting_reason: &str) -> ContainerStatus {
         ready: false,
         started: Some(c.started && running),
         restart_count: c.restart_count,
+        container_id: c.container_id.clone(),
         ..ContainerStatus::default()
     }
 }

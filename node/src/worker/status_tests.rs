@@ -21,6 +21,7 @@ fn view(name: &str, state: ViewState) -> ContainerView {
         ready: running,
         started: running,
         restartable: false,
+        container_id: None,
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod bridge_netns;
 mod cascade;
+mod containers;
 mod daemonset;
 mod drain;
 mod hollow;

@@ -1,0 +1,99 @@
+//! A tiny container image for tests, built on the spot: one uncompressed layer holding the
+//! static busybox (`/bin/busybox` from the `busybox-static` package) with a symlink per applet,
+//! written as an OCI image layout and pushed with `skiff_oci_shim::image::push_image_layout` —
+//! no docker, no network.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use skiff_oci_shim::image::{Auth, RegistryCredentials, push_image_layout};
+
+use crate::Skiff;
+
+/// Where the static busybox is expected.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_700_000_000);
+    header.set_size(size);
+    header
+}
+
+/// The layer: `/bin/busybox`, `/bin/<applet>` links, the usual empty directories and an
+/// `/etc/passwd` with root and nobody.
+pub fn busybox_layer() -> Result<Vec<u8>> {
+    let busybox = std::fs::read(BUSYBOX).with_context(|| format!("reading {BUSYBOX} (install busybox-static)"))?;
+    let list = std::process::Command::new(BUSYBOX).arg("--list").output().context("busybox --list")?;
+    let mut tar = tar::Builder::new(Vec::new());
+    for dir in ["bin", "etc", "proc", "sys", "dev", "tmp", "var", "root"] {
+        tar.append_data(&mut header(tar::EntryType::Directory, 0o755, 0), dir, std::io::empty())?;
+    }
+    tar.append_data(&mut header(tar::EntryType::Regular, 0o755, busybox.len() as u64), "bin/busybox", &busybox[..])?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| !a.is_empty() && *a != "busybox") {
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        tar.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
+    }
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n";
+    tar.append_data(&mut header(tar::EntryType::Regular, 0o644, passwd.len() as u64), "etc/passwd", &passwd[..])?;
+    Ok(tar.into_inner()?)
+}
+
+/// Writes the busybox image (Cmd `sh`) as an OCI image layout in `dir`, tagged `tag`.
+pub fn write_busybox_layout(dir: &Path, tag: &str) -> Result<()> {
+    let layer = busybox_layer()?;
+    let config = json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]},
+    })
+    .to_string()
+    .into_bytes();
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest(&layer), "size": layer.len()}],
+    })
+    .to_string()
+    .into_bytes();
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
+    for blob in [&layer, &config, &manifest] {
+        std::fs::write(blobs.join(digest(blob).trim_start_matches("sha256:")), blob)?;
+    }
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(&manifest),
+        "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag},
+        "platform": {"os": "linux", "architecture": "amd64"},
+    }]});
+    std::fs::write(dir.join("index.json"), index.to_string())?;
+    Ok(())
+}
+
+/// Builds the busybox image and pushes it to `skiff`'s built-in registry as `<api host>/name:tag`;
+/// returns the reference pods use.
+pub async fn push_busybox(skiff: &Skiff, name: &str, tag: &str) -> Result<String> {
+    let dir = tempfile::Builder::new().prefix("skiff-busybox-").tempdir()?;
+    write_busybox_layout(dir.path(), tag)?;
+    let host = skiff.url.trim_start_matches("https://").trim_end_matches('/');
+    let reference = format!("{host}/{name}:{tag}");
+    let creds = RegistryCredentials {
+        auth: skiff.info.token.clone().map(Auth::Bearer),
+        insecure_registries: Vec::new(),
+        extra_root_ca_pem: Some(String::from_utf8(skiff.info.ca_pem.clone()).context("cluster CA is not UTF-8")?),
+    };
+    push_image_layout(dir.path(), &reference, &creds).await.with_context(|| format!("pushing {reference}"))?;
+    Ok(reference)
+}
