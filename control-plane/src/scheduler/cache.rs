@@ -153,7 +153,12 @@ mod tests {
 
     fn usage(c: &SchedulerCache, name: &str) -> (i64, usize, usize, usize) {
         let n = &c.nodes()[c.index[name]];
-        (n.requested.milli_cpu, n.pod_count, n.host_ports.len(), n.owner_pods(crate::scheduler::node_info::owner_key("u1")))
+        (
+            n.requested.milli_cpu,
+            n.pod_count,
+            n.host_ports.len(),
+            n.owner_pods(crate::scheduler::node_info::owner_key("u1")),
+        )
     }
 
     #[test]

@@ -14,10 +14,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
-use std::os::unix::process::ExitStatusExt;
 
 use async_trait::async_trait;
 use skiff_oci_shim::image::{self, ContainerImage, ImageKind, ImageStore};
@@ -27,8 +27,8 @@ use tracing::{info, warn};
 
 use super::oci_spec::{self, NodeLimits};
 use super::wasm::{BuiltinRegistry, pull_attempts};
-use super::{ExecIo, 
-    ContainerRuntime, ContainerSpec, ContainerStats, ExitInfo, ImageRef, PodRef, PullCredentials, PullPolicy,
+use super::{
+    ContainerRuntime, ContainerSpec, ContainerStats, ExecIo, ExitInfo, ImageRef, PodRef, PullCredentials, PullPolicy,
     RunningContainer, RuntimeError,
 };
 use crate::sandbox::Sandboxes;
