@@ -44,12 +44,37 @@ async fn hello_pod(skiff: &Skiff) -> Result<()> {
 }
 
 /// One HTTP/1.1 request on a fresh connection to `port`; returns the whole response.
+///
+/// The response is complete when the connection ends or when the body has its
+/// `Content-Length`: under load `kubectl port-forward` sometimes closes the local socket with a
+/// reset right after relaying the pod's close, and the bytes already received still count.
 async fn raw_get(stream: &mut tokio::net::TcpStream, path: &str) -> Result<String> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
-    tokio::time::timeout(IO_TIMEOUT, stream.read_to_end(&mut response)).await.context("response in time")??;
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => response.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && complete(&response) => return Ok(()),
+                Err(e) => return Err(anyhow::Error::from(e).context(format!("after {} bytes", response.len()))),
+            }
+        }
+    };
+    tokio::time::timeout(IO_TIMEOUT, read).await.context("response in time")??;
     Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
+/// Whether `raw` holds a whole HTTP/1.1 response with a `Content-Length` body.
+fn complete(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else { return false };
+    head.lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|len| body.len() >= len)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
