@@ -183,6 +183,30 @@ pub async fn get(state: &SharedState, path: &ResourcePath, uri: &Uri) -> Result<
     proxy(state, tls, &host, port, &target).await
 }
 
+/// A TLS connection to a node's API at `host:port` (bounded by [`CONNECT_TIMEOUT`]), with the
+/// API server's kubelet-client credentials; failures are phrased by `unreachable`. Shared by
+/// `kubectl logs` and the exec/attach/port-forward stream proxy.
+pub(super) async fn connect_node(
+    tls: Arc<rustls::ClientConfig>,
+    host: &str,
+    port: u16,
+    unreachable: &(dyn Fn(&dyn std::fmt::Display) -> ApiError + Sync),
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ApiError> {
+    let server_name = match host.parse::<IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => ServerName::try_from(host.to_string()).map_err(|e| unreachable(&e))?,
+    };
+    let connect = async {
+        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+        let _ = tcp.set_nodelay(true);
+        TlsConnector::from(tls).connect(server_name, tcp).await
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| unreachable(&"connection timed out"))?
+        .map_err(|e| unreachable(&e))
+}
+
 /// Calls the node API and relays its answer (streamed on success, as a Status on failure).
 async fn proxy(
     state: &SharedState,
@@ -193,19 +217,7 @@ async fn proxy(
 ) -> Result<Response, ApiError> {
     let unreachable =
         |e: &dyn std::fmt::Display| ApiError::Internal(format!("Get \"https://{host}:{port}{target}\": {e}"));
-    let server_name = match host.parse::<IpAddr>() {
-        Ok(ip) => ServerName::IpAddress(ip.into()),
-        Err(_) => ServerName::try_from(host.to_string()).map_err(|e| unreachable(&e))?,
-    };
-    let connect = async {
-        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
-        let _ = tcp.set_nodelay(true);
-        TlsConnector::from(tls).connect(server_name, tcp).await
-    };
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-        .await
-        .map_err(|_| unreachable(&"connection timed out"))?
-        .map_err(|e| unreachable(&e))?;
+    let stream = connect_node(tls, host, port, &unreachable).await?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(&e))?;
     // The connection task ends with the response body (or at shutdown); it is tracked so

@@ -9,7 +9,6 @@
 //! connection and the node's are joined byte for byte. What it does not: speak the streaming
 //! protocols (WebSocket channels, SPDY) — the node does, so the API server never parses them.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,16 +17,13 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
 use serde_json::Value;
-use tokio_rustls::TlsConnector;
 
 use super::SharedState;
 use super::error::ApiError;
 use super::pod_log::{node_endpoint, pick_container};
 use crate::registry::catalog;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_ERROR_BODY: usize = 64 * 1024;
 /// The annotation kubectl sets to choose a pod's default container.
@@ -167,19 +163,7 @@ async fn call_node(
         .kubelet_tls
         .clone()
         .ok_or_else(|| ApiError::Internal("no kubelet client credentials configured".into()))?;
-    let server_name = match host.parse::<IpAddr>() {
-        Ok(ip) => ServerName::IpAddress(ip.into()),
-        Err(_) => ServerName::try_from(host.to_string()).map_err(|e| unreachable(&e))?,
-    };
-    let connect = async {
-        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
-        let _ = tcp.set_nodelay(true);
-        TlsConnector::from(tls).connect(server_name, tcp).await
-    };
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-        .await
-        .map_err(|_| unreachable(&"connection timed out"))?
-        .map_err(|e| unreachable(&e))?;
+    let stream = super::pod_log::connect_node(tls, host, port, &unreachable).await?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable(&e))?;
     // The connection task hands the socket over on upgrade, so it ends by itself.

@@ -20,13 +20,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use skiff_oci_shim::image::{self, ContainerImage, ImageKind, ImageStore};
+use skiff_oci_shim::image::{ContainerImage, ImageKind, ImageStore};
 use skiff_oci_shim::runtime::{Runc, RuncError, RuntimeStatus};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::oci_spec::{self, NodeLimits};
-use super::wasm::{BuiltinRegistry, pull_attempts};
+use super::wasm::{BuiltinRegistry, pull_attempts, pull_with};
 use super::{
     ContainerRuntime, ContainerSpec, ContainerStats, ExecIo, ExitInfo, ImageRef, PodRef, PullCredentials, PullPolicy,
     RunningContainer, RuntimeError,
@@ -109,27 +109,8 @@ impl ContainerRuntime for OciRuntime {
         policy: PullPolicy,
         creds: &PullCredentials,
     ) -> Result<ImageRef, RuntimeError> {
-        let mut outcome = None;
-        for attempt in pull_attempts(self.builtin.as_ref(), &self.insecure_registries, image_ref, creds) {
-            let result = self.images.pull(image_ref, policy, &attempt).await;
-            let done = match &result {
-                Ok(_) => true,
-                Err(e) => {
-                    matches!(e, image::ImageError::InvalidReference { .. } | image::ImageError::NotPresent { .. })
-                }
-            };
-            outcome = Some(result);
-            if done {
-                break;
-            }
-        }
-        let outcome =
-            outcome.ok_or_else(|| RuntimeError::new("ErrImagePull", format!("no way to pull {image_ref}")))?;
-        let pulled = outcome.map_err(|e| match e {
-            image::ImageError::InvalidReference { .. } => RuntimeError::new("InvalidImageName", e.to_string()),
-            image::ImageError::NotPresent { .. } => RuntimeError::new("ErrImageNeverPull", e.to_string()),
-            _ => RuntimeError::new("ErrImagePull", e.to_string()),
-        })?;
+        let pulled =
+            pull_with(&self.images, self.builtin.as_ref(), &self.insecure_registries, image_ref, policy, creds).await?;
         if let ImageKind::Wasm { .. } = pulled.kind {
             return Err(RuntimeError::new(
                 "CreateContainerError",

@@ -79,6 +79,38 @@ impl WasmContainerRuntime {
     }
 }
 
+/// Pulls `image_ref` into `images` as the kubelet does: every matching credential in turn
+/// ([`pull_attempts`]), the first success wins, and the last failure is what the pod shows,
+/// phrased as its waiting reason. Shared by the WASM and OCI runtimes.
+pub(crate) async fn pull_with(
+    images: &ImageStore,
+    builtin: Option<&BuiltinRegistry>,
+    insecure_registries: &[String],
+    image_ref: &str,
+    policy: PullPolicy,
+    creds: &PullCredentials,
+) -> Result<image::PulledImage, RuntimeError> {
+    let mut outcome = None;
+    for attempt in pull_attempts(builtin, insecure_registries, image_ref, creds) {
+        let result = images.pull(image_ref, policy, &attempt).await;
+        let done = match &result {
+            Ok(_) => true,
+            // Nothing another credential could change.
+            Err(e) => matches!(e, image::ImageError::InvalidReference { .. } | image::ImageError::NotPresent { .. }),
+        };
+        outcome = Some(result);
+        if done {
+            break;
+        }
+    }
+    let outcome = outcome.ok_or_else(|| RuntimeError::new("ErrImagePull", format!("no way to pull {image_ref}")))?;
+    outcome.map_err(|e| match e {
+        image::ImageError::InvalidReference { .. } => RuntimeError::new("InvalidImageName", e.to_string()),
+        image::ImageError::NotPresent { .. } => RuntimeError::new("ErrImageNeverPull", e.to_string()),
+        _ => RuntimeError::new("ErrImagePull", e.to_string()),
+    })
+}
+
 /// What to try, in order, for one pull: the built-in registry with the cluster's own
 /// credentials (never sent anywhere else); any other registry with each credential the pod's
 /// `imagePullSecrets` (then the node's keyring) hold for it, or anonymously when none applies.
@@ -146,30 +178,8 @@ impl ContainerRuntime for WasmContainerRuntime {
         policy: PullPolicy,
         creds: &PullCredentials,
     ) -> Result<ImageRef, RuntimeError> {
-        // Like the kubelet: every matching credential in turn, the first success wins, and the
-        // last failure is what the pod shows.
-        let mut outcome = None;
-        for attempt in pull_attempts(self.builtin.as_ref(), &self.insecure_registries, image_ref, creds) {
-            let result = self.images.pull(image_ref, policy, &attempt).await;
-            let done = match &result {
-                Ok(_) => true,
-                // Nothing another credential could change.
-                Err(e) => {
-                    matches!(e, image::ImageError::InvalidReference { .. } | image::ImageError::NotPresent { .. })
-                }
-            };
-            outcome = Some(result);
-            if done {
-                break;
-            }
-        }
-        let outcome =
-            outcome.ok_or_else(|| RuntimeError::new("ErrImagePull", format!("no way to pull {image_ref}")))?;
-        let pulled = outcome.map_err(|e| match e {
-            image::ImageError::InvalidReference { .. } => RuntimeError::new("InvalidImageName", e.to_string()),
-            image::ImageError::NotPresent { .. } => RuntimeError::new("ErrImageNeverPull", e.to_string()),
-            _ => RuntimeError::new("ErrImagePull", e.to_string()),
-        })?;
+        let pulled =
+            pull_with(&self.images, self.builtin.as_ref(), &self.insecure_registries, image_ref, policy, creds).await?;
         let (module_path, module_digest) = match pulled.kind {
             ImageKind::Wasm { module_path, module_digest } => (module_path, module_digest),
             ImageKind::Container { .. } => {
