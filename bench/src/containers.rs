@@ -101,18 +101,19 @@ impl ContainersBench {
         options.netns = Some(netns.name().to_string());
         options.extra_args = ["--pod-network", "bridge", "--runtimes", "wasm,oci"].map(String::from).to_vec();
         let skiff = Skiff::start_with(options).await?;
-        let _leftovers = OciLeftovers { oci_dir: skiff.data_dir().join("agent").join("oci") };
+        let oci_dir = skiff.data_dir().join("agent").join("oci");
+        let _leftovers = OciLeftovers { oci_dir: oci_dir.clone() };
         let http = skiff.http()?;
         let mut cluster = Cluster { skiff, http, image: String::new(), binary: binary.to_path_buf() };
         cluster.image = skiff_tests::oci_image::push_busybox(&cluster.skiff, "bench/busybox", "v1").await?;
         eprintln!("pushed {}", cluster.image);
         let bare = BareRunc::new(scripts.path())?;
-        let result = self.startup_series(&cluster, &bare).await;
+        let result = self.startup_series(&cluster, &oci_dir, &bare).await;
         bare.cleanup();
         cluster.with_log(result)
     }
 
-    async fn startup_series(&self, cluster: &Cluster, bare: &BareRunc) -> Result<Startup> {
+    async fn startup_series(&self, cluster: &Cluster, oci_dir: &Path, bare: &BareRunc) -> Result<Startup> {
         let namespace = "bench-oci";
         cluster.create_namespace(namespace).await?;
         let mut watch = cluster.watch_pods(namespace, is_running).await?;
@@ -127,7 +128,7 @@ impl ContainersBench {
                 }
             };
             let took = running.at.duration_since(t0);
-            delete_pod(cluster, namespace, name).await?;
+            delete_pod(cluster, oci_dir, namespace, name).await?;
             Ok(took)
         };
         // Warm-ups: image pull and unpack, first CNI call, runc's first start.
@@ -204,7 +205,8 @@ impl ContainersBench {
              another; each timed on the client from sending the create to reading the watch event whose \
              `containerStatuses[0].state.running` is set (schedule, image check, overlay rootfs, pod network \
              namespace + CNI bridge, cgroup, shim, runc create/start, status write, watch fan-out), then \
-             deleted and gone from the API (untimed). Anchor, interleaved pod by pod: `runc run --detach` of \
+             deleted (untimed) until gone from the API, from `runc list` and from the node's pod \
+             network namespaces. Anchor, interleaved pod by pod: `runc run --detach` of \
              a bundle with the same busybox in a plain directory and `runc spec` set to `sleep 1000` (runc's \
              default namespaces, no network setup, no overlay, no shim), timed until `runc state` says \
              running, then `runc delete -f` (untimed). Warm-ups not counted: pod {:.1} ms, bare runc {:.1} ms.\n\n",
@@ -306,15 +308,27 @@ async fn create_pod(cluster: &Cluster, namespace: &str, name: &str) -> Result<()
     Ok(())
 }
 
-/// Deletes pod `name` at once and waits (bounded) until the API no longer has it, so its
-/// container and sandbox teardown is not in the next pod's figure.
-async fn delete_pod(cluster: &Cluster, namespace: &str, name: &str) -> Result<()> {
+/// Deletes pod `name` at once and waits (bounded) until the API no longer has it and the node
+/// has no runc container and no pod network namespace left under `oci_dir`, so its teardown
+/// is not in the next pod's figure.
+async fn delete_pod(cluster: &Cluster, oci_dir: &Path, namespace: &str, name: &str) -> Result<()> {
     let url = format!("{}/api/v1/namespaces/{namespace}/pods/{name}", cluster.skiff.url);
     let status = cluster.http.delete(format!("{url}?gracePeriodSeconds=0")).send().await?.status();
     ensure!(status.is_success() || status == reqwest::StatusCode::NOT_FOUND, "delete pod {name}: {status}");
     wait_until(&format!("pod {name} gone"), POD_GONE_TIMEOUT, Duration::from_millis(50), || {
         let request = cluster.http.get(&url).send();
         async move { Ok((request.await?.status() == reqwest::StatusCode::NOT_FOUND).then_some(())) }
+    })
+    .await?;
+    let (runc_root, netns_dir) = (oci_dir.join("runc"), oci_dir.join("netns"));
+    wait_until(&format!("pod {name} torn down on the node"), POD_GONE_TIMEOUT, Duration::from_millis(50), || {
+        let list = tokio::process::Command::new("runc").arg("--root").arg(&runc_root).args(["list", "-q"]).output();
+        let netns_left = std::fs::read_dir(&netns_dir).map_or(0, Iterator::count);
+        async move {
+            let list = list.await.context("runc list")?;
+            ensure!(list.status.success(), "runc list: {}", String::from_utf8_lossy(&list.stderr));
+            Ok((list.stdout.iter().all(u8::is_ascii_whitespace) && netns_left == 0).then_some(()))
+        }
     })
     .await
 }
