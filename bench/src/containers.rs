@@ -102,9 +102,10 @@ impl ContainersBench {
         options.extra_args = ["--pod-network", "bridge", "--runtimes", "wasm,oci"].map(String::from).to_vec();
         let skiff = Skiff::start_with(options).await?;
         let oci_dir = skiff.data_dir().join("agent").join("oci");
-        let _leftovers = OciLeftovers { oci_dir: oci_dir.clone() };
         let http = skiff.http()?;
         let mut cluster = Cluster { skiff, http, image: String::new(), binary: binary.to_path_buf() };
+        // Declared after the cluster, so dropped first: mounts go before skiff removes its dir.
+        let _leftovers = OciLeftovers { oci_dir: oci_dir.clone() };
         cluster.image = skiff_tests::oci_image::push_busybox(&cluster.skiff, "bench/busybox", "v1").await?;
         eprintln!("pushed {}", cluster.image);
         let bare = BareRunc::new(scripts.path())?;
@@ -372,6 +373,10 @@ impl Drop for OciLeftovers {
 
 /// Force-deletes every container runc knows under `root` (best effort: used in cleanup).
 fn runc_delete_all(root: &Path) {
+    // `runc list` would create a missing root.
+    if !root.exists() {
+        return;
+    }
     if let Ok(out) = std::process::Command::new("runc").arg("--root").arg(root).args(["list", "-q"]).output() {
         for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
             let _ = std::process::Command::new("runc").arg("--root").arg(root).args(["delete", "--force", id]).output();
@@ -428,8 +433,10 @@ impl BareRunc {
         command.arg("--root").arg(&self.root).args(args).stdin(Stdio::null()).kill_on_drop(true);
         let capture = args.first() == Some(&"state");
         command.stdout(if capture { Stdio::piped() } else { Stdio::null() }).stderr(Stdio::null());
+        // Not `output()`: tokio's pipes stdout and stderr whatever was set, and the detached
+        // container would hold those pipes open.
         let output = with_timeout(&format!("runc {}", args.join(" ")), RUNC_TIMEOUT, async {
-            command.output().await.context("running runc")
+            command.spawn().context("running runc")?.wait_with_output().await.context("waiting for runc")
         })
         .await?;
         ensure!(output.status.success(), "runc {} failed: {}", args.join(" "), output.status);
