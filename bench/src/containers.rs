@@ -464,7 +464,10 @@ fn write_random_layout(dir: &Path, mib: usize) -> Result<(u64, u64, PathBuf)> {
             chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
         }
         let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
         header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
         header.set_size(file.len() as u64);
         header.set_mtime(1_700_000_000);
         tar.append_data(&mut header, format!("data/file-{i:03}"), &file[..])?;
