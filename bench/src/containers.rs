@@ -184,7 +184,8 @@ impl ContainersBench {
         let ratio = skiff50 / runc50.max(f64::MIN_POSITIVE);
         let mut out = format!(
             "## Containers: OCI pod startup vs bare runc, image pull + unpack\n\n\
-             Run {} on {}{}.{} Measured with {}; skiff `{}`, {}.\n\n\
+             Run {} on {}{}.{} Measured with {}; skiff `{}`, {}; temporary dirs (skiff's data \
+             dir, the runc bundle, the image stores) in `{}` ({}).\n\n\
              Reproduce (as root): `cargo build --release -p skiff -p skiff-bench && target/release/skiff-bench \
              containers --pods {} --image-mib {} --pull-runs {}`\n\n",
             report::now(),
@@ -194,6 +195,8 @@ impl ContainersBench {
             build_profile(),
             binary.display(),
             tool_version("runc", &["--version"]),
+            std::env::temp_dir().display(),
+            fs_type(&std::env::temp_dir()),
             self.pods,
             self.image_mib,
             self.pull_runs,
