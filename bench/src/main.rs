@@ -1,10 +1,11 @@
 //! `skiff-bench`: benchmarks that write BENCHMARKS.md at the workspace root.
 //!
-//! One module per benchmark (`api`, `pods`, `http`, `footprint`), each rewriting only its own section of the file
+//! One module per benchmark (`api`, `pods`, `http`, `footprint`, `sched`, `containers`), each rewriting only its own section of the file
 //! (see [`report`]). Run with `--release` against a release `skiff`:
 //! `cargo build --release -p skiff && cargo run --release -p skiff-bench -- api`.
 
 mod api;
+mod containers;
 mod footprint;
 mod http;
 mod load;
@@ -138,6 +139,24 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// OCI pod create → running vs bare `runc run`, and image pull + unpack MiB/s (as root).
+    Containers {
+        /// Timed pods (and as many timed bare runc containers), one after another.
+        #[arg(long, default_value_t = 30)]
+        pods: usize,
+        /// Size of the generated random layer in MiB.
+        #[arg(long, default_value_t = 50)]
+        image_mib: usize,
+        /// Pull + unpack runs (median reported).
+        #[arg(long, default_value_t = 3)]
+        pull_runs: usize,
+        /// skiff binary (default: `skiff` beside this binary, i.e. target/release/skiff).
+        #[arg(long, env = "SKIFF_BIN")]
+        skiff_bin: Option<PathBuf>,
+        /// Print the section instead of writing it to the output file.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Only raw etcd puts against a throw-away etcd (a baseline; writes nothing).
     RawEtcd {
         /// Puts per concurrency.
@@ -208,6 +227,12 @@ async fn main() -> Result<()> {
         Command::Sched { nodes, pods, skiff_bin, dry_run } => {
             let section = sched::SchedBench { nodes, pods, skiff_bin }.run().await?;
             emit(&cli.output, "sched", &section, dry_run)?;
+        }
+        Command::Containers { pods, image_mib, pull_runs, skiff_bin, dry_run } => {
+            let bench =
+                containers::ContainersBench { pods, image_mib, pull_runs, skiff_bin, load_at_start: pods::load_note() };
+            let section = bench.run().await?;
+            emit(&cli.output, "containers", &section, dry_run)?;
         }
         Command::RawEtcd { puts, clients, value_bytes } => {
             let etcd = Etcd::start().await?;

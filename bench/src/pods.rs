@@ -150,6 +150,12 @@ impl Cluster {
 
     /// Opens a watch on the pods of `namespace` reporting each pod's first Ready=True.
     pub async fn watch_ready(&self, namespace: &str) -> Result<ReadyWatch> {
+        self.watch_pods(namespace, is_ready).await
+    }
+
+    /// Opens a watch on the pods of `namespace` reporting each pod the first time `matches`
+    /// holds for it (e.g. [`is_ready`]).
+    pub async fn watch_pods(&self, namespace: &str, matches: PodPredicate) -> Result<ReadyWatch> {
         // The shared client's 30 s total timeout would cut the stream.
         let client = self
             .skiff
@@ -163,7 +169,7 @@ impl Cluster {
         ensure!(response.status().is_success(), "watch {url}: {}", response.status());
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(read_watch(response, tx, cancel.clone()));
+        let task = tokio::spawn(read_watch(response, matches, tx, cancel.clone()));
         Ok(ReadyWatch { rx, seen: HashMap::new(), cancel, task })
     }
 }
@@ -209,7 +215,10 @@ async fn create_pod(http: &reqwest::Client, base: &str, image: &str, namespace: 
     Ok(())
 }
 
-/// A pod seen Ready on the watch, stamped when its event arrived.
+/// Whether a pod (the watch event's `object`) is in the state a watch waits for.
+pub type PodPredicate = fn(&Value) -> bool;
+
+/// A pod seen Ready (or matching the watch's predicate), stamped when its event arrived.
 #[derive(Debug, Clone)]
 pub struct ReadyPod {
     /// Pod name.
@@ -220,7 +229,8 @@ pub struct ReadyPod {
     pub at: Instant,
 }
 
-/// An open pod watch; the reader task is cancelled on drop.
+/// An open pod watch reporting pods that match its predicate (Ready unless
+/// [`Cluster::watch_pods`] chose another); the reader task is cancelled on drop.
 #[derive(Debug)]
 pub struct ReadyWatch {
     rx: mpsc::UnboundedReceiver<Result<ReadyPod>>,
@@ -270,6 +280,7 @@ impl Drop for ReadyWatch {
 /// Reads watch events off `response` and sends every Ready pod (with its arrival time).
 async fn read_watch(
     mut response: reqwest::Response,
+    matches: PodPredicate,
     tx: mpsc::UnboundedSender<Result<ReadyPod>>,
     cancel: CancellationToken,
 ) {
@@ -297,7 +308,7 @@ async fn read_watch(
                     return;
                 }
             };
-            if let Some((name, pod_ip)) = ready_pod(&event)
+            if let Some((name, pod_ip)) = matching_pod(&event, matches)
                 && tx.send(Ok(ReadyPod { name, pod_ip, at })).is_err()
             {
                 return;
@@ -320,16 +331,21 @@ pub(crate) fn take_lines(buffer: &mut Vec<u8>) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Name and pod IP of the pod in an ADDED/MODIFIED watch event whose Ready condition is True.
-fn ready_pod(event: &Value) -> Option<(String, Option<String>)> {
+/// Whether the pod's Ready condition is True.
+pub fn is_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|conditions| conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// Name and pod IP of the pod in an ADDED/MODIFIED watch event for which `matches` holds.
+fn matching_pod(event: &Value, matches: PodPredicate) -> Option<(String, Option<String>)> {
     let kind = event.get("type")?.as_str()?;
     if kind != "ADDED" && kind != "MODIFIED" {
         return None;
     }
     let pod = event.get("object")?;
-    let ready =
-        pod.pointer("/status/conditions")?.as_array()?.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
-    if !ready {
+    if !matches(pod) {
         return None;
     }
     let name = pod.pointer("/metadata/name")?.as_str()?.to_string();
@@ -552,6 +568,7 @@ mod tests {
 
     #[test]
     fn ready_only_when_condition_true() {
+        let ready_pod = |event: &Value| matching_pod(event, is_ready);
         let event = |kind: &str, status: &str| {
             json!({"type": kind, "object": {
                 "metadata": {"name": "p"},
