@@ -102,6 +102,29 @@ spec:
     )
 }
 
+/// An Indexed Job of busybox containers: the same manifest as a WASM Job, another image.
+fn container_job(image: &str) -> String {
+    format!(
+        r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: count
+spec:
+  completions: 3
+  parallelism: 3
+  completionMode: Indexed
+  template:
+    spec:
+      runtimeClassName: oci
+      restartPolicy: Never
+      containers:
+      - name: main
+        image: {image}
+        command: ["sh", "-c", "echo index=$JOB_COMPLETION_INDEX"]
+"#
+    )
+}
+
 async fn web_pod(skiff: &Skiff) -> Result<Value> {
     wait_until("the web pod to be Ready", POD_TIMEOUT, POLL, || async {
         let pods = get_json(skiff, &["pods", "-l", "app=web"]).await?;
@@ -236,6 +259,18 @@ async fn oci_pods_run_with_runc_in_the_pod_network() -> Result<()> {
     let body = curl_inside(&netns, ip).await?;
     ensure!(body.trim() == "hello-from-oci", "web after the bomb: {body:?}");
     skiff.kubectl(&["delete", "pod", "bomb", "hog", "--timeout=60s"]).await?.ok()?;
+
+    // A container Job (issue 4): Indexed, every index completes, the Job is Complete.
+    apply(&skiff, &container_job(&image)).await?;
+    skiff.kubectl(&["wait", "--for=condition=Complete", "job/count", "--timeout=120s"]).await?.ok()?;
+    let job = get_json(&skiff, &["job", "count"]).await?;
+    ensure!(job["status"]["succeeded"] == 3, "job status {}", job["status"]);
+    ensure!(job["status"]["completedIndexes"] == "0-2", "completedIndexes {}", job["status"]);
+    let logs = skiff.kubectl(&["logs", "-l", "batch.kubernetes.io/job-name=count", "--prefix"]).await?.ok()?;
+    for i in 0..3 {
+        ensure!(logs.contains(&format!("index={i}")), "job logs miss index {i}: {logs}");
+    }
+    skiff.kubectl(&["delete", "job", "count", "--timeout=60s"]).await?.ok()?;
 
     // Agent restart: the container keeps running and is adopted, not restarted.
     skiff.restart().await?;
