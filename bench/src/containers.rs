@@ -454,7 +454,6 @@ impl BareRunc {
 /// Writes an OCI image layout in `dir` with one gzip layer of `mib` MiB of random files;
 /// returns (gzip size, tar size, path of the gzip blob).
 fn write_random_layout(dir: &Path, mib: usize) -> Result<(u64, u64, PathBuf)> {
-    let digest = |bytes: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
     let mut seed = 0x9E37_79B9_7F4A_7C15_u64 ^ u64::from(std::process::id());
     let mut tar = tar::Builder::new(Vec::with_capacity(mib << 20 | 1 << 20));
     let mut file = vec![0u8; 1 << 20];
@@ -479,33 +478,13 @@ fn write_random_layout(dir: &Path, mib: usize) -> Result<(u64, u64, PathBuf)> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&layer)?;
     let gz = gz.finish()?;
-    let config = json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]},
-    })
-    .to_string()
-    .into_bytes();
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(&gz), "size": gz.len()}],
-    })
-    .to_string()
-    .into_bytes();
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
-    for blob in [&gz, &config, &manifest] {
-        std::fs::write(blobs.join(digest(blob).trim_start_matches("sha256:")), blob)?;
-    }
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let index = json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(&manifest),
-        "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "v1"},
-    }]});
-    std::fs::write(dir.join("index.json"), index.to_string())?;
-    let layer_file = blobs.join(digest(&gz).trim_start_matches("sha256:"));
+    let layer_file = skiff_tests::oci_image::write_layout(
+        dir,
+        "v1",
+        &gz,
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        &format!("sha256:{}", hex::encode(Sha256::digest(&layer))),
+    )?;
     Ok((gz.len() as u64, layer.len() as u64, layer_file))
 }
 

@@ -3,7 +3,7 @@
 //! written as an OCI image layout and pushed with `skiff_oci_shim::image::push_image_layout` —
 //! no docker, no network.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -52,10 +52,18 @@ pub fn busybox_layer() -> Result<Vec<u8>> {
 /// Writes the busybox image (Cmd `sh`) as an OCI image layout in `dir`, tagged `tag`.
 pub fn write_busybox_layout(dir: &Path, tag: &str) -> Result<()> {
     let layer = busybox_layer()?;
+    write_layout(dir, tag, &layer, "application/vnd.oci.image.layer.v1.tar", &digest(&layer))?;
+    Ok(())
+}
+
+/// Writes a one-layer linux/amd64 image (Cmd `sh`, `PATH=/bin`) as an OCI image layout in `dir`,
+/// tagged `tag`: `layer` is the blob as stored (of `media_type`), `diff_id` the digest of its
+/// uncompressed tar. Returns the path of the layer blob.
+pub fn write_layout(dir: &Path, tag: &str, layer: &[u8], media_type: &str, diff_id: &str) -> Result<PathBuf> {
     let config = json!({
         "architecture": "amd64", "os": "linux",
         "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"},
-        "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     })
     .to_string()
     .into_bytes();
@@ -63,13 +71,13 @@ pub fn write_busybox_layout(dir: &Path, tag: &str) -> Result<()> {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest(&layer), "size": layer.len()}],
+        "layers": [{"mediaType": media_type, "digest": digest(layer), "size": layer.len()}],
     })
     .to_string()
     .into_bytes();
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
-    for blob in [&layer, &config, &manifest] {
+    for blob in [layer, &config[..], &manifest[..]] {
         std::fs::write(blobs.join(digest(blob).trim_start_matches("sha256:")), blob)?;
     }
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -79,7 +87,7 @@ pub fn write_busybox_layout(dir: &Path, tag: &str) -> Result<()> {
         "platform": {"os": "linux", "architecture": "amd64"},
     }]});
     std::fs::write(dir.join("index.json"), index.to_string())?;
-    Ok(())
+    Ok(blobs.join(digest(layer).trim_start_matches("sha256:")))
 }
 
 /// Builds the busybox image and pushes it to `skiff`'s built-in registry as `<api host>/name:tag`;

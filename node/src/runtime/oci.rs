@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::oci_spec::{self, NodeLimits};
-use super::wasm::{BuiltinRegistry, pull_attempts, pull_with};
+use super::wasm::{BuiltinRegistry, present_locally, pull_with};
 use super::{
     ContainerRuntime, ContainerSpec, ContainerStats, ExecIo, ExitInfo, ImageRef, PodRef, PullCredentials, PullPolicy,
     RunningContainer, RuntimeError,
@@ -131,10 +131,7 @@ impl ContainerRuntime for OciRuntime {
     }
 
     async fn image_present(&self, image_ref: &str) -> bool {
-        let attempts =
-            pull_attempts(self.builtin.as_ref(), &self.insecure_registries, image_ref, &PullCredentials::default());
-        let Some(creds) = attempts.into_iter().next() else { return false };
-        self.images.pull(image_ref, PullPolicy::Never, &creds).await.is_ok()
+        present_locally(&self.images, self.builtin.as_ref(), &self.insecure_registries, image_ref).await
     }
 
     async fn start(&self, spec: ContainerSpec) -> Result<Box<dyn RunningContainer>, RuntimeError> {

@@ -111,6 +111,19 @@ pub(crate) async fn pull_with(
     })
 }
 
+/// Whether `image_ref` is in `images` already: a pull with `Never` is a local index lookup,
+/// no registry traffic. Shared by the WASM and OCI runtimes' `image_present`.
+pub(crate) async fn present_locally(
+    images: &ImageStore,
+    builtin: Option<&BuiltinRegistry>,
+    insecure_registries: &[String],
+    image_ref: &str,
+) -> bool {
+    let attempts = pull_attempts(builtin, insecure_registries, image_ref, &PullCredentials::default());
+    let Some(creds) = attempts.into_iter().next() else { return false };
+    images.pull(image_ref, PullPolicy::Never, &creds).await.is_ok()
+}
+
 /// What to try, in order, for one pull: the built-in registry with the cluster's own
 /// credentials (never sent anywhere else); any other registry with each credential the pod's
 /// `imagePullSecrets` (then the node's keyring) hold for it, or anonymously when none applies.
@@ -208,10 +221,7 @@ impl ContainerRuntime for WasmContainerRuntime {
 
     /// Asks the image store with `Never`: a local index lookup, no registry traffic.
     async fn image_present(&self, image_ref: &str) -> bool {
-        let attempts =
-            pull_attempts(self.builtin.as_ref(), &self.insecure_registries, image_ref, &PullCredentials::default());
-        let Some(creds) = attempts.into_iter().next() else { return false };
-        self.images.pull(image_ref, PullPolicy::Never, &creds).await.is_ok()
+        present_locally(&self.images, self.builtin.as_ref(), &self.insecure_registries, image_ref).await
     }
 
     async fn start(&self, spec: ContainerSpec) -> Result<Box<dyn RunningContainer>, RuntimeError> {
