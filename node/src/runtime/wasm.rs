@@ -7,6 +7,9 @@
 //! failures as the reasons a pod status shows. What it does not: decide when to start or stop
 //! (the pod worker does) or fetch bytes (the image store does).
 //!
+//! A guest of a mixed pod (its spec has a `netns`, set by the OCI runtime) lives in the pod's
+//! network namespace: its listener, outgoing HTTP and sockets (`skiff-wasm-runtime`).
+//!
 //! Credentials: the cluster's own token is only ever sent to the built-in registry (the API
 //! server's `host:port`); other registries get the pod's `imagePullSecrets` or nothing.
 
@@ -217,6 +220,7 @@ impl ContainerRuntime for WasmContainerRuntime {
                 .collect(),
             memory_limit: spec.memory_limit,
             output: Arc::new(LogOutput(spec.logs.clone())),
+            netns: spec.netns.clone(),
         };
         match artifact.shape() {
             Shape::Http => {
