@@ -14,7 +14,7 @@
 //! server's `host:port`); other registries get the pod's `imagePullSecrets` or nothing.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -225,7 +225,10 @@ impl ContainerRuntime for WasmContainerRuntime {
         match artifact.shape() {
             Shape::Http => {
                 let port = spec.ports.first().copied().unwrap_or(8080);
-                let mut opts = HttpOptions::new(SocketAddr::new(spec.pod_ip, port));
+                // Inside the pod's own namespace every address is the pod's (its IP and
+                // localhost, as for a container); on the node's network only the pod IP is.
+                let ip = if spec.netns.is_some() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { spec.pod_ip };
+                let mut opts = HttpOptions::new(SocketAddr::new(ip, port));
                 if let Some(value) = spec.annotations.get(REQUEST_TIMEOUT_ANNOTATION) {
                     opts.request_timeout = parse_duration(value).ok_or_else(|| {
                         RuntimeError::new(
