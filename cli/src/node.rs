@@ -144,13 +144,18 @@ pub async fn start(
         token: cluster.token.clone(),
         ca_pem: cluster.pki.ca_pem().to_string(),
     };
-    let mut offered: Vec<Arc<dyn ContainerRuntime>> = Vec::new();
-    if runtimes.oci {
-        offered.push(Arc::new(oci_runtime(&cfg, images.clone(), builtin.clone(), &runtimes)?));
-    }
     // WASM first: the runtime of pods that name none.
-    offered
-        .insert(0, Arc::new(WasmContainerRuntime::new(wasm, images, Some(builtin), cfg.insecure_registries.clone())));
+    let wasm: Arc<dyn ContainerRuntime> = Arc::new(WasmContainerRuntime::new(
+        wasm,
+        images.clone(),
+        Some(builtin.clone()),
+        cfg.insecure_registries.clone(),
+    ));
+    let mut offered = vec![wasm.clone()];
+    if runtimes.oci {
+        // It runs the WASM containers of mixed pods inside their sandbox on the same runtime.
+        offered.push(Arc::new(oci_runtime(&cfg, images, builtin, &runtimes)?.with_wasm(wasm)));
+    }
     let env = NodePodEnvironment::new(&cfg.data_dir, cluster.client.clone());
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.node_ip, cfg.node_api_port))

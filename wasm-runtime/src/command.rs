@@ -3,7 +3,8 @@
 //!
 //! A command may compute for hours or block on a socket, so it never runs on the caller's
 //! async workers: each gets a thread with a current-thread tokio runtime (wasmtime-wasi's
-//! sockets and clocks need one). The epoch callback yields every tick, which is what lets a
+//! sockets and clocks need one); that thread first joins the pod's network namespace if the
+//! guest has one (see `netns`). The epoch callback yields every tick, which is what lets a
 //! CPU-bound guest notice [`CommandRun::kill`]; a guest blocked in the host is stopped by
 //! dropping its future. How it ended is an [`Exit`]: a refused memory growth followed by a
 //! trap is `OomKilled`, as the kernel's OOM killer would be for a container.
@@ -11,6 +12,7 @@
 use crate::artifact::Code;
 use crate::guest::{GuestConfig, Host, P1Host};
 use crate::limits::{GuestLimiter, MemoryBudget};
+use crate::netns::NetNamespace;
 use crate::stats::{Counters, GuestStats};
 use crate::{Artifact, RunError, Shape, WasmRuntime};
 use std::sync::Arc;
@@ -133,13 +135,19 @@ impl WasmRuntime {
                 });
             }
         };
+        let netns = guest.netns.as_deref().map(NetNamespace::open).transpose()?;
         let (tx, done) = oneshot::channel();
         let thread = {
             let (kill, counters, runtime) = (Arc::clone(&kill), Arc::clone(&counters), self.clone());
             std::thread::Builder::new()
                 .name("wasm-command".to_owned())
                 .spawn(move || {
-                    let exit = run_to_exit(prepared, &kill, &counters, &denied);
+                    // Before the runtime exists, so every socket of the guest is the pod's.
+                    let joined = netns.as_ref().map_or(Ok(()), NetNamespace::enter);
+                    let exit = match joined {
+                        Ok(()) => run_to_exit(prepared, &kill, &counters, &denied),
+                        Err(e) => Exit::Trapped(format!("joining the pod's network namespace: {e}")),
+                    };
                     drop(runtime); // keep the engine and its epoch ticker alive until here
                     let _ = tx.send(exit);
                 })

@@ -76,6 +76,14 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
+    /// The pod's network namespace could not be joined.
+    #[error("pod network namespace {path}: {message}")]
+    Netns {
+        /// The namespace file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// The guest's thread could not be started.
     #[error("starting the guest thread: {0}")]
     Thread(std::io::Error),

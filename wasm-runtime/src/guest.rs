@@ -4,7 +4,8 @@
 //! Capabilities are explicit: nothing of the host process is inherited — no env, no args, no
 //! stdin, no directories — except what the pod spec grants: its env, its volumes as preopens
 //! (read-only ones opened with `FsPerms::ReadOnly`, enforced by wasmtime-wasi, not by the
-//! guest's good will), and the network (pods talk to the world; the node decides addresses).
+//! guest's good will), and the network (pods talk to the world; the node decides addresses) —
+//! the pod's network namespace when it has one (see `netns`).
 
 use crate::RunError;
 use crate::limits::GuestLimiter;
@@ -34,6 +35,9 @@ pub struct GuestConfig {
     pub memory_limit: Option<u64>,
     /// Where stdout and stderr go.
     pub output: Arc<dyn OutputSink>,
+    /// The network namespace the guest's sockets live in (a mixed pod's sandbox, so it shares
+    /// `localhost` and the pod IP with the pod's containers); `None`: the agent's own.
+    pub netns: Option<PathBuf>,
 }
 
 /// A host directory visible to the guest.

@@ -11,12 +11,15 @@
 //!   whose instance is refused memory answers `503` and is counted; the server carries on;
 //! * CPU time and request counters ([`GuestStats`]).
 //!
+//! A guest of a pod with a network namespace is served from inside it (see `netns`).
+//!
 //! The guest task lives as long as the response body streams (the body owns it), and is
 //! aborted when the client goes away or the request fails.
 
 use crate::artifact::Code;
 use crate::guest::{GuestConfig, Host};
 use crate::limits::{GuestLimiter, MemoryBudget};
+use crate::netns::NetNamespace;
 use crate::stats::{Counters, GuestStats, InflightGuard};
 use crate::{Artifact, RunError, Shape, WasmRuntime};
 use bytes::Bytes;
@@ -71,6 +74,8 @@ pub struct HttpServer {
     counters: Arc<Counters>,
     cancel: CancellationToken,
     accept: Option<JoinHandle<Connections>>,
+    /// The runtime of a guest inside a pod's network namespace (`None`: the caller's).
+    netns_runtime: Option<tokio::runtime::Runtime>,
 }
 
 /// What the accept loop hands back for draining.
@@ -104,6 +109,10 @@ impl Drop for HttpServer {
             // Aborting drops the connection set, which aborts every connection and guest.
             accept.abort();
         }
+        if let Some(runtime) = self.netns_runtime.take() {
+            // Dropped from async code (the agent's): must not block on its threads.
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -135,10 +144,26 @@ impl WasmRuntime {
             });
         };
         guest.check_preopens()?;
-        let listener = listen(opts.listen)?;
+        // Inside a pod's namespace everything runs on a runtime whose threads joined it, the
+        // listener included (a socket belongs to the namespace of the thread creating it).
+        let netns_runtime = match &guest.netns {
+            Some(path) => Some(NetNamespace::open(path)?.runtime()?),
+            None => None,
+        };
+        let listener = match &netns_runtime {
+            Some(rt) => {
+                let addr = opts.listen;
+                rt.spawn(async move { listen(addr) }).await.map_err(|e| RunError::Listen {
+                    addr,
+                    source: std::io::Error::other(format!("the listening task failed: {e}")),
+                })??
+            }
+            None => listen(opts.listen)?,
+        };
         let local_addr = listener.local_addr().map_err(|source| RunError::Listen { addr: opts.listen, source })?;
         let budget = Arc::new(MemoryBudget::new(guest.memory_limit));
         let counters = Arc::new(Counters::new(Arc::clone(&budget)));
+        let guest_netns = guest.netns.clone();
         let state = Arc::new(ServerState {
             runtime: self.clone(),
             pre: pre.clone(),
@@ -149,9 +174,13 @@ impl WasmRuntime {
             timeout: opts.request_timeout,
         });
         let cancel = CancellationToken::new();
-        let accept = tokio::spawn(accept_loop(listener, state, cancel.clone()));
-        tracing::debug!(%local_addr, digest = artifact.digest(), "serving wasi:http guest");
-        Ok(HttpServer { local_addr, counters, cancel, accept: Some(accept) })
+        let accept = accept_loop(listener, state, cancel.clone());
+        let accept = match &netns_runtime {
+            Some(rt) => rt.spawn(accept),
+            None => tokio::spawn(accept),
+        };
+        tracing::debug!(%local_addr, digest = artifact.digest(), netns = ?guest_netns, "serving wasi:http guest");
+        Ok(HttpServer { local_addr, counters, cancel, accept: Some(accept), netns_runtime })
     }
 }
 

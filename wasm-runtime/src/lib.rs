@@ -22,6 +22,7 @@ mod error;
 mod guest;
 mod http;
 mod limits;
+mod netns;
 mod output;
 mod runtime;
 mod stats;

@@ -80,6 +80,7 @@ fn guest(args: &[&str], out: &Arc<Captured>) -> GuestConfig {
         preopens: Vec::new(),
         memory_limit: None,
         output: Arc::clone(out) as Arc<dyn OutputSink>,
+        netns: None,
     }
 }
 

@@ -117,6 +117,9 @@ pub struct ContainerSpec {
     pub logs: Arc<dyn LogSink>,
     /// The pod's annotations: runtime-specific settings (`skiff.dev/request-timeout`, ...).
     pub annotations: BTreeMap<String, String>,
+    /// The pod's sandbox network namespace a WASM container joins (mixed pods: the OCI
+    /// runtime sets it when it hands a WASM container over); `None`: the node's network.
+    pub netns: Option<PathBuf>,
 }
 
 /// A container's security settings, resolved from `securityContext` (container over pod).

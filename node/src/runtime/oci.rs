@@ -11,12 +11,20 @@
 //! Networking: in bridge mode every pod gets a network namespace attached to `skiff0`; in
 //! loopback mode (no root, no bridge) only `hostNetwork: true` pods can run here, anything
 //! else fails with `CreatePodSandboxError` saying so.
+//!
+//! Mixed pods (WASM and container images in one pod): the rule is by image kind after the
+//! pull. A pod asking for `runtimeClassName: oci` may list WebAssembly artifacts too; such a
+//! container is handed to the node's WASM runtime (`with_wasm`) with the pod's sandbox
+//! namespace in [`ContainerSpec::netns`], so the guest listens on the pod IP and `localhost`
+//! inside the pod and its outgoing connections start there. Nothing changes for scheduling:
+//! the pod lands on a node offering `oci`, and every such node also runs WASM (it is always
+//! on). Pods without a runtime class stay all-WASM on the node's own network.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,7 +39,7 @@ use super::{
     ContainerRuntime, ContainerSpec, ContainerStats, ExecIo, ExitInfo, ImageRef, PodRef, PullCredentials, PullPolicy,
     RunningContainer, RuntimeError,
 };
-use crate::sandbox::Sandboxes;
+use crate::sandbox::{PodSandbox, Sandboxes};
 
 /// Prefix of `containerStatuses[].containerID`.
 const ID_PREFIX: &str = "runc://";
@@ -50,6 +58,10 @@ pub struct OciRuntime {
     /// `None` in loopback mode: only host-network pods.
     sandboxes: Option<Sandboxes>,
     limits: NodeLimits,
+    /// The runtime WASM containers of mixed pods are handed to (see the module docs).
+    wasm: Option<Arc<dyn ContainerRuntime>>,
+    /// Image IDs (`reference@digest`) that are WebAssembly artifacts, run by `wasm`.
+    wasm_images: Mutex<HashSet<String>>,
 }
 
 impl OciRuntime {
@@ -69,7 +81,33 @@ impl OciRuntime {
             unpacked: Mutex::new(HashMap::new()),
             sandboxes,
             limits,
+            wasm: None,
+            wasm_images: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Runs the WebAssembly containers of mixed pods on `wasm`, inside the pod's sandbox.
+    pub fn with_wasm(mut self, wasm: Arc<dyn ContainerRuntime>) -> Self {
+        self.wasm = Some(wasm);
+        self
+    }
+
+    /// The sandbox a container of `spec`'s pod joins (`None`: host network).
+    async fn sandbox(&self, spec: &ContainerSpec) -> Result<Option<PodSandbox>, RuntimeError> {
+        if spec.sandbox.host_network {
+            return Ok(None);
+        }
+        let Some(sandboxes) = &self.sandboxes else {
+            return Err(RuntimeError::new(
+                "CreatePodSandboxError",
+                "container images need the bridge pod network on this node (run the node as root with \
+                 --pod-network bridge), or set hostNetwork: true",
+            ));
+        };
+        let IpAddr::V4(ip) = spec.pod_ip else {
+            return Err(RuntimeError::new("CreatePodSandboxError", "IPv6 pod IPs are not supported"));
+        };
+        Ok(Some(sandboxes.ensure(&spec.pod, ip, &spec.sandbox).await?))
     }
 
     /// Ids of the earlier runs of a container (bundles named `<uid>_<name>_<n>`), and the next `n`.
@@ -112,10 +150,20 @@ impl ContainerRuntime for OciRuntime {
         let pulled =
             pull_with(&self.images, self.builtin.as_ref(), &self.insecure_registries, image_ref, policy, creds).await?;
         if let ImageKind::Wasm { .. } = pulled.kind {
-            return Err(RuntimeError::new(
-                "CreateContainerError",
-                format!("{image_ref} is a WebAssembly artifact; run it without runtimeClassName: oci"),
-            ));
+            let Some(wasm) = &self.wasm else {
+                return Err(RuntimeError::new(
+                    "CreateContainerError",
+                    format!(
+                        "{image_ref} is a WebAssembly artifact and this node has no WASM runtime to run it \
+                         beside the pod's containers; run it without runtimeClassName: oci"
+                    ),
+                ));
+            };
+            // Just pulled: the WASM runtime finds it in the shared store (and compiles it).
+            let policy = if policy == PullPolicy::Never { PullPolicy::Never } else { PullPolicy::IfNotPresent };
+            let image = wasm.pull(image_ref, policy, creds).await?;
+            self.wasm_images.lock().unwrap_or_else(|p| p.into_inner()).insert(image.image_id.clone());
+            return Ok(image);
         }
         let image_id = pulled.digest.clone();
         let known = self.unpacked.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&image_id);
@@ -134,7 +182,12 @@ impl ContainerRuntime for OciRuntime {
         present_locally(&self.images, self.builtin.as_ref(), &self.insecure_registries, image_ref).await
     }
 
-    async fn start(&self, spec: ContainerSpec) -> Result<Box<dyn RunningContainer>, RuntimeError> {
+    async fn start(&self, mut spec: ContainerSpec) -> Result<Box<dyn RunningContainer>, RuntimeError> {
+        let is_wasm = self.wasm_images.lock().unwrap_or_else(|p| p.into_inner()).contains(&spec.image.image_id);
+        if let (true, Some(wasm)) = (is_wasm, &self.wasm) {
+            spec.netns = self.sandbox(&spec).await?.map(|s| s.netns);
+            return wasm.start(spec).await;
+        }
         let image_id = spec.image.image_id.rsplit('@').next().unwrap_or_default().to_string();
         let image = self
             .unpacked
@@ -143,21 +196,7 @@ impl ContainerRuntime for OciRuntime {
             .get(&image_id)
             .cloned()
             .ok_or_else(|| RuntimeError::new("CreateContainerError", format!("image {image_id} was not pulled")))?;
-        let sandbox = if spec.sandbox.host_network {
-            None
-        } else {
-            let Some(sandboxes) = &self.sandboxes else {
-                return Err(RuntimeError::new(
-                    "CreatePodSandboxError",
-                    "container images need the bridge pod network on this node (run the node as root with \
-                     --pod-network bridge), or set hostNetwork: true",
-                ));
-            };
-            let IpAddr::V4(ip) = spec.pod_ip else {
-                return Err(RuntimeError::new("CreatePodSandboxError", "IPv6 pod IPs are not supported"));
-            };
-            Some(sandboxes.ensure(&spec.pod, ip, &spec.sandbox).await?)
-        };
+        let sandbox = self.sandbox(&spec).await?;
         // Earlier runs of this container have ended (the worker starts a run only then): their
         // bundles go, the new run gets the next number.
         let (old, run) = self.runs_of(&spec.pod.uid, &spec.container_name);

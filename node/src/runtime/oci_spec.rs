@@ -184,6 +184,7 @@ mod tests {
             cpu_limit_millis: None,
             logs: Arc::new(NoLog),
             annotations: BTreeMap::new(),
+            netns: None,
         }
     }
 

@@ -7,11 +7,14 @@
 //! failures as the reasons a pod status shows. What it does not: decide when to start or stop
 //! (the pod worker does) or fetch bytes (the image store does).
 //!
+//! A guest of a mixed pod (its spec has a `netns`, set by the OCI runtime) lives in the pod's
+//! network namespace: its listener, outgoing HTTP and sockets (`skiff-wasm-runtime`).
+//!
 //! Credentials: the cluster's own token is only ever sent to the built-in registry (the API
 //! server's `host:port`); other registries get the pod's `imagePullSecrets` or nothing.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -237,11 +240,15 @@ impl ContainerRuntime for WasmContainerRuntime {
                 .collect(),
             memory_limit: spec.memory_limit,
             output: Arc::new(LogOutput(spec.logs.clone())),
+            netns: spec.netns.clone(),
         };
         match artifact.shape() {
             Shape::Http => {
                 let port = spec.ports.first().copied().unwrap_or(8080);
-                let mut opts = HttpOptions::new(SocketAddr::new(spec.pod_ip, port));
+                // Inside the pod's own namespace every address is the pod's (its IP and
+                // localhost, as for a container); on the node's network only the pod IP is.
+                let ip = if spec.netns.is_some() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { spec.pod_ip };
+                let mut opts = HttpOptions::new(SocketAddr::new(ip, port));
                 if let Some(value) = spec.annotations.get(REQUEST_TIMEOUT_ANNOTATION) {
                     opts.request_timeout = parse_duration(value).ok_or_else(|| {
                         RuntimeError::new(

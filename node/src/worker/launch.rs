@@ -137,6 +137,8 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
         cpu_limit_millis,
         logs,
         annotations: plan.pod.metadata.annotations.clone().unwrap_or_default(),
+        // Only the runtime knows the sandbox (and sets it when the pod has one).
+        netns: None,
     };
     match plan.runtime.start(spec).await {
         Ok(running) => {

@@ -21,6 +21,7 @@ mod kubectl_apply;
 mod kubectl_errors;
 mod kubectl_verbs;
 mod logs;
+mod mixed_pods;
 mod node_failure;
 mod pod_env;
 mod port_forward;
