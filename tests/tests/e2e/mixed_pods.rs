@@ -3,9 +3,11 @@
 //! runs inside a network namespace this test creates; real runc, real CNI.
 //!
 //! The pod has the hello-http component (`wasi:http`, port 8080), the cli-probe command
-//! serving on port 9090 through `wasi:sockets`, and busybox. From busybox (`kubectl exec`),
-//! `localhost:8080` and `localhost:9090` reach the WASM guests; from the test's namespace the
-//! pod IP serves hello-http. Deleting the pod removes its container and namespace. Whatever
+//! (`wasi:sockets`: first an HTTP GET of busybox's page on `127.0.0.1:8081`, then serving on
+//! port 9090), and busybox `httpd` on port 8081. From busybox (`kubectl exec`),
+//! `localhost:8080` and `localhost:9090` reach the WASM guests, and the WASM command's log holds
+//! the page it fetched from busybox on localhost; from the test's namespace the pod IP serves
+//! hello-http. Deleting the pod removes its container and namespace. Whatever
 //! happens, runc containers, overlays and namespaces under the data dir are cleaned up.
 
 use std::net::Ipv4Addr;
@@ -75,10 +77,10 @@ spec:
     - containerPort: 8080
   - name: sockets
     image: {probe}
-    args: ["serve", "9090"]
+    args: ["get", "127.0.0.1:8081", "/hello.txt", "serve", "9090"]
   - name: shell
     image: {busybox}
-    command: ["sh", "-c", "exec sleep 100000"]
+    command: ["sh", "-c", "mkdir -p /www && echo from-busybox > /www/hello.txt && exec httpd -f -p 8081 -h /www"]
 "#
     )
 }
@@ -99,7 +101,8 @@ async fn running(skiff: &Skiff) -> Result<Value> {
 async fn wget_in_pod(skiff: &Skiff, url: &str) -> Result<String> {
     let last = std::sync::Mutex::new(String::new());
     wait_until(&format!("busybox to fetch {url}"), POD_TIMEOUT, POLL, || async {
-        let out = skiff.kubectl(&["exec", "mixed", "-c", "shell", "--", "wget", "-qO-", "-T", "5", url]).await?;
+        // No `-T`: busybox 1.35's static wget crashes with it; `timeout` bounds it instead.
+        let out = skiff.kubectl(&["exec", "mixed", "-c", "shell", "--", "timeout", "10", "wget", "-qO-", url]).await?;
         *last.lock().unwrap_or_else(|p| p.into_inner()) = out.stderr.clone();
         Ok(out.success.then_some(out.stdout))
     })
@@ -111,8 +114,6 @@ async fn wget_in_pod(skiff: &Skiff, url: &str) -> Result<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "WIP: the pod runs all three containers, but busybox-static `wget` in the container exits 139 \
-            (segfault) before connecting; the probe needs another client (nc)"]
 async fn wasm_and_oci_containers_share_the_pod_network() -> Result<()> {
     let netns = NetNs::create()?;
     let scripts = tempfile::Builder::new().prefix("skiff-mixed-e2e-").tempdir()?;
@@ -149,6 +150,14 @@ async fn wasm_and_oci_containers_share_the_pod_network() -> Result<()> {
     // A WASM command's wasi:sockets listener is the pod's too.
     let body = wget_in_pod(&skiff, "http://127.0.0.1:9090/").await?;
     ensure!(body == "cli-probe", "127.0.0.1:9090 (wasi:sockets) from busybox answered {body:?}");
+    // The other way round: the WASM command reached busybox's httpd on the pod's localhost.
+    let fetched = wait_until("the WASM command's fetch of busybox's page", POD_TIMEOUT, POLL, || async {
+        let out = skiff.kubectl(&["logs", "mixed", "-c", "sockets"]).await?;
+        Ok(out.stdout.contains("from-busybox").then_some(out.stdout))
+    })
+    .await
+    .with_context(|| format!("skiff log tail:\n{}", skiff.log_tail(30)))?;
+    ensure!(fetched.contains("listening on 9090"), "cli-probe should serve after its fetch: {fetched:?}");
     // Nothing of the pod is served on the node bridge: the address lives in the sandbox.
     let bridge = netns.ipv4_addrs("skiff0")?;
     ensure!(!bridge.contains(&format!("{ip}/32")), "{ip}/32 must not be on skiff0: {bridge:?}");

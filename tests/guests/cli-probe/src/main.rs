@@ -2,7 +2,8 @@
 //!
 //! `exit N` · `print TEXT` (stdout) · `eprint TEXT` (stderr) · `alloc MB` (allocate and touch)
 //! · `cat PATH` · `write PATH` (writes `written`) · `env NAME` · `sleep MS` · `serve PORT`
-//! (answers every HTTP request with `cli-probe`, forever) · `spin` (burns CPU forever) ·
+//! (answers every HTTP request with `cli-probe`, forever) · `get ADDR PATH` (an HTTP GET over
+//! `wasi:sockets`, retried for 30 s until something listens; prints the body) · `spin` (burns CPU forever) ·
 //! `trap` (panics → wasm trap).
 //! Several commands may follow each other: `print a sleep 10 exit 3`.
 
@@ -42,6 +43,11 @@ fn main() {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
             }
             "serve" => serve(arg()),
+            "get" => {
+                let addr = arg().to_owned();
+                print!("{}", get(&addr, arg()));
+                let _ = std::io::stdout().flush();
+            }
             "spin" => {
                 let mut n: u64 = 0;
                 loop {
@@ -66,6 +72,27 @@ fn serve(port: &str) -> ! {
         let _ = conn.read(&mut buf);
         let body = "cli-probe";
         let _ = write!(conn, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+    }
+}
+
+/// `GET path` from `addr` (`IP:PORT`) with HTTP/1.0, so the body ends where the connection does.
+fn get(addr: &str, path: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut conn = loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(conn) => break conn,
+            Err(e) if std::time::Instant::now() > deadline => fail(&format!("get: connect {addr}: {e}")),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    };
+    let _ = write!(conn, "GET {path} HTTP/1.0\r\nhost: {addr}\r\n\r\n");
+    let mut response = String::new();
+    if let Err(e) = conn.read_to_string(&mut response) {
+        fail(&format!("get: reading from {addr}: {e}"));
+    }
+    match response.split_once("\r\n\r\n") {
+        Some((_, body)) => body.to_owned(),
+        None => fail(&format!("get: no HTTP response from {addr}: {response:?}")),
     }
 }
 
