@@ -229,6 +229,19 @@ pub trait ContainerRuntime: Send + Sync + Debug + 'static {
         false
     }
 
+    /// Whether this runtime, rather than the node's default one, should run a pod that names
+    /// no runtime and lists `image` (the OCI runtime: a container image). May pull the image
+    /// per `policy`; a failed pull answers `false` (the default runtime's launch reports it).
+    async fn claims_image(&self, _image: &str, _policy: PullPolicy, _creds: &PullCredentials) -> bool {
+        false
+    }
+
+    /// Whether `container_id` (as in `containerStatuses[].containerID`) is one of this
+    /// runtime's containers: after an agent restart, a pod stays on the runtime it ran on.
+    fn owns_container_id(&self, _container_id: &str) -> bool {
+        false
+    }
+
     /// Creates and starts a container; returns once it runs (an HTTP component: once it listens).
     async fn start(&self, spec: ContainerSpec) -> Result<Box<dyn RunningContainer>, RuntimeError>;
 

@@ -12,13 +12,13 @@
 //! loopback mode (no root, no bridge) only `hostNetwork: true` pods can run here, anything
 //! else fails with `CreatePodSandboxError` saying so.
 //!
-//! Mixed pods (WASM and container images in one pod): the rule is by image kind after the
-//! pull. A pod asking for `runtimeClassName: oci` may list WebAssembly artifacts too; such a
-//! container is handed to the node's WASM runtime (`with_wasm`) with the pod's sandbox
-//! namespace in [`ContainerSpec::netns`], so the guest listens on the pod IP and `localhost`
-//! inside the pod and its outgoing connections start there. Nothing changes for scheduling:
-//! the pod lands on a node offering `oci`, and every such node also runs WASM (it is always
-//! on). Pods without a runtime class stay all-WASM on the node's own network.
+//! Mixed pods (WASM and container images in one pod): a pod comes here when it names
+//! `runtimeClassName: oci` or, naming none, lists a container image anywhere (the worker's
+//! `choose` rule, through [`ContainerRuntime::claims_image`]). Its WebAssembly containers are
+//! handed to the node's WASM runtime (`with_wasm`) with the pod's sandbox namespace in
+//! [`ContainerSpec::netns`], so the guest listens on the pod IP and `localhost` inside the pod
+//! and its outgoing connections start there. All-WASM pods never come here: they keep the
+//! in-process path on the node's own network.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -176,6 +176,15 @@ impl ContainerRuntime for OciRuntime {
             self.unpacked.lock().unwrap_or_else(|p| p.into_inner()).insert(image_id.clone(), unpacked);
         }
         Ok(ImageRef { reference: image_ref.to_string(), image_id: format!("{}@{}", pulled.reference, image_id) })
+    }
+
+    async fn claims_image(&self, image_ref: &str, policy: PullPolicy, creds: &PullCredentials) -> bool {
+        let pulled = pull_with(&self.images, self.builtin.as_ref(), &self.insecure_registries, image_ref, policy, creds);
+        matches!(pulled.await, Ok(p) if matches!(p.kind, ImageKind::Container { .. }))
+    }
+
+    fn owns_container_id(&self, container_id: &str) -> bool {
+        container_id.starts_with(ID_PREFIX)
     }
 
     async fn image_present(&self, image_ref: &str) -> bool {

@@ -11,6 +11,7 @@
 //! `ending`.
 
 pub mod backoff;
+mod choose;
 pub mod container;
 mod ending;
 mod handle;
@@ -113,6 +114,8 @@ struct Worker {
     /// Every init container has done its part; app containers may run (never undone).
     initialized: bool,
     events: PodEvents,
+    /// The runtime running this pod, chosen once at set-up (`choose`).
+    runtime: Option<Arc<dyn ContainerRuntime>>,
     pod_ip: Option<IpAddr>,
     /// Whether this worker holds an IPAM assignment (released once the pod is done).
     holds_ip: bool,
@@ -175,6 +178,7 @@ impl Worker {
             pod,
             pod_ref,
             slots,
+            runtime: None,
             pod_ip: None,
             holds_ip: false,
             volumes: None,
@@ -338,8 +342,15 @@ impl Worker {
         }
     }
 
-    /// The pod IP and volumes, once.
+    /// The runtime, pod IP and volumes, once.
     async fn setup(&mut self) -> Result<(), String> {
+        if self.runtime.is_none() {
+            // The pod's own pull secrets count when classifying its images.
+            let keyring = self.ctx.env.pull_keyring(&self.pod).await.unwrap_or_default();
+            let creds = self.ctx.creds.with_pod_keyring(keyring);
+            // A runtime the node lacks is the containers' error (each launch reports it), not set-up's.
+            self.runtime = choose::choose_runtime(&self.pod, &self.ctx.runtimes, &creds).await.ok();
+        }
         if self.pod_ip.is_none() {
             let host_network = self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
             if host_network {
@@ -349,7 +360,7 @@ impl Worker {
                 self.holds_ip = true;
                 // A runtime with its own pod network (OCI: a namespace attached by CNI) puts the
                 // address inside the pod; otherwise the node serves it on the bridge/loopback.
-                let own_network = spec::runtime_for(&self.pod, &self.ctx.runtimes).is_ok_and(|r| r.networks_pods());
+                let own_network = self.runtime.as_ref().is_some_and(|r| r.networks_pods());
                 if !own_network {
                     self.ctx.net.add_pod_ip(ip).await.map_err(|e| format!("setting up pod IP {ip}: {e}"))?;
                 }
@@ -398,7 +409,10 @@ impl Worker {
         let field_path = self.field_path(idx);
         let slot = &mut self.slots[idx];
         let policy = slot.kind.policy(self.policy);
-        let prepared = spec::runtime_for(&self.pod, &self.ctx.runtimes)
+        let prepared = self
+            .runtime
+            .clone()
+            .map_or_else(|| spec::runtime_for(&self.pod, &self.ctx.runtimes), Ok)
             .and_then(|rt| volumes.mounts(&slot.container).map(|m| (rt, m)).map_err(|e| e.to_string()));
         let (runtime, mounts) = match prepared {
             Ok(p) => p,

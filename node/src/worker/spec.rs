@@ -124,16 +124,19 @@ pub fn sandbox(pod: &Pod) -> SandboxSpec {
     SandboxSpec { hostname, fqdn, host_aliases, host_ports, host_network: spec.host_network.unwrap_or(false) }
 }
 
-/// The runtime `pod` asks for: `runtimeClassName`, else the `skiff.dev/runtime` annotation or
-/// label, else the first runtime (the WASM one). `Err` names the missing runtime.
-pub fn runtime_for(pod: &Pod, runtimes: &[Arc<dyn ContainerRuntime>]) -> Result<Arc<dyn ContainerRuntime>, String> {
-    let wanted = pod
-        .spec
+/// The runtime `pod` names: `runtimeClassName`, else the `skiff.dev/runtime` annotation or label.
+pub fn named_runtime(pod: &Pod) -> Option<&str> {
+    pod.spec
         .as_ref()
-        .and_then(|s| s.runtime_class_name.clone())
-        .or_else(|| pod.metadata.annotations.as_ref().and_then(|a| a.get(skiff_api::labels::RUNTIME).cloned()))
-        .or_else(|| pod.metadata.labels.as_ref().and_then(|l| l.get(skiff_api::labels::RUNTIME).cloned()));
-    match wanted {
+        .and_then(|s| s.runtime_class_name.as_deref())
+        .or_else(|| pod.metadata.annotations.as_ref().and_then(|a| a.get(skiff_api::labels::RUNTIME)).map(String::as_str))
+        .or_else(|| pod.metadata.labels.as_ref().and_then(|l| l.get(skiff_api::labels::RUNTIME)).map(String::as_str))
+}
+
+/// The runtime `pod` names ([`named_runtime`]), else the first runtime (the WASM one). `Err`
+/// names the missing runtime. The worker's full rule, image kinds included, is `choose`'s.
+pub fn runtime_for(pod: &Pod, runtimes: &[Arc<dyn ContainerRuntime>]) -> Result<Arc<dyn ContainerRuntime>, String> {
+    match named_runtime(pod) {
         None => runtimes.first().cloned().ok_or_else(|| "this node offers no runtime".to_string()),
         Some(name) => runtimes.iter().find(|r| r.name() == name).cloned().ok_or_else(|| {
             let offered: Vec<&str> = runtimes.iter().map(|r| r.name()).collect();

@@ -2,6 +2,7 @@
 //! container shares ONE network namespace. `skiff up --pod-network bridge --runtimes wasm,oci`
 //! runs inside a network namespace this test creates; real runc, real CNI.
 //!
+//! The pod names no runtime class: its busybox image alone puts it on the OCI runtime.
 //! The pod has the hello-http component (`wasi:http`, port 8080), the cli-probe command
 //! (`wasi:sockets`: first an HTTP GET of busybox's page on `127.0.0.1:8081`, then serving on
 //! port 9090), and busybox `httpd` on port 8081. From busybox (`kubectl exec`),
@@ -68,7 +69,6 @@ kind: Pod
 metadata:
   name: mixed
 spec:
-  runtimeClassName: oci
   terminationGracePeriodSeconds: 1
   containers:
   - name: hello
