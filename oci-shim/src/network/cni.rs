@@ -167,25 +167,29 @@ impl Cni {
     }
 
     async fn add_lists(&self, pod: &PodAttachment) -> Result<PodNetworkStatus, CniError> {
-        let mut status = None;
-        for (list, ifname) in self.lists(pod) {
-            let runtime = conflist::runtime_config(pod);
-            let mut prev: Option<Value> = None;
-            let mut last_plugin = "";
-            for plugin in conflist::plugins(&list) {
-                last_plugin = conflist::plugin_type(plugin);
-                let stdin = conflist::plugin_stdin(&list, plugin, &runtime, prev.as_ref());
-                let out = run_plugin(last_plugin, &self.invocation("ADD", pod, ifname), &to_bytes(&stdin)).await?;
-                prev = Some(serde_json::from_slice(&out).map_err(|e| bad(last_plugin, e))?);
-            }
-            let result = prev.ok_or_else(|| bad(last_plugin, "the network list has no plugins"))?;
-            self.write_cache(&list, pod, ifname, &result).await?;
-            if ifname == "eth0" {
-                let raw: RawResult = serde_json::from_value(result).map_err(|e| bad(last_plugin, e))?;
-                status = status_of(&raw, ifname);
-            }
+        // One list after the other: side by side measured no faster on a loaded 2-core node.
+        let [(lo_list, lo), (pod_list, eth0)] = self.lists(pod);
+        self.add_list(&lo_list, pod, lo).await?;
+        let (plugin, result) = self.add_list(&pod_list, pod, eth0).await?;
+        let raw: RawResult = serde_json::from_value(result).map_err(|e| bad(plugin, e))?;
+        status_of(&raw, eth0).ok_or_else(|| bad("bridge", "no IPv4 address in the result"))
+    }
+
+    /// ADD through one list's plugins in order, each given the previous one's result; caches
+    /// and returns the last result (with the plugin that produced it).
+    async fn add_list<'l>(&self, list: &'l Value, pod: &PodAttachment, ifname: &str) -> Result<(&'l str, Value), CniError> {
+        let runtime = conflist::runtime_config(pod);
+        let mut prev: Option<Value> = None;
+        let mut last_plugin = "";
+        for plugin in conflist::plugins(list).iter().filter(|p| needed(p, pod)) {
+            last_plugin = conflist::plugin_type(plugin);
+            let stdin = conflist::plugin_stdin(list, plugin, &runtime, prev.as_ref());
+            let out = run_plugin(last_plugin, &self.invocation("ADD", pod, ifname), &to_bytes(&stdin)).await?;
+            prev = Some(serde_json::from_slice(&out).map_err(|e| bad(last_plugin, e))?);
         }
-        status.ok_or_else(|| bad("bridge", "no IPv4 address in the result"))
+        let result = prev.ok_or_else(|| bad(last_plugin, "the network list has no plugins"))?;
+        self.write_cache(list, pod, ifname, &result).await?;
+        Ok((last_plugin, result))
     }
 
     /// Asks every plugin whether the pod's networking is still as ADD left it.
@@ -198,7 +202,7 @@ impl Cni {
                 network: list["name"].as_str().unwrap_or_default().to_string(),
             })?;
             let runtime = conflist::runtime_config(pod);
-            for plugin in conflist::plugins(&list) {
+            for plugin in conflist::plugins(&list).iter().filter(|p| needed(p, pod)) {
                 let stdin = conflist::plugin_stdin(&list, plugin, &runtime, Some(&prev));
                 let plugin = conflist::plugin_type(plugin);
                 match run_plugin(plugin, &self.invocation("CHECK", pod, ifname), &to_bytes(&stdin)).await {
@@ -326,6 +330,13 @@ fn validate(subnet: Ipv4Net, pod: &PodAttachment) -> Result<(), String> {
         return Err(format!("network namespace path {:?} must be absolute", pod.netns));
     }
     Ok(())
+}
+
+/// Whether ADD and CHECK run `plugin` for `pod`: `portmap` only when the pod maps host ports —
+/// with none it does nothing but costs a process start on every pod start. DEL runs every
+/// plugin regardless (it is idempotent, and a removal does not know the pod's mappings).
+fn needed(plugin: &Value, pod: &PodAttachment) -> bool {
+    conflist::plugin_type(plugin) != "portmap" || !pod.port_mappings.is_empty()
 }
 
 /// portmap before 1.2 (Debian 12 ships 1.1.1) checks ip6tables chains for every pod, and so
