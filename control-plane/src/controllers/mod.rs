@@ -23,6 +23,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod owner;
 pub mod replicaset;
+pub mod service_alloc;
 pub mod statefulset;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -35,7 +36,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use skiff_api::selector::SelectorError;
@@ -162,6 +163,7 @@ informers! {
     leases: Lease = ("coordination.k8s.io", "leases"),
     storage_classes: StorageClass = ("storage.k8s.io", "storageclasses"),
     pdbs: PodDisruptionBudget = ("policy", "poddisruptionbudgets"),
+    services: Service = ("", "services"),
 }
 
 /// What the controllers are told at start (kube-controller-manager's flags that matter here).
@@ -259,6 +261,7 @@ pub fn start(
     spawn(&gc, WORKERS, &ctx, cancel, tasks);
     spawn(&namespaces, WORKERS, &ctx, cancel, tasks);
     spawn(&sts, WORKERS, &ctx, cancel, tasks);
+    tasks.spawn(service_alloc::RepairController::new(&ctx).run(cancel.clone()));
     ctx.inf
 }
 

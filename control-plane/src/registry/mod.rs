@@ -8,4 +8,5 @@ pub mod list;
 pub mod namespaces;
 pub mod object;
 pub mod rest;
+pub mod service_alloc;
 pub mod strategy;

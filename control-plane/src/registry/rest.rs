@@ -12,6 +12,7 @@ use tracing::instrument;
 use super::catalog::ResourceInfo;
 use super::namespaces::NamespaceCache;
 use super::object::{self, meta_mut, meta_str};
+use super::service_alloc::{self, ServiceAllocator, ServiceNetwork};
 use super::strategy;
 use crate::apiserver::error::ApiError;
 use crate::apiserver::request::FieldValidation;
@@ -62,6 +63,8 @@ pub struct Registry {
     namespaces: NamespaceCache,
     /// `tolerationSeconds` of the default not-ready/unreachable tolerations new pods get.
     default_toleration_seconds: i64,
+    /// Cluster IPs and node ports of Services.
+    services: ServiceAllocator,
 }
 
 /// How often a write retries after losing a compare-and-swap race it did not ask for.
@@ -69,7 +72,19 @@ const MAX_RETRIES: usize = 16;
 
 impl Registry {
     pub fn new(store: SharedStore) -> Self {
-        Self { store, namespaces: NamespaceCache::default(), default_toleration_seconds: 300 }
+        let services = ServiceAllocator::new(store.clone(), ServiceNetwork::default());
+        Self { store, namespaces: NamespaceCache::default(), default_toleration_seconds: 300, services }
+    }
+
+    /// Sets the Service network (`--service-cluster-ip-range`, `--service-node-port-range`).
+    pub fn with_service_network(mut self, network: ServiceNetwork) -> Self {
+        self.services = ServiceAllocator::new(self.store.clone(), network);
+        self
+    }
+
+    /// The Service address and port allocator (the repair controller and bootstrap use it).
+    pub fn service_allocator(&self) -> &ServiceAllocator {
+        &self.services
     }
 
     /// Sets the `tolerationSeconds` of the default not-ready/unreachable tolerations
@@ -158,7 +173,15 @@ impl Registry {
                 return Ok(Written { object: obj, warnings });
             }
             let key = info.key(ns, &name);
-            match self.store.create(&key, object::encode(&obj)?).await {
+            let reserved = match info.kind {
+                "Service" => Some(self.services.assign(&mut obj, None).await?),
+                _ => None,
+            };
+            let created = self.store.create(&key, object::encode(&obj)?).await;
+            if let (Err(_), Some(reserved)) = (&created, reserved) {
+                self.services.release(reserved).await;
+            }
+            match created {
                 Ok(kv) => {
                     object::set_resource_version(&mut obj, kv.mod_revision);
                     return Ok(Written { object: obj, warnings });
@@ -238,6 +261,10 @@ impl Registry {
             }
             defaults::apply_defaults(info.kind, &mut new);
             strategy::prepare_for_update(info, subresource, &mut new, &old);
+            let service_spec = info.kind == "Service" && subresource.is_none();
+            if service_spec {
+                service_alloc::carry_over(&mut new, &old);
+            }
             // A binding is the one write that may set spec.nodeName, which the pod update
             // rules forbid: it is validated as an object, not as an update.
             let old_for_rules = if subresource == Some("binding") { None } else { Some(&old) };
@@ -264,7 +291,12 @@ impl Registry {
             if opts.dry_run {
                 return Ok(Written { object: new, warnings: vec![] });
             }
-            match self.store.update(&key, object::encode(&new)?, kv.mod_revision).await {
+            let reserved = if service_spec { Some(self.services.assign(&mut new, Some(&old)).await?) } else { None };
+            let updated = self.store.update(&key, object::encode(&new)?, kv.mod_revision).await;
+            if let (Err(_), Some(reserved)) = (&updated, reserved) {
+                self.services.release(reserved).await;
+            }
+            match updated {
                 Ok(kv) => {
                     object::set_resource_version(&mut new, kv.mod_revision);
                     return Ok(Written { object: new, warnings: vec![] });

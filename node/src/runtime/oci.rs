@@ -179,7 +179,8 @@ impl ContainerRuntime for OciRuntime {
     }
 
     async fn claims_image(&self, image_ref: &str, policy: PullPolicy, creds: &PullCredentials) -> bool {
-        let pulled = pull_with(&self.images, self.builtin.as_ref(), &self.insecure_registries, image_ref, policy, creds);
+        let pulled =
+            pull_with(&self.images, self.builtin.as_ref(), &self.insecure_registries, image_ref, policy, creds);
         matches!(pulled.await, Ok(p) if matches!(p.kind, ImageKind::Container { .. }))
     }
 

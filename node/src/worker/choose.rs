@@ -62,7 +62,10 @@ pub async fn choose_runtime(
 }
 
 /// The runtime whose container ids the pod's status reports (an earlier agent started them).
-fn owner_of_reported_containers(pod: &Pod, runtimes: &[Arc<dyn ContainerRuntime>]) -> Option<Arc<dyn ContainerRuntime>> {
+fn owner_of_reported_containers(
+    pod: &Pod,
+    runtimes: &[Arc<dyn ContainerRuntime>],
+) -> Option<Arc<dyn ContainerRuntime>> {
     let status = pod.status.as_ref()?;
     let statuses = status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
     let ids: Vec<&str> = statuses.filter_map(|s| s.container_id.as_deref()).collect();
@@ -108,7 +111,10 @@ mod tests {
 
     fn pod(init: &[&str], images: &[&str], class: Option<&str>) -> Pod {
         let containers = |images: &[&str]| {
-            images.iter().map(|i| Container { name: (*i).into(), image: Some((*i).into()), ..Default::default() }).collect()
+            images
+                .iter()
+                .map(|i| Container { name: (*i).into(), image: Some((*i).into()), ..Default::default() })
+                .collect()
         };
         Pod {
             spec: Some(PodSpec {

@@ -129,7 +129,9 @@ pub fn named_runtime(pod: &Pod) -> Option<&str> {
     pod.spec
         .as_ref()
         .and_then(|s| s.runtime_class_name.as_deref())
-        .or_else(|| pod.metadata.annotations.as_ref().and_then(|a| a.get(skiff_api::labels::RUNTIME)).map(String::as_str))
+        .or_else(|| {
+            pod.metadata.annotations.as_ref().and_then(|a| a.get(skiff_api::labels::RUNTIME)).map(String::as_str)
+        })
         .or_else(|| pod.metadata.labels.as_ref().and_then(|l| l.get(skiff_api::labels::RUNTIME)).map(String::as_str))
 }
 

@@ -177,7 +177,12 @@ impl Cni {
 
     /// ADD through one list's plugins in order, each given the previous one's result; caches
     /// and returns the last result (with the plugin that produced it).
-    async fn add_list<'l>(&self, list: &'l Value, pod: &PodAttachment, ifname: &str) -> Result<(&'l str, Value), CniError> {
+    async fn add_list<'l>(
+        &self,
+        list: &'l Value,
+        pod: &PodAttachment,
+        ifname: &str,
+    ) -> Result<(&'l str, Value), CniError> {
         let runtime = conflist::runtime_config(pod);
         let mut prev: Option<Value> = None;
         let mut last_plugin = "";
