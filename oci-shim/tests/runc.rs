@@ -84,6 +84,7 @@ fn tests() -> Vec<(&'static str, TestFn)> {
         ("read_only_rootfs_refuses_writes", || Box::pin(read_only_rootfs_refuses_writes())),
         ("run_as_user_shows_in_id", || Box::pin(run_as_user_shows_in_id())),
         ("exec_returns_output_and_code", || Box::pin(exec_returns_output_and_code())),
+        ("exec_tty_has_a_resizable_terminal", || Box::pin(exec_tty_has_a_resizable_terminal())),
         ("shim_survives_driver_and_is_readopted", || Box::pin(shim_survives_driver_and_is_readopted())),
         ("latency_vs_bare_runc", || Box::pin(latency_vs_bare_runc())),
     ]
@@ -348,7 +349,56 @@ async fn exec_returns_output_and_code() -> Result<()> {
     ensure!(out == "out-in\n" && err == "err\n", "out {out:?} err {err:?}");
     ensure!(status.code() == Some(7), "{status:?}");
     let tty = env.runc.exec(&spec.id, &argv, &ExecOptions { tty: true, ..ExecOptions::default() });
-    ensure!(tty.is_err(), "tty is refused with a clear error");
+    ensure!(tty.is_err(), "a piped exec refuses a tty (exec_tty has it)");
+    env.runc.stop(&spec.id, Duration::from_millis(100)).await?;
+    Ok(())
+}
+
+/// Reads `from` into `seen` until it contains `needle` (20 s at most).
+async fn read_until(from: &mut (impl tokio::io::AsyncRead + Unpin), seen: &mut String, needle: &str) -> Result<()> {
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !seen.contains(needle) {
+        let n = tokio::time::timeout_at(deadline, from.read(&mut buf))
+            .await
+            .with_context(|| format!("{needle:?} not seen within 20s; got {seen:?}"))??;
+        ensure!(n > 0, "terminal ended before {needle:?}; got {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    Ok(())
+}
+
+async fn exec_tty_has_a_resizable_terminal() -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::new()?;
+    let spec = env.spec("tty", "echo ready; sleep 1000");
+    let handle = env.runc.start(&spec, &env.lowerdirs()).await?;
+    wait_for_log(&handle.log, "ready").await?;
+    let mut exec = env.runc.exec_tty(&spec.id, &["sh".to_string()], &ExecOptions::default()).await?;
+    let (mut out, mut input) = exec.console.split();
+    exec.resize(100, 30)?;
+    let mut seen = String::new();
+    input.write_all(b"tty; echo err-$((6*7)) >&2\n").await?;
+    read_until(&mut out, &mut seen, "/dev/pts/").await?;
+    // stderr shares the terminal.
+    read_until(&mut out, &mut seen, "err-42").await?;
+    ensure!(seen.contains("/dev/pts/"), "{seen:?}");
+    exec.resize(120, 40)?;
+    input.write_all(b"stty size; exit 3\n").await?;
+    read_until(&mut out, &mut seen, "40 120").await?;
+    let status = tokio::time::timeout(Duration::from_secs(20), exec.child.wait()).await??;
+    ensure!(status.code() == Some(3), "{status:?}");
+    // The shell is gone: the terminal's output ends instead of hanging.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), out.read_to_end(&mut rest)).await??;
+    let mut missing = env.runc.exec_tty("no-such-container", &["sh".to_string()], &ExecOptions::default()).await?;
+    let status = tokio::time::timeout(Duration::from_secs(20), missing.child.wait()).await??;
+    ensure!(!status.success(), "exec_tty in a missing container fails");
+    let mut said = Vec::new();
+    let (mut out, _) = missing.console.split();
+    tokio::time::timeout(Duration::from_secs(5), out.read_to_end(&mut said)).await??;
+    let said = String::from_utf8_lossy(&said);
+    ensure!(said.contains("not exist"), "runc's error shows on the terminal: {said:?}");
     env.runc.stop(&spec.id, Duration::from_millis(100)).await?;
     Ok(())
 }
