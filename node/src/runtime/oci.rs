@@ -429,13 +429,11 @@ impl RunningContainer for OciContainer {
         true
     }
 
-    /// `runc exec` with the session's streams piped through (`kubectl exec`, `kubectl cp`).
+    /// `runc exec` with the session's streams piped through (`kubectl exec`, `kubectl cp`), or
+    /// on a terminal (`kubectl exec -t`).
     async fn exec(&self, argv: Vec<String>, tty: bool, io: ExecIo) -> Result<i32, RuntimeError> {
         if tty {
-            return Err(RuntimeError::new(
-                "NotSupported",
-                "interactive terminals (exec -t) are not supported for OCI containers yet; run without -t",
-            ));
+            return tty_exec(&self.runc, &self.id, argv, io).await;
         }
         let options = skiff_oci_shim::runtime::ExecOptions::default();
         let mut child = self
@@ -457,6 +455,47 @@ impl RunningContainer for OciContainer {
         let status = status.map_err(|e| RuntimeError::new("ExecError", format!("waiting for {argv:?}: {e}")))?;
         Ok(status.code().unwrap_or(128 + status.signal().unwrap_or(0)))
     }
+}
+
+/// How long a terminal's output may still drain after its command exited (a background
+/// process of the command may keep the terminal open forever).
+const TTY_DRAIN: Duration = Duration::from_secs(2);
+
+/// `kubectl exec -t`: the command on a terminal whose output (stdout and stderr merged, as
+/// Kubernetes does) goes to the session's stdout, its input from the session's stdin, and
+/// the session's resize messages to its window size.
+async fn tty_exec(runc: &Runc, id: &str, argv: Vec<String>, io: ExecIo) -> Result<i32, RuntimeError> {
+    let options = skiff_oci_shim::runtime::ExecOptions::default();
+    let mut exec = runc
+        .exec_tty(id, &argv, &options)
+        .await
+        .map_err(|e| RuntimeError::new("ExecError", format!("starting {argv:?} on a terminal in the container: {e}")))?;
+    let (output, mut input) = exec.console.split();
+    let mut helpers = tokio::task::JoinSet::new();
+    if let Some(mut from) = io.stdin {
+        helpers.spawn(async move {
+            let _ = tokio::io::copy(&mut from, &mut input).await;
+        });
+    }
+    let mut sizes = io.resize;
+    let out = io.stdout.or(io.stderr);
+    let mut pump = tokio::spawn(pipe(Some(output), out));
+    let status = loop {
+        tokio::select! {
+            status = exec.child.wait() => break status,
+            Some(size) = async { sizes.as_mut()?.recv().await } => {
+                if let Err(e) = exec.resize(size.width, size.height) {
+                    tracing::debug!(error = %e, "resizing an exec terminal");
+                }
+            }
+        }
+    };
+    if tokio::time::timeout(TTY_DRAIN, &mut pump).await.is_err() {
+        pump.abort();
+    }
+    helpers.abort_all();
+    let status = status.map_err(|e| RuntimeError::new("ExecError", format!("waiting for {argv:?}: {e}")))?;
+    Ok(status.code().unwrap_or(128 + status.signal().unwrap_or(0)))
 }
 
 /// Copies a child's output stream to the session (or drains it when the client did not ask).
