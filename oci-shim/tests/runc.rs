@@ -85,6 +85,7 @@ fn tests() -> Vec<(&'static str, TestFn)> {
         ("run_as_user_shows_in_id", || Box::pin(run_as_user_shows_in_id())),
         ("exec_returns_output_and_code", || Box::pin(exec_returns_output_and_code())),
         ("exec_tty_has_a_resizable_terminal", || Box::pin(exec_tty_has_a_resizable_terminal())),
+        ("attach_streams_live_output", || Box::pin(attach_streams_live_output())),
         ("shim_survives_driver_and_is_readopted", || Box::pin(shim_survives_driver_and_is_readopted())),
         ("latency_vs_bare_runc", || Box::pin(latency_vs_bare_runc())),
     ]
@@ -400,6 +401,42 @@ async fn exec_tty_has_a_resizable_terminal() -> Result<()> {
     let said = String::from_utf8_lossy(&said);
     ensure!(said.contains("not exist"), "runc's error shows on the terminal: {said:?}");
     env.runc.stop(&spec.id, Duration::from_millis(100)).await?;
+    Ok(())
+}
+
+async fn attach_streams_live_output() -> Result<()> {
+    use skiff_oci_shim::runtime::attach::{STDERR, STDOUT, read_frame};
+    let env = Env::new()?;
+    let spec = env.spec(
+        "attach",
+        "echo ready; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo live-out; echo live-err >&2; sleep 0.2",
+    );
+    let handle = env.runc.start(&spec, &env.lowerdirs()).await?;
+    wait_for_log(&handle.log, "ready").await?;
+    let mut socket = env.runc.attach(&spec.id).await?;
+    // The shim registers the client on its accept thread: give it a moment before the
+    // container goes on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let go = ["touch".to_string(), "/tmp/go".to_string()];
+    let status = env.runc.exec(&spec.id, &go, &ExecOptions::default())?.wait().await?;
+    ensure!(status.success(), "touch /tmp/go: {status:?}");
+    let (mut out, mut err) = (String::new(), String::new());
+    let read_all = async {
+        while let Some((stream, data)) = read_frame(&mut socket).await? {
+            match stream {
+                STDOUT => out.push_str(&String::from_utf8_lossy(&data)),
+                STDERR => err.push_str(&String::from_utf8_lossy(&data)),
+                other => bail!("unknown stream {other}"),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(20), read_all)
+        .await
+        .context("attach did not end with the container")??;
+    // Only what came after attaching, and the stream ends when the container does.
+    ensure!(out == "live-out\n" && err == "live-err\n", "attached out {out:?} err {err:?}");
+    ensure!(env.runc.attach(&spec.id).await.is_err(), "no attach to an ended container");
     Ok(())
 }
 

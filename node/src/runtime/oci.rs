@@ -429,6 +429,11 @@ impl RunningContainer for OciContainer {
         true
     }
 
+    /// The container's live output (`kubectl attach`), from its shim.
+    async fn attach(&self, io: ExecIo) -> Result<(), RuntimeError> {
+        attach_output(&self.runc, &self.id, io).await
+    }
+
     /// `runc exec` with the session's streams piped through (`kubectl exec`, `kubectl cp`), or
     /// on a terminal (`kubectl exec -t`).
     async fn exec(&self, argv: Vec<String>, tty: bool, io: ExecIo) -> Result<i32, RuntimeError> {
@@ -457,6 +462,35 @@ impl RunningContainer for OciContainer {
     }
 }
 
+/// `kubectl attach` without stdin or a terminal: the container's output from now on, until it
+/// ends or the client leaves (the session drops this future).
+async fn attach_output(runc: &Runc, id: &str, io: ExecIo) -> Result<(), RuntimeError> {
+    use skiff_oci_shim::runtime::attach;
+    if io.stdin.is_some() {
+        // The shim does not keep the container's stdin yet (see `skiff_oci_shim::runtime::attach`).
+        tracing::debug!(%id, "attach: stdin is not connected for OCI containers");
+    }
+    let mut socket =
+        runc.attach(id).await.map_err(|e| RuntimeError::new("AttachError", format!("attaching to {id}: {e}")))?;
+    let (mut stdout, mut stderr) = (io.stdout, io.stderr);
+    loop {
+        let frame = attach::read_frame(&mut socket)
+            .await
+            .map_err(|e| RuntimeError::new("AttachError", format!("reading the output of {id}: {e}")))?;
+        let Some((stream, data)) = frame else { break };
+        let to = if stream == attach::STDERR { stderr.as_mut() } else { stdout.as_mut() };
+        if let Some(to) = to
+            && tokio::io::AsyncWriteExt::write_all(to, &data).await.is_err()
+        {
+            break;
+        }
+    }
+    for to in [stdout.as_mut(), stderr.as_mut()].into_iter().flatten() {
+        let _ = tokio::io::AsyncWriteExt::shutdown(to).await;
+    }
+    Ok(())
+}
+
 /// How long a terminal's output may still drain after its command exited (a background
 /// process of the command may keep the terminal open forever).
 const TTY_DRAIN: Duration = Duration::from_secs(2);
@@ -466,10 +500,9 @@ const TTY_DRAIN: Duration = Duration::from_secs(2);
 /// the session's resize messages to its window size.
 async fn tty_exec(runc: &Runc, id: &str, argv: Vec<String>, io: ExecIo) -> Result<i32, RuntimeError> {
     let options = skiff_oci_shim::runtime::ExecOptions::default();
-    let mut exec = runc
-        .exec_tty(id, &argv, &options)
-        .await
-        .map_err(|e| RuntimeError::new("ExecError", format!("starting {argv:?} on a terminal in the container: {e}")))?;
+    let mut exec = runc.exec_tty(id, &argv, &options).await.map_err(|e| {
+        RuntimeError::new("ExecError", format!("starting {argv:?} on a terminal in the container: {e}"))
+    })?;
     let (output, mut input) = exec.console.split();
     let mut helpers = tokio::task::JoinSet::new();
     if let Some(mut from) = io.stdin {

@@ -496,6 +496,21 @@ impl Runc {
         cmd
     }
 
+    /// Connects to the running container's live output (see [`super::attach`]): frames read
+    /// with [`super::attach::read_frame`] until the container ends.
+    pub async fn attach(&self, id: &str) -> Result<tokio::net::UnixStream, RuncError> {
+        let bundle = Bundle::open(&self.config.bundle_root, id).ok_or_else(|| RuncError::NotFound(id.to_string()))?;
+        super::attach::connect(bundle.dir()).await.map_err(|e| RuncError::Runc {
+            op: "attach",
+            id: id.to_string(),
+            message: if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::ConnectionRefused {
+                "the container has ended, or its shim predates attach".to_string()
+            } else {
+                format!("connecting to the shim: {e}")
+            },
+        })
+    }
+
     /// The directory bundles live in.
     pub fn bundle_root(&self) -> &Path {
         &self.config.bundle_root

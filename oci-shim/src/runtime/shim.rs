@@ -6,7 +6,8 @@
 //! 1. leaves the agent's session and makes itself a child subreaper, so the container's init
 //!    process becomes *its* child when `runc create` exits — and so its exit status can be read;
 //! 2. runs `runc create` with two pipes as the container's stdout and stderr, copying them into
-//!    the bundle's `log` file, then `runc start`;
+//!    the bundle's `log` file (and to clients of its attach socket, [`super::attach`]), then
+//!    `runc start`;
 //! 3. writes `status.json` (pid, start time) and answers the driver with one line on its stdout:
 //!    `ok <pid>` or `error <message>`;
 //! 4. waits for init to exit, reads the cgroup's OOM-kill counter, writes the exit into
@@ -29,6 +30,7 @@ use std::time::Duration;
 use oci_spec::runtime::Spec;
 use rustix::process::{WaitOptions, getpid};
 
+use super::attach::{self, AttachServer};
 use super::bundle::Bundle;
 use super::status::{self, ExitStatus, StatusFile};
 
@@ -160,6 +162,14 @@ fn run(args: &ShimArgs, bundle: &Bundle) -> Result<(), String> {
         .open(bundle.log())
         .map_err(|e| format!("opening {}: {e}", bundle.log().display()))?;
     let log = Arc::new(Mutex::new(log));
+    // Without the socket the container still runs; only `kubectl attach` will say it cannot.
+    let attached = match AttachServer::bind(bundle.dir()) {
+        Ok(server) => Some(Arc::new(server)),
+        Err(e) => {
+            eprintln!("container-shim {}: no attach socket: {e}", args.id);
+            None
+        }
+    };
     let (out_r, out_w) = io::pipe().map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = io::pipe().map_err(|e| format!("pipe: {e}"))?;
     let _ = std::fs::remove_file(bundle.pid_file());
@@ -178,7 +188,10 @@ fn run(args: &ShimArgs, bundle: &Bundle) -> Result<(), String> {
         .map_err(|e| format!("running {}: {e}", args.runc.display()))?;
     // The Command (and with it our copy of the write ends) is gone: the pipes close when the
     // container's processes exit, which ends the copiers.
-    let copiers = [spawn_copier(out_r, "stdout", Arc::clone(&log)), spawn_copier(err_r, "stderr", Arc::clone(&log))];
+    let copiers = [
+        spawn_copier(out_r, Stream::Stdout, Arc::clone(&log), attached.clone()),
+        spawn_copier(err_r, Stream::Stderr, Arc::clone(&log), attached.clone()),
+    ];
     if !created.success() {
         return Err(runc_error(bundle).unwrap_or_else(|| format!("runc create failed: {created}")));
     }
@@ -207,6 +220,9 @@ fn run(args: &ShimArgs, bundle: &Bundle) -> Result<(), String> {
     let oom_killed =
         cgroups_path.as_deref().and_then(|p| status::oom_kills(&p.to_string_lossy())).is_some_and(|n| n > 0);
     wait_drained(copiers);
+    if let Some(server) = &attached {
+        server.close();
+    }
     record.exit = Some(ExitStatus {
         code: status::exit_code(code, signal),
         signal,
@@ -239,12 +255,38 @@ fn wait_drained(copiers: [std::sync::mpsc::Receiver<()>; 2]) {
     }
 }
 
-/// Copies `pipe` into the log on a thread; the receiver yields when the pipe reached EOF.
+/// Which output of the container a copier carries.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn log_name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    fn attach_byte(self) -> u8 {
+        match self {
+            Stream::Stdout => attach::STDOUT,
+            Stream::Stderr => attach::STDERR,
+        }
+    }
+}
+
+/// Copies `pipe` into the log (and to attached clients) on a thread; the receiver yields when
+/// the pipe reached EOF.
 fn spawn_copier(
     mut pipe: io::PipeReader,
-    stream: &'static str,
+    which: Stream,
     log: Arc<Mutex<File>>,
+    attached: Option<Arc<AttachServer>>,
 ) -> std::sync::mpsc::Receiver<()> {
+    let stream = which.log_name();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut framer = LineFramer::default();
@@ -257,7 +299,12 @@ fn spawn_copier(
         loop {
             match pipe.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => framer.push(&buf[..n], |tag, text| write(cri_line(stream, tag, text))),
+                Ok(n) => {
+                    framer.push(&buf[..n], |tag, text| write(cri_line(stream, tag, text)));
+                    if let Some(server) = &attached {
+                        server.broadcast(which.attach_byte(), &buf[..n]);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }

@@ -4,7 +4,8 @@
 //!
 //! `kubectl exec -it POD -- sh`: the shell has a terminal (`tty` prints `/dev/pts/N`), starts
 //! with the client's window size, follows a resize (`stty size`), echoes typed input, and
-//! `exit 3` becomes kubectl's exit code. Runc containers, overlay mounts and pod namespaces
+//! `exit 3` becomes kubectl's exit code. `kubectl attach POD` streams the container's output
+//! live (stdin and terminals of attached containers are not there yet). Runc containers, overlay mounts and pod namespaces
 //! under the data dir are removed at the end, also on failure.
 
 use std::os::fd::OwnedFd;
@@ -33,8 +34,11 @@ impl Drop for OciLeftovers {
         let root = self.oci_dir.join("runc");
         if let Ok(out) = std::process::Command::new("runc").arg("--root").arg(&root).args(["list", "-q"]).output() {
             for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
-                let _ =
-                    std::process::Command::new("runc").arg("--root").arg(&root).args(["delete", "--force", id]).output();
+                let _ = std::process::Command::new("runc")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force", id])
+                    .output();
             }
         }
         let entries = |dir: &Path| -> Vec<PathBuf> {
@@ -203,8 +207,36 @@ async fn exec_it(skiff: &Skiff, pod: &str) -> Result<()> {
     Ok(())
 }
 
+/// `kubectl attach`: output written after attaching arrives live, both streams.
+async fn attach_streams(skiff: &Skiff, image: &str) -> Result<()> {
+    let pod = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: ticker
+spec:
+  runtimeClassName: oci
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {image}
+    command: ["sh", "-c", "i=0; while true; do echo tick-$i; echo tock-$i >&2; i=$((i+1)); sleep 0.3; done"]
+"#
+    );
+    skiff.kubectl_stdin(&["apply", "-f", "-"], Some(&pod)).await?.ok()?;
+    ready_pod(skiff, "ticker").await?;
+    let mut attached = skiff.kubectl_spawn(&["attach", "ticker", "-c", "main"])?;
+    let first = attached.wait_for_line(EXPECT, |l| l.starts_with("tick-")).await?;
+    let n: u32 = first.trim_start_matches("tick-").trim().parse().context("tick number")?;
+    let later = format!("tick-{}", n + 3);
+    attached.wait_for_line(EXPECT, |l| l.trim() == later).await.context("attached output is not live")?;
+    drop(attached);
+    skiff.kubectl(&["delete", "pod", "ticker", "--timeout=60s"]).await?.ok()?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_exec_it_gives_containers_a_terminal() -> Result<()> {
+async fn kubectl_exec_it_and_attach_on_containers() -> Result<()> {
     let netns = NetNs::create()?;
     let scripts = tempfile::Builder::new().prefix("skiff-tty-e2e-").tempdir()?;
     let mut options = StartOptions::new(StoreKind::Embedded);
@@ -218,6 +250,7 @@ async fn kubectl_exec_it_gives_containers_a_terminal() -> Result<()> {
     skiff.kubectl_stdin(&["apply", "-f", "-"], Some(&sleeper_pod("shell", &image))).await?.ok()?;
     ready_pod(&skiff, "shell").await?;
     exec_it(&skiff, "shell").await?;
+    attach_streams(&skiff, &image).await?;
 
     skiff.kubectl(&["delete", "pod", "shell", "--timeout=60s"]).await?.ok()?;
     let status = skiff.stop().await?;
