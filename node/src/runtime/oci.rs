@@ -466,19 +466,26 @@ impl RunningContainer for OciContainer {
 /// ends or the client leaves (the session drops this future).
 async fn attach_output(runc: &Runc, id: &str, io: ExecIo) -> Result<(), RuntimeError> {
     use skiff_oci_shim::runtime::attach;
-    if io.stdin.is_some() {
-        // The shim does not keep the container's stdin yet (see `skiff_oci_shim::runtime::attach`).
-        tracing::debug!(%id, "attach: stdin is not connected for OCI containers");
-    }
     let mut socket =
         runc.attach(id).await.map_err(|e| RuntimeError::new("AttachError", format!("attaching to {id}: {e}")))?;
     let (mut stdout, mut stderr) = (io.stdout, io.stderr);
+    if io.stdin.is_some() {
+        // The shim does not keep a container's stdin yet (see `skiff_oci_shim::runtime::attach`):
+        // say so where the user looks instead of swallowing their typing silently.
+        let notice =
+            b"skiff: stdin and terminals of OCI containers are not connected to attach yet; showing output only\r\n";
+        if let Some(to) = stderr.as_mut().or(stdout.as_mut()) {
+            let _ = tokio::io::AsyncWriteExt::write_all(to, notice).await;
+        }
+    }
     loop {
         let frame = attach::read_frame(&mut socket)
             .await
             .map_err(|e| RuntimeError::new("AttachError", format!("reading the output of {id}: {e}")))?;
         let Some((stream, data)) = frame else { break };
-        let to = if stream == attach::STDERR { stderr.as_mut() } else { stdout.as_mut() };
+        // No stderr channel means a terminal session (kubectl attach asks for stderr otherwise):
+        // a terminal has one output stream.
+        let to = if stream == attach::STDERR { stderr.as_mut().or(stdout.as_mut()) } else { stdout.as_mut() };
         if let Some(to) = to
             && tokio::io::AsyncWriteExt::write_all(to, &data).await.is_err()
         {
