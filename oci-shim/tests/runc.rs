@@ -86,6 +86,7 @@ fn tests() -> Vec<(&'static str, TestFn)> {
         ("exec_returns_output_and_code", || Box::pin(exec_returns_output_and_code())),
         ("exec_tty_has_a_resizable_terminal", || Box::pin(exec_tty_has_a_resizable_terminal())),
         ("attach_streams_live_output", || Box::pin(attach_streams_live_output())),
+        ("attach_feeds_stdin_once", || Box::pin(attach_feeds_stdin_once())),
         ("shim_survives_driver_and_is_readopted", || Box::pin(shim_survives_driver_and_is_readopted())),
         ("latency_vs_bare_runc", || Box::pin(latency_vs_bare_runc())),
     ]
@@ -437,6 +438,44 @@ async fn attach_streams_live_output() -> Result<()> {
     // Only what came after attaching, and the stream ends when the container does.
     ensure!(out == "live-out\n" && err == "live-err\n", "attached out {out:?} err {err:?}");
     ensure!(env.runc.attach(&spec.id).await.is_err(), "no attach to an ended container");
+    Ok(())
+}
+
+/// Reads attach frames until stdout so far contains `needle` (20 s at most).
+async fn read_stdout_until(socket: &mut tokio::net::UnixStream, out: &mut String, needle: &str) -> Result<()> {
+    use skiff_oci_shim::runtime::attach::{STDOUT, read_frame};
+    let read = async {
+        while !out.contains(needle) {
+            match read_frame(socket).await? {
+                Some((STDOUT, data)) => out.push_str(&String::from_utf8_lossy(&data)),
+                Some(_) => {}
+                None => bail!("attach ended before {needle:?}; got {out:?}"),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(20), read).await.with_context(|| format!("{needle:?} within 20s"))?
+}
+
+async fn attach_feeds_stdin_once() -> Result<()> {
+    use skiff_oci_shim::runtime::attach::{STDIN, STDIN_CLOSE, frame};
+    use skiff_oci_shim::runtime::shim::StdinMode;
+    use tokio::io::AsyncWriteExt;
+    let env = Env::new()?;
+    let spec = env.spec("stdin", "echo ready; while read line; do echo got-$line; done; echo stdin-ended");
+    let handle = env.runc.start_with_stdin(&spec, &env.lowerdirs(), StdinMode::Once).await?;
+    wait_for_log(&handle.log, "ready").await?;
+    let mut socket = env.runc.attach(&spec.id).await?;
+    socket.write_all(&frame(STDIN, b"hello\n")).await?;
+    let mut out = String::new();
+    read_stdout_until(&mut socket, &mut out, "got-hello").await.context("stdin reached the container")?;
+    // stdinOnce: this client is done, so the container's stdin ends.
+    socket.write_all(&frame(STDIN_CLOSE, b"")).await?;
+    read_stdout_until(&mut socket, &mut out, "stdin-ended").await.context("stdin closed after the first attach")?;
+    let exit = env.runc.wait_exit(&spec.id, Duration::from_secs(20)).await?.context("exit")?;
+    ensure!(exit.code == 0, "{exit:?}");
+    let log = std::fs::read_to_string(&handle.log)?;
+    ensure!(log.contains("got-hello") && log.contains("stdin-ended"), "the log has it all too: {log}");
     Ok(())
 }
 

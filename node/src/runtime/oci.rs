@@ -8,6 +8,10 @@
 //! restart, and those of pods gone meanwhile are removed. What it does not: decide when to
 //! start or stop (the pod worker does) or allocate pod IPs (node IPAM).
 //!
+//! Streams: `kubectl exec` runs `runc exec` (with `-t`, on a terminal that follows the
+//! client's window size; stderr shares it as in Kubernetes); `kubectl attach` reads the live
+//! output the container's shim serves (`skiff_oci_shim::runtime::attach`).
+//!
 //! Networking: in bridge mode every pod gets a network namespace attached to `skiff0`; in
 //! loopback mode (no root, no bridge) only `hostNetwork: true` pods can run here, anything
 //! else fails with `CreatePodSandboxError` saying so.
@@ -466,17 +470,31 @@ impl RunningContainer for OciContainer {
 /// ends or the client leaves (the session drops this future).
 async fn attach_output(runc: &Runc, id: &str, io: ExecIo) -> Result<(), RuntimeError> {
     use skiff_oci_shim::runtime::attach;
-    let mut socket =
+    let socket =
         runc.attach(id).await.map_err(|e| RuntimeError::new("AttachError", format!("attaching to {id}: {e}")))?;
+    let (mut socket, mut to_shim) = socket.into_split();
     let (mut stdout, mut stderr) = (io.stdout, io.stderr);
-    if io.stdin.is_some() {
-        // The shim does not keep a container's stdin yet (see `skiff_oci_shim::runtime::attach`):
-        // say so where the user looks instead of swallowing their typing silently.
+    let mut feeding = None;
+    if let Some(mut stdin) = io.stdin {
+        // The node starts no container with a kept stdin yet (the pod's `stdin`/`stdinOnce` do
+        // not reach the runtime; `Runc::start_with_stdin` is ready for them): the shim drops
+        // what is sent. Say so where the user looks instead of swallowing their typing.
         let notice =
             b"skiff: stdin and terminals of OCI containers are not connected to attach yet; showing output only\r\n";
         if let Some(to) = stderr.as_mut().or(stdout.as_mut()) {
             let _ = tokio::io::AsyncWriteExt::write_all(to, notice).await;
         }
+        feeding = Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = stdin.read(&mut buf).await {
+                if n == 0 || to_shim.write_all(&attach::frame(attach::STDIN, &buf[..n])).await.is_err() {
+                    break;
+                }
+            }
+            // The client is done with stdin (a `stdinOnce` container's stdin closes now).
+            let _ = to_shim.write_all(&attach::frame(attach::STDIN_CLOSE, b"")).await;
+        })));
     }
     loop {
         let frame = attach::read_frame(&mut socket)
@@ -492,6 +510,7 @@ async fn attach_output(runc: &Runc, id: &str, io: ExecIo) -> Result<(), RuntimeE
             break;
         }
     }
+    drop(feeding);
     for to in [stdout.as_mut(), stderr.as_mut()].into_iter().flatten() {
         let _ = tokio::io::AsyncWriteExt::shutdown(to).await;
     }

@@ -8,8 +8,10 @@
 //! has what came before, as with CRI attach). When the container ends the shim closes the
 //! clients, which is their end of stream.
 //!
-//! Not yet: the container's stdin (`stdin: true`, `kubectl attach -i`) and terminals of
-//! containers (`tty: true`) — the pod's container fields do not reach the runtime yet.
+//! Stdin: a container started with a kept stdin ([`super::shim::StdinMode`]) reads what
+//! clients send as [`STDIN`] frames; [`STDIN_CLOSE`] (or a client leaving) closes it when it is
+//! `stdinOnce`. A container without one ignores those frames. Not yet: terminals of
+//! containers (`tty: true`, a pty from `runc create --console-socket`).
 //!
 //! A unix socket path must fit in 108 bytes and bundle directories may be deeper: both sides
 //! then go through `/proc/self/fd/<dir fd>/attach.sock`, which names the same file.
@@ -26,6 +28,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The socket's file name in the bundle directory.
 pub const SOCKET: &str = "attach.sock";
+/// Frame stream byte of stdin (client to shim).
+pub const STDIN: u8 = 0;
+/// Frame stream byte of "no more stdin from this client" (client to shim, empty).
+pub const STDIN_CLOSE: u8 = 3;
 /// Frame stream byte of stdout.
 pub const STDOUT: u8 = 1;
 /// Frame stream byte of stderr.
@@ -80,6 +86,60 @@ pub async fn connect(dir: &Path) -> io::Result<tokio::net::UnixStream> {
     tokio::net::UnixStream::connect(&path).await
 }
 
+/// The write end of a container's stdin, shared by attached clients.
+#[derive(Debug, Clone)]
+pub struct StdinSink {
+    pipe: Arc<Mutex<Option<io::PipeWriter>>>,
+    once: bool,
+}
+
+impl StdinSink {
+    /// Over `pipe` (`None`: the container has no stdin); `once` closes it when the first
+    /// client is done.
+    pub fn new(pipe: Option<io::PipeWriter>, once: bool) -> Self {
+        Self { pipe: Arc::new(Mutex::new(pipe)), once }
+    }
+
+    fn write(&self, data: &[u8]) {
+        let mut pipe = self.pipe.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = pipe.as_mut()
+            && p.write_all(data).is_err()
+        {
+            // The container closed its stdin: nothing more to deliver.
+            *pipe = None;
+        }
+    }
+
+    /// A client is done with stdin.
+    fn client_done(&self) {
+        if self.once {
+            self.pipe.lock().unwrap_or_else(PoisonError::into_inner).take();
+        }
+    }
+
+    /// Reads a client's frames until it is done with stdin.
+    fn serve(&self, mut client: UnixStream) {
+        let mut head = [0u8; 5];
+        let mut data = Vec::new();
+        while io::Read::read_exact(&mut client, &mut head).is_ok() {
+            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            if len > 1 << 20 {
+                break;
+            }
+            data.resize(len, 0);
+            if io::Read::read_exact(&mut client, &mut data).is_err() {
+                break;
+            }
+            match head[0] {
+                STDIN => self.write(&data),
+                STDIN_CLOSE => break,
+                _ => {}
+            }
+        }
+        self.client_done();
+    }
+}
+
 /// The shim's side: accepts clients on a thread and copies output to them.
 #[derive(Debug)]
 pub struct AttachServer {
@@ -89,8 +149,8 @@ pub struct AttachServer {
 
 impl AttachServer {
     /// Listens on `dir/attach.sock` (replacing a stale one) and accepts clients until the
-    /// process ends.
-    pub fn bind(dir: &Path) -> io::Result<Self> {
+    /// process ends; what they send goes to `stdin`.
+    pub fn bind(dir: &Path, stdin: StdinSink) -> io::Result<Self> {
         let _ = std::fs::remove_file(dir.join(SOCKET));
         let (path, _handle) = socket_path(dir)?;
         let listener = UnixListener::bind(&path)?;
@@ -99,9 +159,14 @@ impl AttachServer {
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
-                if client.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT)).is_ok() {
-                    accepted.lock().unwrap_or_else(PoisonError::into_inner).push(client);
+                if client.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT)).is_err() {
+                    continue;
                 }
+                if let Ok(reader) = client.try_clone() {
+                    let stdin = stdin.clone();
+                    std::thread::spawn(move || stdin.serve(reader));
+                }
+                accepted.lock().unwrap_or_else(PoisonError::into_inner).push(client);
             }
         });
         Ok(Self { path: dir.join(SOCKET), clients })
@@ -137,7 +202,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("x".repeat(60)).join("y".repeat(60));
         std::fs::create_dir_all(&dir).expect("mkdir");
-        let server = AttachServer::bind(&dir).expect("bind");
+        let server = AttachServer::bind(&dir, StdinSink::new(None, false)).expect("bind");
         server.broadcast(STDOUT, b"before anyone listened");
         let mut client = connect(&dir).await.expect("connect");
         // The accept thread registers the client asynchronously.
@@ -154,6 +219,24 @@ mod tests {
         assert_eq!(read_frame(&mut client).await.expect("frame"), Some((STDERR, b"err".to_vec())));
         assert_eq!(read_frame(&mut client).await.expect("eof"), None);
         assert!(!dir.join(SOCKET).exists());
+    }
+
+    #[tokio::test]
+    async fn stdin_once_closes_after_the_first_client() {
+        use tokio::io::AsyncWriteExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (mut from, to) = io::pipe().expect("pipe");
+        let server = AttachServer::bind(tmp.path(), StdinSink::new(Some(to), true)).expect("bind");
+        let mut client = connect(tmp.path()).await.expect("connect");
+        client.write_all(&frame(STDIN, b"typed\n")).await.expect("send");
+        client.write_all(&frame(STDIN_CLOSE, b"")).await.expect("close");
+        let got = tokio::task::spawn_blocking(move || {
+            let mut got = String::new();
+            io::Read::read_to_string(&mut from, &mut got).map(|_| got)
+        });
+        let got = tokio::time::timeout(Duration::from_secs(5), got).await.expect("stdin closed").expect("join");
+        assert_eq!(got.expect("read"), "typed\n");
+        drop(server);
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use tokio::process::{Child, Command};
 
 use super::bundle::{Bundle, BundleError};
 use super::console::{self, Console};
-use super::shim::{ShimArgs, parse_answer};
+use super::shim::{ShimArgs, StdinMode, parse_answer};
 use super::spec::{self, ContainerSpec, SpecError};
 use super::status::ExitStatus;
 
@@ -233,8 +233,19 @@ impl Runc {
 
     /// Creates the bundle of `spec` over the image snapshot dirs `lowerdirs` (base layer
     /// first), starts its shim and returns once the container runs.
-    #[tracing::instrument(skip_all, fields(id = %spec.id))]
     pub async fn start(&self, spec: &ContainerSpec, lowerdirs: &[PathBuf]) -> Result<Handle, RuncError> {
+        self.start_with_stdin(spec, lowerdirs, StdinMode::Closed).await
+    }
+
+    /// [`Runc::start`] with the container's stdin kept by the shim as `stdin` says
+    /// (Kubernetes `stdin`/`stdinOnce`), fed through [`Runc::attach`].
+    #[tracing::instrument(skip_all, fields(id = %spec.id))]
+    pub async fn start_with_stdin(
+        &self,
+        spec: &ContainerSpec,
+        lowerdirs: &[PathBuf],
+        stdin: StdinMode,
+    ) -> Result<Handle, RuncError> {
         let config = spec::build(spec, "rootfs")?;
         // runc keeps `<root>/<id>/state.json` per container: a file check instead of a whole
         // `runc state` run keeps the start path short.
@@ -260,12 +271,12 @@ impl Runc {
             path: self.config.runc_root.clone(),
             source,
         })?;
-        let pid = self.spawn_shim(&bundle).await?;
+        let pid = self.spawn_shim(&bundle, stdin).await?;
         Ok(Handle { id: spec.id.clone(), pid, bundle: bundle.dir().to_path_buf(), log: bundle.log() })
     }
 
     /// Starts the shim for `bundle` and reads its one-line answer.
-    async fn spawn_shim(&self, bundle: &Bundle) -> Result<u32, RuncError> {
+    async fn spawn_shim(&self, bundle: &Bundle, stdin: StdinMode) -> Result<u32, RuncError> {
         let id = bundle.id().to_string();
         let shim_log = std::fs::OpenOptions::new()
             .create(true)
@@ -277,6 +288,7 @@ impl Runc {
             bundle_root: self.config.bundle_root.clone(),
             runc: self.config.runc.clone(),
             runc_root: self.config.runc_root.clone(),
+            stdin,
         };
         let shim = &self.config.shim;
         // Not kill_on_drop: the shim must outlive this driver (and the agent). A dropped child is

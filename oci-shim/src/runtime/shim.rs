@@ -30,7 +30,7 @@ use std::time::Duration;
 use oci_spec::runtime::Spec;
 use rustix::process::{WaitOptions, getpid};
 
-use super::attach::{self, AttachServer};
+use super::attach::{self, AttachServer, StdinSink};
 use super::bundle::Bundle;
 use super::status::{self, ExitStatus, StatusFile};
 
@@ -39,6 +39,37 @@ const MAX_LINE: usize = 16 * 1024;
 /// How long the log copiers may take to drain after init exited (a leaked descriptor in a
 /// process that escaped the pid namespace would otherwise hold the shim forever).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What becomes of a container's stdin (Kubernetes `stdin` and `stdinOnce`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StdinMode {
+    /// `/dev/null` (`stdin: false`).
+    #[default]
+    Closed,
+    /// A pipe the shim keeps open; attached clients write to it (`stdin: true`).
+    Open,
+    /// As `Open`, closed when the first attached client leaves (`stdinOnce: true`).
+    Once,
+}
+
+impl StdinMode {
+    fn as_arg(self) -> &'static str {
+        match self {
+            StdinMode::Closed => "closed",
+            StdinMode::Open => "open",
+            StdinMode::Once => "once",
+        }
+    }
+
+    fn parse(arg: &str) -> Result<Self, String> {
+        match arg {
+            "closed" => Ok(StdinMode::Closed),
+            "open" => Ok(StdinMode::Open),
+            "once" => Ok(StdinMode::Once),
+            other => Err(format!("--stdin must be closed, open or once, not {other:?}")),
+        }
+    }
+}
 
 /// The shim's command line: what the driver passes and [`main`] parses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +82,8 @@ pub struct ShimArgs {
     pub runc: PathBuf,
     /// runc's `--root` (its state directory).
     pub runc_root: PathBuf,
+    /// The container's stdin.
+    pub stdin: StdinMode,
 }
 
 impl ShimArgs {
@@ -65,12 +98,15 @@ impl ShimArgs {
             self.runc.clone().into(),
             "--runc-root".into(),
             self.runc_root.clone().into(),
+            "--stdin".into(),
+            self.stdin.as_arg().into(),
         ]
     }
 
     /// Parses the arguments written by [`ShimArgs::to_args`].
     pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Self, String> {
         let (mut id, mut bundle_root, mut runc, mut runc_root) = (None, None, None, None);
+        let mut stdin = StdinMode::Closed;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             let value = args.next().ok_or_else(|| format!("{} needs a value", flag.to_string_lossy()))?;
@@ -79,6 +115,7 @@ impl ShimArgs {
                 Some("--bundle-root") => bundle_root = Some(PathBuf::from(value)),
                 Some("--runc") => runc = Some(PathBuf::from(value)),
                 Some("--runc-root") => runc_root = Some(PathBuf::from(value)),
+                Some("--stdin") => stdin = StdinMode::parse(&value.to_string_lossy())?,
                 _ => return Err(format!("unknown argument {}", flag.to_string_lossy())),
             }
         }
@@ -87,6 +124,7 @@ impl ShimArgs {
             bundle_root: bundle_root.ok_or("--bundle-root is required")?,
             runc: runc.unwrap_or_else(|| PathBuf::from("runc")),
             runc_root: runc_root.ok_or("--runc-root is required")?,
+            stdin,
         })
     }
 }
@@ -163,7 +201,16 @@ fn run(args: &ShimArgs, bundle: &Bundle) -> Result<(), String> {
         .map_err(|e| format!("opening {}: {e}", bundle.log().display()))?;
     let log = Arc::new(Mutex::new(log));
     // Without the socket the container still runs; only `kubectl attach` will say it cannot.
-    let attached = match AttachServer::bind(bundle.dir()) {
+    // The container's stdin: the read end goes to runc, the write end to attached clients.
+    let (stdin_r, stdin_w) = match args.stdin {
+        StdinMode::Closed => (None, None),
+        StdinMode::Open | StdinMode::Once => {
+            let (r, w) = io::pipe().map_err(|e| format!("pipe: {e}"))?;
+            (Some(r), Some(w))
+        }
+    };
+    let stdin = StdinSink::new(stdin_w, args.stdin == StdinMode::Once);
+    let attached = match AttachServer::bind(bundle.dir(), stdin) {
         Ok(server) => Some(Arc::new(server)),
         Err(e) => {
             eprintln!("container-shim {}: no attach socket: {e}", args.id);
@@ -181,7 +228,7 @@ fn run(args: &ShimArgs, bundle: &Bundle) -> Result<(), String> {
         .arg("--pid-file")
         .arg(bundle.pid_file())
         .arg(&args.id)
-        .stdin(Stdio::null())
+        .stdin(stdin_r.map_or_else(Stdio::null, Stdio::from))
         .stdout(out_w)
         .stderr(err_w)
         .status()
@@ -415,6 +462,7 @@ mod tests {
             bundle_root: "/b".into(),
             runc: "/usr/sbin/runc".into(),
             runc_root: "/r".into(),
+            stdin: StdinMode::Once,
         };
         assert_eq!(ShimArgs::parse(args.to_args()).expect("parse"), args);
         assert!(ShimArgs::parse(vec!["--id".into()]).is_err());
