@@ -84,6 +84,9 @@ fn tests() -> Vec<(&'static str, TestFn)> {
         ("read_only_rootfs_refuses_writes", || Box::pin(read_only_rootfs_refuses_writes())),
         ("run_as_user_shows_in_id", || Box::pin(run_as_user_shows_in_id())),
         ("exec_returns_output_and_code", || Box::pin(exec_returns_output_and_code())),
+        ("exec_tty_has_a_resizable_terminal", || Box::pin(exec_tty_has_a_resizable_terminal())),
+        ("attach_streams_live_output", || Box::pin(attach_streams_live_output())),
+        ("attach_feeds_stdin_once", || Box::pin(attach_feeds_stdin_once())),
         ("shim_survives_driver_and_is_readopted", || Box::pin(shim_survives_driver_and_is_readopted())),
         ("latency_vs_bare_runc", || Box::pin(latency_vs_bare_runc())),
     ]
@@ -348,8 +351,131 @@ async fn exec_returns_output_and_code() -> Result<()> {
     ensure!(out == "out-in\n" && err == "err\n", "out {out:?} err {err:?}");
     ensure!(status.code() == Some(7), "{status:?}");
     let tty = env.runc.exec(&spec.id, &argv, &ExecOptions { tty: true, ..ExecOptions::default() });
-    ensure!(tty.is_err(), "tty is refused with a clear error");
+    ensure!(tty.is_err(), "a piped exec refuses a tty (exec_tty has it)");
     env.runc.stop(&spec.id, Duration::from_millis(100)).await?;
+    Ok(())
+}
+
+/// Reads `from` into `seen` until it contains `needle` (20 s at most).
+async fn read_until(from: &mut (impl tokio::io::AsyncRead + Unpin), seen: &mut String, needle: &str) -> Result<()> {
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !seen.contains(needle) {
+        let n = tokio::time::timeout_at(deadline, from.read(&mut buf))
+            .await
+            .with_context(|| format!("{needle:?} not seen within 20s; got {seen:?}"))??;
+        ensure!(n > 0, "terminal ended before {needle:?}; got {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    Ok(())
+}
+
+async fn exec_tty_has_a_resizable_terminal() -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::new()?;
+    let spec = env.spec("tty", "echo ready; sleep 1000");
+    let handle = env.runc.start(&spec, &env.lowerdirs()).await?;
+    wait_for_log(&handle.log, "ready").await?;
+    let mut exec = env.runc.exec_tty(&spec.id, &["sh".to_string()], &ExecOptions::default()).await?;
+    let (mut out, mut input) = exec.console.split();
+    exec.resize(100, 30)?;
+    let mut seen = String::new();
+    input.write_all(b"tty; echo err-$((6*7)) >&2\n").await?;
+    read_until(&mut out, &mut seen, "/dev/pts/").await?;
+    // stderr shares the terminal.
+    read_until(&mut out, &mut seen, "err-42").await?;
+    ensure!(seen.contains("/dev/pts/"), "{seen:?}");
+    exec.resize(120, 40)?;
+    input.write_all(b"stty size; exit 3\n").await?;
+    read_until(&mut out, &mut seen, "40 120").await?;
+    let status = tokio::time::timeout(Duration::from_secs(20), exec.child.wait()).await??;
+    ensure!(status.code() == Some(3), "{status:?}");
+    // The shell is gone: the terminal's output ends instead of hanging.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), out.read_to_end(&mut rest)).await??;
+    let mut missing = env.runc.exec_tty("no-such-container", &["sh".to_string()], &ExecOptions::default()).await?;
+    let status = tokio::time::timeout(Duration::from_secs(20), missing.child.wait()).await??;
+    ensure!(!status.success(), "exec_tty in a missing container fails");
+    let mut said = Vec::new();
+    let (mut out, _) = missing.console.split();
+    tokio::time::timeout(Duration::from_secs(5), out.read_to_end(&mut said)).await??;
+    let said = String::from_utf8_lossy(&said);
+    ensure!(said.contains("not exist"), "runc's error shows on the terminal: {said:?}");
+    env.runc.stop(&spec.id, Duration::from_millis(100)).await?;
+    Ok(())
+}
+
+async fn attach_streams_live_output() -> Result<()> {
+    use skiff_oci_shim::runtime::attach::{STDERR, STDOUT, read_frame};
+    let env = Env::new()?;
+    let spec = env.spec(
+        "attach",
+        "echo ready; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo live-out; echo live-err >&2; sleep 0.2",
+    );
+    let handle = env.runc.start(&spec, &env.lowerdirs()).await?;
+    wait_for_log(&handle.log, "ready").await?;
+    let mut socket = env.runc.attach(&spec.id).await?;
+    // The shim registers the client on its accept thread: give it a moment before the
+    // container goes on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let go = ["touch".to_string(), "/tmp/go".to_string()];
+    let status = env.runc.exec(&spec.id, &go, &ExecOptions::default())?.wait().await?;
+    ensure!(status.success(), "touch /tmp/go: {status:?}");
+    let (mut out, mut err) = (String::new(), String::new());
+    let read_all = async {
+        while let Some((stream, data)) = read_frame(&mut socket).await? {
+            match stream {
+                STDOUT => out.push_str(&String::from_utf8_lossy(&data)),
+                STDERR => err.push_str(&String::from_utf8_lossy(&data)),
+                other => bail!("unknown stream {other}"),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(20), read_all)
+        .await
+        .context("attach did not end with the container")??;
+    // Only what came after attaching, and the stream ends when the container does.
+    ensure!(out == "live-out\n" && err == "live-err\n", "attached out {out:?} err {err:?}");
+    ensure!(env.runc.attach(&spec.id).await.is_err(), "no attach to an ended container");
+    Ok(())
+}
+
+/// Reads attach frames until stdout so far contains `needle` (20 s at most).
+async fn read_stdout_until(socket: &mut tokio::net::UnixStream, out: &mut String, needle: &str) -> Result<()> {
+    use skiff_oci_shim::runtime::attach::{STDOUT, read_frame};
+    let read = async {
+        while !out.contains(needle) {
+            match read_frame(socket).await? {
+                Some((STDOUT, data)) => out.push_str(&String::from_utf8_lossy(&data)),
+                Some(_) => {}
+                None => bail!("attach ended before {needle:?}; got {out:?}"),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(20), read).await.with_context(|| format!("{needle:?} within 20s"))?
+}
+
+async fn attach_feeds_stdin_once() -> Result<()> {
+    use skiff_oci_shim::runtime::attach::{STDIN, STDIN_CLOSE, frame};
+    use skiff_oci_shim::runtime::shim::StdinMode;
+    use tokio::io::AsyncWriteExt;
+    let env = Env::new()?;
+    let spec = env.spec("stdin", "echo ready; while read line; do echo got-$line; done; echo stdin-ended");
+    let handle = env.runc.start_with_stdin(&spec, &env.lowerdirs(), StdinMode::Once).await?;
+    wait_for_log(&handle.log, "ready").await?;
+    let mut socket = env.runc.attach(&spec.id).await?;
+    socket.write_all(&frame(STDIN, b"hello\n")).await?;
+    let mut out = String::new();
+    read_stdout_until(&mut socket, &mut out, "got-hello").await.context("stdin reached the container")?;
+    // stdinOnce: this client is done, so the container's stdin ends.
+    socket.write_all(&frame(STDIN_CLOSE, b"")).await?;
+    read_stdout_until(&mut socket, &mut out, "stdin-ended").await.context("stdin closed after the first attach")?;
+    let exit = env.runc.wait_exit(&spec.id, Duration::from_secs(20)).await?.context("exit")?;
+    ensure!(exit.code == 0, "{exit:?}");
+    let log = std::fs::read_to_string(&handle.log)?;
+    ensure!(log.contains("got-hello") && log.contains("stdin-ended"), "the log has it all too: {log}");
     Ok(())
 }
 

@@ -8,6 +8,10 @@
 //! restart, and those of pods gone meanwhile are removed. What it does not: decide when to
 //! start or stop (the pod worker does) or allocate pod IPs (node IPAM).
 //!
+//! Streams: `kubectl exec` runs `runc exec` (with `-t`, on a terminal that follows the
+//! client's window size; stderr shares it as in Kubernetes); `kubectl attach` reads the live
+//! output the container's shim serves (`skiff_oci_shim::runtime::attach`).
+//!
 //! Networking: in bridge mode every pod gets a network namespace attached to `skiff0`; in
 //! loopback mode (no root, no bridge) only `hostNetwork: true` pods can run here, anything
 //! else fails with `CreatePodSandboxError` saying so.
@@ -439,13 +443,16 @@ impl RunningContainer for OciContainer {
         true
     }
 
-    /// `runc exec` with the session's streams piped through (`kubectl exec`, `kubectl cp`).
+    /// The container's live output (`kubectl attach`), from its shim.
+    async fn attach(&self, io: ExecIo) -> Result<(), RuntimeError> {
+        attach_output(&self.runc, &self.id, io).await
+    }
+
+    /// `runc exec` with the session's streams piped through (`kubectl exec`, `kubectl cp`), or
+    /// on a terminal (`kubectl exec -t`).
     async fn exec(&self, argv: Vec<String>, tty: bool, io: ExecIo) -> Result<i32, RuntimeError> {
         if tty {
-            return Err(RuntimeError::new(
-                "NotSupported",
-                "interactive terminals (exec -t) are not supported for OCI containers yet; run without -t",
-            ));
+            return tty_exec(&self.runc, &self.id, argv, io).await;
         }
         let options = skiff_oci_shim::runtime::ExecOptions::default();
         let mut child = self
@@ -467,6 +474,97 @@ impl RunningContainer for OciContainer {
         let status = status.map_err(|e| RuntimeError::new("ExecError", format!("waiting for {argv:?}: {e}")))?;
         Ok(status.code().unwrap_or(128 + status.signal().unwrap_or(0)))
     }
+}
+
+/// `kubectl attach` without stdin or a terminal: the container's output from now on, until it
+/// ends or the client leaves (the session drops this future).
+async fn attach_output(runc: &Runc, id: &str, io: ExecIo) -> Result<(), RuntimeError> {
+    use skiff_oci_shim::runtime::attach;
+    let socket =
+        runc.attach(id).await.map_err(|e| RuntimeError::new("AttachError", format!("attaching to {id}: {e}")))?;
+    let (mut socket, mut to_shim) = socket.into_split();
+    let (mut stdout, mut stderr) = (io.stdout, io.stderr);
+    let mut feeding = None;
+    if let Some(mut stdin) = io.stdin {
+        // The node starts no container with a kept stdin yet (the pod's `stdin`/`stdinOnce` do
+        // not reach the runtime; `Runc::start_with_stdin` is ready for them): the shim drops
+        // what is sent. Say so where the user looks instead of swallowing their typing.
+        let notice =
+            b"skiff: stdin and terminals of OCI containers are not connected to attach yet; showing output only\r\n";
+        if let Some(to) = stderr.as_mut().or(stdout.as_mut()) {
+            let _ = tokio::io::AsyncWriteExt::write_all(to, notice).await;
+        }
+        feeding = Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = stdin.read(&mut buf).await {
+                if n == 0 || to_shim.write_all(&attach::frame(attach::STDIN, &buf[..n])).await.is_err() {
+                    break;
+                }
+            }
+            // The client is done with stdin (a `stdinOnce` container's stdin closes now).
+            let _ = to_shim.write_all(&attach::frame(attach::STDIN_CLOSE, b"")).await;
+        })));
+    }
+    loop {
+        let frame = attach::read_frame(&mut socket)
+            .await
+            .map_err(|e| RuntimeError::new("AttachError", format!("reading the output of {id}: {e}")))?;
+        let Some((stream, data)) = frame else { break };
+        // No stderr channel means a terminal session (kubectl attach asks for stderr otherwise):
+        // a terminal has one output stream.
+        let to = if stream == attach::STDERR { stderr.as_mut().or(stdout.as_mut()) } else { stdout.as_mut() };
+        if let Some(to) = to
+            && tokio::io::AsyncWriteExt::write_all(to, &data).await.is_err()
+        {
+            break;
+        }
+    }
+    drop(feeding);
+    for to in [stdout.as_mut(), stderr.as_mut()].into_iter().flatten() {
+        let _ = tokio::io::AsyncWriteExt::shutdown(to).await;
+    }
+    Ok(())
+}
+
+/// How long a terminal's output may still drain after its command exited (a background
+/// process of the command may keep the terminal open forever).
+const TTY_DRAIN: Duration = Duration::from_secs(2);
+
+/// `kubectl exec -t`: the command on a terminal whose output (stdout and stderr merged, as
+/// Kubernetes does) goes to the session's stdout, its input from the session's stdin, and
+/// the session's resize messages to its window size.
+async fn tty_exec(runc: &Runc, id: &str, argv: Vec<String>, io: ExecIo) -> Result<i32, RuntimeError> {
+    let options = skiff_oci_shim::runtime::ExecOptions::default();
+    let mut exec = runc.exec_tty(id, &argv, &options).await.map_err(|e| {
+        RuntimeError::new("ExecError", format!("starting {argv:?} on a terminal in the container: {e}"))
+    })?;
+    let (output, mut input) = exec.console.split();
+    let mut helpers = tokio::task::JoinSet::new();
+    if let Some(mut from) = io.stdin {
+        helpers.spawn(async move {
+            let _ = tokio::io::copy(&mut from, &mut input).await;
+        });
+    }
+    let mut sizes = io.resize;
+    let out = io.stdout.or(io.stderr);
+    let mut pump = tokio::spawn(pipe(Some(output), out));
+    let status = loop {
+        tokio::select! {
+            status = exec.child.wait() => break status,
+            Some(size) = async { sizes.as_mut()?.recv().await } => {
+                if let Err(e) = exec.resize(size.width, size.height) {
+                    tracing::debug!(error = %e, "resizing an exec terminal");
+                }
+            }
+        }
+    };
+    if tokio::time::timeout(TTY_DRAIN, &mut pump).await.is_err() {
+        pump.abort();
+    }
+    helpers.abort_all();
+    let status = status.map_err(|e| RuntimeError::new("ExecError", format!("waiting for {argv:?}: {e}")))?;
+    Ok(status.code().unwrap_or(128 + status.signal().unwrap_or(0)))
 }
 
 /// Copies a child's output stream to the session (or drains it when the client did not ask).

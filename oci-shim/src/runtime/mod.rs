@@ -9,11 +9,15 @@
 //!   records the exit status so it is never lost. The `skiff` binary enters it via
 //!   [`shim::main`].
 //! * [`runc`] — [`Runc`], the driver: start, state, kill, stop, delete, list, exec.
+//! * [`attach`] — live output of a running container for `kubectl attach` (the shim's socket).
+//! * [`console`] — terminals: runc's console socket, the pty master, window sizes.
 //!
 //! Does not own: image unpacking (the caller passes snapshot directories), pod networking (the
 //! caller passes a network namespace path), the node's runtime trait (the agent adapts to it).
 
+pub mod attach;
 pub mod bundle;
+pub mod console;
 pub mod runc;
 pub mod security;
 pub mod shim;
@@ -21,6 +25,6 @@ pub mod spec;
 pub mod status;
 
 pub use bundle::{Bundle, BundleError};
-pub use runc::{ContainerState, ExecOptions, Handle, Runc, RuncConfig, RuncError, RuntimeStatus};
+pub use runc::{ContainerState, ExecOptions, Handle, Runc, RuncConfig, RuncError, RuntimeStatus, TtyExec};
 pub use spec::{ContainerSpec, ImageConfig, MountKind, MountSpec, Resources, SecurityOptions, SpecError};
 pub use status::ExitStatus;

@@ -16,7 +16,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::bundle::{Bundle, BundleError};
-use super::shim::{ShimArgs, parse_answer};
+use super::console::{self, Console};
+use super::shim::{ShimArgs, StdinMode, parse_answer};
 use super::spec::{self, ContainerSpec, SpecError};
 use super::status::ExitStatus;
 
@@ -68,8 +69,9 @@ pub enum RuncError {
         /// How long.
         after: Duration,
     },
-    /// An interactive terminal was requested; only pipes are supported so far.
-    #[error("exec with a TTY is not supported yet for container {0}; run without tty")]
+    /// [`Runc::exec`] was asked for a terminal: that is [`Runc::exec_tty`]'s job (it has a
+    /// console to hand back, a piped [`Child`] has not).
+    #[error("exec with a TTY in container {0} needs Runc::exec_tty")]
     TtyUnsupported(String),
 }
 
@@ -152,12 +154,38 @@ pub struct ContainerState {
 /// Options of [`Runc::exec`].
 #[derive(Debug, Clone, Default)]
 pub struct ExecOptions {
-    /// Allocate a terminal (not supported yet: [`RuncError::TtyUnsupported`]).
+    /// Allocate a terminal: [`Runc::exec_tty`] always does, [`Runc::exec`] refuses it
+    /// ([`RuncError::TtyUnsupported`]).
     pub tty: bool,
     /// Extra `NAME=value` environment.
     pub env: Vec<String>,
     /// Working directory inside the container.
     pub cwd: Option<String>,
+}
+
+/// A command [`Runc::exec_tty`] started on a terminal.
+#[derive(Debug)]
+pub struct TtyExec {
+    /// The `runc exec` process: its exit status is the command's. runc's own errors (no such
+    /// container, no such command) arrive on the terminal, as they would in a shell.
+    pub child: Child,
+    /// The terminal's master: the command's input, and its stdout and stderr merged.
+    pub console: Console,
+}
+
+impl TtyExec {
+    /// Sets the terminal's window size: on runc's terminal, then `SIGWINCH` tells runc to copy
+    /// it to the container's (the process is not in the terminal's session, so the kernel
+    /// would not signal it).
+    pub fn resize(&self, width: u16, height: u16) -> std::io::Result<()> {
+        self.console.resize(width, height)?;
+        let pid = self.child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32));
+        match pid {
+            Some(pid) => rustix::process::kill_process(pid, rustix::process::Signal::WINCH).map_err(Into::into),
+            // runc has exited: nobody left to tell.
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,8 +233,19 @@ impl Runc {
 
     /// Creates the bundle of `spec` over the image snapshot dirs `lowerdirs` (base layer
     /// first), starts its shim and returns once the container runs.
-    #[tracing::instrument(skip_all, fields(id = %spec.id))]
     pub async fn start(&self, spec: &ContainerSpec, lowerdirs: &[PathBuf]) -> Result<Handle, RuncError> {
+        self.start_with_stdin(spec, lowerdirs, StdinMode::Closed).await
+    }
+
+    /// [`Runc::start`] with the container's stdin kept by the shim as `stdin` says
+    /// (Kubernetes `stdin`/`stdinOnce`), fed through [`Runc::attach`].
+    #[tracing::instrument(skip_all, fields(id = %spec.id))]
+    pub async fn start_with_stdin(
+        &self,
+        spec: &ContainerSpec,
+        lowerdirs: &[PathBuf],
+        stdin: StdinMode,
+    ) -> Result<Handle, RuncError> {
         let config = spec::build(spec, "rootfs")?;
         // runc keeps `<root>/<id>/state.json` per container: a file check instead of a whole
         // `runc state` run keeps the start path short.
@@ -232,12 +271,12 @@ impl Runc {
             path: self.config.runc_root.clone(),
             source,
         })?;
-        let pid = self.spawn_shim(&bundle).await?;
+        let pid = self.spawn_shim(&bundle, stdin).await?;
         Ok(Handle { id: spec.id.clone(), pid, bundle: bundle.dir().to_path_buf(), log: bundle.log() })
     }
 
     /// Starts the shim for `bundle` and reads its one-line answer.
-    async fn spawn_shim(&self, bundle: &Bundle) -> Result<u32, RuncError> {
+    async fn spawn_shim(&self, bundle: &Bundle, stdin: StdinMode) -> Result<u32, RuncError> {
         let id = bundle.id().to_string();
         let shim_log = std::fs::OpenOptions::new()
             .create(true)
@@ -249,6 +288,7 @@ impl Runc {
             bundle_root: self.config.bundle_root.clone(),
             runc: self.config.runc.clone(),
             runc_root: self.config.runc_root.clone(),
+            stdin,
         };
         let shim = &self.config.shim;
         // Not kill_on_drop: the shim must outlive this driver (and the agent). A dropped child is
@@ -426,8 +466,38 @@ impl Runc {
         if options.tty {
             return Err(RuncError::TtyUnsupported(id.to_string()));
         }
+        let mut cmd = self.exec_command(id, argv, options, false);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.spawn().map_err(|source| RuncError::Spawn { program: self.config.runc.clone(), source })
+    }
+
+    /// Runs `argv` in the running container on a new terminal (`runc exec --tty`).
+    ///
+    /// runc accepts a console socket only when it detaches, and a detached exec's exit code
+    /// would be lost (its process is re-parented away from us). So runc stays attached, and its
+    /// own stdio is a pty whose master is returned: runc relays between it and the container's
+    /// terminal (in raw mode), and passes the command's exit code through as always.
+    pub async fn exec_tty(&self, id: &str, argv: &[String], options: &ExecOptions) -> Result<TtyExec, RuncError> {
+        let failed = |message: String| RuncError::Runc { op: "exec", id: id.to_string(), message };
+        let (master, slave) = console::open_pty().map_err(|e| failed(format!("opening a terminal: {e}")))?;
+        let stdio = |fd: &std::os::fd::OwnedFd| {
+            fd.try_clone().map(Stdio::from).map_err(|e| failed(format!("sharing the terminal: {e}")))
+        };
+        let mut cmd = self.exec_command(id, argv, options, true);
+        cmd.stdin(stdio(&slave)?).stdout(stdio(&slave)?).stderr(Stdio::from(slave));
+        let child = cmd.spawn().map_err(|source| RuncError::Spawn { program: self.config.runc.clone(), source })?;
+        // Our copies of the slave go with `cmd`: the master then ends when runc exits.
+        drop(cmd);
+        let console = Console::new(master).map_err(|e| failed(format!("using the terminal: {e}")))?;
+        Ok(TtyExec { child, console })
+    }
+
+    fn exec_command(&self, id: &str, argv: &[String], options: &ExecOptions, tty: bool) -> Command {
         let mut cmd = self.runc();
         cmd.arg("exec");
+        if tty {
+            cmd.arg("--tty");
+        }
         for e in &options.env {
             cmd.arg("--env").arg(e);
         }
@@ -435,8 +505,22 @@ impl Runc {
             cmd.arg("--cwd").arg(cwd);
         }
         cmd.arg(id).args(argv);
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.spawn().map_err(|source| RuncError::Spawn { program: self.config.runc.clone(), source })
+        cmd
+    }
+
+    /// Connects to the running container's live output (see [`super::attach`]): frames read
+    /// with [`super::attach::read_frame`] until the container ends.
+    pub async fn attach(&self, id: &str) -> Result<tokio::net::UnixStream, RuncError> {
+        let bundle = Bundle::open(&self.config.bundle_root, id).ok_or_else(|| RuncError::NotFound(id.to_string()))?;
+        super::attach::connect(bundle.dir()).await.map_err(|e| RuncError::Runc {
+            op: "attach",
+            id: id.to_string(),
+            message: if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::ConnectionRefused {
+                "the container has ended, or its shim predates attach".to_string()
+            } else {
+                format!("connecting to the shim: {e}")
+            },
+        })
     }
 
     /// The directory bundles live in.

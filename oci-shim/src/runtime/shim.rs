@@ -6,7 +6,8 @@
 //! 1. leaves the agent's session and makes itself a child subreaper, so the container's init
 //!    process becomes *its* child when `runc create` exits — and so its exit status can be read;
 //! 2. runs `runc create` with two pipes as the container's stdout and stderr, copying them into
-//!    the bundle's `log` file, then `runc start`;
+//!    the bundle's `log` file (and to clients of its attach socket, [`super::attach`]), then
+//!    `runc start`;
 //! 3. writes `status.json` (pid, start time) and answers the driver with one line on its stdout:
 //!    `ok <pid>` or `error <message>`;
 //! 4. waits for init to exit, reads the cgroup's OOM-kill counter, writes the exit into
@@ -29,6 +30,7 @@ use std::time::Duration;
 use oci_spec::runtime::Spec;
 use rustix::process::{WaitOptions, getpid};
 
+use super::attach::{self, AttachServer, StdinSink};
 use super::bundle::Bundle;
 use super::status::{self, ExitStatus, StatusFile};
 
@@ -37,6 +39,37 @@ const MAX_LINE: usize = 16 * 1024;
 /// How long the log copiers may take to drain after init exited (a leaked descriptor in a
 /// process that escaped the pid namespace would otherwise hold the shim forever).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What becomes of a container's stdin (Kubernetes `stdin` and `stdinOnce`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StdinMode {
+    /// `/dev/null` (`stdin: false`).
+    #[default]
+    Closed,
+    /// A pipe the shim keeps open; attached clients write to it (`stdin: true`).
+    Open,
+    /// As `Open`, closed when the first attached client leaves (`stdinOnce: true`).
+    Once,
+}
+
+impl StdinMode {
+    fn as_arg(self) -> &'static str {
+        match self {
+            StdinMode::Closed => "closed",
+            StdinMode::Open => "open",
+            StdinMode::Once => "once",
+        }
+    }
+
+    fn parse(arg: &str) -> Result<Self, String> {
+        match arg {
+            "closed" => Ok(StdinMode::Closed),
+            "open" => Ok(StdinMode::Open),
+            "once" => Ok(StdinMode::Once),
+            other => Err(format!("--stdin must be closed, open or once, not {other:?}")),
+        }
+    }
+}
 
 /// The shim's command line: what the driver passes and [`main`] parses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +82,8 @@ pub struct ShimArgs {
     pub runc: PathBuf,
     /// runc's `--root` (its state directory).
     pub runc_root: PathBuf,
+    /// The container's stdin.
+    pub stdin: StdinMode,
 }
 
 impl ShimArgs {
@@ -63,12 +98,15 @@ impl ShimArgs {
             self.runc.clone().into(),
             "--runc-root".into(),
             self.runc_root.clone().into(),
+            "--stdin".into(),
+            self.stdin.as_arg().into(),
         ]
     }
 
     /// Parses the arguments written by [`ShimArgs::to_args`].
     pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Self, String> {
         let (mut id, mut bundle_root, mut runc, mut runc_root) = (None, None, None, None);
+        let mut stdin = StdinMode::Closed;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             let value = args.next().ok_or_else(|| format!("{} needs a value", flag.to_string_lossy()))?;
@@ -77,6 +115,7 @@ impl ShimArgs {
                 Some("--bundle-root") => bundle_root = Some(PathBuf::from(value)),
                 Some("--runc") => runc = Some(PathBuf::from(value)),
                 Some("--runc-root") => runc_root = Some(PathBuf::from(value)),
+                Some("--stdin") => stdin = StdinMode::parse(&value.to_string_lossy())?,
                 _ => return Err(format!("unknown argument {}", flag.to_string_lossy())),
             }
         }
@@ -85,6 +124,7 @@ impl ShimArgs {
             bundle_root: bundle_root.ok_or("--bundle-root is required")?,
             runc: runc.unwrap_or_else(|| PathBuf::from("runc")),
             runc_root: runc_root.ok_or("--runc-root is required")?,
+            stdin,
         })
     }
 }
@@ -160,6 +200,23 @@ fn run(args: &ShimArgs, bundle: &Bundle) -> Result<(), String> {
         .open(bundle.log())
         .map_err(|e| format!("opening {}: {e}", bundle.log().display()))?;
     let log = Arc::new(Mutex::new(log));
+    // Without the socket the container still runs; only `kubectl attach` will say it cannot.
+    // The container's stdin: the read end goes to runc, the write end to attached clients.
+    let (stdin_r, stdin_w) = match args.stdin {
+        StdinMode::Closed => (None, None),
+        StdinMode::Open | StdinMode::Once => {
+            let (r, w) = io::pipe().map_err(|e| format!("pipe: {e}"))?;
+            (Some(r), Some(w))
+        }
+    };
+    let stdin = StdinSink::new(stdin_w, args.stdin == StdinMode::Once);
+    let attached = match AttachServer::bind(bundle.dir(), stdin) {
+        Ok(server) => Some(Arc::new(server)),
+        Err(e) => {
+            eprintln!("container-shim {}: no attach socket: {e}", args.id);
+            None
+        }
+    };
     let (out_r, out_w) = io::pipe().map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = io::pipe().map_err(|e| format!("pipe: {e}"))?;
     let _ = std::fs::remove_file(bundle.pid_file());
@@ -171,14 +228,17 @@ fn run(args: &ShimArgs, bundle: &Bundle) -> Result<(), String> {
         .arg("--pid-file")
         .arg(bundle.pid_file())
         .arg(&args.id)
-        .stdin(Stdio::null())
+        .stdin(stdin_r.map_or_else(Stdio::null, Stdio::from))
         .stdout(out_w)
         .stderr(err_w)
         .status()
         .map_err(|e| format!("running {}: {e}", args.runc.display()))?;
     // The Command (and with it our copy of the write ends) is gone: the pipes close when the
     // container's processes exit, which ends the copiers.
-    let copiers = [spawn_copier(out_r, "stdout", Arc::clone(&log)), spawn_copier(err_r, "stderr", Arc::clone(&log))];
+    let copiers = [
+        spawn_copier(out_r, Stream::Stdout, Arc::clone(&log), attached.clone()),
+        spawn_copier(err_r, Stream::Stderr, Arc::clone(&log), attached.clone()),
+    ];
     if !created.success() {
         return Err(runc_error(bundle).unwrap_or_else(|| format!("runc create failed: {created}")));
     }
@@ -207,6 +267,9 @@ fn run(args: &ShimArgs, bundle: &Bundle) -> Result<(), String> {
     let oom_killed =
         cgroups_path.as_deref().and_then(|p| status::oom_kills(&p.to_string_lossy())).is_some_and(|n| n > 0);
     wait_drained(copiers);
+    if let Some(server) = &attached {
+        server.close();
+    }
     record.exit = Some(ExitStatus {
         code: status::exit_code(code, signal),
         signal,
@@ -239,12 +302,38 @@ fn wait_drained(copiers: [std::sync::mpsc::Receiver<()>; 2]) {
     }
 }
 
-/// Copies `pipe` into the log on a thread; the receiver yields when the pipe reached EOF.
+/// Which output of the container a copier carries.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn log_name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    fn attach_byte(self) -> u8 {
+        match self {
+            Stream::Stdout => attach::STDOUT,
+            Stream::Stderr => attach::STDERR,
+        }
+    }
+}
+
+/// Copies `pipe` into the log (and to attached clients) on a thread; the receiver yields when
+/// the pipe reached EOF.
 fn spawn_copier(
     mut pipe: io::PipeReader,
-    stream: &'static str,
+    which: Stream,
     log: Arc<Mutex<File>>,
+    attached: Option<Arc<AttachServer>>,
 ) -> std::sync::mpsc::Receiver<()> {
+    let stream = which.log_name();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut framer = LineFramer::default();
@@ -257,7 +346,12 @@ fn spawn_copier(
         loop {
             match pipe.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => framer.push(&buf[..n], |tag, text| write(cri_line(stream, tag, text))),
+                Ok(n) => {
+                    framer.push(&buf[..n], |tag, text| write(cri_line(stream, tag, text)));
+                    if let Some(server) = &attached {
+                        server.broadcast(which.attach_byte(), &buf[..n]);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
@@ -368,6 +462,7 @@ mod tests {
             bundle_root: "/b".into(),
             runc: "/usr/sbin/runc".into(),
             runc_root: "/r".into(),
+            stdin: StdinMode::Once,
         };
         assert_eq!(ShimArgs::parse(args.to_args()).expect("parse"), args);
         assert!(ShimArgs::parse(vec!["--id".into()]).is_err());
