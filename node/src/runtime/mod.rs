@@ -120,6 +120,16 @@ pub struct ContainerSpec {
     /// The pod's sandbox network namespace a WASM container joins (mixed pods: the OCI
     /// runtime sets it when it hands a WASM container over); `None`: the node's network.
     pub netns: Option<PathBuf>,
+    /// `stdin`, `stdinOnce`, `tty`: a container `kubectl attach -i` can type into.
+    pub stdin: StdinSpec,
+}
+
+/// A container's `stdin`, `stdinOnce` and `tty` (WASM containers ignore them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StdinSpec {
+    pub open: bool,
+    pub once: bool,
+    pub tty: bool,
 }
 
 /// A container's security settings, resolved from `securityContext` (container over pod).

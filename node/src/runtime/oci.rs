@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use skiff_oci_shim::image::{ContainerImage, ImageKind, ImageStore};
+use skiff_oci_shim::runtime::shim::StdinMode;
 use skiff_oci_shim::runtime::{Runc, RuncError, RuntimeStatus};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -41,7 +42,7 @@ use super::oci_spec::{self, NodeLimits};
 use super::wasm::{BuiltinRegistry, present_locally, pull_with};
 use super::{
     ContainerRuntime, ContainerSpec, ContainerStats, ExecIo, ExitInfo, ImageRef, PodRef, PullCredentials, PullPolicy,
-    RunningContainer, RuntimeError,
+    RunningContainer, RuntimeError, StdinSpec,
 };
 use crate::sandbox::{PodSandbox, Sandboxes};
 
@@ -234,10 +235,19 @@ impl ContainerRuntime for OciRuntime {
         }
         // The image's lowerdirs are top layer first; runc's bundle wants the base first.
         let lowerdirs: Vec<PathBuf> = image.lowerdirs.iter().rev().cloned().collect();
-        match self.runc.start(&runc_spec, &lowerdirs).await {
+        // A kept stdin for `kubectl attach -i`. `tty: true` gets the same pipe, not a terminal
+        // (the shim's console-socket path is not wired yet): a shell then runs without a prompt.
+        let stdin = match spec.stdin {
+            StdinSpec { open: false, .. } => StdinMode::Closed,
+            StdinSpec { once: true, .. } => StdinMode::Once,
+            StdinSpec { .. } => StdinMode::Open,
+        };
+        match self.runc.start_with_stdin(&runc_spec, &lowerdirs, stdin).await {
             Ok(handle) => {
                 info!(id = %handle.id, pid = handle.pid, "container started");
-                Ok(Box::new(OciContainer::watch(self.runc.clone(), id, self.limits.cgroup_parent.clone())))
+                let mut container = OciContainer::watch(self.runc.clone(), id, self.limits.cgroup_parent.clone());
+                container.stdin_kept = stdin != StdinMode::Closed;
+                Ok(Box::new(container))
             }
             Err(e) => {
                 let error = Self::start_error(e);
@@ -338,6 +348,8 @@ fn link_log(bundle_root: &Path, id: &str, log: &Path) -> std::io::Result<()> {
 struct OciContainer {
     runc: Runc,
     id: String,
+    /// Its shim keeps a stdin attach clients write to (unknown after an adoption: assumed).
+    stdin_kept: bool,
     cgroup: PathBuf,
     done: watch::Receiver<Option<ExitInfo>>,
     _task: tokio_util::task::AbortOnDropHandle<()>,
@@ -364,7 +376,7 @@ impl OciContainer {
             tx.send_replace(Some(exit));
         });
         let cgroup = Path::new(cgroup_parent.trim_start_matches('/')).join(&id);
-        OciContainer { runc, id, cgroup, done, _task: tokio_util::task::AbortOnDropHandle::new(task) }
+        OciContainer { runc, id, stdin_kept: true, cgroup, done, _task: tokio_util::task::AbortOnDropHandle::new(task) }
     }
 }
 
@@ -445,7 +457,7 @@ impl RunningContainer for OciContainer {
 
     /// The container's live output (`kubectl attach`), from its shim.
     async fn attach(&self, io: ExecIo) -> Result<(), RuntimeError> {
-        attach_output(&self.runc, &self.id, io).await
+        attach_output(&self.runc, &self.id, self.stdin_kept, io).await
     }
 
     /// `runc exec` with the session's streams piped through (`kubectl exec`, `kubectl cp`), or
@@ -478,7 +490,7 @@ impl RunningContainer for OciContainer {
 
 /// `kubectl attach` without stdin or a terminal: the container's output from now on, until it
 /// ends or the client leaves (the session drops this future).
-async fn attach_output(runc: &Runc, id: &str, io: ExecIo) -> Result<(), RuntimeError> {
+async fn attach_output(runc: &Runc, id: &str, stdin_kept: bool, io: ExecIo) -> Result<(), RuntimeError> {
     use skiff_oci_shim::runtime::attach;
     let socket =
         runc.attach(id).await.map_err(|e| RuntimeError::new("AttachError", format!("attaching to {id}: {e}")))?;
@@ -486,13 +498,15 @@ async fn attach_output(runc: &Runc, id: &str, io: ExecIo) -> Result<(), RuntimeE
     let (mut stdout, mut stderr) = (io.stdout, io.stderr);
     let mut feeding = None;
     if let Some(mut stdin) = io.stdin {
-        // The node starts no container with a kept stdin yet (the pod's `stdin`/`stdinOnce` do
-        // not reach the runtime; `Runc::start_with_stdin` is ready for them): the shim drops
-        // what is sent. Say so where the user looks instead of swallowing their typing.
-        let notice =
-            b"skiff: stdin and terminals of OCI containers are not connected to attach yet; showing output only\r\n";
-        if let Some(to) = stderr.as_mut().or(stdout.as_mut()) {
-            let _ = tokio::io::AsyncWriteExt::write_all(to, notice).await;
+        // A container without `stdin: true` has no stdin to write to (the shim drops what is
+        // sent): say so where the user looks instead of swallowing their typing, as kubectl's
+        // own warning does.
+        if !stdin_kept {
+            let notice =
+                b"skiff: this container does not accept input (set stdin: true in its spec); showing output only\r\n";
+            if let Some(to) = stderr.as_mut().or(stdout.as_mut()) {
+                let _ = tokio::io::AsyncWriteExt::write_all(to, notice).await;
+            }
         }
         feeding = Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -185,6 +185,7 @@ mod tests {
             logs: Arc::new(NoLog),
             annotations: BTreeMap::new(),
             netns: None,
+            stdin: Default::default(),
         }
     }
 

@@ -17,7 +17,9 @@ use super::container::LaunchFailure;
 use super::spec;
 use crate::events::{EventType, PodEvents, go_duration};
 use crate::pod_env::PodEnvironment;
-use crate::runtime::{ContainerRuntime, ContainerSpec, Mount, PodRef, PullCredentials, PullPolicy, RunningContainer};
+use crate::runtime::{
+    ContainerRuntime, ContainerSpec, Mount, PodRef, PullCredentials, PullPolicy, RunningContainer, StdinSpec,
+};
 
 /// Everything one launch needs, resolved by the worker beforehand.
 #[derive(Debug)]
@@ -139,6 +141,11 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
         annotations: plan.pod.metadata.annotations.clone().unwrap_or_default(),
         // Only the runtime knows the sandbox (and sets it when the pod has one).
         netns: None,
+        stdin: StdinSpec {
+            open: c.stdin.unwrap_or(false),
+            once: c.stdin_once.unwrap_or(false),
+            tty: c.tty.unwrap_or(false),
+        },
     };
     match plan.runtime.start(spec).await {
         Ok(running) => {
