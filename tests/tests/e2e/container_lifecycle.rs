@@ -11,6 +11,10 @@
 //! probe that outlives its timeout fails saying so and its command is killed; a failing
 //! postStart hook gives `FailedPostStartHook` and restarts the container. Whatever happens,
 //! runc containers, mounts and namespaces under the data dir are removed at the end.
+//!
+//! WASM pods (a second scenario, no containers): an httpGet postStart hook against the pod IP
+//! holds the start until it answered; exec hooks and exec probes fail saying WASM has no
+//! processes to run a command in.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,7 +23,7 @@ use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use skiff_tests::{NetNs, Skiff, StartOptions, StoreKind, wait_until};
 
-use crate::{POD_POLL as POLL, POD_TIMEOUT, get_json, pod_is_ready};
+use crate::{POD_POLL as POLL, POD_TIMEOUT, get_json, pod_is_ready, push_guest};
 
 /// Removes what the node left under `data_dir` (runc containers, tmpfs and overlay mounts,
 /// pod network namespaces) — on success as on failure.
@@ -262,5 +266,47 @@ async fn hooks_exec_probes_and_secret_tmpfs_in_containers() -> Result<()> {
     skiff.kubectl(&["delete", "pod", "liveness", "slow", "badhook", "--timeout=60s"]).await?.ok()?;
     let status = skiff.stop().await?;
     ensure!(status.success(), "SIGTERM exit status {status}\n{}", skiff.log_tail(40));
+    Ok(())
+}
+
+/// A WASM HTTP pod (the http-probe guest on 8080) with `extra` under its container.
+fn wasm_pod(name: &str, image: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  \
+         - name: app\n    image: {image}\n    ports:\n    - containerPort: 8080\n{extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasm_pods_run_http_hooks_and_refuse_exec_clearly() -> Result<()> {
+    let skiff = Skiff::start(StoreKind::Embedded).await?;
+    let image = push_guest(&skiff, "http-probe", "hooks/http:v1").await?;
+
+    // httpGet postStart against the pod IP: answered, so the pod runs; an exec probe cannot run.
+    let hooks = "    lifecycle:\n      postStart:\n        httpGet: {path: /, port: 8080}\n      preStop:\n        \
+                 exec: {command: [\"true\"]}\n    readinessProbe:\n      exec: {command: [\"true\"]}\n      \
+                 periodSeconds: 1\n";
+    apply(&skiff, &wasm_pod("wasm-hooks", &image, hooks)).await?;
+    wait_until("the WASM pod to run", POD_TIMEOUT, POLL, || async {
+        let p = get_json(&skiff, &["pod", "wasm-hooks"]).await?;
+        Ok((p["status"]["phase"] == "Running").then_some(()))
+    })
+    .await?;
+    event(&skiff, "wasm-hooks", "Unhealthy", "Readiness probe failed: exec is not supported for WASM containers")
+        .await?;
+    ensure!(
+        events(&skiff, "wasm-hooks").await?.iter().all(|e| e["reason"] != "FailedPostStartHook"),
+        "the httpGet postStart hook failed"
+    );
+    // Deleting it: the exec preStop hook fails clearly, and the pod goes anyway.
+    skiff.kubectl(&["delete", "pod", "wasm-hooks", "--timeout=60s"]).await?.ok()?;
+    event(&skiff, "wasm-hooks", "FailedPreStopHook", "not supported for WASM containers").await?;
+
+    // An httpGet postStart hook nobody answers: FailedPostStartHook, the container restarts.
+    let refused = "    lifecycle:\n      postStart:\n        httpGet: {path: /, port: 9}\n";
+    apply(&skiff, &wasm_pod("wasm-badhook", &image, refused)).await?;
+    event(&skiff, "wasm-badhook", "FailedPostStartHook", ":9/").await?;
+    restarted(&skiff, "wasm-badhook").await?;
+    skiff.kubectl(&["delete", "pod", "wasm-badhook", "--timeout=60s"]).await?.ok()?;
     Ok(())
 }
