@@ -3,7 +3,8 @@
 //! What it owns: pull → IP and volumes → init containers one after another (`init`) → start
 //! containers → running (probes, restarts with back-off) → terminating (grace period, then the pod object is deleted for good) →
 //! terminated (IP released, node-side leftovers cleaned up), and reporting every step as pod
-//! status and as events (`Killing`, `BackOff`, `Unhealthy`; launches write their own). The worker is fed the latest pod object through a watch channel (`None`: the pod is
+//! status and as events (`Killing`, `BackOff`, `Unhealthy`, `FailedPreStopHook`; launches
+//! write their own). Every stop of a container runs its preStop hook first (`crate::lifecycle`). The worker is fed the latest pod object through a watch channel (`None`: the pod is
 //! gone from the API) and learns about its containers through events from the tasks it owns
 //! (launches, waits, probes). What it does not: watch the API (the dispatcher does), decide
 //! the status shape (`status`), or the container transitions (`container`). This file holds

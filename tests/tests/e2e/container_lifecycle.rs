@@ -5,8 +5,9 @@
 //! In order: a pod whose postStart hook writes the file its main command waits for (so the
 //! hook ran inside the started container, before it was reported Running), whose readiness
 //! exec probe flips with a file, whose secret and projected volumes are tmpfs mounts (seen in
-//! the container's `/proc/mounts` and sized on the node), and whose preStop hook writes a
-//! marker to a hostPath volume when the pod is deleted — after which the tmpfs mounts are gone;
+//! the container's `/proc/mounts` and sized on the node), kept over an agent restart that
+//! removes the tmpfs of a pod deleted meanwhile, and whose preStop hook writes a marker to a
+//! hostPath volume when the pod is deleted (after the restart) — then its tmpfs mounts are gone;
 //! a liveness exec probe that fails restarts its container with `Unhealthy` events; an exec
 //! probe that outlives its timeout fails saying so and its command is killed; a failing
 //! postStart hook gives `FailedPostStartHook` and restarts the container. Whatever happens,
@@ -194,6 +195,7 @@ async fn hooks_exec_probes_and_secret_tmpfs_in_containers() -> Result<()> {
     let _leftovers = Leftovers { data_dir: skiff.data_dir().to_path_buf() };
     let image = skiff_tests::oci_image::push_busybox(&skiff, "busybox", "v1").await?;
     let markers = scripts.path().join("markers");
+    let pods_dir = skiff.data_dir().join("agent").join("pods");
 
     // postStart runs in the started container; the main command waits for its file.
     skiff.kubectl(&["create", "secret", "generic", "creds", "--from-literal=token=s3cret"]).await?.ok()?;
@@ -217,7 +219,7 @@ async fn hooks_exec_probes_and_secret_tmpfs_in_containers() -> Result<()> {
     }
     let token = skiff.kubectl(&["exec", "hooks", "--", "cat", "/etc/bundle/token", "/etc/creds/token"]).await?.ok()?;
     ensure!(token == "s3crets3cret", "secret contents: {token:?}");
-    let node_mounts: Vec<_> = mounts_under(skiff.data_dir()).into_iter().filter(|(mp, _)| mp.contains(&uid)).collect();
+    let node_mounts: Vec<_> = mounts_under(&pods_dir).into_iter().filter(|(mp, _)| mp.contains(&uid)).collect();
     for kind in ["kubernetes.io~secret/creds", "kubernetes.io~projected/bundle"] {
         let (_, opts) = node_mounts
             .iter()
@@ -226,12 +228,27 @@ async fn hooks_exec_probes_and_secret_tmpfs_in_containers() -> Result<()> {
         ensure!(opts.starts_with("tmpfs ") && opts.contains("size=16384k"), "{kind} mount: {opts}");
     }
 
+    // An agent restart: the volumes of a pod deleted meanwhile (a tmpfs under a pod directory
+    // no pod owns) are removed; the running pod keeps its own.
+    let orphan = pods_dir.join("00000000-dead-4000-8000-000000000000/volumes/kubernetes.io~secret/s");
+    std::fs::create_dir_all(&orphan)?;
+    let mounted = std::process::Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&orphan).status()?;
+    ensure!(mounted.success(), "mounting the orphan tmpfs");
+    skiff.restart().await?;
+    ready(&skiff, "hooks", true).await?;
+    wait_until("the deleted pod's tmpfs to be removed", POD_TIMEOUT, POLL, || async {
+        Ok((!orphan.exists() && mounts_under(&orphan).is_empty()).then_some(()))
+    })
+    .await?;
+    let after: Vec<_> = mounts_under(&pods_dir).into_iter().filter(|(mp, _)| mp.contains(&uid)).collect();
+    ensure!(after.len() == 2, "the live pod's volumes after the restart: {after:?}");
+
     // Deleting the pod runs preStop (writing to the hostPath) and unmounts the volumes.
     skiff.kubectl(&["delete", "pod", "hooks", "--timeout=60s"]).await?.ok()?;
     let marker = std::fs::read_to_string(markers.join("prestop")).context("the preStop marker")?;
     ensure!(marker.trim() == "prestop-ran", "preStop marker: {marker:?}");
     wait_until("the pod's tmpfs volumes to be unmounted", POD_TIMEOUT, POLL, || async {
-        let left: Vec<_> = mounts_under(skiff.data_dir()).into_iter().filter(|(mp, _)| mp.contains(&uid)).collect();
+        let left: Vec<_> = mounts_under(&pods_dir).into_iter().filter(|(mp, _)| mp.contains(&uid)).collect();
         Ok(left.is_empty().then_some(()))
     })
     .await?;
