@@ -10,6 +10,7 @@ pub mod events;
 pub mod hollow;
 pub mod ipam;
 pub mod lease;
+pub mod lifecycle;
 pub mod logs;
 pub mod node_status;
 pub mod nodeapi;

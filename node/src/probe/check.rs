@@ -1,15 +1,19 @@
 //! One probe check: resolve what to contact ([`Action::resolve`]) and do it ([`run`]).
 //!
 //! `httpGet` succeeds on a status of 200–399 (redirects followed, as the kubelet does),
-//! `tcpSocket` when a connection opens; both within the probe's timeout. `exec` needs a
-//! process to exec into and is not offered by the WASM runtime, so it always fails with a
-//! message saying so. HTTPS probes skip certificate checks, as in Kubernetes.
+//! `tcpSocket` when a connection opens, `exec` when the command exits 0 (run in the container
+//! through the runtime, [`super::exec`]; killed when the timeout passes); all within the
+//! probe's timeout. A WASM container has no process to exec into: its runtime answers exec
+//! with a clear "not supported", which becomes the probe's failure message. HTTPS probes skip
+//! certificate checks, as in Kubernetes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::runtime::RunningContainer;
 
 /// Where a probe's target lives: the pod IP and the container's declared ports.
 #[derive(Debug, Clone)]
@@ -27,6 +31,10 @@ pub enum Action {
     },
     Tcp {
         addr: SocketAddr,
+    },
+    /// A command run inside the container; exit code 0 is a success.
+    Exec {
+        command: Vec<String>,
     },
     /// A probe this node cannot run; every check fails with this message.
     Unsupported(String),
@@ -65,8 +73,12 @@ impl Action {
             };
             return Action::Tcp { addr: SocketAddr::new(ip, port) };
         }
-        if probe.exec.is_some() {
-            return Action::Unsupported("exec probes are not supported by this runtime".into());
+        if let Some(exec) = &probe.exec {
+            let command = exec.command.clone().unwrap_or_default();
+            if command.is_empty() {
+                return Action::Unsupported("exec probe has no command".into());
+            }
+            return Action::Exec { command };
         }
         if probe.grpc.is_some() {
             return Action::Unsupported("grpc probes are not supported yet".into());
@@ -94,10 +106,23 @@ fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, String
     }
 }
 
-/// Runs one check; `Err` says why it failed.
-pub async fn run(action: &Action, http: &reqwest::Client, timeout: Duration) -> Result<(), String> {
+/// Runs one check against `container` (the one probed; exec checks run inside it); `Err`
+/// says why it failed.
+pub async fn run(
+    action: &Action,
+    http: &reqwest::Client,
+    container: &dyn RunningContainer,
+    timeout: Duration,
+) -> Result<(), String> {
     match action {
         Action::Unsupported(msg) => Err(msg.clone()),
+        Action::Exec { command } => match super::exec::run(container, command, Some(timeout)).await {
+            Ok(out) if out.exit_code == 0 => Ok(()),
+            // The kubelet's message is the command's output; an empty one says how it ended.
+            Ok(out) if !out.output.trim().is_empty() => Err(out.output.trim_end().to_string()),
+            Ok(out) => Err(format!("command {:?} exited with code {}", command.join(" "), out.exit_code)),
+            Err(e) => Err(e.to_string()),
+        },
         Action::Tcp { addr } => match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("dial tcp {addr}: {e}")),
@@ -125,7 +150,8 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{ContainerPort, HTTPGetAction, HTTPHeader, TCPSocketAction};
+    use crate::probe::exec::tests::FakeExec;
+    use k8s_openapi::api::core::v1::{ContainerPort, ExecAction, HTTPGetAction, HTTPHeader, TCPSocketAction};
 
     fn container() -> Container {
         Container {
@@ -181,12 +207,13 @@ mod tests {
     #[tokio::test]
     async fn tcp_and_http_checks_against_real_sockets() {
         let http = http_client().expect("client");
+        let c = FakeExec::default();
         let t = Duration::from_secs(2);
         let tcp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let tcp_addr = tcp_listener.local_addr().expect("addr");
-        assert!(run(&Action::Tcp { addr: tcp_addr }, &http, t).await.is_ok());
+        assert!(run(&Action::Tcp { addr: tcp_addr }, &http, &c, t).await.is_ok());
         drop(tcp_listener);
-        assert!(run(&Action::Tcp { addr: tcp_addr }, &http, t).await.is_err(), "nobody listens any more");
+        assert!(run(&Action::Tcp { addr: tcp_addr }, &http, &c, t).await.is_err(), "nobody listens any more");
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -202,9 +229,29 @@ mod tests {
             }
         });
         let action = Action::Http { url: format!("http://{addr}/"), headers: vec![] };
-        let first = run(&action, &http, t).await;
+        let first = run(&action, &http, &c, t).await;
         assert!(first.as_ref().is_err_and(|e| e.contains("503")), "{first:?}");
-        assert!(run(&action, &http, t).await.is_ok());
+        assert!(run(&action, &http, &c, t).await.is_ok());
         server.await.expect("server");
+    }
+
+    #[tokio::test]
+    async fn exec_checks_pass_on_exit_zero_and_report_output() {
+        let http = http_client().expect("client");
+        let t = Duration::from_secs(1);
+        let exec = |cmd: &[&str]| Probe {
+            exec: Some(ExecAction { command: Some(cmd.iter().map(|s| s.to_string()).collect()) }),
+            ..Probe::default()
+        };
+        let c = container();
+        let target = ProbeTarget { pod_ip: "127.244.0.5".parse().expect("ip"), container: &c };
+        let action = Action::resolve(&exec(&["cat", "/ready"]), &target);
+        assert_eq!(action, Action::Exec { command: vec!["cat".into(), "/ready".into()] });
+        assert!(matches!(Action::resolve(&exec(&[]), &target), Action::Unsupported(_)));
+        assert!(run(&action, &http, &FakeExec::default(), t).await.is_ok());
+        let failing = FakeExec { code: 1, output: "cat: can't open '/ready'\n".into(), ..FakeExec::default() };
+        assert_eq!(run(&action, &http, &failing, t).await, Err("cat: can't open '/ready'".into()));
+        let silent = FakeExec { code: 2, ..FakeExec::default() };
+        assert_eq!(run(&action, &http, &silent, t).await, Err("command \"cat /ready\" exited with code 2".into()));
     }
 }

@@ -2,12 +2,15 @@
 //!
 //! What it owns: the settings of a probe as Kubernetes defaults them ([`ProbeSettings`]), the
 //! pure bookkeeping that turns single results into the probe's verdict with success and
-//! failure thresholds ([`ProbeTracker`]), running one check ([`check`]), and the task that runs
-//! checks on schedule and reports raw results ([`run_probe`]). What it does not: act on a
+//! failure thresholds ([`ProbeTracker`]), running one check ([`check`]; commands inside the
+//! container: [`exec`], shared with exec lifecycle hooks), and the task that runs checks on
+//! schedule and reports raw results ([`run_probe`]). What it does not: act on a
 //! verdict — the pod worker restarts a container or flips its readiness.
 
 pub mod check;
+pub mod exec;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Probe};
@@ -15,6 +18,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use check::{Action, ProbeTarget};
+
+use crate::runtime::RunningContainer;
 
 /// Which probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,13 +130,15 @@ pub struct ProbeReport {
     pub detail: String,
 }
 
-/// Runs `action` on `settings`' schedule until `cancel` fires, sending every result to `out`
-/// (wrapped by `wrap`, so the worker can tag it with the container and run).
+/// Runs `action` against `container` on `settings`' schedule until `cancel` fires, sending
+/// every result to `out` (wrapped by `wrap`, so the worker can tag it with the container and run).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_probe<T: Send + 'static>(
     kind: ProbeKind,
     settings: ProbeSettings,
     action: Action,
     http: reqwest::Client,
+    container: Arc<dyn RunningContainer>,
     out: mpsc::UnboundedSender<T>,
     wrap: impl Fn(ProbeReport) -> T + Send + 'static,
     cancel: CancellationToken,
@@ -140,7 +147,7 @@ pub async fn run_probe<T: Send + 'static>(
         return;
     }
     loop {
-        let result = cancel.run_until_cancelled(check::run(&action, &http, settings.timeout)).await;
+        let result = cancel.run_until_cancelled(check::run(&action, &http, container.as_ref(), settings.timeout)).await;
         let Some(result) = result else { return };
         let report = ProbeReport { kind, ok: result.is_ok(), detail: result.err().unwrap_or_default() };
         if out.send(wrap(report)).is_err() {

@@ -471,6 +471,8 @@ impl RunningContainer for OciContainer {
             .runc
             .exec(&self.id, &argv, &options)
             .map_err(|e| RuntimeError::new("ExecError", format!("starting {argv:?} in the container: {e}")))?;
+        // Whoever gives up on this exec (a probe's timeout, a client gone) ends the command too.
+        let mut reaper = ExecReaper(child.id());
         let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
         // stdin ends when the client closes it; the command's outputs end when it exits.
         let feed = async move {
@@ -483,6 +485,7 @@ impl RunningContainer for OciContainer {
         let feeding = tokio::spawn(feed);
         let (_, _, status) = tokio::join!(out, err, child.wait());
         feeding.abort();
+        reaper.0 = None;
         let status = status.map_err(|e| RuntimeError::new("ExecError", format!("waiting for {argv:?}: {e}")))?;
         Ok(status.code().unwrap_or(128 + status.signal().unwrap_or(0)))
     }
@@ -581,6 +584,53 @@ async fn tty_exec(runc: &Runc, id: &str, argv: Vec<String>, io: ExecIo) -> Resul
     Ok(status.code().unwrap_or(128 + status.signal().unwrap_or(0)))
 }
 
+/// Kills what a `runc exec` (pid `.0`) started inside the container when the exec is dropped
+/// before it finished: killing `runc exec` alone would leave the command running, reparented
+/// inside the container. Its descendants (the command and whatever it forked) are found by
+/// parent pid in `/proc` and killed (in any order: SIGKILL cannot be caught).
+#[derive(Debug)]
+struct ExecReaper(Option<u32>);
+
+impl Drop for ExecReaper {
+    fn drop(&mut self) {
+        let Some(root) = self.0 else { return };
+        for pid in descendants(root, &process_parents()) {
+            if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+/// `(pid, parent pid)` of every process visible in `/proc`.
+fn process_parents() -> Vec<(u32, u32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter_map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let ppid = status.lines().find_map(|l| l.strip_prefix("PPid:"))?.trim().parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect()
+}
+
+/// Every process below `root` in `parents` (not `root` itself).
+fn descendants(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(pid, ppid) in parents {
+            if ppid == p && pid != root && !found.contains(&pid) {
+                found.push(pid);
+                frontier.push(pid);
+            }
+        }
+    }
+    found
+}
+
 /// Copies a child's output stream to the session (or drains it when the client did not ask).
 async fn pipe(
     from: Option<impl tokio::io::AsyncRead + Unpin>,
@@ -609,6 +659,15 @@ mod tests {
         assert!(oom.message.is_some_and(|m| m.contains("limits.memory")));
         assert_eq!(exit_info(0, "Completed", None).message, None);
         assert_eq!(exit_info(143, "Error", Some(15)).message.as_deref(), Some("killed by signal 15"));
+    }
+
+    #[test]
+    fn descendants_of_an_exec() {
+        let parents = [(10, 1), (11, 10), (12, 11), (13, 10), (20, 1), (21, 20)];
+        let mut below = descendants(10, &parents);
+        below.sort_unstable();
+        assert_eq!(below, [11, 12, 13]);
+        assert!(descendants(12, &parents).is_empty());
     }
 
     #[test]

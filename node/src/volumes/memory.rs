@@ -1,7 +1,11 @@
 //! Memory-backed volume directories: `emptyDir` with `medium: Memory`, and every `secret`
-//! volume, whose contents must never reach persistent disk.
+//! volume (and projected volume carrying a secret), whose contents must never reach
+//! persistent disk.
 //!
-//! As root the volume's own directory becomes a `tmpfs` mount (as the kubelet does). Without
+//! As root the volume's own directory becomes a `tmpfs` mount (as the kubelet does), of a
+//! bounded size where the caller gives one. The mounts are found again by looking at the
+//! mount table, so removal works after an agent restart too (see `reclaim` for pods deleted
+//! while the agent was down). Without
 //! root, or where mounting is not allowed, the directory is created under `/dev/shm`
 //! (`/dev/shm/skiff-<pod uid>/<kind>/<name>`), which is a tmpfs on every Linux system; the
 //! canonical pod path then is not used. If neither is possible the volume fails rather than
@@ -50,16 +54,17 @@ pub fn is_memory_backed(path: &Path) -> bool {
     matches!(fs_type(path).as_deref(), Some("tmpfs" | "ramfs"))
 }
 
-/// Makes a memory-backed directory for a volume whose canonical place is `canonical`;
-/// returns where it actually is.
-pub fn prepare(canonical: &Path, pod_uid: &str, kind: &str, name: &str) -> std::io::Result<PathBuf> {
+/// Makes a memory-backed directory for a volume whose canonical place is `canonical`, at most
+/// `size` bytes (`None`: the tmpfs default, half of memory); returns where it actually is.
+pub fn prepare(canonical: &Path, pod_uid: &str, kind: &str, name: &str, size: Option<u64>) -> std::io::Result<PathBuf> {
     if is_root() {
         std::fs::create_dir_all(canonical)?;
         // Already mounted by an earlier prepare of the same pod (an agent restart).
         if is_mount_point(canonical) {
             return Ok(canonical.to_path_buf());
         }
-        let status = Command::new("mount").args(["-t", "tmpfs", "-o", "mode=0755", "tmpfs"]).arg(canonical).status();
+        let options = tmpfs_options(size);
+        let status = Command::new("mount").args(["-t", "tmpfs", "-o", &options, "tmpfs"]).arg(canonical).status();
         match status {
             Ok(s) if s.success() => return Ok(canonical.to_path_buf()),
             other => tracing::warn!(path = %canonical.display(), result = ?other, "tmpfs mount failed; using /dev/shm"),
@@ -72,6 +77,14 @@ pub fn prepare(canonical: &Path, pod_uid: &str, kind: &str, name: &str) -> std::
     let dir = shm_root(pod_uid).join(kind).join(name);
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// The `-o` options of a volume's tmpfs.
+fn tmpfs_options(size: Option<u64>) -> String {
+    match size {
+        Some(bytes) => format!("mode=0755,size={bytes}"),
+        None => "mode=0755".to_string(),
+    }
 }
 
 /// `/dev/shm/skiff-<pod uid>`: where a pod's memory-backed volumes go without root.
@@ -94,5 +107,17 @@ pub fn unmount_under(dir: &Path) {
             Ok(s) if s.success() => {}
             other => tracing::warn!(path = %mp.display(), result = ?other, "unmounting a pod volume failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmpfs_is_sized_when_asked() {
+        assert_eq!(tmpfs_options(Some(16 << 20)), "mode=0755,size=16777216");
+        assert_eq!(tmpfs_options(None), "mode=0755");
+        assert_eq!(unescape("/a\\040b"), "/a b");
     }
 }

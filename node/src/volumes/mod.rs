@@ -3,14 +3,18 @@
 //! [`Mount`]s per container, kept fresh while the pod runs, and removed with the pod.
 //!
 //! Supported: `emptyDir` (on disk; `medium: Memory` on tmpfs — see [`memory`]), `configMap`,
-//! `secret` (always memory-backed, never on persistent disk), `downwardAPI`, `hostPath` (with
+//! `secret` (always memory-backed, never on persistent disk: a tmpfs of
+//! [`SECRET_TMPFS_SIZE`] per volume as root), `projected` (configMap, secret and downwardAPI
+//! sources; memory-backed like a secret volume as soon as one source is a secret),
+//! `downwardAPI`, `hostPath` (with
 //! type checks) and `persistentVolumeClaim` (bound claims whose PersistentVolume is `hostPath`
 //! or `local`; a *relative* `local.path` — what the local-path provisioner writes — lives under
 //! the node's data directory, the parent of the pods dir, and is created on first use; a claim
 //! is mounted read-only when the pod says `readOnly` or the volume offers only ReadOnlyMany).
-//! Removing deleted local-path volumes is [`reclaim`]'s job. configMap, secret and downwardAPI volumes are written with the
+//! Removing deleted local-path volumes, and the volumes of pods deleted while the agent was
+//! down, is [`reclaim`]'s job. configMap, secret, projected and downwardAPI volumes are written with the
 //! [`atomic`] writer and are always mounted read-only, as in Kubernetes. While the returned
-//! [`PreparedVolumes`] lives, configMap and secret volumes are re-read every
+//! [`PreparedVolumes`] lives, configMap, secret and projected volumes are re-read every
 //! [`REFRESH_PERIOD`] and republished when their data changed; a deleted object keeps its last
 //! contents (as the kubelet does). `sizeLimit` is not enforced.
 
@@ -26,12 +30,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod};
+use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, ProjectedVolumeSource};
 use tokio_util::sync::CancellationToken;
 
 use crate::env::NodeCapacity;
 use crate::pod_env::{PodEnvError, PodVolumes};
 use crate::runtime::Mount;
+use atomic::Payload;
 use payload::KeySource;
 use source::ApiObjects;
 
@@ -42,6 +47,11 @@ const EMPTY_DIR: &str = "kubernetes.io~empty-dir";
 const CONFIG_MAP: &str = "kubernetes.io~configmap";
 const SECRET: &str = "kubernetes.io~secret";
 const DOWNWARD_API: &str = "kubernetes.io~downward-api";
+const PROJECTED: &str = "kubernetes.io~projected";
+
+/// The size of the tmpfs a secret (or projected) volume gets: a Secret holds at most 1 MiB,
+/// so this fits many while keeping a pod from filling node memory through its volume.
+pub const SECRET_TMPFS_SIZE: u64 = 16 * 1024 * 1024;
 
 /// Sets up and removes pod volumes on this node.
 #[derive(Debug, Clone)]
@@ -64,33 +74,45 @@ struct PreparedVolume {
     owned_dir: bool,
 }
 
-/// A configMap/secret volume to keep fresh.
+/// One configMap or secret a volume projects.
 #[derive(Debug, Clone)]
-struct KeyVolume {
+struct KeyRef {
     source: KeySource,
-    namespace: String,
     name: String,
     items: Option<Vec<KeyToPath>>,
     default_mode: Option<i32>,
     optional: bool,
+}
+
+/// A configMap, secret or projected volume to keep fresh: the objects it projects, re-read on
+/// every sync, over files computed once (a projected volume's downwardAPI part).
+#[derive(Debug, Clone)]
+struct KeyVolume {
+    namespace: String,
+    sources: Vec<KeyRef>,
+    fixed: Payload,
     dir: PathBuf,
 }
 
 impl KeyVolume {
-    /// Reads the object and publishes its payload; returns whether files changed.
+    /// Reads the objects and publishes the payload; returns whether files changed. A path
+    /// projected twice holds what the later source says.
     async fn sync(&self, objects: &ApiObjects) -> Result<bool, PodEnvError> {
-        let data = match self.source {
-            KeySource::ConfigMap => objects.config_map(&self.namespace, &self.name).await?,
-            KeySource::Secret => objects.secret(&self.namespace, &self.name).await?,
-        };
-        let payload = payload::key_payload(
-            self.source,
-            &self.name,
-            data.as_ref(),
-            self.items.as_deref(),
-            self.default_mode,
-            self.optional,
-        )?;
+        let mut payload = self.fixed.clone();
+        for key in &self.sources {
+            let data = match key.source {
+                KeySource::ConfigMap => objects.config_map(&self.namespace, &key.name).await?,
+                KeySource::Secret => objects.secret(&self.namespace, &key.name).await?,
+            };
+            payload.extend(payload::key_payload(
+                key.source,
+                &key.name,
+                data.as_ref(),
+                key.items.as_deref(),
+                key.default_mode,
+                key.optional,
+            )?);
+        }
         atomic::write(&self.dir, &payload).map_err(|e| PodEnvError::Io(e.to_string()))
     }
 }
@@ -182,40 +204,53 @@ impl VolumeManager {
             let prepared = if let Some(ed) = &vol.empty_dir {
                 let dir = base.join(EMPTY_DIR).join(name);
                 let path = if ed.medium.as_deref() == Some("Memory") {
-                    memory::prepare(&dir, uid, EMPTY_DIR, name).map_err(|e| io(&format!("emptyDir {name:?}"), e))?
+                    memory::prepare(&dir, uid, EMPTY_DIR, name, None)
+                        .map_err(|e| io(&format!("emptyDir {name:?}"), e))?
                 } else {
                     std::fs::create_dir_all(&dir).map_err(|e| io(&format!("emptyDir {name:?}"), e))?;
                     dir
                 };
                 PreparedVolume { path, always_read_only: false, owned_dir: true }
             } else if let Some(cm) = &vol.config_map {
-                let dir = base.join(CONFIG_MAP).join(name);
-                let kv = KeyVolume {
+                let key = KeyRef {
                     source: KeySource::ConfigMap,
-                    namespace: ns.clone(),
                     name: cm.name.clone(),
                     items: cm.items.clone(),
                     default_mode: cm.default_mode,
                     optional: cm.optional == Some(true),
-                    dir: dir.clone(),
                 };
+                let dir = base.join(CONFIG_MAP).join(name);
+                let kv =
+                    KeyVolume { namespace: ns.clone(), sources: vec![key], fixed: Payload::new(), dir: dir.clone() };
                 kv.sync(&self.objects).await?;
                 fresh.push(kv);
                 PreparedVolume { path: dir, always_read_only: true, owned_dir: false }
             } else if let Some(s) = &vol.secret {
-                let canonical = base.join(SECRET).join(name);
-                let dir = memory::prepare(&canonical, uid, SECRET, name)
-                    .map_err(|e| io(&format!("secret volume {name:?}"), e))?;
-                let secret_name = s.secret_name.clone().unwrap_or_default();
-                let kv = KeyVolume {
+                let key = KeyRef {
                     source: KeySource::Secret,
-                    namespace: ns.clone(),
-                    name: secret_name,
+                    name: s.secret_name.clone().unwrap_or_default(),
                     items: s.items.clone(),
                     default_mode: s.default_mode,
                     optional: s.optional == Some(true),
-                    dir: dir.clone(),
                 };
+                let dir = memory::prepare(&base.join(SECRET).join(name), uid, SECRET, name, Some(SECRET_TMPFS_SIZE))
+                    .map_err(|e| io(&format!("secret volume {name:?}"), e))?;
+                let kv =
+                    KeyVolume { namespace: ns.clone(), sources: vec![key], fixed: Payload::new(), dir: dir.clone() };
+                kv.sync(&self.objects).await?;
+                fresh.push(kv);
+                PreparedVolume { path: dir, always_read_only: true, owned_dir: false }
+            } else if let Some(p) = &vol.projected {
+                let (sources, fixed) = projected_sources(pod, p, pod_ip, self.node)?;
+                let canonical = base.join(PROJECTED).join(name);
+                // Anything secret goes to memory only, like a secret volume.
+                let dir = if sources.iter().any(|k| k.source == KeySource::Secret) {
+                    memory::prepare(&canonical, uid, PROJECTED, name, Some(SECRET_TMPFS_SIZE))
+                        .map_err(|e| io(&format!("projected volume {name:?}"), e))?
+                } else {
+                    canonical
+                };
+                let kv = KeyVolume { namespace: ns.clone(), sources, fixed, dir: dir.clone() };
                 kv.sync(&self.objects).await?;
                 fresh.push(kv);
                 PreparedVolume { path: dir, always_read_only: true, owned_dir: false }
@@ -251,16 +286,63 @@ impl VolumeManager {
 
     /// Removes everything the pod's volumes left (unmounting memory volumes first).
     pub fn cleanup(&self, uid: &str) {
-        let dir = self.pod_dir(uid);
-        memory::unmount_under(&dir);
-        for d in [dir, memory::shm_root(uid)] {
-            if let Err(e) = std::fs::remove_dir_all(&d)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %d.display(), error = %e, "removing pod volumes failed");
-            }
+        remove_pod_dir(&self.pods_dir, uid);
+    }
+}
+
+/// Removes `<pods_dir>/<uid>` and the pod's `/dev/shm` directory, unmounting the tmpfs
+/// volumes below first (found in the mount table, so this works for any agent process).
+pub fn remove_pod_dir(pods_dir: &Path, uid: &str) {
+    let dir = pods_dir.join(uid);
+    memory::unmount_under(&dir);
+    for d in [dir, memory::shm_root(uid)] {
+        if let Err(e) = std::fs::remove_dir_all(&d)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %d.display(), error = %e, "removing pod volumes failed");
         }
     }
+}
+
+/// The configMaps and secrets a projected volume reads, and its downwardAPI files (computed
+/// once, as for a downwardAPI volume). Service account tokens and trust bundles are refused
+/// with a message: nothing on this node issues them.
+fn projected_sources(
+    pod: &Pod,
+    projected: &ProjectedVolumeSource,
+    pod_ip: IpAddr,
+    node: NodeCapacity,
+) -> Result<(Vec<KeyRef>, Payload), PodEnvError> {
+    let mut keys = Vec::new();
+    let mut fixed = Payload::new();
+    let default_mode = projected.default_mode;
+    for source in projected.sources.iter().flatten() {
+        if let Some(cm) = &source.config_map {
+            keys.push(KeyRef {
+                source: KeySource::ConfigMap,
+                name: cm.name.clone(),
+                items: cm.items.clone(),
+                default_mode,
+                optional: cm.optional == Some(true),
+            });
+        } else if let Some(s) = &source.secret {
+            keys.push(KeyRef {
+                source: KeySource::Secret,
+                name: s.name.clone(),
+                items: s.items.clone(),
+                default_mode,
+                optional: s.optional == Some(true),
+            });
+        } else if let Some(d) = &source.downward_api {
+            let items = d.items.as_deref().unwrap_or_default();
+            fixed.extend(payload::downward_payload(pod, items, default_mode, pod_ip, node)?);
+        } else if source.service_account_token.is_some() {
+            return Err(PodEnvError::Mount("projected serviceAccountToken sources are not supported yet".into()));
+        } else {
+            return Err(PodEnvError::Mount("projected volume source of an unsupported kind".into()));
+        }
+    }
+    Ok((keys, fixed))
 }
 
 /// Re-syncs configMap/secret volumes until cancelled.

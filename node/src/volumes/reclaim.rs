@@ -6,11 +6,16 @@
 //!
 //! Polls the PV list every [`PERIOD`] (PVs are few and deletions rare; a watch is not worth
 //! its reconnect logic here). Only PVs whose node affinity names this node are touched.
+//!
+//! Also, once when the agent starts: the pod directories (`<data-dir>/pods/<uid>`) of pods
+//! deleted while the agent was down — no worker will ever run for them — are removed, their
+//! tmpfs volumes (secrets) unmounted first ([`sweep_deleted_pods`]).
 
+use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use skiff_api::labels;
@@ -44,8 +49,55 @@ pub fn cleanup_target(pv: &PersistentVolume, node: &str, data_dir: &Path) -> Opt
     here.then(|| data_dir.join(path))
 }
 
-/// Removes the directories of this node's deleted local-path volumes until `cancel`.
+/// Pod directories to remove: `(uid, last modified)` entries whose pod is not in `live`, and
+/// that are older than the list (`listed_at`), so a pod created since is never touched.
+pub fn deleted_pods(dirs: &[(String, SystemTime)], live: &HashSet<String>, listed_at: SystemTime) -> Vec<String> {
+    dirs.iter()
+        .filter(|(uid, modified)| !live.contains(uid) && *modified < listed_at)
+        .map(|(uid, _)| uid.clone())
+        .collect()
+}
+
+/// Removes the pod directories (and tmpfs volumes) of pods on `node` that no longer exist.
+pub async fn sweep_deleted_pods(client: &kube::Client, node: &str, pods_dir: &Path) {
+    let listed_at = SystemTime::now();
+    let params = ListParams::default().fields(&format!("spec.nodeName={node}"));
+    let live: HashSet<String> = match Api::<Pod>::all(client.clone()).list(&params).await {
+        Ok(list) => list.items.into_iter().filter_map(|p| p.metadata.uid).collect(),
+        // Removing a live pod's volumes would be far worse than keeping a dead one's.
+        Err(e) => return warn!(error = %e, "listing this node's pods failed; leftover pod volumes are kept"),
+    };
+    let dirs: Vec<(String, SystemTime)> = std::fs::read_dir(pods_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let uid = e.file_name().into_string().ok()?;
+            let modified = e.metadata().ok()?.modified().ok()?;
+            Some((uid, modified))
+        })
+        .collect();
+    let gone = deleted_pods(&dirs, &live, listed_at);
+    if gone.is_empty() {
+        return;
+    }
+    let pods_dir = pods_dir.to_path_buf();
+    let done = tokio::task::spawn_blocking(move || {
+        for uid in gone {
+            info!(%uid, "removing the volumes of a pod deleted while the agent was down");
+            super::remove_pod_dir(&pods_dir, &uid);
+        }
+    })
+    .await;
+    if let Err(e) = done {
+        warn!(error = %e, "removing leftover pod volumes failed");
+    }
+}
+
+/// Removes the volumes of pods deleted while the agent was down (once), then the directories
+/// of this node's deleted local-path volumes until `cancel`.
 pub async fn cleanup_loop(client: kube::Client, node: String, data_dir: PathBuf, cancel: CancellationToken) {
+    sweep_deleted_pods(&client, &node, &data_dir.join("pods")).await;
     let api: Api<PersistentVolume> = Api::all(client);
     loop {
         tokio::select! {
@@ -93,6 +145,18 @@ mod tests {
             "spec": {"local": {"path": path}, "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
                 {"key": labels::HOSTNAME, "operator": "In", "values": [node]}]}]}}}}))
         .expect("pv")
+    }
+
+    #[test]
+    fn only_old_directories_of_pods_not_listed_are_swept() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let dirs = [
+            ("live".to_string(), t0 - Duration::from_secs(5)),
+            ("gone".to_string(), t0 - Duration::from_secs(5)),
+            ("new".to_string(), t0 + Duration::from_secs(1)),
+        ];
+        let live = HashSet::from(["live".to_string()]);
+        assert_eq!(deleted_pods(&dirs, &live, t0), ["gone"]);
     }
 
     #[test]

@@ -425,6 +425,31 @@ mod tests {
         assert_eq!(slot.exited(exit(0), RestartPolicy::Always, false, &cfg(), "p"), None, "terminating: no restart");
     }
 
+    #[tokio::test]
+    async fn a_run_killed_for_its_post_start_hook_counts_as_a_run() {
+        // What the worker does with a launch whose postStart hook failed: started, then ended.
+        let root = CancellationToken::new();
+        let mut slot = Slot::new(SlotKind::App, Container { name: "c".into(), ..Container::default() }, None);
+        slot.launching();
+        let probes = slot.started(Arc::new(Nothing), "sha256:1".into(), false, &root);
+        let killed = ExitInfo {
+            exit_code: 137,
+            reason: "Error".into(),
+            message: Some("PostStartHook failed: command \"false\" exited with code 1".into()),
+        };
+        assert_eq!(slot.exited(killed, RestartPolicy::Always, true, &cfg(), "p"), Some(Duration::ZERO));
+        assert!(probes.is_cancelled(), "no probe outlives the run");
+        assert_eq!(slot.next_run_count(), 1, "the next start is a restart");
+        let last = slot.view().last_terminated.expect("last state");
+        assert!(last.message.is_some_and(|m| m.starts_with("PostStartHook failed")));
+        slot.launching();
+        let probes = slot.started(Arc::new(Nothing), "sha256:1".into(), false, &root);
+        drop(probes);
+        let again = ExitInfo { exit_code: 137, reason: "Error".into(), message: None };
+        assert_eq!(slot.exited(again, RestartPolicy::Never, true, &cfg(), "p"), None, "Never: it stays terminated");
+        assert!(matches!(&slot.run, Run::Terminated(t) if t.exit_code == 137));
+    }
+
     #[test]
     fn launch_failures() {
         let mut slot = Slot::new(SlotKind::App, Container { name: "c".into(), ..Container::default() }, None);

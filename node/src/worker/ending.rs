@@ -1,7 +1,11 @@
 //! How a pod worker ends: graceful deletion (grace period, then the object is deleted with a
 //! uid precondition and the node-side leftovers are cleaned up), the pod vanishing from the API
 //! (stop at once), or the agent stopping (stop quickly, keep IP and volumes for the next start).
+//! Every stop of a container goes through [`Worker::stopper`]: its preStop hook first, inside
+//! the grace period (`crate::lifecycle`) — except when the agent itself stops.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -12,6 +16,8 @@ use tracing::{debug, info, warn};
 use super::container::Run;
 use super::{LAUNCH_DRAIN, Worker};
 use crate::events::EventType;
+use crate::lifecycle::{self, HookTarget};
+use crate::runtime::RunningContainer;
 
 /// How a pod's life on this node ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,9 +34,38 @@ impl Worker {
         Duration::from_secs(secs.max(0) as u64)
     }
 
-    /// Stops every running container with `grace`, all at once; records how they ended.
-    /// `agent_exit`: the agent process stops, so containers that outlive it (OCI) are left
-    /// running for the next agent to adopt.
+    /// A task stopping slot `idx`'s run `handle` within `grace`: its preStop hook, then the
+    /// stop signal (`FailedPreStopHook` when the hook fails).
+    pub(super) fn stopper(
+        &self,
+        idx: usize,
+        handle: Arc<dyn RunningContainer>,
+        grace: Duration,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let target = HookTarget {
+            container: self.slots[idx].container.clone(),
+            handle,
+            pod_ip: self.pod_ip.unwrap_or(self.ctx.host_ip),
+            http: self.ctx.http.clone(),
+        };
+        let (events, field_path) = (self.events.clone(), self.field_path(idx));
+        async move {
+            lifecycle::stop(&target, grace, |message| {
+                warn!(container = %target.container.name, %message, "preStop hook failed");
+                events.container(
+                    &field_path,
+                    EventType::Warning,
+                    "FailedPreStopHook",
+                    format!("PreStopHook failed: {message}"),
+                );
+            })
+            .await;
+        }
+    }
+
+    /// Stops every running container with `grace`, all at once (each after its preStop hook);
+    /// records how they ended. `agent_exit`: the agent process stops, so containers that
+    /// outlive it (OCI) are left running for the next agent to adopt, and no hooks run.
     pub(super) async fn stop_all(&mut self, grace: Duration, agent_exit: bool) {
         let running: Vec<_> = self
             .slots
@@ -43,11 +78,20 @@ impl Worker {
             let message = format!("Stopping container {}", self.slots[*i].name());
             self.events.container(&self.field_path(*i), EventType::Normal, "Killing", message);
         }
-        let ended = join_all(running.into_iter().map(|(i, h)| async move {
-            h.stop(grace).await;
-            (i, h.wait().await)
-        }))
-        .await;
+        let stops: Vec<_> = running
+            .into_iter()
+            .map(|(i, h)| {
+                let hooks = (!agent_exit).then(|| self.stopper(i, h.clone(), grace));
+                async move {
+                    match hooks {
+                        Some(stop) => stop.await,
+                        None => h.stop(grace).await,
+                    }
+                    (i, h.wait().await)
+                }
+            })
+            .collect();
+        let ended = join_all(stops).await;
         for (i, info) in ended {
             let policy = self.slots[i].kind.policy(self.policy);
             self.slots[i].exited(info, policy, false, &self.ctx.backoff, "");
@@ -78,6 +122,7 @@ impl Worker {
     /// The pod is being deleted (or is gone): stop, delete the object, clean up.
     pub(super) async fn end(mut self, ending: Ending) {
         self.stopping = true;
+        self.terminating.cancel();
         let grace = match ending {
             Ending::Graceful => {
                 let secs = self.pod.metadata.deletion_grace_period_seconds.unwrap_or(30);

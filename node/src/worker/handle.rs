@@ -45,6 +45,7 @@ impl Worker {
     }
 
     fn launched(&mut self, idx: usize, generation: u64, launched: Launched) {
+        let field_path = self.field_path(idx);
         let slot = &mut self.slots[idx];
         let policy = slot.kind.policy(self.policy);
         let current = slot.generation == generation && matches!(slot.run, Run::Launching);
@@ -64,6 +65,18 @@ impl Worker {
         info!(container = slot.name(), adopted = launched.adopted, "container started");
         let probes =
             slot.started(handle.clone(), launched.image_id.unwrap_or_default(), launched.adopted, &self.cancel);
+        if let Some(info) = launched.post_start_failed {
+            // The run started and was killed for its postStart hook: it ended, like any exit.
+            drop(probes);
+            let pod = format!("{}_{}({})", self.pod_ref.name, self.pod_ref.namespace, self.pod_ref.uid);
+            let restart = !self.stopping && !self.done;
+            let delay = slot.exited(info, policy, restart, &self.ctx.backoff, &format!("pod={pod}"));
+            if delay.is_some_and(|d| !d.is_zero()) {
+                let message = format!("Back-off restarting failed container {} in pod {pod}", slot.name());
+                self.events.container(&field_path, EventType::Warning, "BackOff", message);
+            }
+            return;
+        }
         let tx = self.tx.clone();
         let waiter = handle.clone();
         let pod_ip = self.pod_ip.unwrap_or(self.ctx.host_ip);
@@ -87,6 +100,7 @@ impl Worker {
                 ProbeSettings::of(kind, p),
                 action,
                 self.ctx.http.clone(),
+                handle.clone(),
                 self.tx.clone(),
                 move |report| Event::Probe { idx, generation, report },
                 probes.clone(),
@@ -134,7 +148,8 @@ impl Worker {
             self.events.container(&field_path, EventType::Normal, "Killing", message);
             probes.cancel();
             let handle = handle.clone();
-            self.tasks.spawn(async move { handle.stop(grace).await });
+            let stop = self.stopper(idx, handle, grace);
+            self.tasks.spawn(stop);
         }
     }
 }

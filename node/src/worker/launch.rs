@@ -1,24 +1,29 @@
-//! Launching one run of a container: pull, env, logs, start — as one owned task per launch,
-//! so a slow pull never blocks the worker from seeing a deletion.
+//! Launching one run of a container: pull, env, logs, start, postStart hook — as one owned
+//! task per launch, so a slow pull never blocks the worker from seeing a deletion.
 //!
 //! What it owns: turning a pod's container into a [`ContainerSpec`] and handing it to the
-//! runtime, and the events of those steps as the kubelet writes them (`Pulling`, `Pulled`,
-//! `Failed`, `Created`, `Started`). What it does not: decide whether to launch or what a
+//! runtime, running its `lifecycle.postStart` hook (the container is reported Running only
+//! once the hook returned, as in the kubelet; a failed hook kills the run), and the events of
+//! those steps as the kubelet writes them (`Pulling`, `Pulled`, `Failed`, `Created`,
+//! `Started`, `FailedPostStartHook`). What it does not: decide whether to launch or what a
 //! failure means (the slot does).
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::container::LaunchFailure;
 use super::spec;
 use crate::events::{EventType, PodEvents, go_duration};
+use crate::lifecycle::{self, HookTarget};
 use crate::pod_env::PodEnvironment;
 use crate::runtime::{
-    ContainerRuntime, ContainerSpec, Mount, PodRef, PullCredentials, PullPolicy, RunningContainer, StdinSpec,
+    ContainerRuntime, ContainerSpec, ExitInfo, Mount, PodRef, PullCredentials, PullPolicy, RunningContainer, StdinSpec,
 };
 
 /// Everything one launch needs, resolved by the worker beforehand.
@@ -41,6 +46,12 @@ pub struct LaunchPlan {
     /// A container an earlier agent process started (its `containerID`): taken over when the
     /// runtime still has it, instead of starting a new run.
     pub adopt: Option<String>,
+    /// For httpGet lifecycle hooks.
+    pub http: reqwest::Client,
+    /// Fires when the pod terminates: a postStart hook still running is abandoned.
+    pub terminating: CancellationToken,
+    /// `terminationGracePeriodSeconds`: what a run killed for a failed postStart hook gets.
+    pub grace: Duration,
 }
 
 /// What a launch produced.
@@ -51,6 +62,9 @@ pub struct Launched {
     pub image_id: Option<String>,
     /// The container was taken over from an earlier agent process, not started.
     pub adopted: bool,
+    /// The run started but its postStart hook failed: it was killed and ended like this
+    /// (restarted per restart policy, as if it had exited).
+    pub post_start_failed: Option<ExitInfo>,
 }
 
 /// Pulls, resolves env, opens the log and starts the container.
@@ -59,7 +73,7 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
     if let Some(id) = &plan.adopt
         && let Some(running) = plan.runtime.adopt(&plan.pod_ref, &c.name, id).await
     {
-        return Launched { result: Ok(Arc::from(running)), image_id: None, adopted: true };
+        return Launched { result: Ok(Arc::from(running)), image_id: None, adopted: true, post_start_failed: None };
     }
     let event = |type_: EventType, reason: &str, message: String| {
         plan.events.container(&plan.field_path, type_, reason, message);
@@ -71,7 +85,7 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
         Err(e) => {
             event(EventType::Warning, "Failed", format!("Failed to pull image {image:?}: {e}"));
             let failure = LaunchFailure::Pull { reason: "ErrImagePull".into(), message: e.to_string() };
-            return Launched { result: Err(failure), image_id: None, adopted: false };
+            return Launched { result: Err(failure), image_id: None, adopted: false, post_start_failed: None };
         }
     };
     let policy = spec::pull_policy(c);
@@ -96,6 +110,7 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
                 result: Err(LaunchFailure::Pull { reason: e.reason, message: e.message }),
                 image_id: None,
                 adopted: false,
+                post_start_failed: None,
             };
         }
     };
@@ -106,7 +121,7 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
             LaunchFailure::Pull { message, .. } | LaunchFailure::Start { message, .. } => message,
         };
         event(EventType::Warning, "Failed", format!("Error: {message}"));
-        Launched { result: Err(f), image_id: image_id.clone(), adopted: false }
+        Launched { result: Err(f), image_id: image_id.clone(), adopted: false, post_start_failed: None }
     };
     let (memory_limit, cpu_limit_millis) = match spec::limits(c) {
         Ok(l) => l,
@@ -132,7 +147,7 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
         cpu_request_millis: spec::cpu_request(c),
         sandbox: spec::sandbox(&plan.pod),
         env,
-        mounts: plan.mounts,
+        mounts: plan.mounts.clone(),
         pod_ip: plan.pod_ip,
         ports: spec::tcp_ports(c),
         memory_limit,
@@ -147,12 +162,37 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
             tty: c.tty.unwrap_or(false),
         },
     };
-    match plan.runtime.start(spec).await {
-        Ok(running) => {
-            event(EventType::Normal, "Created", format!("Created container {}", c.name));
-            event(EventType::Normal, "Started", format!("Started container {}", c.name));
-            Launched { result: Ok(Arc::from(running)), image_id, adopted: false }
-        }
-        Err(e) => fail(LaunchFailure::Start { reason: e.reason, message: e.message }),
-    }
+    let running: Arc<dyn RunningContainer> = match plan.runtime.start(spec).await {
+        Ok(running) => Arc::from(running),
+        Err(e) => return fail(LaunchFailure::Start { reason: e.reason, message: e.message }),
+    };
+    event(EventType::Normal, "Created", format!("Created container {}", c.name));
+    event(EventType::Normal, "Started", format!("Started container {}", c.name));
+    let post_start_failed = post_start(&plan, running.clone()).await;
+    Launched { result: Ok(running), image_id, adopted: false, post_start_failed }
+}
+
+/// Runs the container's postStart hook; when it fails, kills the run as the kubelet does
+/// (preStop first, within the pod's grace period) and returns how it ended.
+async fn post_start(plan: &LaunchPlan, running: Arc<dyn RunningContainer>) -> Option<ExitInfo> {
+    let target = HookTarget {
+        container: plan.container.clone(),
+        handle: running.clone(),
+        pod_ip: plan.pod_ip,
+        http: plan.http.clone(),
+    };
+    let message = lifecycle::post_start(&target, &plan.terminating).await.err()?;
+    let name = &plan.container.name;
+    tracing::warn!(container = %name, %message, "postStart hook failed; killing the container");
+    let event = |type_: EventType, reason: &str, message: String| {
+        plan.events.container(&plan.field_path, type_, reason, message);
+    };
+    event(EventType::Warning, "FailedPostStartHook", format!("PostStartHook failed: {message}"));
+    event(EventType::Normal, "Killing", format!("FailedPostStartHook: stopping container {name}"));
+    lifecycle::stop(&target, plan.grace, |m| {
+        event(EventType::Warning, "FailedPreStopHook", format!("PreStopHook failed: {m}"));
+    })
+    .await;
+    let ended = running.wait().await;
+    Some(ExitInfo { message: Some(format!("PostStartHook failed: {message}")), ..ended })
 }

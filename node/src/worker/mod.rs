@@ -3,7 +3,8 @@
 //! What it owns: pull → IP and volumes → init containers one after another (`init`) → start
 //! containers → running (probes, restarts with back-off) → terminating (grace period, then the pod object is deleted for good) →
 //! terminated (IP released, node-side leftovers cleaned up), and reporting every step as pod
-//! status and as events (`Killing`, `BackOff`, `Unhealthy`; launches write their own). The worker is fed the latest pod object through a watch channel (`None`: the pod is
+//! status and as events (`Killing`, `BackOff`, `Unhealthy`, `FailedPreStopHook`; launches
+//! write their own). Every stop of a container runs its preStop hook first (`crate::lifecycle`). The worker is fed the latest pod object through a watch channel (`None`: the pod is
 //! gone from the API) and learns about its containers through events from the tasks it owns
 //! (launches, waits, probes). What it does not: watch the API (the dispatcher does), decide
 //! the status shape (`status`), or the container transitions (`container`). This file holds
@@ -138,6 +139,9 @@ struct Worker {
     tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
     cancel: CancellationToken,
+    /// Fires when the pod starts terminating (or the agent stops): postStart hooks under way
+    /// are abandoned.
+    terminating: CancellationToken,
 }
 
 impl Worker {
@@ -163,6 +167,7 @@ impl Worker {
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Initialized" && c.status == "True"));
         let finished_before = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(is_terminal);
         let (tx, rx) = mpsc::unbounded_channel();
+        let own = cancel.child_token();
         let pod_ref = PodRef {
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
@@ -191,7 +196,8 @@ impl Worker {
             tasks: JoinSet::new(),
             tx,
             rx,
-            cancel: cancel.child_token(),
+            terminating: own.child_token(),
+            cancel: own,
         }
     }
 
@@ -318,7 +324,7 @@ impl Worker {
                 "Killing",
                 format!("Stopping container {name}"),
             );
-            self.tasks.spawn(async move { handle.stop(grace).await });
+            self.tasks.spawn(self.stopper(idx, handle, grace));
         }
     }
 
@@ -407,6 +413,7 @@ impl Worker {
     fn launch(&mut self, idx: usize) {
         let (Some(pod_ip), Some(volumes)) = (self.pod_ip, self.volumes.clone()) else { return };
         let field_path = self.field_path(idx);
+        let grace = self.termination_grace();
         let slot = &mut self.slots[idx];
         let policy = slot.kind.policy(self.policy);
         let prepared = self
@@ -434,6 +441,9 @@ impl Worker {
             events: self.events.clone(),
             field_path,
             adopt: slot.adopt.as_ref().map(|(id, _)| id.clone()),
+            http: self.ctx.http.clone(),
+            terminating: self.terminating.clone(),
+            grace,
         };
         let generation = slot.launching();
         self.report_hold.get_or_insert_with(|| Instant::now() + REPORT_HOLD);

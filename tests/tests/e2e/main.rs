@@ -9,6 +9,7 @@
 
 mod bridge_netns;
 mod cascade;
+mod container_lifecycle;
 mod container_tty;
 mod containers;
 mod daemonset;
