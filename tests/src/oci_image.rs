@@ -1,7 +1,8 @@
 //! A tiny container image for tests, built on the spot: one uncompressed layer holding the
 //! static busybox (`/bin/busybox` from the `busybox-static` package) with a symlink per applet,
 //! written as an OCI image layout and pushed with `skiff_oci_shim::image::push_image_layout` —
-//! no docker, no network.
+//! no docker, no network. Also as a `.tar.gz` of the layout (what `skiff push` takes), and
+//! pushed to any registry with any credentials.
 
 use std::path::{Path, PathBuf};
 
@@ -104,4 +105,25 @@ pub async fn push_busybox(skiff: &Skiff, name: &str, tag: &str) -> Result<String
     };
     push_image_layout(dir.path(), &reference, &creds).await.with_context(|| format!("pushing {reference}"))?;
     Ok(reference)
+}
+
+/// Writes the busybox image layout (tagged `tag`) as a gzip-compressed tar at `path`, the
+/// layout's files at the archive's root (as `skopeo copy … oci-archive:` writes them).
+pub fn write_busybox_archive(path: &Path, tag: &str) -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("skiff-busybox-").tempdir()?;
+    write_busybox_layout(dir.path(), tag)?;
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast()));
+    tar.append_dir_all(".", dir.path()).context("archiving the layout")?;
+    tar.into_inner()?.finish()?;
+    Ok(())
+}
+
+/// Pushes the busybox image to `reference` (any registry) with `creds`.
+pub async fn push_busybox_to(reference: &str, creds: &RegistryCredentials) -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("skiff-busybox-").tempdir()?;
+    let tag = reference.rsplit_once(':').map(|(_, t)| t).filter(|t| !t.contains('/')).unwrap_or("latest");
+    write_busybox_layout(dir.path(), tag)?;
+    push_image_layout(dir.path(), reference, creds).await.with_context(|| format!("pushing {reference}"))?;
+    Ok(())
 }

@@ -184,7 +184,7 @@ struct Pusher<'a> {
 
 impl Pusher<'_> {
     fn registry_error(&self, e: oci_client::errors::OciDistributionError) -> ImageError {
-        ImageError::Registry { reference: self.top.whole(), message: e.to_string() }
+        ImageError::Registry { reference: self.top.whole(), message: super::fetch::describe(&e) }
     }
 
     /// Pushes a manifest or index (`bytes`) under `target`, after everything it names.

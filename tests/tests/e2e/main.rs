@@ -9,6 +9,7 @@
 
 mod bridge_netns;
 mod cascade;
+mod container_images;
 mod containers;
 mod daemonset;
 mod drain;
