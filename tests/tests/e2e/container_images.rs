@@ -3,7 +3,8 @@
 //! `container_images_from_archives_and_private_registries`: skiff inside a test network
 //! namespace (as `containers.rs`), the busybox image written as an OCI layout, packed as a
 //! `.tar.gz` and uploaded with the real `skiff push` CLI; a Deployment of the printed reference
-//! becomes Ready and runs busybox. Then a private `docker-registry` (htpasswd) holding busybox
+//! becomes Ready and runs busybox; a multi-platform layout directory is pushed whole and the
+//! node runs its own platform's manifest. Then a private `docker-registry` (htpasswd) holding busybox
 //! pushed with Basic auth: a pod with the right `kubernetes.io/dockerconfigjson` pull secret
 //! runs; one with a wrong password waits with `ErrImagePull`, then `ImagePullBackOff`, both
 //! naming the registry's refusal, and a Warning `Failed` event says so.
@@ -159,7 +160,8 @@ spec:
     )
 }
 
-fn private_pod(name: &str, image: &str, secret: &str, policy: &str) -> String {
+fn private_pod(name: &str, image: &str, secret: Option<&str>, policy: &str) -> String {
+    let secrets = secret.map(|s| format!("imagePullSecrets:\n  - name: {s}\n  ")).unwrap_or_default();
     format!(
         r#"apiVersion: v1
 kind: Pod
@@ -168,9 +170,7 @@ metadata:
 spec:
   runtimeClassName: oci
   terminationGracePeriodSeconds: 1
-  imagePullSecrets:
-  - name: {secret}
-  containers:
+  {secrets}containers:
   - name: main
     image: {image}
     imagePullPolicy: {policy}
@@ -249,6 +249,18 @@ async fn container_images_from_archives_and_private_registries() -> Result<()> {
     let logs = skiff.kubectl(&["logs", &name]).await?.ok()?;
     ensure!(logs.contains("running-from-archive"), "kubectl logs: {logs:?}");
 
+    // A multi-platform layout (a directory this time) is pushed whole; the node runs the
+    // manifest of its own platform.
+    let multi = scripts.path().join("multi");
+    let manifests = skiff_tests::oci_image::write_busybox_multi_platform_layout(&multi)?;
+    let multi_image = skiff_push(&skiff, &multi, "images/multi:v1").await?;
+    apply(&skiff, &private_pod("multi", &multi_image, None, "IfNotPresent")).await?;
+    let pod = ready_pod(&skiff, &["pod", "multi"]).await?;
+    let image_id = pod["status"]["containerStatuses"][0]["imageID"].as_str().unwrap_or_default();
+    let arch = if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" };
+    let own = manifests.iter().find(|(a, _)| a == arch).map(|(_, d)| d.as_str()).context("own platform")?;
+    ensure!(image_id.ends_with(own), "imageID {image_id} is not the {arch} manifest {own} of {manifests:?}");
+
     // A private registry: busybox pushed with Basic auth (anonymous pushes are refused).
     let private = format!("{}/private/busybox:v1", registry.host_port);
     let mut creds = RegistryCredentials {
@@ -272,7 +284,7 @@ async fn container_images_from_archives_and_private_registries() -> Result<()> {
     }
 
     // Wrong password first (and `Always`, so a cached copy never hides the refusal).
-    apply(&skiff, &private_pod("wrong", &private, "badcred", "Always")).await?;
+    apply(&skiff, &private_pod("wrong", &private, Some("badcred"), "Always")).await?;
     let first = wait_reason(&skiff, "wrong", "ErrImagePull").await;
     let backoff = wait_reason(&skiff, "wrong", "ImagePullBackOff").await?;
     // ErrImagePull shows only until the first retry fails; a slow poll may miss it.
@@ -293,14 +305,14 @@ async fn container_images_from_archives_and_private_registries() -> Result<()> {
     ensure!(mentions_auth_failure(message), "Failed event without the registry's refusal: {message:?}");
 
     // The right password: the pod runs the private image.
-    apply(&skiff, &private_pod("private", &private, "regcred", "IfNotPresent")).await?;
+    apply(&skiff, &private_pod("private", &private, Some("regcred"), "IfNotPresent")).await?;
     ready_pod(&skiff, &["pod", "private"])
         .await
         .with_context(|| format!("registry log:\n{}", registry.log_tail(20)))?;
     let logs = skiff.kubectl(&["logs", "private"]).await?.ok()?;
     ensure!(logs.contains("private-ok"), "kubectl logs private: {logs:?}");
 
-    skiff.kubectl(&["delete", "pod", "wrong", "private", "--timeout=60s"]).await?.ok()?;
+    skiff.kubectl(&["delete", "pod", "wrong", "private", "multi", "--timeout=60s"]).await?.ok()?;
     skiff.kubectl(&["delete", "deployment", "pushed", "--timeout=60s"]).await?.ok()?;
     let oci_dir = skiff.data_dir().join("agent").join("oci");
     wait_until("the containers to be removed", POD_TIMEOUT, POLL, || async {
