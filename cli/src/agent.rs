@@ -77,11 +77,33 @@ pub struct RuntimeArgs {
     /// Maximum number of processes in each OCI container (0: unlimited).
     #[arg(long, default_value = "1024", value_name = "N")]
     pub pod_pids_limit: i64,
+    /// Disk use (percent of the filesystem holding the data dir) at or above which unused
+    /// images are removed; 100 disables image garbage collection.
+    #[arg(long, default_value = "85", value_name = "PERCENT")]
+    pub image_gc_high_threshold: u8,
+    /// Disk use image garbage collection frees down to.
+    #[arg(long, default_value = "80", value_name = "PERCENT")]
+    pub image_gc_low_threshold: u8,
+    /// Images used more recently than this are never garbage collected.
+    #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = skiff_node::image_gc::parse_go_duration)]
+    pub minimum_image_ttl_duration: std::time::Duration,
+    /// How often disk use is checked for image garbage collection.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = skiff_node::image_gc::parse_go_duration)]
+    pub image_gc_period: std::time::Duration,
 }
 
 impl RuntimeArgs {
     pub fn options(&self, network: PodNetwork) -> anyhow::Result<crate::node::RuntimeOptions> {
-        crate::node::RuntimeOptions::from_flags(self.runtimes.as_deref(), self.pod_pids_limit, network)
+        let mut options =
+            crate::node::RuntimeOptions::from_flags(self.runtimes.as_deref(), self.pod_pids_limit, network)?;
+        options.image_gc = skiff_node::image_gc::ImageGcPolicy {
+            high_threshold_percent: self.image_gc_high_threshold,
+            low_threshold_percent: self.image_gc_low_threshold,
+            min_age: self.minimum_image_ttl_duration,
+            period: self.image_gc_period,
+        };
+        options.image_gc.validate().map_err(anyhow::Error::msg)?;
+        Ok(options)
     }
 }
 

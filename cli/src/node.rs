@@ -1,5 +1,5 @@
 //! Starting a node inside this process: the WASM runtime over the image store (and the OCI
-//! runtime when enabled), the pod environment (env, volumes, logs), the node API the API
+//! runtime when enabled; image GC over the same store), the pod environment (env, volumes, logs), the node API the API
 //! server reads logs from, and the agent.
 //!
 //! Shared by `skiff up` (the node beside the control plane) and `skiff agent`. What it does not
@@ -12,6 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use skiff_control_plane::pki::ClusterPki;
 use skiff_node::environment::NodePodEnvironment;
+use skiff_node::image_gc::{ImageGc, ImageGcPolicy};
 use skiff_node::nodeapi::{self, NodeApiTls};
 use skiff_node::runtime::ContainerRuntime;
 use skiff_node::runtime::oci::OciRuntime;
@@ -64,6 +65,8 @@ pub struct RuntimeOptions {
     pub oci: bool,
     /// Maximum processes per OCI container (`None`: unlimited).
     pub pids_limit: Option<i64>,
+    /// When unused images are removed from the node's image store.
+    pub image_gc: ImageGcPolicy,
 }
 
 impl RuntimeOptions {
@@ -86,7 +89,11 @@ impl RuntimeOptions {
                 is_root && network == PodNetwork::Bridge && on_path("runc")
             }
         };
-        Ok(RuntimeOptions { oci, pids_limit: (pids_limit > 0).then_some(pids_limit) })
+        Ok(RuntimeOptions {
+            oci,
+            pids_limit: (pids_limit > 0).then_some(pids_limit),
+            image_gc: ImageGcPolicy::default(),
+        })
     }
 }
 
@@ -139,6 +146,7 @@ pub async fn start(
     })
     .context("starting the WebAssembly engine")?;
     let images = ImageStore::open(&cfg.data_dir.join("images")).context("opening the image store")?;
+    cfg.image_gc = Some(ImageGc { store: images.clone(), policy: runtimes.image_gc.clone() });
     let builtin = BuiltinRegistry {
         host: cluster.api_host.clone(),
         token: cluster.token.clone(),

@@ -1,5 +1,8 @@
-//! `skiff push FILE NAME:TAG`: uploads a `.wasm` file as a CNCF wasm OCI artifact and prints
-//! the reference to put in a pod's `image:`.
+//! `skiff push FILE NAME:TAG`: uploads a `.wasm` file as a CNCF wasm OCI artifact, or a
+//! container image from an OCI image layout directory or a tar/tar.gz of one (told apart by
+//! content, `push_layout`), and prints the reference to put in a pod's `image:`. For a layout,
+//! the tag also picks the image when its `index.json` names several
+//! (`org.opencontainers.image.ref.name`); a multi-platform image is pushed whole.
 //!
 //! By default it pushes to the cluster's built-in registry, found through a kubeconfig (the
 //! data dir's, else `$KUBECONFIG`, else `~/.kube/config`): the API server's `host:port`, its
@@ -11,12 +14,18 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use base64::Engine;
 use clap::Args;
-use skiff_oci_shim::image::{Auth, RegistryCredentials, push_wasm};
+use skiff_oci_shim::image::{Auth, RegistryCredentials, push_image_layout, push_wasm};
+
+use push_layout::Source;
+
+#[path = "push_layout.rs"]
+mod push_layout;
 
 /// Arguments of `skiff push`.
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// The `.wasm` module or component to push.
+    /// The `.wasm` module or component, OCI image layout directory, or `.tar`/`.tar.gz` of a
+    /// layout to push.
     file: PathBuf,
     /// Repository and tag, e.g. `demo/hello:v1`.
     name_tag: String,
@@ -46,10 +55,7 @@ struct ClusterAccess {
 /// Runs `skiff push`; prints `HOST:PORT/NAME:TAG` on success.
 pub fn run(args: PushArgs) -> anyhow::Result<()> {
     validate_name_tag(&args.name_tag)?;
-    let wasm = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    if !wasm.starts_with(b"\0asm") {
-        bail!("{} is not a WebAssembly binary (it does not start with \\0asm)", args.file.display());
-    }
+    let source = push_layout::open(&args.file)?;
     let (host_port, creds) = match &args.registry {
         Some(registry) => {
             let insecure_registries = if args.insecure { vec![registry.clone()] } else { Vec::new() };
@@ -69,7 +75,14 @@ pub fn run(args: PushArgs) -> anyhow::Result<()> {
     let reference = format!("{host_port}/{}", args.name_tag);
     let rt =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
-    let pushed = rt.block_on(push_wasm(&reference, wasm, &creds)).with_context(|| format!("pushing {reference}"))?;
+    let pushed = rt
+        .block_on(async {
+            match &source {
+                Source::Wasm(wasm) => push_wasm(&reference, wasm.clone(), &creds).await,
+                Source::Layout { dir, .. } => push_image_layout(dir, &reference, &creds).await,
+            }
+        })
+        .with_context(|| format!("pushing {} as {reference}", args.file.display()))?;
     eprintln!("pushed {} ({})", reference, pushed.digest);
     println!("{reference}");
     Ok(())

@@ -1,8 +1,8 @@
 //! The agent as a whole: configuration, start-up order, owned tasks, shutdown.
 //!
 //! What it owns: loading the IPAM state and setting up pod networking, registering the Node,
-//! handing back the pod IPs (and runtimes' containers) of pods deleted while the agent was down, then running the status loop, the Lease heartbeat and the pod dispatcher as owned tasks
-//! under one cancellation token. What it does not: serve the node API (`nodeapi`, started by
+//! handing back the pod IPs (and runtimes' containers) of pods deleted while the agent was down, then running the status loop, the Lease heartbeat, the pod dispatcher and image
+//! garbage collection (`image_gc`) as owned tasks under one cancellation token. What it does not: serve the node API (`nodeapi`, started by
 //! whoever builds the agent, which passes its port in), or build runtimes and the pod
 //! environment (passed in, so tests can use fakes).
 
@@ -59,6 +59,8 @@ pub struct AgentConfig {
     pub insecure_registries: Vec<String>,
     /// Where workers publish running containers for the node API's exec and port-forward.
     pub stream_targets: Arc<crate::nodeapi::StreamTargets>,
+    /// Image garbage collection over the node's image store (`None`: never collect).
+    pub image_gc: Option<crate::image_gc::ImageGc>,
 }
 
 impl AgentConfig {
@@ -80,6 +82,7 @@ impl AgentConfig {
             pull_credentials: PullCredentials::default(),
             insecure_registries: Vec::new(),
             stream_targets: Arc::default(),
+            image_gc: None,
         }
     }
 
@@ -143,6 +146,9 @@ impl Agent {
         reconcile_pod_ips(&client, &cfg.node_name, &mut ipam, &net, &runtimes).await;
 
         let (events, event_writer) = EventRecorder::start(client.clone(), cfg.node_name.clone(), shutdown.clone());
+        let image_gc = cfg.image_gc.clone().map(|gc| {
+            crate::image_gc::run(gc, client.clone(), cfg.node_name.clone(), events.clone(), shutdown.clone())
+        });
         let ctx = Arc::new(WorkerContext {
             client: client.clone(),
             node_name: cfg.node_name.clone(),
@@ -164,6 +170,9 @@ impl Agent {
         tasks.spawn(node_status::status_loop(nodes, id, facts, cfg.status_interval, shutdown.clone()));
         tasks.spawn(lease::heartbeat(client, cfg.node_name.clone(), Some(node), cfg.lease_interval, shutdown.clone()));
         tasks.spawn(pods::dispatch(ctx, shutdown.clone()));
+        if let Some(image_gc) = image_gc {
+            tasks.spawn(image_gc);
+        }
         tasks.spawn(crate::volumes::reclaim::cleanup_loop(
             client_for_volumes,
             cfg.node_name.clone(),

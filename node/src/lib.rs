@@ -8,6 +8,7 @@ pub mod env;
 pub mod environment;
 pub mod events;
 pub mod hollow;
+pub mod image_gc;
 pub mod ipam;
 pub mod lease;
 pub mod lifecycle;

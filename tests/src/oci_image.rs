@@ -1,7 +1,8 @@
 //! A tiny container image for tests, built on the spot: one uncompressed layer holding the
 //! static busybox (`/bin/busybox` from the `busybox-static` package) with a symlink per applet,
 //! written as an OCI image layout and pushed with `skiff_oci_shim::image::push_image_layout` —
-//! no docker, no network.
+//! no docker, no network. Also as a `.tar.gz` of the layout (what `skiff push` takes), and
+//! pushed to any registry with any credentials.
 
 use std::path::{Path, PathBuf};
 
@@ -60,8 +61,20 @@ pub fn write_busybox_layout(dir: &Path, tag: &str) -> Result<()> {
 /// tagged `tag`: `layer` is the blob as stored (of `media_type`), `diff_id` the digest of its
 /// uncompressed tar. Returns the path of the layer blob.
 pub fn write_layout(dir: &Path, tag: &str, layer: &[u8], media_type: &str, diff_id: &str) -> Result<PathBuf> {
+    write_layout_for(dir, tag, layer, media_type, diff_id, "amd64")
+}
+
+/// As [`write_layout`], for linux on `arch` (`amd64`, `arm64`, …).
+pub fn write_layout_for(
+    dir: &Path,
+    tag: &str,
+    layer: &[u8],
+    media_type: &str,
+    diff_id: &str,
+    arch: &str,
+) -> Result<PathBuf> {
     let config = json!({
-        "architecture": "amd64", "os": "linux",
+        "architecture": arch, "os": "linux",
         "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     })
@@ -84,10 +97,31 @@ pub fn write_layout(dir: &Path, tag: &str, layer: &[u8], media_type: &str, diff_
     let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [{
         "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(&manifest),
         "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag},
-        "platform": {"os": "linux", "architecture": "amd64"},
+        "platform": {"os": "linux", "architecture": arch},
     }]});
     std::fs::write(dir.join("index.json"), index.to_string())?;
     Ok(blobs.join(digest(layer).trim_start_matches("sha256:")))
+}
+
+/// Writes busybox as a multi-platform image layout in `dir`: `index.json` lists a linux/amd64
+/// and a linux/arm64 manifest (same layer; only the config's architecture differs) with no
+/// names, as a multi-platform build exports it. Returns the manifest digests by architecture.
+pub fn write_busybox_multi_platform_layout(dir: &Path) -> Result<Vec<(String, String)>> {
+    let layer = busybox_layer()?;
+    let mut entries = Vec::new();
+    let mut digests = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        write_layout_for(dir, "unused", &layer, "application/vnd.oci.image.layer.v1.tar", &digest(&layer), arch)?;
+        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json"))?)?;
+        let mut entry = index["manifests"][0].clone();
+        entry.as_object_mut().context("index entry")?.remove("annotations");
+        digests.push((arch.to_string(), entry["digest"].as_str().context("digest")?.to_string()));
+        entries.push(entry);
+    }
+    let index =
+        json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
+    std::fs::write(dir.join("index.json"), index.to_string())?;
+    Ok(digests)
 }
 
 /// Builds the busybox image and pushes it to `skiff`'s built-in registry as `<api host>/name:tag`;
@@ -104,4 +138,25 @@ pub async fn push_busybox(skiff: &Skiff, name: &str, tag: &str) -> Result<String
     };
     push_image_layout(dir.path(), &reference, &creds).await.with_context(|| format!("pushing {reference}"))?;
     Ok(reference)
+}
+
+/// Writes the busybox image layout (tagged `tag`) as a gzip-compressed tar at `path`, the
+/// layout's files at the archive's root (as `skopeo copy … oci-archive:` writes them).
+pub fn write_busybox_archive(path: &Path, tag: &str) -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("skiff-busybox-").tempdir()?;
+    write_busybox_layout(dir.path(), tag)?;
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast()));
+    tar.append_dir_all(".", dir.path()).context("archiving the layout")?;
+    tar.into_inner()?.finish()?;
+    Ok(())
+}
+
+/// Pushes the busybox image to `reference` (any registry) with `creds`.
+pub async fn push_busybox_to(reference: &str, creds: &RegistryCredentials) -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("skiff-busybox-").tempdir()?;
+    let tag = reference.rsplit_once(':').map(|(_, t)| t).filter(|t| !t.contains('/')).unwrap_or("latest");
+    write_busybox_layout(dir.path(), tag)?;
+    push_image_layout(dir.path(), reference, creds).await.with_context(|| format!("pushing {reference}"))?;
+    Ok(())
 }

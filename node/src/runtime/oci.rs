@@ -171,7 +171,13 @@ impl ContainerRuntime for OciRuntime {
             return Ok(image);
         }
         let image_id = pulled.digest.clone();
-        let known = self.unpacked.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&image_id);
+        // Image GC may have removed the snapshots since they were unpacked: unpack again then.
+        let known = self
+            .unpacked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&image_id)
+            .is_some_and(|image| image.lowerdirs.iter().all(|dir| dir.is_dir()));
         if !known {
             let unpacked = self
                 .images

@@ -72,6 +72,25 @@ impl Remote {
         ImageError::Registry { reference: self.reference.whole(), message: e.to_string() }
     }
 
+    /// A client error as the pod's waiting message: what the registry answered.
+    fn client_error(&self, e: oci_client::errors::OciDistributionError) -> ImageError {
+        self.registry_error(describe(&e))
+    }
+}
+
+/// `oci-client`'s error in the registry's terms: its "Not authorized" is a 401 answer, said so
+/// (with what usually causes it) so `ErrImagePull` reads like the kubelet's.
+pub(super) fn describe(e: &oci_client::errors::OciDistributionError) -> String {
+    match e {
+        oci_client::errors::OciDistributionError::UnauthorizedError { url } => format!(
+            "the registry answered 401 Unauthorized to {url}: the credentials were refused or none were given \
+             (check the pod's imagePullSecrets)"
+        ),
+        other => other.to_string(),
+    }
+}
+
+impl Remote {
     /// Fetches the image manifest, following a manifest list to the platform entry; returns
     /// it with its verified digest and raw bytes.
     pub async fn manifest(&self) -> Result<(OciImageManifest, String, Bytes), ImageError> {
@@ -98,7 +117,7 @@ impl Remote {
             .client
             .pull_manifest_raw(reference, &self.auth, ACCEPTED_MANIFESTS)
             .await
-            .map_err(|e| self.registry_error(e))?;
+            .map_err(|e| self.client_error(e))?;
         let actual = format!("sha256:{}", hex::encode(Sha256::digest(&raw)));
         if let Some(expected) = reference.digest()
             && expected != actual
@@ -114,6 +133,6 @@ impl Remote {
 
     /// A stream of one blob's bytes (verified by the store as it writes them).
     pub async fn blob(&self, descriptor: &OciDescriptor) -> Result<SizedStream, ImageError> {
-        self.client.pull_blob_stream(&self.reference, descriptor).await.map_err(|e| self.registry_error(e))
+        self.client.pull_blob_stream(&self.reference, descriptor).await.map_err(|e| self.client_error(e))
     }
 }

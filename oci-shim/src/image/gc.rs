@@ -6,12 +6,16 @@
 //! and, for containers, the config's DiffIDs (the chain IDs of its snapshots). An image in
 //! `in_use` is kept even without an index entry. Holds the store's GC lock exclusively, so a
 //! pull or unpack never sees its fresh content removed under it. What callers must ensure:
-//! `in_use` lists every image a pod runs *or is about to start*.
+//! `in_use` lists every image a pod runs *or is about to start* ([`ImageStore::digests_of`]
+//! turns pods' image references into it), and a minimum age ([`ImageStore::gc_with`]) keeps
+//! images just pulled for a pod the caller's list did not know yet — as the kubelet's
+//! `--minimum-image-ttl-duration`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -44,12 +48,23 @@ impl ImageStore {
     /// If blobs and snapshots use more than `high_water_bytes` of disk, removes unreferenced
     /// content and then images not in `in_use` (manifest digests), oldest use first, until use
     /// is at or below the mark (or nothing more may go). Below the mark it does nothing.
-    #[tracing::instrument(skip(self, in_use), fields(dir = %self.inner.dir.display()))]
     pub async fn gc(&self, in_use: &[String], high_water_bytes: u64) -> Result<GcReport, ImageError> {
+        self.gc_with(in_use, high_water_bytes, Duration::ZERO).await
+    }
+
+    /// As [`ImageStore::gc`], freeing until use is at or below `target_bytes`, but never
+    /// removing an image used (pulled or started) less than `min_age` ago.
+    #[tracing::instrument(skip(self, in_use), fields(dir = %self.inner.dir.display()))]
+    pub async fn gc_with(
+        &self,
+        in_use: &[String],
+        target_bytes: u64,
+        min_age: Duration,
+    ) -> Result<GcReport, ImageError> {
         let _exclusive = self.inner.gc_lock.write().await;
         let inner = self.inner.clone();
         let in_use: HashSet<String> = in_use.iter().cloned().collect();
-        let report = tokio::task::spawn_blocking(move || inner.collect(&in_use, high_water_bytes))
+        let report = tokio::task::spawn_blocking(move || inner.collect(&in_use, target_bytes, min_age))
             .await
             .map_err(|e| ImageError::Io { path: self.inner.dir.clone(), message: format!("gc task: {e}") })??;
         if !report.removed_images.is_empty() {
@@ -60,10 +75,38 @@ impl ImageStore {
         }
         Ok(report)
     }
+
+    /// Bytes of disk the store's blobs and snapshots take (what [`ImageStore::gc`] measures).
+    pub async fn disk_usage(&self) -> Result<u64, ImageError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.disk_usage())
+            .await
+            .map_err(|e| ImageError::Io { path: self.inner.dir.clone(), message: format!("usage task: {e}") })?
+    }
+
+    /// The manifest digests `references` (pods' `image:` values, or `…@sha256:` image IDs)
+    /// stand for in this store: what to pass as `in_use`. References the store does not know
+    /// are skipped (nothing of theirs is stored); a digest reference counts as itself.
+    pub fn digests_of<'a>(&self, references: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let index = self.inner.index.lock().unwrap_or_else(|p| p.into_inner());
+        let mut digests = Vec::new();
+        for reference in references {
+            let Ok(parsed) = reference.parse::<oci_client::Reference>() else { continue };
+            if let Some(digest) = parsed.digest() {
+                digests.push(digest.to_string());
+            }
+            if let Some(entry) = index.get(&parsed.whole()) {
+                digests.push(entry.digest.clone());
+            }
+        }
+        digests.sort();
+        digests.dedup();
+        digests
+    }
 }
 
 impl Inner {
-    fn collect(&self, in_use: &HashSet<String>, high_water: u64) -> Result<GcReport, ImageError> {
+    fn collect(&self, in_use: &HashSet<String>, high_water: u64, min_age: Duration) -> Result<GcReport, ImageError> {
         let usage = self.disk_usage()?;
         let mut report = GcReport { usage_before: usage, usage_after: usage, ..GcReport::default() };
         if usage <= high_water {
@@ -77,7 +120,9 @@ impl Inner {
                 *used = (*used).max(entry.last_used);
             }
         }
-        let mut order: Vec<(u64, String)> = candidates.into_iter().map(|(d, t)| (t, d)).collect();
+        let newest_allowed = super::store::now_secs().saturating_sub(min_age.as_secs());
+        let mut order: Vec<(u64, String)> =
+            candidates.into_iter().filter(|(_, t)| *t <= newest_allowed).map(|(d, t)| (t, d)).collect();
         order.sort();
         let mut order = order.into_iter().map(|(_, digest)| digest);
         loop {

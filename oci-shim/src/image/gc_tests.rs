@@ -114,3 +114,27 @@ async fn least_recently_used_images_go_and_in_use_ones_stay() {
         assert!(store.inner.blob_path(&blob).is_file(), "{blob} kept");
     }
 }
+
+#[tokio::test]
+async fn young_images_stay_and_references_resolve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ImageStore::open(dir.path()).expect("open");
+    let now = crate::image::store::now_secs();
+    let old = add_image(&store, "r.example/old:1", &[b"old"], 4096, now - 3600).await;
+    let young = add_image(&store, "r.example/young:1", &[b"young"], 4096, now - 10).await;
+
+    // Pods name images by tag (normalised like a pull) or by digest; unknown ones are skipped.
+    let pinned = sha256_digest(b"pinned");
+    let by_digest = format!("r.example/x@{pinned}");
+    let mut digests = store.digests_of(["r.example/young:1", "r.example/nothing:1", "not a reference", &by_digest]);
+    digests.retain(|d| d != &pinned);
+    assert_eq!(digests, std::slice::from_ref(&young), "the tag resolves, unknown ones are skipped");
+    assert!(store.digests_of([by_digest.as_str()]).contains(&pinned), "a digest reference counts as itself");
+
+    // Nothing in use, everything must go, but the young image is kept by the minimum age.
+    let report = store.gc_with(&[], 0, std::time::Duration::from_secs(60)).await.expect("gc");
+    assert_eq!(report.removed_images, [old]);
+    assert!(report.usage_after > 0 && report.usage_after == store.disk_usage().await.expect("usage"));
+    let image = store.pull("r.example/young:1", PullPolicy::Never, &RegistryCredentials::default()).await;
+    assert_eq!(image.expect("young kept").digest, young);
+}

@@ -11,6 +11,7 @@ mod bridge_netns;
 mod cascade;
 mod container_lifecycle;
 mod container_tty;
+mod container_images;
 mod containers;
 mod daemonset;
 mod drain;
