@@ -43,7 +43,7 @@ impl ExitStatus {
 pub struct StatusFile {
     /// The container's init process id (in the node's pid namespace).
     pub pid: Option<u32>,
-    /// When `runc start` returned (RFC 3339).
+    /// When `runc run --detach` returned: the container runs (RFC 3339).
     pub started_at: Option<String>,
     /// Set once the init process ended.
     pub exit: Option<ExitStatus>,
