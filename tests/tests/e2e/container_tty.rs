@@ -5,7 +5,8 @@
 //! `kubectl exec -it POD -- sh`: the shell has a terminal (`tty` prints `/dev/pts/N`), starts
 //! with the client's window size, follows a resize (`stty size`), echoes typed input, and
 //! `exit 3` becomes kubectl's exit code. `kubectl attach POD` streams the container's output
-//! live (stdin and terminals of attached containers are not there yet). Runc containers, overlay mounts and pod namespaces
+//! live, and `kubectl attach -i` feeds a `stdin: true` container (terminals for `tty: true`
+//! containers are not there yet). Runc containers, overlay mounts and pod namespaces
 //! under the data dir are removed at the end, also on failure.
 
 use std::os::fd::OwnedFd;
@@ -235,6 +236,45 @@ spec:
     Ok(())
 }
 
+/// `kubectl attach -i` to a container with `stdin: true, stdinOnce: true`: what the client
+/// sends reaches the process, and its stdin closes when that first client is done.
+async fn attach_stdin(skiff: &Skiff, image: &str) -> Result<()> {
+    let pod = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+spec:
+  runtimeClassName: oci
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {image}
+    stdin: true
+    stdinOnce: true
+    command: ["sh", "-c", "read line; echo got:$line; cat; echo stdin-closed"]
+"#
+    );
+    skiff.kubectl_stdin(&["apply", "-f", "-"], Some(&pod)).await?.ok()?;
+    ready_pod(skiff, "reader").await?;
+    let out = skiff.kubectl_stdin(&["attach", "-i", "reader", "-c", "main"], Some("hello\nmore\n")).await?;
+    ensure!(
+        out.stdout.contains("got:hello") && out.stdout.contains("more") && out.stdout.contains("stdin-closed"),
+        "kubectl attach -i: stdout {:?}, stderr {:?}",
+        out.stdout,
+        out.stderr
+    );
+    ensure!(!out.stderr.contains("does not accept input"), "stdin: true must be connected: {:?}", out.stderr);
+    wait_until("the reader to finish", EXPECT, Duration::from_millis(200), || async {
+        let phase = skiff.kubectl(&["get", "pod", "reader", "-o", "jsonpath={.status.phase}"]).await?.stdout;
+        Ok((phase == "Succeeded").then_some(()))
+    })
+    .await?;
+    skiff.kubectl(&["delete", "pod", "reader", "--timeout=60s"]).await?.ok()?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_exec_it_and_attach_on_containers() -> Result<()> {
     let netns = NetNs::create()?;
@@ -251,6 +291,7 @@ async fn kubectl_exec_it_and_attach_on_containers() -> Result<()> {
     ready_pod(&skiff, "shell").await?;
     exec_it(&skiff, "shell").await?;
     attach_streams(&skiff, &image).await?;
+    attach_stdin(&skiff, &image).await?;
 
     skiff.kubectl(&["delete", "pod", "shell", "--timeout=60s"]).await?.ok()?;
     let status = skiff.stop().await?;
