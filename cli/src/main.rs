@@ -11,6 +11,7 @@ mod push;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use skiff_control_plane::controllers::ControllerConfig;
+use skiff_control_plane::registry::service_alloc::ServiceNetwork;
 use skiff_control_plane::server::{RunningServer, ServerConfig, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -94,6 +95,24 @@ struct ServeArgs {
     /// tolerate the taint themselves (the API server's --default-unreachable-toleration-seconds).
     #[arg(long, default_value = "300", value_name = "SECONDS")]
     default_unreachable_toleration_seconds: u64,
+    /// The range Service cluster IPs come from (kube-apiserver's flag); its first address
+    /// is the `kubernetes` Service's, `.10` is the one cluster DNS takes.
+    #[arg(long, default_value = "10.96.0.0/16", value_name = "CIDR")]
+    service_cluster_ip_range: ipnet::Ipv4Net,
+    /// The range node ports come from, `LOW-HIGH` (kube-apiserver's flag).
+    #[arg(long, default_value = "30000-32767", value_name = "LOW-HIGH", value_parser = parse_port_range)]
+    service_node_port_range: std::ops::RangeInclusive<u16>,
+}
+
+/// `LOW-HIGH` as an inclusive port range.
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (lo, hi) = s.split_once('-').ok_or_else(|| format!("{s:?} is not LOW-HIGH"))?;
+    let lo: u16 = lo.trim().parse().map_err(|e| format!("{lo:?}: {e}"))?;
+    let hi: u16 = hi.trim().parse().map_err(|e| format!("{hi:?}: {e}"))?;
+    if lo == 0 || lo > hi {
+        return Err(format!("{s:?}: LOW must be at least 1 and not above HIGH"));
+    }
+    Ok(lo..=hi)
 }
 
 /// `skiff up`: the control plane's flags plus the node's.
@@ -225,6 +244,12 @@ fn run(args: ServeArgs, default_listen: &str, node: Option<NodeArgs>) -> anyhow:
         StoreKind::Embedded => StoreConfig::Embedded,
         StoreKind::Etcd => StoreConfig::Etcd { endpoints: args.etcd_endpoints, prefix: args.etcd_prefix },
     };
+    if args.service_cluster_ip_range.prefix_len() > 28 {
+        anyhow::bail!(
+            "--service-cluster-ip-range {} is too small: use a /28 or larger (the default is 10.96.0.0/16)",
+            args.service_cluster_ip_range
+        );
+    }
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     let cfg = ServerConfig {
         data_dir: data_dir.clone(),
@@ -236,6 +261,10 @@ fn run(args: ServeArgs, default_listen: &str, node: Option<NodeArgs>) -> anyhow:
             node_monitor_grace_period: Duration::from_secs(args.node_monitor_grace_period.max(1)),
             default_unreachable_toleration: Duration::from_secs(args.default_unreachable_toleration_seconds),
             ..ControllerConfig::default()
+        },
+        service_network: ServiceNetwork {
+            cidr: args.service_cluster_ip_range.trunc(),
+            node_ports: args.service_node_port_range,
         },
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;

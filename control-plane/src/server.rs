@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub compaction_interval: Duration,
     /// The controllers' clock and timing flags.
     pub controllers: controllers::ControllerConfig,
+    /// Cluster IPs and node ports of Services.
+    pub service_network: crate::registry::service_alloc::ServiceNetwork,
 }
 
 /// Why the server could not start.
@@ -107,9 +109,16 @@ impl RunningServer {
             .map_err(|source| ServerError::DataDir { path: registry_dir, source })?;
         api.artifacts = Some(Arc::new(artifacts));
         api.kubelet_tls = Some(pki.kubelet_client_config()?);
-        api.registry = api.registry.with_default_toleration(cfg.controllers.default_unreachable_toleration);
+        api.registry = api
+            .registry
+            .with_default_toleration(cfg.controllers.default_unreachable_toleration)
+            .with_service_network(cfg.service_network.clone());
         let state = Arc::new(api);
         bootstrap(&state).await?;
+        let api_ip: std::net::IpAddr = client_host.parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        crate::kubernetes_service::ensure(&state.registry, api_ip, addr.port())
+            .await
+            .map_err(|source| ServerError::Bootstrap { what: "service default/kubernetes".into(), source })?;
 
         let mut tasks = JoinSet::new();
         let app = apiserver::router(state.clone());

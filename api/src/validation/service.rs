@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde_json::Value;
 
 use super::FieldCause;
-use super::names::{dns1123_subdomain_errors, label_value_errors, port_name_errors};
+use super::names::{dns1123_label_errors, dns1123_subdomain_errors, label_value_errors, port_name_errors};
 use super::util::{array_at, check_enum, check_port, str_at};
 
 const SERVICE_TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
@@ -64,7 +64,9 @@ pub(crate) fn validate_service(obj: &Value, old: Option<&Value>, errs: &mut Vec<
                 errs.push(FieldCause::required(format!("{p}.name"), ""));
             }
         } else {
-            for e in port_name_errors(name) {
+            // A Service port name is a DNS label (`kubectl create service --tcp=80:8080` names
+            // it "80-8080"); only target ports follow the container port-name rule.
+            for e in dns1123_label_errors(name) {
                 errs.push(FieldCause::invalid(format!("{p}.name"), &Value::from(name), &e));
             }
             if !names.insert(name) {
@@ -191,6 +193,12 @@ mod tests {
         assert_eq!(fields(&validate("Service", &bad_ip, None)), vec!["spec.clusterIP"]);
         let node_port = svc(json!({"ports": [{"port": 80, "nodePort": 30080}]}));
         assert_eq!(fields(&validate("Service", &node_port, None)), vec!["spec.ports[0].nodePort"]);
+        // Port names are DNS labels: all digits and dashes is fine (kubectl's "80-8080"),
+        // upper case is not.
+        let digits = svc(json!({"ports": [{"name": "80-8080", "port": 80}]}));
+        assert_eq!(validate("Service", &digits, None), vec![]);
+        let upper = svc(json!({"ports": [{"name": "Web", "port": 80}]}));
+        assert_eq!(fields(&validate("Service", &upper, None)), vec!["spec.ports[0].name"]);
     }
 
     #[test]

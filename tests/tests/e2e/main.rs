@@ -9,9 +9,9 @@
 
 mod bridge_netns;
 mod cascade;
+mod container_images;
 mod container_lifecycle;
 mod container_tty;
-mod container_images;
 mod containers;
 mod daemonset;
 mod drain;
@@ -33,6 +33,7 @@ mod registry;
 mod restart;
 mod rollout;
 mod scheduling;
+mod services;
 mod statefulset;
 mod storage;
 mod wasm_pods;
