@@ -19,8 +19,8 @@ async fn services_get_unique_addresses(store: StoreKind) -> Result<()> {
     let mut skiff = Skiff::start(store).await?;
     ensure!(cluster_ip(&skiff, "kubernetes").await? == "10.96.0.1", "the kubernetes Service");
     let ep = get_json(&skiff, &["endpoints", "kubernetes"]).await?;
-    let port = skiff.url.rsplit(':').next().unwrap_or_default().trim_end_matches('/').to_string();
-    ensure!(ep["subsets"][0]["ports"][0]["port"].to_string() == port, "kubernetes Endpoints name the API port: {ep}");
+    let port: u64 = skiff.url.rsplit(':').next().unwrap_or_default().trim_end_matches('/').parse()?;
+    ensure!(ep["subsets"][0]["ports"][0]["port"] == port, "kubernetes Endpoints name the API port: {ep}");
 
     let mut seen = HashSet::from(["10.96.0.1".to_string()]);
     for name in ["a", "b", "c"] {
