@@ -208,7 +208,7 @@ impl ContainersBench {
              built-in registry. Pods `runtimeClassName: oci`, `command: [sleep, \"1000\"]`, created one after \
              another; each timed on the client from sending the create to reading the watch event whose \
              `containerStatuses[0].state.running` is set (schedule, image check, overlay rootfs, pod network \
-             namespace + CNI bridge, cgroup, shim, runc create/start, status write, watch fan-out), then \
+             namespace + CNI bridge, cgroup, shim, `runc run --detach`, status write, watch fan-out), then \
              deleted (untimed) until gone from the API, from `runc list` and from the node's pod \
              network namespaces. Anchor, interleaved pod by pod: `runc run --detach` of \
              a bundle with the same busybox in a plain directory and `runc spec` set to `sleep 1000` (runc's \
