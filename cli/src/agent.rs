@@ -77,6 +77,11 @@ pub struct RuntimeArgs {
     /// Maximum number of processes in each OCI container (0: unlimited).
     #[arg(long, default_value = "1024", value_name = "N")]
     pub pod_pids_limit: i64,
+    /// The OCI runtime binary containers run with: `runc`, `crun` (needs a host on pure
+    /// cgroup v2 or v1 — crun 1.8 refuses hybrid hierarchies), or a path. Its state lives under
+    /// `<data dir>/oci/<name>`; containers of another runtime are not adopted after a switch.
+    #[arg(long, default_value = "runc", value_name = "NAME|PATH")]
+    pub oci_runtime: std::path::PathBuf,
     /// Disk use (percent of the filesystem holding the data dir) at or above which unused
     /// images are removed; 100 disables image garbage collection.
     #[arg(long, default_value = "85", value_name = "PERCENT")]
@@ -103,6 +108,7 @@ impl RuntimeArgs {
             period: self.image_gc_period,
         };
         options.image_gc.validate().map_err(anyhow::Error::msg)?;
+        options.oci_runtime = self.oci_runtime.clone();
         Ok(options)
     }
 }

@@ -67,6 +67,8 @@ pub struct RuntimeOptions {
     pub pids_limit: Option<i64>,
     /// When unused images are removed from the node's image store.
     pub image_gc: ImageGcPolicy,
+    /// The OCI runtime binary (`--oci-runtime`: runc, crun or a path).
+    pub oci_runtime: PathBuf,
 }
 
 impl RuntimeOptions {
@@ -93,6 +95,7 @@ impl RuntimeOptions {
             oci,
             pids_limit: (pids_limit > 0).then_some(pids_limit),
             image_gc: ImageGcPolicy::default(),
+            oci_runtime: PathBuf::from("runc"),
         })
     }
 }
@@ -111,9 +114,11 @@ fn oci_runtime(
 ) -> anyhow::Result<OciRuntime> {
     let dir = cfg.data_dir.join("oci");
     let exe = std::env::current_exe().context("finding this program's path (the container shim)")?;
+    // Each runtime keeps its own state dir: their state formats differ.
+    let name = opts.oci_runtime.file_name().map_or_else(|| "runc".into(), |n| n.to_string_lossy().into_owned());
     let runc = Runc::new(RuncConfig {
-        runc: PathBuf::from("runc"),
-        runc_root: dir.join("runc"),
+        runc: opts.oci_runtime.clone(),
+        runc_root: dir.join(name),
         bundle_root: dir.join("containers"),
         shim: ShimCommand { program: exe, args: vec!["container-shim".into()], env: Vec::new() },
     });

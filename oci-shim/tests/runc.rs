@@ -92,6 +92,11 @@ fn tests() -> Vec<(&'static str, TestFn)> {
     ]
 }
 
+/// The OCI runtime under test: `runc`, or what `SKIFF_TEST_OCI_RUNTIME` names (`crun`).
+fn oci_runtime() -> PathBuf {
+    PathBuf::from(std::env::var_os("SKIFF_TEST_OCI_RUNTIME").unwrap_or_else(|| "runc".into()))
+}
+
 /// A test's world: temp dirs, a busybox rootfs, a driver; deletes every container on drop.
 struct Env {
     dir: tempfile::TempDir,
@@ -107,7 +112,7 @@ impl Env {
         let rootfs = dir.path().join("busybox-rootfs");
         build_busybox_rootfs(&rootfs)?;
         let config = RuncConfig {
-            runc: PathBuf::from("runc"),
+            runc: oci_runtime(),
             runc_root: dir.path().join("runc-state"),
             bundle_root: dir.path().join("bundles"),
             shim: ShimCommand {
@@ -520,7 +525,7 @@ async fn latency_vs_bare_runc() -> Result<()> {
     std::fs::create_dir_all(&bundle_root)?;
     let bundle = Bundle::create(&bundle_root, &template.id, &env.lowerdirs(), &config)?;
     let runc = |args: &[&str]| {
-        let mut cmd = std::process::Command::new("runc");
+        let mut cmd = std::process::Command::new(oci_runtime());
         cmd.arg("--root").arg(&env.config.runc_root).args(args);
         cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
         cmd
