@@ -13,6 +13,7 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
+pub mod endpoints;
 pub mod events;
 mod expectations;
 pub mod gc;
@@ -36,7 +37,8 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use skiff_api::selector::SelectorError;
@@ -164,6 +166,8 @@ informers! {
     storage_classes: StorageClass = ("storage.k8s.io", "storageclasses"),
     pdbs: PodDisruptionBudget = ("policy", "poddisruptionbudgets"),
     services: Service = ("", "services"),
+    endpoints: Endpoints = ("", "endpoints"),
+    endpoint_slices: EndpointSlice = ("discovery.k8s.io", "endpointslices"),
 }
 
 /// What the controllers are told at start (kube-controller-manager's flags that matter here).
@@ -245,6 +249,8 @@ pub fn start(
     let pdbs = disruption::DisruptionController::new(&ctx);
     let daemonsets = daemonset::DaemonSetController::new(&ctx);
     let sts = statefulset::StatefulSetController::new(&ctx);
+    let endpoints = endpoints::EndpointsController::new(&ctx);
+    let slices = endpoints::slices::EndpointSliceController::new(&ctx);
 
     inf.run_all(registry.store(), cancel, tasks);
     tasks.spawn(scheduler.run(cancel.clone()));
@@ -261,6 +267,8 @@ pub fn start(
     spawn(&gc, WORKERS, &ctx, cancel, tasks);
     spawn(&namespaces, WORKERS, &ctx, cancel, tasks);
     spawn(&sts, WORKERS, &ctx, cancel, tasks);
+    spawn(&endpoints, WORKERS, &ctx, cancel, tasks);
+    spawn(&slices, WORKERS, &ctx, cancel, tasks);
     tasks.spawn(service_alloc::RepairController::new(&ctx).run(cancel.clone()));
     ctx.inf
 }

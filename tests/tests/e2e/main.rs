@@ -15,6 +15,7 @@ mod container_tty;
 mod containers;
 mod daemonset;
 mod drain;
+mod endpoints;
 mod hollow;
 mod http_api;
 mod init_containers;
