@@ -50,6 +50,8 @@ declare -A WANT=(
     [runc]=runc
     [iptables]=iptables
     [nsenter]=util-linux
+    # Cluster DNS tests (issue 6) query with the real dig
+    [dig]=dnsutils
 )
 missing=()
 for cmd in "${!WANT[@]}"; do
