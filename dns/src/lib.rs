@@ -1,5 +1,16 @@
-//! Cluster DNS: a `hickory-server` authority answering the Kubernetes DNS specification from
-//! the service/endpoint cache, forwarding other names upstream, and publishing SkyDNS-format
-//! records.
+//! Cluster DNS: answers the Kubernetes DNS-based service discovery specification for the
+//! cluster zone from a service/endpoint cache, forwards other names upstream, and computes the
+//! SkyDNS-format records the control plane publishes.
 //!
-//! Not implemented yet: this crate holds only its overview until the services issue fills it.
+//! - [`ClusterRecords`] (`records.rs`): the cache, fed by whoever watches Services/Endpoints
+//!   (the node agent); no Kubernetes API client here.
+//! - `lookup.rs`: query → [`Resolution`] (records, NODATA, NXDOMAIN or not ours), pure logic.
+//! - [`DnsServer`] (`server.rs`, `handler.rs`): hickory's UDP/TCP server with our request
+//!   handler; [`Forwarder`] (`forward.rs`) sends other names to upstream resolvers, cached.
+//! - [`skydns_records`] (`skydns.rs`): the `/skydns/...` keys and JSON values for a Service.
+
+mod lookup;
+mod records;
+
+pub use lookup::Resolution;
+pub use records::{ClusterRecords, ZoneConfig};
