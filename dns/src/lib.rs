@@ -9,8 +9,16 @@
 //!   handler; [`Forwarder`] (`forward.rs`) sends other names to upstream resolvers, cached.
 //! - [`skydns_records`] (`skydns.rs`): the `/skydns/...` keys and JSON values for a Service.
 
+mod forward;
+mod handler;
 mod lookup;
 mod records;
+mod server;
+mod skydns;
 
+pub use forward::{ForwardError, Forwarded, Forwarder, Upstreams};
+pub use handler::ClusterHandler;
 pub use lookup::Resolution;
 pub use records::{ClusterRecords, ZoneConfig};
+pub use server::{DnsServer, ServerError};
+pub use skydns::{SKYDNS_TTL, service_key, skydns_records, skydns_records_in_zone};

@@ -1,0 +1,191 @@
+//! The hickory `RequestHandler`: one DNS request → one response message.
+//!
+//! Owns the DNS-message rules around a [`Resolution`]: authoritative flag and SOA in the
+//! authority section for cluster names, NXDOMAIN/NODATA codes, forwarding of other names,
+//! CNAME chasing for ExternalName Services, EDNS payload size and truncation (TC) for UDP.
+//! Malformed packets never reach here: hickory's server answers FORMERR when the header
+//! parses and drops shorter garbage.
+
+use std::iter;
+
+use hickory_net::runtime::Time;
+use hickory_net::xfer::Protocol;
+use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+
+use crate::forward::{Forwarded, Forwarder};
+use crate::lookup::Resolution;
+use crate::records::ClusterRecords;
+
+/// Answers cluster names from [`ClusterRecords`] and forwards the rest.
+#[derive(Debug, Clone)]
+pub struct ClusterHandler {
+    records: ClusterRecords,
+    forwarder: Option<Forwarder>,
+}
+
+/// A response in the making: header flags and the three record sections.
+#[derive(Debug, Default)]
+struct Reply {
+    code: ResponseCode,
+    authoritative: bool,
+    answers: Vec<Record>,
+    authorities: Vec<Record>,
+    additionals: Vec<Record>,
+}
+
+impl Reply {
+    fn code(code: ResponseCode) -> Self {
+        Self { code, ..Self::default() }
+    }
+}
+
+impl ClusterHandler {
+    /// A handler over `records`; without a forwarder, other names are REFUSED.
+    pub fn new(records: ClusterRecords, forwarder: Option<Forwarder>) -> Self {
+        Self { records, forwarder }
+    }
+
+    async fn reply(&self, request: &Request) -> Reply {
+        if request.metadata.op_code != OpCode::Query {
+            return Reply::code(ResponseCode::NotImp);
+        }
+        let Ok(info) = request.request_info() else {
+            // Zero or several questions: nobody sends that on purpose.
+            return Reply::code(ResponseCode::FormErr);
+        };
+        let query = info.query;
+        if query.query_class() != DNSClass::IN {
+            return Reply::code(ResponseCode::Refused);
+        }
+        let name = Name::from(query.name());
+        let qtype = query.query_type();
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            // Zone transfers would hand out every Service of the cluster in one go.
+            return Reply::code(ResponseCode::Refused);
+        }
+        match self.records.resolve(&name, qtype) {
+            Resolution::Answer { answers, additionals } => {
+                let mut reply = Reply { authoritative: true, answers, additionals, ..Reply::default() };
+                self.chase_cname(&mut reply, qtype).await;
+                reply
+            }
+            Resolution::NoData => self.negative(ResponseCode::NoError),
+            Resolution::NxDomain => self.negative(ResponseCode::NXDomain),
+            Resolution::NotOurs => self.forward(&name, qtype).await,
+        }
+    }
+
+    fn negative(&self, code: ResponseCode) -> Reply {
+        Reply { code, authoritative: true, authorities: vec![self.records.soa()], ..Reply::default() }
+    }
+
+    async fn forward(&self, name: &Name, qtype: RecordType) -> Reply {
+        let Some(forwarder) = &self.forwarder else {
+            return Reply::code(ResponseCode::Refused);
+        };
+        match forwarder.forward(name, qtype).await {
+            Forwarded::Answer { code, answers, authorities } => {
+                Reply { code, answers, authorities, ..Reply::default() }
+            }
+            Forwarded::Failed => Reply::code(ResponseCode::ServFail),
+        }
+    }
+
+    /// An ExternalName answer is a lone CNAME; resolve its target upstream so that clients get
+    /// addresses in one round trip, as CoreDNS does. A failed chase still returns the CNAME.
+    async fn chase_cname(&self, reply: &mut Reply, qtype: RecordType) {
+        let (Some(forwarder), [record]) = (&self.forwarder, reply.answers.as_slice()) else {
+            return;
+        };
+        let RData::CNAME(target) = &record.data else {
+            return;
+        };
+        if matches!(qtype, RecordType::CNAME | RecordType::ANY) {
+            return;
+        }
+        if let Forwarded::Answer { answers, .. } = forwarder.forward(&target.0, qtype).await {
+            reply.answers.extend(answers);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for ClusterHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let reply = self.reply(request).await;
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = reply.code;
+        metadata.authoritative = reply.authoritative;
+        metadata.recursion_available = self.forwarder.is_some();
+
+        let edns = request.edns.as_ref().map(|req| {
+            let mut edns = Edns::new();
+            edns.set_max_payload(req.max_payload().max(512));
+            edns.set_version(0);
+            edns
+        });
+        let limit = match request.protocol() {
+            Protocol::Udp => edns.as_ref().map_or(512, Edns::max_payload),
+            _ => u16::MAX,
+        };
+        // Fit the answer in the client's buffer: first drop the additional section (optional
+        // by definition), then truncate so that the client retries over TCP.
+        let empty: &[Record] = &[];
+        let mut additionals = reply.additionals.as_slice();
+        let mut answers = reply.answers.as_slice();
+        let mut authorities = reply.authorities.as_slice();
+        if !fits(request, edns.as_ref(), metadata, answers, authorities, additionals, limit) {
+            additionals = empty;
+            if !fits(request, edns.as_ref(), metadata, answers, authorities, additionals, limit) {
+                metadata.truncation = true;
+                answers = empty;
+                authorities = empty;
+            }
+        }
+        let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
+            metadata,
+            answers.iter(),
+            authorities.iter(),
+            iter::empty(),
+            additionals.iter(),
+        );
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::debug!(%error, src = %request.src(), "sending a DNS response failed");
+                metadata.response_code = ResponseCode::ServFail;
+                ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
+            }
+        }
+    }
+}
+
+/// Whether the response encodes within `limit` bytes.
+fn fits(
+    request: &Request,
+    edns: Option<&Edns>,
+    metadata: Metadata,
+    answers: &[Record],
+    authorities: &[Record],
+    additionals: &[Record],
+    limit: u16,
+) -> bool {
+    if limit == u16::MAX {
+        return true;
+    }
+    let mut buffer = Vec::with_capacity(usize::from(limit));
+    let mut encoder = BinEncoder::new(&mut buffer);
+    encoder.set_max_size(limit);
+    MessageResponseBuilder::new(&request.queries, edns)
+        .build(metadata, answers.iter(), authorities.iter(), iter::empty(), additionals.iter())
+        .destructive_emit(&mut encoder)
+        .is_ok()
+}
