@@ -168,7 +168,9 @@ impl RequestHandler for ClusterHandler {
     }
 }
 
-/// Whether the response encodes within `limit` bytes.
+/// Whether the whole response encodes within `limit` bytes. (hickory itself would cut the
+/// sections at the limit and set TC, leaving a partial record behind; a clean empty TC reply
+/// makes clients retry over TCP instead.)
 fn fits(
     request: &Request,
     edns: Option<&Edns>,
@@ -187,5 +189,5 @@ fn fits(
     MessageResponseBuilder::new(&request.queries, edns)
         .build(metadata, answers.iter(), authorities.iter(), iter::empty(), additionals.iter())
         .destructive_emit(&mut encoder)
-        .is_ok()
+        .is_ok_and(|info| !info.truncation)
 }
