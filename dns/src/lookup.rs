@@ -72,14 +72,15 @@ impl ClusterRecords {
     fn reverse(&self, ip: IpAddr, name: &Name, qtype: RecordType) -> Resolution {
         let state = self.read();
         let mut targets = Vec::new();
-        for ((ns, svc), entry) in &state.services {
+        let keys = state.by_ip.get(&ip).into_iter().flatten();
+        for (key, entry) in keys.filter_map(|k| Some((k, state.services.get(k)?))) {
+            let (ns, svc) = key;
             match &entry.kind {
                 ServiceKind::ClusterIp(ips) if ips.contains(&ip) => {
                     targets.push(format!("{svc}.{ns}.svc.{}.", self.config().zone));
                 }
                 ServiceKind::Headless => {
-                    let key = (ns.clone(), svc.clone());
-                    for b in state.endpoints.get(&key).into_iter().flatten() {
+                    for b in state.endpoints.get(key).into_iter().flatten() {
                         if b.ip == ip {
                             targets.push(format!("{}.{svc}.{ns}.svc.{}.", b.hostname, self.config().zone));
                         }

@@ -112,3 +112,18 @@ fn removals_take_effect() {
     assert_eq!(c.resolve(&name("web.d.svc.cluster.local."), RecordType::A), Resolution::NxDomain);
     assert_eq!(c.resolve(&name("5.0.96.10.in-addr.arpa."), RecordType::PTR), Resolution::NotOurs);
 }
+
+#[test]
+fn reverse_index_follows_updates() {
+    let c = cluster();
+    c.upsert_endpoints(&endpoints("d", "db", &[("10.244.0.9", Some("db-0"))], &[("pg", "TCP", 5432)]));
+    assert_eq!(c.resolve(&name("7.0.244.10.in-addr.arpa."), RecordType::PTR), Resolution::NotOurs);
+    assert_eq!(rdata(&c.resolve(&name("9.0.244.10.in-addr.arpa."), RecordType::PTR)), ["db-0.db.d.svc.cluster.local."]);
+    c.upsert_service(&service("d", "web", "10.96.0.6", &[("http", "TCP", 80)]));
+    assert_eq!(c.resolve(&name("5.0.96.10.in-addr.arpa."), RecordType::PTR), Resolution::NotOurs);
+    assert_eq!(rdata(&c.resolve(&name("6.0.96.10.in-addr.arpa."), RecordType::PTR)), ["web.d.svc.cluster.local."]);
+    // Endpoints changes keep the Service's own cluster IP indexed.
+    c.upsert_endpoints(&endpoints("d", "web", &[("10.244.0.20", None)], &[]));
+    c.remove_endpoints("d", "web");
+    assert_eq!(rdata(&c.resolve(&name("6.0.96.10.in-addr.arpa."), RecordType::PTR)), ["web.d.svc.cluster.local."]);
+}

@@ -6,7 +6,7 @@
 //! lock, and nothing is held across an `.await`. Turning a query name into records lives in
 //! `lookup.rs`; this file only keeps the state current.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -75,8 +75,41 @@ pub(crate) struct State {
     pub endpoints: HashMap<Key, Vec<Backend>>,
     /// Services per namespace: `<ns>.svc.<zone>` exists (NODATA, not NXDOMAIN) while > 0.
     pub namespaces: HashMap<String, usize>,
+    /// Which Services have an IP as a cluster IP or as an endpoint: PTR lookups without a
+    /// scan of every Service.
+    pub by_ip: HashMap<IpAddr, BTreeSet<Key>>,
     /// SOA serial, bumped on every change so secondaries/caches can tell.
     pub serial: u32,
+}
+
+impl State {
+    fn index(&mut self, key: &Key, ips: impl IntoIterator<Item = IpAddr>) {
+        for ip in ips {
+            self.by_ip.entry(ip).or_default().insert(key.clone());
+        }
+    }
+
+    fn unindex(&mut self, key: &Key, ips: impl IntoIterator<Item = IpAddr>) {
+        for ip in ips {
+            if let Some(keys) = self.by_ip.get_mut(&ip) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_ip.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+fn cluster_ips(entry: &ServiceEntry) -> Vec<IpAddr> {
+    match &entry.kind {
+        ServiceKind::ClusterIp(ips) => ips.clone(),
+        _ => Vec::new(),
+    }
+}
+
+fn backend_ips(backends: &[Backend]) -> Vec<IpAddr> {
+    backends.iter().map(|b| b.ip).collect()
 }
 
 #[derive(Debug)]
@@ -117,8 +150,14 @@ impl ClusterRecords {
         };
         let entry = service_entry(service);
         let mut state = self.write();
-        if state.services.insert(key.clone(), entry).is_none() {
-            *state.namespaces.entry(key.0).or_default() += 1;
+        state.index(&key, cluster_ips(&entry));
+        match state.services.insert(key.clone(), entry) {
+            None => *state.namespaces.entry(key.0.clone()).or_default() += 1,
+            Some(old) => {
+                let current = cluster_ips(&state.services[&key]);
+                let stale = cluster_ips(&old).into_iter().filter(|ip| !current.contains(ip));
+                state.unindex(&key, stale.collect::<Vec<_>>());
+            }
         }
         state.serial = state.serial.wrapping_add(1);
     }
@@ -127,7 +166,8 @@ impl ClusterRecords {
     pub fn remove_service(&self, namespace: &str, name: &str) {
         let key = (namespace.to_owned(), name.to_owned());
         let mut state = self.write();
-        if state.services.remove(&key).is_some() {
+        if let Some(old) = state.services.remove(&key) {
+            state.unindex(&key, cluster_ips(&old));
             if let Some(count) = state.namespaces.get_mut(namespace) {
                 *count -= 1;
                 if *count == 0 {
@@ -147,6 +187,15 @@ impl ClusterRecords {
         };
         let backends = backends(endpoints);
         let mut state = self.write();
+        if let Some(old) = state.endpoints.remove(&key) {
+            state.unindex(&key, backend_ips(&old));
+        }
+        // Re-index cluster IPs too: a Service's IP and an endpoint IP share the key.
+        if let Some(entry) = state.services.get(&key) {
+            let ips = cluster_ips(entry);
+            state.index(&key, ips);
+        }
+        state.index(&key, backend_ips(&backends));
         state.endpoints.insert(key, backends);
         state.serial = state.serial.wrapping_add(1);
     }
@@ -350,6 +399,7 @@ pub(crate) mod tests {
         records.remove_service("d", "b");
         records.remove_service("d", "b");
         assert!(records.read().namespaces.is_empty());
+        assert!(records.read().by_ip.is_empty(), "reverse index emptied");
         assert!(records.read().serial > serial);
     }
 }
