@@ -95,10 +95,11 @@ impl ClusterHandler {
         }
     }
 
-    /// An ExternalName answer is a lone CNAME; resolve its target upstream so that clients get
-    /// addresses in one round trip, as CoreDNS does. A failed chase still returns the CNAME.
+    /// An ExternalName answer is a lone CNAME; resolve its target (in the cluster zone, else
+    /// upstream) so that clients get addresses in one round trip, as CoreDNS does. A failed
+    /// chase still returns the CNAME. One step only: cluster CNAMEs cannot loop this way.
     async fn chase_cname(&self, reply: &mut Reply, qtype: RecordType) {
-        let (Some(forwarder), [record]) = (&self.forwarder, reply.answers.as_slice()) else {
+        let [record] = reply.answers.as_slice() else {
             return;
         };
         let RData::CNAME(target) = &record.data else {
@@ -107,8 +108,17 @@ impl ClusterHandler {
         if matches!(qtype, RecordType::CNAME | RecordType::ANY) {
             return;
         }
-        if let Forwarded::Answer { answers, .. } = forwarder.forward(&target.0, qtype).await {
-            reply.answers.extend(answers);
+        let target = target.0.clone();
+        match self.records.resolve(&target, qtype) {
+            Resolution::Answer { answers, .. } => reply.answers.extend(answers),
+            Resolution::NotOurs => {
+                if let Some(forwarder) = &self.forwarder
+                    && let Forwarded::Answer { answers, .. } = forwarder.forward(&target, qtype).await
+                {
+                    reply.answers.extend(answers);
+                }
+            }
+            Resolution::NoData | Resolution::NxDomain => {}
         }
     }
 }
@@ -121,6 +131,17 @@ impl RequestHandler for ClusterHandler {
         mut response_handle: R,
     ) -> ResponseInfo {
         let reply = self.reply(request).await;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let query = request.queries.queries().first();
+            tracing::debug!(
+                src = %request.src(),
+                name = %query.map(|q| q.name().to_string()).unwrap_or_default(),
+                qtype = %query.map(|q| q.query_type().to_string()).unwrap_or_default(),
+                code = %reply.code,
+                answers = reply.answers.len(),
+                "dns query"
+            );
+        }
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = reply.code;
         metadata.authoritative = reply.authoritative;
@@ -183,6 +204,16 @@ fn fits(
     if limit == u16::MAX {
         return true;
     }
+    // Most answers are a few short records: skip the trial encoding when even an uncompressed
+    // upper bound fits.
+    let records = answers.iter().chain(authorities).chain(additionals);
+    let bound = records.map(record_bound).sum::<usize>()
+        + 12
+        + request.queries.as_bytes().len()
+        + if edns.is_some() { 11 } else { 0 };
+    if bound <= usize::from(limit) {
+        return true;
+    }
     let mut buffer = Vec::with_capacity(usize::from(limit));
     let mut encoder = BinEncoder::new(&mut buffer);
     encoder.set_max_size(limit);
@@ -190,4 +221,21 @@ fn fits(
         .build(metadata, answers.iter(), authorities.iter(), iter::empty(), additionals.iter())
         .destructive_emit(&mut encoder)
         .is_ok_and(|info| !info.truncation)
+}
+
+/// An upper bound of a record's wire size without name compression; `usize::MAX / 4` (never
+/// fits) for types whose size we do not bound.
+fn record_bound(record: &Record) -> usize {
+    let name = |n: &Name| n.len() + 2;
+    let rdata = match &record.data {
+        RData::A(_) => 4,
+        RData::AAAA(_) => 16,
+        RData::CNAME(n) => name(&n.0),
+        RData::PTR(n) => name(&n.0),
+        RData::NS(n) => name(&n.0),
+        RData::SRV(srv) => 6 + name(&srv.target),
+        RData::SOA(soa) => name(&soa.mname) + name(&soa.rname) + 20,
+        _ => return usize::MAX / 4,
+    };
+    name(&record.name) + 10 + rdata
 }

@@ -68,6 +68,7 @@ fn endpoints(ns: &str, name: &str, ready: &[(String, Option<&str>)], port: i32) 
 
 struct Fixture {
     addr: SocketAddr,
+    upstream: SocketAddr,
     cancel: CancellationToken,
     servers: Vec<DnsServer>,
 }
@@ -100,6 +101,7 @@ impl Fixture {
         };
         records.upsert_service(&service("d", "ext", external("web.x.svc.upstream.test")));
         records.upsert_service(&service("d", "gone", external("nothing.upstream.test")));
+        records.upsert_service(&service("d", "alias", external("web.d.svc.cluster.local")));
         let forwarder = Forwarder::new(&Upstreams::Servers(vec![upstream.local_addr()]))?;
         let server = DnsServer::start(
             "127.0.0.1:0".parse()?,
@@ -107,12 +109,16 @@ impl Fixture {
             cancel.child_token(),
         )
         .await?;
-        Ok(Self { addr: server.local_addr(), cancel, servers: vec![upstream, server] })
+        Ok(Self { addr: server.local_addr(), upstream: upstream.local_addr(), cancel, servers: vec![upstream, server] })
     }
 
     /// Runs `dig @server -p port <args>` and returns its stdout.
     async fn dig(&self, args: &[&str]) -> Result<String> {
-        let port = self.addr.port().to_string();
+        self.dig_at(self.addr, args).await
+    }
+
+    async fn dig_at(&self, server: SocketAddr, args: &[&str]) -> Result<String> {
+        let port = server.port().to_string();
         let mut command = tokio::process::Command::new("dig");
         command.args(["@127.0.0.1", "-p", &port, "+time=2", "+tries=1"]).args(args).kill_on_drop(true);
         let output = tokio::time::timeout(DIG_TIMEOUT, command.output())
@@ -186,6 +192,10 @@ async fn external_name_is_a_cname_chased_upstream() -> Result<()> {
     let out = f.dig(&["ext.d.svc.cluster.local", "A", "+noall", "+answer"]).await?;
     assert!(out.contains("CNAME\tweb.x.svc.upstream.test."), "{out}");
     assert!(out.contains("web.x.svc.upstream.test. 30\tIN\tA\t192.0.2.1"), "{out}");
+    // A target inside the cluster zone is answered locally.
+    let local = f.dig(&["alias.d.svc.cluster.local", "A", "+noall", "+answer"]).await?;
+    assert!(local.contains("CNAME\tweb.d.svc.cluster.local."), "{local}");
+    assert!(local.contains("web.d.svc.cluster.local. 30\tIN\tA\t10.96.0.5"), "{local}");
     // A target that does not resolve still gives the CNAME.
     assert_eq!(f.short("gone.d.svc.cluster.local", "A").await?, ["nothing.upstream.test."]);
     f.stop().await
@@ -218,7 +228,11 @@ async fn forwards_other_names_upstream() -> Result<()> {
     let missing = f.dig(&["nope.x.svc.upstream.test", "A"]).await?;
     assert_eq!(status(&missing), "NXDOMAIN", "{missing}");
     assert!(!missing.contains(" aa "), "forwarded answers are not authoritative: {missing}");
-    // The upstream has no forwarder: a name outside both zones is refused there, SERVFAIL here.
+    // The upstream has no forwarder: a name outside both zones is REFUSED there (and it does
+    // not offer recursion), which gives SERVFAIL here.
+    let refused = f.dig_at(f.upstream, &["example.com", "A"]).await?;
+    assert_eq!(status(&refused), "REFUSED", "{refused}");
+    assert!(!refused.contains(" ra"), "{refused}");
     assert_eq!(status(&f.dig(&["example.com", "A"]).await?), "SERVFAIL");
     f.stop().await
 }
