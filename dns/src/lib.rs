@@ -8,6 +8,29 @@
 //! - [`DnsServer`] (`server.rs`, `handler.rs`): hickory's UDP/TCP server with our request
 //!   handler; [`Forwarder`] (`forward.rs`) sends other names to upstream resolvers, cached.
 //! - [`skydns_records`] (`skydns.rs`): the `/skydns/...` keys and JSON values for a Service.
+//!
+//! Embedding it (the node agent's job):
+//!
+//! ```no_run
+//! # async fn run(services: Vec<k8s_openapi::api::core::v1::Service>) -> anyhow::Result<()> {
+//! use skiff_dns::{ClusterHandler, ClusterRecords, DnsServer, Forwarder, Upstreams, ZoneConfig};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let records = ClusterRecords::new(ZoneConfig::default());
+//! for service in &services {
+//!     records.upsert_service(service); // and upsert_endpoints, from the informers
+//! }
+//! // Upstreams from /etc/resolv.conf, which must not point back at this server.
+//! let forwarder = Forwarder::new(&Upstreams::default())?;
+//! let cancel = CancellationToken::new();
+//! let handler = ClusterHandler::new(records.clone(), Some(forwarder));
+//! let server = DnsServer::start("10.96.0.10:53".parse()?, handler, cancel.child_token()).await?;
+//! // ... later
+//! cancel.cancel();
+//! server.wait().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 mod forward;
 mod handler;
