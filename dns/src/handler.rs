@@ -130,7 +130,11 @@ impl RequestHandler for ClusterHandler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let reply = self.reply(request).await;
+        // EDNS version 0 is the only one there is; RFC 6891 6.1.3 says BADVERS to others.
+        let reply = match &request.edns {
+            Some(edns) if edns.version() > 0 => Reply::code(ResponseCode::BADVERS),
+            _ => self.reply(request).await,
+        };
         if tracing::enabled!(tracing::Level::DEBUG) {
             let query = request.queries.queries().first();
             tracing::debug!(
@@ -238,4 +242,30 @@ fn record_bound(record: &Record) -> usize {
         _ => return usize::MAX / 4,
     };
     name(&record.name) + 10 + rdata
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::ZoneConfig;
+    use hickory_proto::rr::rdata::{A, AAAA, CNAME, SRV};
+    use hickory_proto::serialize::binary::BinEncodable;
+
+    #[test]
+    fn record_bound_is_an_upper_bound() {
+        let name = Name::from_ascii("a-rather-long-label.web.default.svc.cluster.local.").expect("name");
+        let records = [
+            Record::from_rdata(name.clone(), 30, RData::A(A::new(10, 0, 0, 1))),
+            Record::from_rdata(name.clone(), 30, RData::AAAA(AAAA::new(0xfd00, 0, 0, 0, 0, 0, 0, 1))),
+            Record::from_rdata(name.clone(), 30, RData::CNAME(CNAME(name.clone()))),
+            Record::from_rdata(name.clone(), 30, RData::SRV(SRV::new(0, 100, 80, name.clone()))),
+            ClusterRecords::new(ZoneConfig::default()).soa(),
+        ];
+        for record in &records {
+            let encoded = record.to_bytes().expect("encode").len();
+            assert!(record_bound(record) >= encoded, "{record}: bound {} < {encoded}", record_bound(record));
+        }
+        let txt = Record::from_rdata(name, 30, RData::TXT(hickory_proto::rr::rdata::TXT::new(vec!["x".into()])));
+        assert!(record_bound(&txt) > usize::from(u16::MAX), "unbounded types always take the trial encoding");
+    }
 }

@@ -179,6 +179,8 @@ async fn answers_every_record_kind() -> Result<()> {
     assert!(soa[0].starts_with("ns.dns.cluster.local. hostmaster.cluster.local. "), "{soa:?}");
     assert_eq!(f.short("cluster.local", "NS").await?, ["ns.dns.cluster.local."]);
     assert_eq!(f.short("ns.dns.cluster.local", "A").await?, ["10.96.0.10"]);
+    let badvers = f.dig(&["web.d.svc.cluster.local", "+edns=1", "+noednsneg"]).await?;
+    assert_eq!(status(&badvers), "BADVERS", "{badvers}");
     // TTL 30 on answers.
     let full = f.dig(&["web.d.svc.cluster.local", "A", "+noall", "+answer"]).await?;
     assert!(full.contains(" 30\tIN\tA\t10.96.0.5"), "{full}");
