@@ -1,0 +1,95 @@
+//! The DNS server task: UDP and TCP listeners on one address, served by [`ClusterHandler`].
+//!
+//! Owns socket binding and the server's lifetime (a task that ends when the cancellation token
+//! fires, after hickory drains its listeners); not the answers (`handler.rs`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_server::Server;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::handler::ClusterHandler;
+
+/// How long a TCP client may stay idle between requests before hickory closes it.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Responses queued per TCP connection.
+const TCP_RESPONSE_BUFFER: usize = 64;
+/// Attempts at finding a port free for both UDP and TCP when asked for port 0.
+const BIND_ATTEMPTS: usize = 16;
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("binding {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("DNS server failed: {0}")]
+    Serve(String),
+}
+
+/// A running DNS server; it stops when the token given to [`DnsServer::start`] is cancelled.
+#[derive(Debug)]
+pub struct DnsServer {
+    local_addr: SocketAddr,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl DnsServer {
+    /// Binds UDP and TCP on `listen` (port 0: the same free port for both) and serves
+    /// `handler` until `cancel` fires.
+    pub async fn start(
+        listen: SocketAddr,
+        handler: ClusterHandler,
+        cancel: CancellationToken,
+    ) -> Result<Self, ServerError> {
+        let (udp, tcp) = bind_pair(listen).await?;
+        let local_addr = udp.local_addr().map_err(|source| ServerError::Bind { addr: listen, source })?;
+        let mut server = Server::new(handler);
+        server.register_socket(udp);
+        server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        tracing::info!(%local_addr, "cluster DNS listening (udp, tcp)");
+        let task = tokio::spawn(async move {
+            let ended = tokio::select! {
+                () = cancel.cancelled() => None,
+                result = server.block_until_done() => Some(result),
+            };
+            let result = match ended {
+                Some(result) => result,
+                None => server.shutdown_gracefully().await,
+            };
+            result.map_err(|e| ServerError::Serve(e.to_string()))
+        });
+        Ok(Self { local_addr, task })
+    }
+
+    /// The bound address (UDP and TCP share it).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits for the server to stop (after cancellation, or on a listener failure).
+    pub async fn wait(self) -> Result<(), ServerError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(join) => Err(ServerError::Serve(join.to_string())),
+        }
+    }
+}
+
+async fn bind_pair(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), ServerError> {
+    let bind_error = |source| ServerError::Bind { addr: listen, source };
+    let attempts = if listen.port() == 0 { BIND_ATTEMPTS } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(listen).await.map_err(bind_error)?;
+        let addr = udp.local_addr().map_err(bind_error)?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            // The kernel's free UDP port may be taken for TCP: try another one.
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(bind_error(last.unwrap_or_else(|| std::io::Error::other("no attempt made"))))
+}
