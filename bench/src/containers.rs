@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use skiff_oci_shim::image::{ImageStore, PullPolicy, RegistryCredentials, push_image_layout};
 use skiff_tests::binary::skiff_binary;
+use skiff_tests::oci_node::{OciLeftovers, runc_delete_all, skiff_in_host_mounts};
 use skiff_tests::{DockerRegistry, NetNs, Skiff, StartOptions, StoreKind, wait_until, with_timeout};
 
 use crate::pods::{Cluster, micros_histogram, release_warning, verdict};
@@ -105,7 +106,7 @@ impl ContainersBench {
         let http = skiff.http()?;
         let mut cluster = Cluster { skiff, http, image: String::new(), binary: binary.to_path_buf() };
         // Declared after the cluster, so dropped first: mounts go before skiff removes its dir.
-        let _leftovers = OciLeftovers { oci_dir: oci_dir.clone() };
+        let _leftovers = OciLeftovers::new(cluster.skiff.data_dir());
         cluster.image = skiff_tests::oci_image::push_busybox(&cluster.skiff, "bench/busybox", "v1").await?;
         eprintln!("pushed {}", cluster.image);
         let bare = BareRunc::new(scripts.path())?;
@@ -335,56 +336,6 @@ async fn delete_pod(cluster: &Cluster, oci_dir: &Path, namespace: &str, name: &s
         }
     })
     .await
-}
-
-/// A script running skiff in the bench's mount namespace: `ip netns exec` gives its child a
-/// private one with a fresh `/sys` for the network namespace, where no cgroup hierarchy is
-/// mounted and runc cannot create containers. Only the network namespace is the bench's own.
-fn skiff_in_host_mounts(dir: &Path, skiff: &Path) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let skiff = std::fs::canonicalize(skiff).with_context(|| format!("skiff binary {}", skiff.display()))?;
-    let script = dir.join("skiff-host-mounts");
-    let text =
-        format!("#!/bin/sh\nexec nsenter --mount=/proc/{}/ns/mnt -- {} \"$@\"\n", std::process::id(), skiff.display());
-    std::fs::write(&script, text).context("writing the skiff wrapper")?;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
-    Ok(script)
-}
-
-/// Removes what the node's OCI runtime left under `oci_dir` (runc containers, rootfs overlays,
-/// pod network namespaces), however the bench ended.
-#[derive(Debug)]
-struct OciLeftovers {
-    oci_dir: PathBuf,
-}
-
-impl Drop for OciLeftovers {
-    fn drop(&mut self) {
-        let root = self.oci_dir.join("runc");
-        runc_delete_all(&root);
-        let entries = |dir: &Path| -> Vec<PathBuf> {
-            std::fs::read_dir(dir).map(|e| e.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default()
-        };
-        for bundle in entries(&self.oci_dir.join("containers")) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(bundle.join("rootfs")).output();
-        }
-        for ns in entries(&self.oci_dir.join("netns")) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&ns).output();
-        }
-    }
-}
-
-/// Force-deletes every container runc knows under `root` (best effort: used in cleanup).
-fn runc_delete_all(root: &Path) {
-    // `runc list` would create a missing root.
-    if !root.exists() {
-        return;
-    }
-    if let Ok(out) = std::process::Command::new("runc").arg("--root").arg(root).args(["list", "-q"]).output() {
-        for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
-            let _ = std::process::Command::new("runc").arg("--root").arg(root).args(["delete", "--force", id]).output();
-        }
-    }
 }
 
 /// The anchor: a busybox bundle run with plain `runc`, with its own runc state dir.

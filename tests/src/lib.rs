@@ -17,6 +17,7 @@ pub mod kubectl;
 pub mod net;
 pub mod netns;
 pub mod oci_image;
+pub mod oci_node;
 pub mod registry;
 pub mod skiff;
 

@@ -14,13 +14,14 @@
 //! stays, and the node reports `FreeDiskSpaceFailed` (the in-use image cannot be freed).
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use skiff_oci_shim::image::{Auth, RegistryCredentials};
 use skiff_tests::netns::Inside;
+use skiff_tests::oci_node::{OciLeftovers, oci_start_options};
 use skiff_tests::{DockerRegistry, NetNs, Skiff, StartOptions, StoreKind, wait_until};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -31,49 +32,6 @@ const USER: &str = "bob";
 const PASSWORD: &str = "builder-7";
 /// Pods here pull images and may wait out a pull back-off.
 const POD_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Removes what the node's OCI runtime left under `data_dir` (runc containers, rootfs
-/// overlays, pod network namespaces) — on success as on failure. As in `containers.rs`.
-struct OciLeftovers {
-    oci_dir: PathBuf,
-}
-
-impl Drop for OciLeftovers {
-    fn drop(&mut self) {
-        let root = self.oci_dir.join("runc");
-        if let Ok(out) = std::process::Command::new("runc").arg("--root").arg(&root).args(["list", "-q"]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
-                let _ = std::process::Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "--force", id])
-                    .output();
-            }
-        }
-        let entries = |dir: &Path| -> Vec<PathBuf> {
-            std::fs::read_dir(dir).map(|e| e.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default()
-        };
-        for bundle in entries(&self.oci_dir.join("containers")) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(bundle.join("rootfs")).output();
-        }
-        for ns in entries(&self.oci_dir.join("netns")) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&ns).output();
-        }
-    }
-}
-
-/// A script running skiff in this test's mount namespace (see `containers.rs`: runc needs the
-/// host's cgroup mounts, which `ip netns exec` hides).
-fn skiff_in_host_mounts(dir: &Path) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let skiff = skiff_tests::binary::skiff_binary()?;
-    let script = dir.join("skiff-host-mounts");
-    let text =
-        format!("#!/bin/sh\nexec nsenter --mount=/proc/{}/ns/mnt -- {} \"$@\"\n", std::process::id(), skiff.display());
-    std::fs::write(&script, text).context("writing the skiff wrapper")?;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
-    Ok(script)
-}
 
 /// Makes `127.0.0.1:port` inside a namespace reach `127.0.0.1:port` out here, where the test's
 /// registry listens, so the node inside pulls from it under the same reference. Stops (with
@@ -222,16 +180,10 @@ async fn container_images_from_archives_and_private_registries() -> Result<()> {
     let port: u16 = registry.host_port.rsplit(':').next().context("registry port")?.parse()?;
     let _into_netns = RegistryIntoNetns::start(netns.name(), port).await?;
 
-    let mut options = StartOptions::new(StoreKind::Embedded);
-    options.binary = Some(skiff_in_host_mounts(scripts.path())?);
-    options.netns = Some(netns.name().to_string());
-    options.extra_args = ["--pod-network", "bridge", "--runtimes", "wasm,oci", "--insecure-registry"]
-        .map(String::from)
-        .into_iter()
-        .chain([registry.host_port.clone()])
-        .collect();
+    let mut options = oci_start_options(&netns, scripts.path())?;
+    options.extra_args.extend(["--insecure-registry".to_string(), registry.host_port.clone()]);
     let mut skiff = Skiff::start_with(options).await?;
-    let _leftovers = OciLeftovers { oci_dir: skiff.data_dir().join("agent").join("oci") };
+    let _leftovers = OciLeftovers::new(skiff.data_dir());
 
     // `skiff push` of a .tar.gz of an OCI layout (named without a telling extension: the
     // content decides) prints the reference to run.

@@ -17,69 +17,15 @@
 //! holds the start until it answered; exec hooks and exec probes fail saying WASM has no
 //! processes to run a command in.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use skiff_tests::{NetNs, Skiff, StartOptions, StoreKind, wait_until};
+use skiff_tests::oci_node::{OciLeftovers, mounts_under, oci_start_options};
+use skiff_tests::{NetNs, Skiff, StoreKind, wait_until};
 
 use crate::{POD_POLL as POLL, POD_TIMEOUT, get_json, pod_is_ready, push_guest};
-
-/// Removes what the node left under `data_dir` (runc containers, tmpfs and overlay mounts,
-/// pod network namespaces) — on success as on failure.
-struct Leftovers {
-    data_dir: PathBuf,
-}
-
-impl Drop for Leftovers {
-    fn drop(&mut self) {
-        let root = self.data_dir.join("agent").join("oci").join("runc");
-        if let Ok(out) = std::process::Command::new("runc").arg("--root").arg(&root).args(["list", "-q"]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
-                let _ = std::process::Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "--force", id])
-                    .output();
-            }
-        }
-        // Deepest first: volume tmpfs, rootfs overlays, netns bind mounts.
-        let mut below = mounts_under(&self.data_dir);
-        below.sort_by_key(|m| std::cmp::Reverse(m.0.len()));
-        for (mount_point, _) in below {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&mount_point).output();
-        }
-    }
-}
-
-/// `(mount point, mount options + super options)` of the mounts at or below `dir` in this
-/// mount namespace (skiff runs in it too, see [`skiff_in_host_mounts`]).
-fn mounts_under(dir: &Path) -> Vec<(String, String)> {
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let dir = dir.to_string_lossy().into_owned();
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let mount_point = left.split(' ').nth(4)?.to_string();
-            mount_point.starts_with(&dir).then(|| (mount_point, right.to_string()))
-        })
-        .collect()
-}
-
-/// A script running skiff in this test's mount namespace (see `containers.rs`: `ip netns exec`
-/// would give it a private one without a cgroup hierarchy). Only the network namespace is the test's.
-fn skiff_in_host_mounts(dir: &Path) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let skiff = skiff_tests::binary::skiff_binary()?;
-    let script = dir.join("skiff-host-mounts");
-    let text =
-        format!("#!/bin/sh\nexec nsenter --mount=/proc/{}/ns/mnt -- {} \"$@\"\n", std::process::id(), skiff.display());
-    std::fs::write(&script, text).context("writing the skiff wrapper")?;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
-    Ok(script)
-}
 
 async fn apply(skiff: &Skiff, yaml: &str) -> Result<()> {
     skiff.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)).await?.ok()?;
@@ -187,12 +133,9 @@ async fn restarted(skiff: &Skiff, pod: &str) -> Result<Value> {
 async fn hooks_exec_probes_and_secret_tmpfs_in_containers() -> Result<()> {
     let netns = NetNs::create()?;
     let scripts = tempfile::Builder::new().prefix("skiff-lifecycle-e2e-").tempdir()?;
-    let mut options = StartOptions::new(StoreKind::Embedded);
-    options.binary = Some(skiff_in_host_mounts(scripts.path())?);
-    options.netns = Some(netns.name().to_string());
-    options.extra_args = ["--pod-network", "bridge", "--runtimes", "wasm,oci"].map(String::from).to_vec();
+    let options = oci_start_options(&netns, scripts.path())?;
     let mut skiff = Skiff::start_with(options).await?;
-    let _leftovers = Leftovers { data_dir: skiff.data_dir().to_path_buf() };
+    let _leftovers = OciLeftovers::new(skiff.data_dir());
     let image = skiff_tests::oci_image::push_busybox(&skiff, "busybox", "v1").await?;
     let markers = scripts.path().join("markers");
     let pods_dir = skiff.data_dir().join("agent").join("pods");

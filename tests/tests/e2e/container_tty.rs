@@ -10,62 +10,19 @@
 //! under the data dir are removed at the end, also on failure.
 
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use skiff_oci_shim::runtime::console::{self, Console, ConsoleReader, ConsoleWriter};
-use skiff_tests::{NetNs, Skiff, StartOptions, StoreKind, wait_until};
+use skiff_tests::oci_node::{OciLeftovers, oci_start_options};
+use skiff_tests::{NetNs, Skiff, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{POD_POLL as POLL, POD_TIMEOUT, get_json, pod_is_ready};
 
 /// How long one expected piece of terminal output may take.
 const EXPECT: Duration = Duration::from_secs(20);
-
-/// Removes what the node's OCI runtime left under `oci_dir` (runc containers, rootfs overlays,
-/// pod network namespaces).
-struct OciLeftovers {
-    oci_dir: PathBuf,
-}
-
-impl Drop for OciLeftovers {
-    fn drop(&mut self) {
-        let root = self.oci_dir.join("runc");
-        if let Ok(out) = std::process::Command::new("runc").arg("--root").arg(&root).args(["list", "-q"]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
-                let _ = std::process::Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "--force", id])
-                    .output();
-            }
-        }
-        let entries = |dir: &Path| -> Vec<PathBuf> {
-            std::fs::read_dir(dir).map(|e| e.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default()
-        };
-        for bundle in entries(&self.oci_dir.join("containers")) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(bundle.join("rootfs")).output();
-        }
-        for ns in entries(&self.oci_dir.join("netns")) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&ns).output();
-        }
-    }
-}
-
-/// skiff in this test's mount namespace (see `containers.rs`: `ip netns exec` would give it a
-/// `/sys` without cgroups).
-fn skiff_in_host_mounts(dir: &Path) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let skiff = skiff_tests::binary::skiff_binary()?;
-    let script = dir.join("skiff-host-mounts");
-    let text =
-        format!("#!/bin/sh\nexec nsenter --mount=/proc/{}/ns/mnt -- {} \"$@\"\n", std::process::id(), skiff.display());
-    std::fs::write(&script, text).context("writing the skiff wrapper")?;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
-    Ok(script)
-}
 
 /// A kubectl whose stdin, stdout and stderr are a pseudo-terminal this test holds the master
 /// of, as in a user's terminal window. Killed on drop.
@@ -279,12 +236,9 @@ spec:
 async fn kubectl_exec_it_and_attach_on_containers() -> Result<()> {
     let netns = NetNs::create()?;
     let scripts = tempfile::Builder::new().prefix("skiff-tty-e2e-").tempdir()?;
-    let mut options = StartOptions::new(StoreKind::Embedded);
-    options.binary = Some(skiff_in_host_mounts(scripts.path())?);
-    options.netns = Some(netns.name().to_string());
-    options.extra_args = ["--pod-network", "bridge", "--runtimes", "wasm,oci"].map(String::from).to_vec();
+    let options = oci_start_options(&netns, scripts.path())?;
     let mut skiff = Skiff::start_with(options).await?;
-    let _leftovers = OciLeftovers { oci_dir: skiff.data_dir().join("agent").join("oci") };
+    let _leftovers = OciLeftovers::new(skiff.data_dir());
     let image = skiff_tests::oci_image::push_busybox(&skiff, "busybox", "v1").await?;
 
     skiff.kubectl_stdin(&["apply", "-f", "-"], Some(&sleeper_pod("shell", &image))).await?.ok()?;

@@ -10,44 +10,14 @@
 //! containers, overlay mounts and pod namespaces under the data dir are removed at the end.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use skiff_tests::{NetNs, Skiff, StartOptions, StoreKind, wait_until};
+use skiff_tests::oci_node::{OciLeftovers, oci_start_options};
+use skiff_tests::{NetNs, Skiff, wait_until};
 
 use crate::{POD_POLL as POLL, POD_TIMEOUT, get_json, pod_is_ready};
-
-/// Removes what the node's OCI runtime left under `data_dir` (runc containers, rootfs
-/// overlays, pod network namespaces) — on success as on failure.
-struct OciLeftovers {
-    oci_dir: PathBuf,
-}
-
-impl Drop for OciLeftovers {
-    fn drop(&mut self) {
-        let root = self.oci_dir.join("runc");
-        if let Ok(out) = std::process::Command::new("runc").arg("--root").arg(&root).args(["list", "-q"]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
-                let _ = std::process::Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "--force", id])
-                    .output();
-            }
-        }
-        let mounted = |dir: &Path| -> Vec<PathBuf> {
-            std::fs::read_dir(dir).map(|e| e.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default()
-        };
-        for bundle in mounted(&self.oci_dir.join("containers")) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(bundle.join("rootfs")).output();
-        }
-        for ns in mounted(&self.oci_dir.join("netns")) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&ns).output();
-        }
-    }
-}
 
 async fn apply(skiff: &Skiff, yaml: &str) -> Result<()> {
     skiff.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)).await?.ok()?;
@@ -153,31 +123,14 @@ async fn terminated(skiff: &Skiff, pod: &str) -> Result<Value> {
     .await
 }
 
-/// A script running skiff in this test's mount namespace: `ip netns exec` gives its child a
-/// private one with a fresh `/sys` for the network namespace, where no cgroup hierarchy is
-/// mounted and runc cannot create containers. Only the network namespace is the test's own.
-fn skiff_in_host_mounts(dir: &Path) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let skiff = skiff_tests::binary::skiff_binary()?;
-    let script = dir.join("skiff-host-mounts");
-    let text =
-        format!("#!/bin/sh\nexec nsenter --mount=/proc/{}/ns/mnt -- {} \"$@\"\n", std::process::id(), skiff.display());
-    std::fs::write(&script, text).context("writing the skiff wrapper")?;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
-    Ok(script)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oci_pods_run_with_runc_in_the_pod_network() -> Result<()> {
     let netns = NetNs::create()?;
     let scripts = tempfile::Builder::new().prefix("skiff-oci-e2e-").tempdir()?;
-    let mut options = StartOptions::new(StoreKind::Embedded);
-    options.binary = Some(skiff_in_host_mounts(scripts.path())?);
-    options.netns = Some(netns.name().to_string());
-    options.extra_args =
-        ["--pod-network", "bridge", "--runtimes", "wasm,oci", "--pod-pids-limit", "32"].map(String::from).to_vec();
+    let mut options = oci_start_options(&netns, scripts.path())?;
+    options.extra_args.extend(["--pod-pids-limit", "32"].map(String::from));
     let mut skiff = Skiff::start_with(options).await?;
-    let _leftovers = OciLeftovers { oci_dir: skiff.data_dir().join("agent").join("oci") };
+    let _leftovers = OciLeftovers::new(skiff.data_dir());
     let image = skiff_tests::oci_image::push_busybox(&skiff, "busybox", "v1").await?;
 
     // The node offers both runtimes.

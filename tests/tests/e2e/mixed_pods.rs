@@ -12,55 +12,13 @@
 //! happens, runc containers, overlays and namespaces under the data dir are cleaned up.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use skiff_tests::{NetNs, Skiff, StartOptions, StoreKind, wait_until};
+use skiff_tests::oci_node::{OciLeftovers, oci_start_options};
+use skiff_tests::{NetNs, Skiff, wait_until};
 
 use crate::{POD_POLL as POLL, POD_TIMEOUT, get_json, push_guest};
-
-/// Removes what the node's OCI runtime left under `oci_dir` — on success as on failure.
-struct OciLeftovers {
-    oci_dir: PathBuf,
-}
-
-impl Drop for OciLeftovers {
-    fn drop(&mut self) {
-        let root = self.oci_dir.join("runc");
-        if let Ok(out) = std::process::Command::new("runc").arg("--root").arg(&root).args(["list", "-q"]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
-                let _ = std::process::Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "--force", id])
-                    .output();
-            }
-        }
-        let entries = |dir: &Path| -> Vec<PathBuf> {
-            std::fs::read_dir(dir).map(|e| e.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default()
-        };
-        for bundle in entries(&self.oci_dir.join("containers")) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(bundle.join("rootfs")).output();
-        }
-        for ns in entries(&self.oci_dir.join("netns")) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&ns).output();
-        }
-    }
-}
-
-/// A wrapper running skiff in this test's mount namespace (runc needs the host's cgroup
-/// mounts, which `ip netns exec` would hide); only the network namespace is the test's own.
-fn skiff_in_host_mounts(dir: &Path) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let skiff = skiff_tests::binary::skiff_binary()?;
-    let script = dir.join("skiff-host-mounts");
-    let text =
-        format!("#!/bin/sh\nexec nsenter --mount=/proc/{}/ns/mnt -- {} \"$@\"\n", std::process::id(), skiff.display());
-    std::fs::write(&script, text).context("writing the skiff wrapper")?;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
-    Ok(script)
-}
 
 fn mixed_pod(hello: &str, probe: &str, busybox: &str) -> String {
     format!(
@@ -117,13 +75,10 @@ async fn wget_in_pod(skiff: &Skiff, url: &str) -> Result<String> {
 async fn wasm_and_oci_containers_share_the_pod_network() -> Result<()> {
     let netns = NetNs::create()?;
     let scripts = tempfile::Builder::new().prefix("skiff-mixed-e2e-").tempdir()?;
-    let mut options = StartOptions::new(StoreKind::Embedded);
-    options.binary = Some(skiff_in_host_mounts(scripts.path())?);
-    options.netns = Some(netns.name().to_string());
-    options.extra_args = ["--pod-network", "bridge", "--runtimes", "wasm,oci"].map(String::from).to_vec();
+    let options = oci_start_options(&netns, scripts.path())?;
     let mut skiff = Skiff::start_with(options).await?;
     let oci_dir = skiff.data_dir().join("agent").join("oci");
-    let _leftovers = OciLeftovers { oci_dir: oci_dir.clone() };
+    let _leftovers = OciLeftovers::new(skiff.data_dir());
     let busybox = skiff_tests::oci_image::push_busybox(&skiff, "busybox", "v1").await?;
     let hello = push_guest(&skiff, "hello-http", "mixed/hello:v1").await?;
     let probe = push_guest(&skiff, "cli-probe", "mixed/cli:v1").await?;
