@@ -222,7 +222,7 @@ async fn built_in_registry() -> Result<()> {
     // CLI errors: not wasm, missing file, bad reference.
     let not_wasm = write_module(skiff.home(), "notwasm.txt", b"hello world")?;
     for (args, expect) in [
-        (vec!["push", not_wasm.as_str(), "demo/x:v1", "--kubeconfig", &kubeconfig], "not a WebAssembly"),
+        (vec!["push", not_wasm.as_str(), "demo/x:v1", "--kubeconfig", &kubeconfig], "neither a WebAssembly binary"),
         (vec!["push", "/nonexistent/app.wasm", "demo/x:v1", "--kubeconfig", &kubeconfig], "reading"),
         (vec!["push", file.as_str(), "Demo/X", "--kubeconfig", &kubeconfig], "NAME:TAG"),
     ] {
