@@ -73,6 +73,12 @@ impl Skiff {
         self.kubectl_stdin(args, None).await
     }
 
+    /// `kubectl apply -f -` of `yaml`; an error carries kubectl's stderr.
+    pub async fn apply(&self, yaml: &str) -> Result<()> {
+        self.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)).await?.ok()?;
+        Ok(())
+    }
+
     /// Runs `kubectl ARGS` with `input` on stdin (e.g. `apply -f -`).
     pub async fn kubectl_stdin(&self, args: &[&str], input: Option<&str>) -> Result<KubectlOutput> {
         let mut command = self.kubectl_command(args);

@@ -89,11 +89,6 @@ async fn skiff_push(skiff: &Skiff, file: &Path, name_tag: &str) -> Result<String
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
-async fn apply(skiff: &Skiff, yaml: &str) -> Result<()> {
-    skiff.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)).await?.ok()?;
-    Ok(())
-}
-
 fn deployment(image: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
@@ -191,7 +186,7 @@ async fn container_images_from_archives_and_private_registries() -> Result<()> {
     skiff_tests::oci_image::write_busybox_archive(&archive, "v1")?;
     let image = skiff_push(&skiff, &archive, "images/busybox:v1").await?;
     ensure!(image.ends_with("/images/busybox:v1") && image.contains(':'), "skiff push printed {image:?}");
-    apply(&skiff, &deployment(&image)).await?;
+    skiff.apply(&deployment(&image)).await?;
     let pod = ready_pod(&skiff, &["pods", "-l", "app=pushed"]).await?;
     let name = pod["metadata"]["name"].as_str().context("pod name")?.to_string();
     let passwd = skiff.kubectl(&["exec", &name, "--", "cat", "/etc/passwd"]).await?.ok()?;
@@ -206,7 +201,7 @@ async fn container_images_from_archives_and_private_registries() -> Result<()> {
     let multi = scripts.path().join("multi");
     let manifests = skiff_tests::oci_image::write_busybox_multi_platform_layout(&multi)?;
     let multi_image = skiff_push(&skiff, &multi, "images/multi:v1").await?;
-    apply(&skiff, &private_pod("multi", &multi_image, None, "IfNotPresent")).await?;
+    skiff.apply(&private_pod("multi", &multi_image, None, "IfNotPresent")).await?;
     let pod = ready_pod(&skiff, &["pod", "multi"]).await?;
     let image_id = pod["status"]["containerStatuses"][0]["imageID"].as_str().unwrap_or_default();
     let arch = if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" };
@@ -236,7 +231,7 @@ async fn container_images_from_archives_and_private_registries() -> Result<()> {
     }
 
     // Wrong password first (and `Always`, so a cached copy never hides the refusal).
-    apply(&skiff, &private_pod("wrong", &private, Some("badcred"), "Always")).await?;
+    skiff.apply(&private_pod("wrong", &private, Some("badcred"), "Always")).await?;
     let first = wait_reason(&skiff, "wrong", "ErrImagePull").await;
     let backoff = wait_reason(&skiff, "wrong", "ImagePullBackOff").await?;
     // ErrImagePull shows only until the first retry fails; a slow poll may miss it.
@@ -257,7 +252,7 @@ async fn container_images_from_archives_and_private_registries() -> Result<()> {
     ensure!(mentions_auth_failure(message), "Failed event without the registry's refusal: {message:?}");
 
     // The right password: the pod runs the private image.
-    apply(&skiff, &private_pod("private", &private, Some("regcred"), "IfNotPresent")).await?;
+    skiff.apply(&private_pod("private", &private, Some("regcred"), "IfNotPresent")).await?;
     ready_pod(&skiff, &["pod", "private"])
         .await
         .with_context(|| format!("registry log:\n{}", registry.log_tail(20)))?;
@@ -311,7 +306,7 @@ async fn image_gc_removes_unused_images_only() -> Result<()> {
     let gone = crate::push_guest(&skiff, "hello-http", "gc/gone:v1").await?;
 
     let running = crate::run_http_pod(&skiff, "keep", &kept).await?;
-    apply(&skiff, &crate::http_pod("brief", &gone)).await?;
+    skiff.apply(&crate::http_pod("brief", &gone)).await?;
     // Once `brief` reports its image, the image is in the store; then the pod goes.
     let gone_id = wait_until("pod brief to report its image", POD_TIMEOUT, POLL, || async {
         let pod = get_json(&skiff, &["pod", "brief"]).await?;

@@ -27,11 +27,6 @@ use skiff_tests::{NetNs, Skiff, StoreKind, wait_until};
 
 use crate::{POD_POLL as POLL, POD_TIMEOUT, get_json, pod_is_ready, push_guest};
 
-async fn apply(skiff: &Skiff, yaml: &str) -> Result<()> {
-    skiff.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)).await?.ok()?;
-    Ok(())
-}
-
 /// The pod with hooks, a flipping readiness probe, and secret volumes.
 fn hooks_pod(image: &str, markers: &Path) -> String {
     format!(
@@ -142,7 +137,7 @@ async fn hooks_exec_probes_and_secret_tmpfs_in_containers() -> Result<()> {
 
     // postStart runs in the started container; the main command waits for its file.
     skiff.kubectl(&["create", "secret", "generic", "creds", "--from-literal=token=s3cret"]).await?.ok()?;
-    apply(&skiff, &hooks_pod(&image, &markers)).await?;
+    skiff.apply(&hooks_pod(&image, &markers)).await?;
     let pod = ready(&skiff, "hooks", true).await?;
     let uid = pod["metadata"]["uid"].as_str().context("pod uid")?.to_string();
     let logs = skiff.kubectl(&["logs", "hooks"]).await?.ok()?;
@@ -198,7 +193,7 @@ async fn hooks_exec_probes_and_secret_tmpfs_in_containers() -> Result<()> {
 
     // A failing liveness exec probe restarts the container, with Unhealthy events.
     let liveness = "    livenessProbe:\n      exec: {command: [\"cat\", \"/tmp/healthy\"]}\n      periodSeconds: 1\n      failureThreshold: 2\n";
-    apply(&skiff, &probed_pod("liveness", &image, liveness)).await?;
+    skiff.apply(&probed_pod("liveness", &image, liveness)).await?;
     let status = restarted(&skiff, "liveness").await?;
     ensure!(status["lastState"]["terminated"].is_object(), "no last termination: {status}");
     event(&skiff, "liveness", "Unhealthy", "Liveness probe failed: cat: can't open '/tmp/healthy'").await?;
@@ -206,7 +201,7 @@ async fn hooks_exec_probes_and_secret_tmpfs_in_containers() -> Result<()> {
 
     // An exec probe outliving its timeout fails saying so, and its command is killed.
     let slow = "    readinessProbe:\n      exec: {command: [\"sleep\", \"30\"]}\n      timeoutSeconds: 1\n      periodSeconds: 1\n";
-    apply(&skiff, &probed_pod("slow", &image, slow)).await?;
+    skiff.apply(&probed_pod("slow", &image, slow)).await?;
     event(&skiff, "slow", "Unhealthy", "timed out after 1s").await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let ps = skiff.kubectl(&["exec", "slow", "--", "ps", "-o", "args"]).await?.ok()?;
@@ -217,7 +212,7 @@ async fn hooks_exec_probes_and_secret_tmpfs_in_containers() -> Result<()> {
 
     // A failing postStart hook: FailedPostStartHook, the container is killed and restarted.
     let bad_hook = "    lifecycle:\n      postStart:\n        exec: {command: [\"sh\", \"-c\", \"exit 3\"]}\n";
-    apply(&skiff, &probed_pod("badhook", &image, bad_hook)).await?;
+    skiff.apply(&probed_pod("badhook", &image, bad_hook)).await?;
     event(&skiff, "badhook", "FailedPostStartHook", "exited with code 3").await?;
     let status = restarted(&skiff, "badhook").await?;
     let last = &status["lastState"]["terminated"];
@@ -246,7 +241,7 @@ async fn wasm_pods_run_http_hooks_and_refuse_exec_clearly() -> Result<()> {
     let hooks = "    lifecycle:\n      postStart:\n        httpGet: {path: /, port: 8080}\n      preStop:\n        \
                  exec: {command: [\"true\"]}\n    readinessProbe:\n      exec: {command: [\"true\"]}\n      \
                  periodSeconds: 1\n";
-    apply(&skiff, &wasm_pod("wasm-hooks", &image, hooks)).await?;
+    skiff.apply(&wasm_pod("wasm-hooks", &image, hooks)).await?;
     wait_until("the WASM pod to run", POD_TIMEOUT, POLL, || async {
         let p = get_json(&skiff, &["pod", "wasm-hooks"]).await?;
         Ok((p["status"]["phase"] == "Running").then_some(()))
@@ -264,7 +259,7 @@ async fn wasm_pods_run_http_hooks_and_refuse_exec_clearly() -> Result<()> {
 
     // An httpGet postStart hook nobody answers: FailedPostStartHook, the container restarts.
     let refused = "    lifecycle:\n      postStart:\n        httpGet: {path: /, port: 9}\n";
-    apply(&skiff, &wasm_pod("wasm-badhook", &image, refused)).await?;
+    skiff.apply(&wasm_pod("wasm-badhook", &image, refused)).await?;
     event(&skiff, "wasm-badhook", "FailedPostStartHook", ":9/").await?;
     restarted(&skiff, "wasm-badhook").await?;
     skiff.kubectl(&["delete", "pod", "wasm-badhook", "--timeout=60s"]).await?.ok()?;

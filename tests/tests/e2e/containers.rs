@@ -19,11 +19,6 @@ use skiff_tests::{NetNs, Skiff, wait_until};
 
 use crate::{POD_POLL as POLL, POD_TIMEOUT, get_json, pod_is_ready};
 
-async fn apply(skiff: &Skiff, yaml: &str) -> Result<()> {
-    skiff.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)).await?.ok()?;
-    Ok(())
-}
-
 fn deployment(image: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
@@ -141,7 +136,7 @@ async fn oci_pods_run_with_runc_in_the_pod_network() -> Result<()> {
     .await?;
 
     // A Deployment of busybox httpd answers on its pod IP, from inside the namespace.
-    apply(&skiff, &deployment(&image)).await?;
+    skiff.apply(&deployment(&image)).await?;
     let pod = web_pod(&skiff).await?;
     let name = pod["metadata"]["name"].as_str().context("pod name")?.to_string();
     let ip = pod_ip(&pod)?;
@@ -190,7 +185,7 @@ async fn oci_pods_run_with_runc_in_the_pod_network() -> Result<()> {
     // Memory limit: the allocating container is OOM-killed and says so.
     let oom =
         single_pod("hog", &image, "echo allocating; tail /dev/zero", "    resources:\n      limits: {memory: 32Mi}\n");
-    apply(&skiff, &oom).await?;
+    skiff.apply(&oom).await?;
     let t = terminated(&skiff, "hog").await?;
     ensure!(t["reason"] == "OOMKilled" && t["exitCode"] == 137, "hog ended {t}");
 
@@ -201,7 +196,7 @@ async fn oci_pods_run_with_runc_in_the_pod_network() -> Result<()> {
         "(i=0; while [ $i -lt 200 ]; do sleep 1000 & i=$((i+1)); done) 2>/dev/null; echo bomb-contained; exec sleep 1000",
         "",
     );
-    apply(&skiff, &bomb).await?;
+    skiff.apply(&bomb).await?;
     wait_until("the fork bomb to be contained", POD_TIMEOUT, POLL, || async {
         let out = skiff.kubectl(&["logs", "bomb"]).await?;
         Ok(out.stdout.contains("bomb-contained").then_some(()))
@@ -214,7 +209,7 @@ async fn oci_pods_run_with_runc_in_the_pod_network() -> Result<()> {
     skiff.kubectl(&["delete", "pod", "bomb", "hog", "--timeout=60s"]).await?.ok()?;
 
     // A container Job (issue 4): Indexed, every index completes, the Job is Complete.
-    apply(&skiff, &container_job(&image)).await?;
+    skiff.apply(&container_job(&image)).await?;
     skiff.kubectl(&["wait", "--for=condition=Complete", "job/count", "--timeout=120s"]).await?.ok()?;
     let job = get_json(&skiff, &["job", "count"]).await?;
     ensure!(job["status"]["succeeded"] == 3, "job status {}", job["status"]);

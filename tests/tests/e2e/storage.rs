@@ -32,11 +32,6 @@ fn probe_pod(name: &str, image: &str, claim: &str, args: &str) -> String {
     )
 }
 
-async fn apply(skiff: &Skiff, yaml: &str) -> Result<()> {
-    skiff.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)).await?.ok()?;
-    Ok(())
-}
-
 async fn wait_succeeded(skiff: &Skiff, pod: &str) -> Result<Value> {
     wait_until(&format!("pod {pod} to succeed"), TIMEOUT, POLL, || async {
         let p = get_json(skiff, &["pod", pod]).await?;
@@ -63,10 +58,10 @@ async fn volume_dir(skiff: &Skiff, pv: &str) -> Result<PathBuf> {
 async fn write_then_read(skiff: &Skiff, image: &str, claim_name: &str) -> Result<String> {
     let writer = format!("{claim_name}-writer");
     let reader = format!("{claim_name}-reader");
-    apply(skiff, &probe_pod(&writer, image, claim_name, "[\"write\", \"/data/hello\"]")).await?;
+    skiff.apply(&probe_pod(&writer, image, claim_name, "[\"write\", \"/data/hello\"]")).await?;
     wait_succeeded(skiff, &writer).await?;
     skiff.kubectl(&["delete", "pod", &writer, "--wait=false"]).await?.ok()?;
-    apply(skiff, &probe_pod(&reader, image, claim_name, "[\"cat\", \"/data/hello\"]")).await?;
+    skiff.apply(&probe_pod(&reader, image, claim_name, "[\"cat\", \"/data/hello\"]")).await?;
     wait_succeeded(skiff, &reader).await?;
     let logs = skiff.kubectl(&["logs", &reader]).await?.ok()?;
     ensure!(logs.contains("written"), "the second pod reads what the first wrote: {logs:?}");
@@ -82,7 +77,7 @@ async fn local_path_claims_keep_data_across_pods_and_are_reclaimed() -> Result<(
     let image = push_guest(&skiff, "cli-probe", "probes/cli:v1").await?;
 
     // Delete (the default class): pending until its pod, then bound on the pod's node.
-    apply(&skiff, &claim("scratch", None)).await?;
+    skiff.apply(&claim("scratch", None)).await?;
     let pvc = get_json(&skiff, &["pvc", "scratch"]).await?;
     ensure!(pvc["spec"]["storageClassName"] == "local-path", "default class: {}", pvc["spec"]);
     let events = wait_until("the WaitForFirstConsumer event", TIMEOUT, POLL, || async {
@@ -111,13 +106,12 @@ async fn local_path_claims_keep_data_across_pods_and_are_reclaimed() -> Result<(
     .await?;
 
     // Retain: the volume stays Released with its data.
-    apply(
-        &skiff,
+    skiff.apply(
         "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: keep\nprovisioner: rancher.io/local-path\n\
          volumeBindingMode: WaitForFirstConsumer\nreclaimPolicy: Retain\n",
     )
     .await?;
-    apply(&skiff, &claim("kept", Some("keep"))).await?;
+    skiff.apply(&claim("kept", Some("keep"))).await?;
     let pv = write_then_read(&skiff, &image, "kept").await?;
     let dir = volume_dir(&skiff, &pv).await?;
     skiff.kubectl(&["delete", "pvc", "kept", "--wait=false"]).await?.ok()?;
