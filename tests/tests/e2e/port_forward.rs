@@ -77,6 +77,25 @@ fn complete(raw: &[u8]) -> bool {
         .is_some_and(|len| body.len() >= len)
 }
 
+/// A GET on a new forwarded connection. A connection reset before the response is retried (at
+/// most twice): under load `kubectl port-forward` sometimes resets a new local connection (see
+/// `raw_get`; the cause is not yet pinned down), which a client would retry too. Any other
+/// failure, or a third reset, fails the test.
+async fn fresh_get(port: u16, path: &str) -> Result<reqwest::Response> {
+    let mut attempt = 0;
+    loop {
+        let client = reqwest::Client::builder().timeout(IO_TIMEOUT).build()?;
+        match client.get(format!("http://127.0.0.1:{port}{path}")).send().await {
+            Ok(resp) => return Ok(resp),
+            Err(e) if attempt < 2 && format!("{e:?}").contains("ConnectionReset") => {
+                attempt += 1;
+                eprintln!("GET {path} through the forward was reset; retrying ({attempt}/2)");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_forward_to_a_wasm_pod_and_exec_errors() -> Result<()> {
     let skiff = Skiff::start(StoreKind::Embedded).await?;
@@ -90,8 +109,7 @@ async fn port_forward_to_a_wasm_pod_and_exec_errors() -> Result<()> {
     // Several requests, each on its own forwarded connection, then on one kept-alive connection.
     let client = reqwest::Client::builder().timeout(IO_TIMEOUT).build()?;
     for i in 0..3 {
-        let fresh = reqwest::Client::builder().timeout(IO_TIMEOUT).build()?;
-        let resp = fresh.get(format!("http://127.0.0.1:{port}/greet")).send().await?;
+        let resp = fresh_get(port, "/greet").await?;
         ensure!(resp.status() == 200, "request {i} through the forward answered {}", resp.status());
         ensure!(resp.text().await?.contains("Hello"), "request {i}: unexpected body");
         let resp = client.get(format!("http://127.0.0.1:{port}/")).send().await?;
