@@ -19,14 +19,14 @@ use crate::registry::rest::{Registry, WriteOptions};
 const NAMESPACE: &str = "default";
 const NAME: &str = "kubernetes";
 
-/// The Service object for the API server at the range's first address.
-fn service(cluster_ip: &str) -> Value {
+/// The Service object at the range's first address, forwarding 443 to the API server's `port`.
+fn service(cluster_ip: &str, port: u16) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": NAME, "namespace": NAMESPACE,
                      "labels": {"component": "apiserver", "provider": "kubernetes"}},
         "spec": {"type": "ClusterIP", "clusterIP": cluster_ip, "sessionAffinity": "None",
-                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]},
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
     })
 }
 
@@ -45,8 +45,7 @@ fn endpoints(ip: IpAddr, port: u16) -> Value {
 pub async fn ensure(registry: &Registry, ip: IpAddr, port: u16) -> Result<(), ApiError> {
     let services = catalog::find("", "v1", "services").ok_or(ApiError::NoRoute)?;
     let cluster_ip = registry.service_allocator().network().nth(1).to_string();
-    let mut wanted = service(&cluster_ip);
-    wanted["spec"]["ports"][0]["targetPort"] = json!(port);
+    let wanted = service(&cluster_ip, port);
     match registry.get(services, Some(NAMESPACE), NAME).await {
         Err(ApiError::NotFound { .. }) => {
             registry.create(services, Some(NAMESPACE), wanted, WriteOptions::default()).await?;
