@@ -38,6 +38,13 @@ pub struct AgentArgs {
     /// The pod CIDR [default: 127.244.0.0/24 (loopback) or 10.244.0.0/24 (bridge)].
     #[arg(long)]
     pod_cidr: Option<Ipv4Net>,
+    /// The range Service cluster IPs come from: must match the API server's flag of the same
+    /// name. The service proxy and cluster DNS listen on addresses from it.
+    #[arg(long, default_value = "10.96.0.0/16", value_name = "CIDR")]
+    service_cluster_ip_range: Ipv4Net,
+    /// The cluster DNS address given to pods [default: the service range's .10].
+    #[arg(long, value_name = "IP")]
+    cluster_dns: Option<std::net::Ipv4Addr>,
     /// The node's InternalIP.
     #[arg(long, default_value = "127.0.0.1")]
     node_ip: IpAddr,
@@ -143,6 +150,8 @@ pub fn config(args: &AgentArgs) -> AgentConfig {
     let mut cfg = AgentConfig::new(args.node_name.clone().unwrap_or_else(hostname), data_dir);
     cfg.pod_network = network;
     cfg.pod_cidr = args.pod_cidr;
+    cfg.service_cidr = args.service_cluster_ip_range.trunc();
+    cfg.cluster_dns = args.cluster_dns;
     cfg.node_ip = args.node_ip;
     cfg.node_api_port = args.node_api_port;
     cfg.insecure_registries = args.insecure_registries.clone();

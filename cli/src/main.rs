@@ -251,6 +251,7 @@ fn run(args: ServeArgs, default_listen: &str, node: Option<NodeArgs>) -> anyhow:
         );
     }
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
+    let service_cidr = args.service_cluster_ip_range.trunc();
     let cfg = ServerConfig {
         data_dir: data_dir.clone(),
         listen,
@@ -263,7 +264,7 @@ fn run(args: ServeArgs, default_listen: &str, node: Option<NodeArgs>) -> anyhow:
             ..ControllerConfig::default()
         },
         service_network: ServiceNetwork {
-            cidr: args.service_cluster_ip_range.trunc(),
+            cidr: service_cidr,
             node_ports: args.service_node_port_range,
         },
     };
@@ -276,7 +277,7 @@ fn run(args: ServeArgs, default_listen: &str, node: Option<NodeArgs>) -> anyhow:
         tokio::spawn(signals(shutdown.clone()));
         tokio::spawn(heap::trimmer(shutdown.clone()));
         let node = match node {
-            Some(args) => Some(start_local_node(&server, &data_dir, args, shutdown.clone()).await?),
+            Some(args) => Some(start_local_node(&server, &data_dir, args, service_cidr, shutdown.clone()).await?),
             None => None,
         };
         if let Some(node) = node {
@@ -292,6 +293,7 @@ async fn start_local_node(
     server: &RunningServer,
     data_dir: &std::path::Path,
     args: NodeArgs,
+    service_cidr: ipnet::Ipv4Net,
     shutdown: CancellationToken,
 ) -> anyhow::Result<node::RunningNode> {
     let pki = skiff_control_plane::pki::ClusterPki::load_existing(&data_dir.join("pki"))
@@ -306,6 +308,7 @@ async fn start_local_node(
     };
     let mut cfg = skiff_node::AgentConfig::new(args.name.unwrap_or_else(agent::hostname), data_dir.join("agent"));
     cfg.pod_network = args.network.into();
+    cfg.service_cidr = service_cidr;
     cfg.node_api_port = args.api_port;
     cfg.insecure_registries = args.insecure_registries;
     let runtimes = args.runtimes.options(cfg.pod_network)?;

@@ -38,6 +38,14 @@ pub struct AgentConfig {
     pub pod_network: PodNetwork,
     /// The pod CIDR (default: the network mode's, `127.244.0.0/24` or `10.244.0.0/24`).
     pub pod_cidr: Option<Ipv4Net>,
+    /// The range Service cluster IPs come from (the API server's `--service-cluster-ip-range`):
+    /// the service proxy and the DNS server listen on addresses from it, so in bridge mode the
+    /// whole range is made local to the node (a `local` route, as kube-proxy's IPVS mode does
+    /// with its dummy interface, but one route instead of one address per Service).
+    pub service_cidr: Ipv4Net,
+    /// The cluster DNS address written into containers' `resolv.conf` and served by the node's
+    /// DNS server (the kubelet's `--cluster-dns`; default: the range's `.10`).
+    pub cluster_dns: Option<Ipv4Addr>,
     /// The node's InternalIP (also the pods' hostIP).
     pub node_ip: IpAddr,
     /// The port the node API listens on (reported as the kubelet endpoint).
@@ -71,6 +79,8 @@ impl AgentConfig {
             data_dir: data_dir.into(),
             pod_network: PodNetwork::Loopback,
             pod_cidr: None,
+            service_cidr: DEFAULT_SERVICE_CIDR,
+            cluster_dns: None,
             node_ip: IpAddr::from([127, 0, 0, 1]),
             node_api_port: 10250,
             capacity: BTreeMap::new(),
@@ -90,6 +100,20 @@ impl AgentConfig {
     pub fn effective_pod_cidr(&self) -> Ipv4Net {
         self.pod_cidr.unwrap_or_else(|| self.pod_network.default_cidr())
     }
+
+    /// The cluster DNS address in effect: the configured one, else the service range's `.10`
+    /// (where the control plane puts the `kube-system/kube-dns` Service).
+    pub fn cluster_dns_ip(&self) -> Ipv4Addr {
+        self.cluster_dns.unwrap_or_else(|| default_cluster_dns(self.service_cidr))
+    }
+}
+
+/// The API server's default `--service-cluster-ip-range`.
+pub const DEFAULT_SERVICE_CIDR: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(10, 96, 0, 0), 16);
+
+/// The cluster DNS address Kubernetes conventionally uses: the service range's tenth address.
+pub fn default_cluster_dns(service_cidr: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(service_cidr.network()) + 10)
 }
 
 /// Why the agent could not start.
@@ -124,7 +148,7 @@ impl Agent {
             .map_err(|source| AgentError::DataDir { path: cfg.data_dir.clone(), source })?;
         let cidr = cfg.effective_pod_cidr();
         let mut ipam = Ipam::load(cidr, &cfg.data_dir.join("ipam.json"))?;
-        let net = HostNet::new(cfg.pod_network, cidr);
+        let net = HostNet::new(cfg.pod_network, cidr).with_service_cidr(cfg.service_cidr);
         net.setup().await?;
 
         let facts = NodeFacts::detect();

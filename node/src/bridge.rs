@@ -51,11 +51,27 @@ pub struct NetError {
 pub struct HostNet {
     mode: PodNetwork,
     cidr: Ipv4Net,
+    service_cidr: Option<Ipv4Net>,
 }
 
 impl HostNet {
     pub fn new(mode: PodNetwork, cidr: Ipv4Net) -> HostNet {
-        HostNet { mode, cidr }
+        HostNet { mode, cidr, service_cidr: None }
+    }
+
+    /// Also makes the Service cluster IP range local to this host at [`setup`](Self::setup)
+    /// (bridge mode), so the service proxy and the DNS server can listen on cluster IPs and
+    /// pods reach them through their gateway. Loopback ranges are local already.
+    pub fn with_service_cidr(mut self, service_cidr: Ipv4Net) -> HostNet {
+        self.service_cidr = Some(service_cidr);
+        self
+    }
+
+    /// The Service cluster IP range, when it is local to this host: always for a loopback
+    /// range, in bridge mode for any range (see [`with_service_cidr`](Self::with_service_cidr)).
+    pub fn local_service_cidr(&self) -> Option<Ipv4Net> {
+        let cidr = self.service_cidr?;
+        (cidr.network().is_loopback() || self.mode == PodNetwork::Bridge).then_some(cidr)
     }
 
     /// Creates the bridge with its gateway address (bridge mode); idempotent.
@@ -65,6 +81,9 @@ impl HostNet {
         }
         for args in setup_commands(self.cidr) {
             run(&args).await?;
+        }
+        if let Some(service_cidr) = self.service_cidr.filter(|c| !c.network().is_loopback()) {
+            run(&service_route_command(service_cidr)).await?;
         }
         Ok(())
     }
@@ -107,6 +126,13 @@ fn setup_commands(cidr: Ipv4Net) -> Vec<Vec<String>> {
         s(&["addr", "replace", &format!("{gateway}/{}", cidr.prefix_len()), "dev", BRIDGE]),
         s(&["link", "set", BRIDGE, "up"]),
     ]
+}
+
+/// `ip route replace local CIDR dev lo table local`: every address of the range is this host's
+/// (the AnyIP trick), so listeners can bind any cluster IP without an address per Service, and
+/// a cluster IP:port nobody serves is refused at once (a RST) rather than routed away.
+fn service_route_command(cidr: Ipv4Net) -> Vec<String> {
+    ["route", "replace", "local", &cidr.to_string(), "dev", "lo", "table", "local"].iter().map(|x| x.to_string()).collect()
 }
 
 fn pod_ip_command(verb: &str, ip: Ipv4Addr) -> Vec<String> {
