@@ -60,6 +60,12 @@ done
 if ! [ -e /etc/ssl/certs/ca-certificates.crt ]; then
     missing+=(ca-certificates)
 fi
+# etcd-client's build script compiles etcd's protos, which import protobuf's well-known types
+# (google/protobuf/descriptor.proto, struct.proto). protoc finds them in libprotobuf-dev, which
+# protobuf-compiler only recommends — and recommends are not installed below.
+if ! [ -e /usr/include/google/protobuf/descriptor.proto ]; then
+    missing+=(libprotobuf-dev)
+fi
 # The CNI plugins live off PATH.
 if ! [ -x /usr/lib/cni/bridge ]; then
     missing+=(containernetworking-plugins)
