@@ -52,6 +52,9 @@ declare -A WANT=(
     [nsenter]=util-linux
     # Cluster DNS tests (issue 6) query with the real dig
     [dig]=dnsutils
+    # Ingress e2e makes its TLS Secret's certificate with openssl; the http/ingress benches load with wrk
+    [openssl]=openssl
+    [wrk]=wrk
 )
 missing=()
 for cmd in "${!WANT[@]}"; do

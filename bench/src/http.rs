@@ -127,15 +127,23 @@ impl HttpBench {
     }
 
     async fn wrk(&self, url: &str, seconds: u64) -> Result<WrkResult> {
+        self.wrk_with(url, None, seconds).await
+    }
+
+    /// One wrk run of `seconds` against `url` with this bench's threads and connections, and
+    /// `header` (`Name: value`) on every request if given.
+    pub async fn wrk_with(&self, url: &str, header: Option<&str>, seconds: u64) -> Result<WrkResult> {
         let started = Instant::now();
-        let output = tokio::process::Command::new("wrk")
+        let mut command = tokio::process::Command::new("wrk");
+        command
             .arg(format!("-t{}", self.threads))
             .arg(format!("-c{}", self.connections))
             .arg(format!("-d{seconds}s"))
-            .arg("--latency")
-            .arg(url)
-            .kill_on_drop(true)
-            .output();
+            .arg("--latency");
+        if let Some(header) = header {
+            command.arg("-H").arg(header);
+        }
+        let output = command.arg(url).kill_on_drop(true).output();
         let output = tokio::time::timeout(Duration::from_secs(seconds + 60), output)
             .await
             .context("wrk did not finish")?
@@ -214,7 +222,7 @@ async fn wasmtime_version(wasmtime: &Path) -> Result<String> {
 }
 
 /// The per-field median of `runs` (mean of the middle two for an even count).
-fn median(runs: &[WrkResult]) -> WrkResult {
+pub fn median(runs: &[WrkResult]) -> WrkResult {
     let pick = |f: fn(&WrkResult) -> f64| {
         let mut v: Vec<f64> = runs.iter().map(f).collect();
         v.sort_by(f64::total_cmp);

@@ -8,6 +8,7 @@ mod api;
 mod containers;
 mod footprint;
 mod http;
+mod ingress;
 mod load;
 mod pods;
 mod procfs;
@@ -99,6 +100,30 @@ enum Command {
         /// The wasmtime CLI to compare with.
         #[arg(long, default_value = "wasmtime")]
         wasmtime: PathBuf,
+        /// skiff binary (default: `skiff` beside this binary, i.e. target/release/skiff).
+        #[arg(long, env = "SKIFF_BIN")]
+        skiff_bin: Option<PathBuf>,
+        /// Print the section instead of writing it to the output file.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// hello-http requests/s and p99 through the node's Ingress vs straight to the pod IP (wrk).
+    Ingress {
+        /// wrk threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// wrk connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Seconds per measured run.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Warm-up seconds before each measured run.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Measured runs per side (alternating).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
         /// skiff binary (default: `skiff` beside this binary, i.e. target/release/skiff).
         #[arg(long, env = "SKIFF_BIN")]
         skiff_bin: Option<PathBuf>,
@@ -212,6 +237,19 @@ async fn main() -> Result<()> {
             };
             let section = bench.run().await?;
             emit(&cli.output, "http", &section, dry_run)?;
+        }
+        Command::Ingress { threads, connections, duration, warmup, rounds, skiff_bin, dry_run } => {
+            let bench = ingress::IngressBench {
+                threads,
+                connections,
+                duration_s: duration,
+                warmup_s: warmup,
+                rounds,
+                skiff_bin,
+                load_at_start: pods::load_note(),
+            };
+            let section = bench.run().await?;
+            emit(&cli.output, "ingress", &section, dry_run)?;
         }
         Command::Footprint { pods, idle_wait, settle, skiff_bin, dry_run } => {
             let bench = footprint::FootprintBench {

@@ -47,12 +47,18 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `skiff up` (embedded store) from `binary` (default: beside this bench).
     pub async fn start(binary: Option<PathBuf>) -> Result<Cluster> {
+        Cluster::start_with_args(binary, Vec::new()).await
+    }
+
+    /// [`Cluster::start`] with further `skiff up` flags.
+    pub async fn start_with_args(binary: Option<PathBuf>, extra_args: Vec<String>) -> Result<Cluster> {
         let binary = match binary {
             Some(path) => path,
             None => skiff_binary()?,
         };
         let mut options = StartOptions::new(StoreKind::Embedded);
         options.binary = Some(binary.clone());
+        options.extra_args = extra_args;
         let skiff = Skiff::start_with(options).await?;
         let http = skiff.http()?;
         Ok(Cluster { skiff, http, image: String::new(), binary })

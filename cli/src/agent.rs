@@ -51,6 +51,14 @@ pub struct AgentArgs {
     /// Port of the node API (logs, kubelet role).
     #[arg(long, default_value = "10250")]
     node_api_port: u16,
+    /// Port this node serves Ingresses on over HTTP (bound to every address in bridge mode,
+    /// to the node IP in loopback mode); 0 disables it.
+    #[arg(long, default_value = "80", value_name = "PORT")]
+    ingress_http_port: u16,
+    /// Port this node serves Ingresses on over HTTPS (certificates from the Ingresses' TLS
+    /// Secrets, chosen by SNI); 0 disables it.
+    #[arg(long, default_value = "443", value_name = "PORT")]
+    ingress_https_port: u16,
     /// The cluster PKI directory (`<server data dir>/pki`): the node API's certificate and the
     /// built-in registry's credentials come from it until nodes join with tokens.
     #[arg(long, required_unless_present = "hollow_nodes")]
@@ -154,6 +162,8 @@ pub fn config(args: &AgentArgs) -> AgentConfig {
     cfg.cluster_dns = args.cluster_dns;
     cfg.node_ip = args.node_ip;
     cfg.node_api_port = args.node_api_port;
+    cfg.ingress_http_port = args.ingress_http_port;
+    cfg.ingress_https_port = args.ingress_https_port;
     cfg.insecure_registries = args.insecure_registries.clone();
     let renew = std::time::Duration::from_millis(args.node_lease_duration_seconds.max(1) * 1000 / 4);
     cfg.lease_interval = renew;

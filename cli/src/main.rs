@@ -130,6 +130,14 @@ struct UpArgs {
     /// Port of the node API (logs); 0 picks a free one.
     #[arg(long, default_value = "0")]
     node_api_port: u16,
+    /// Port this node serves Ingresses on over HTTP (bound to every address in bridge mode,
+    /// to the node IP in loopback mode); 0 disables it.
+    #[arg(long, default_value = "80", value_name = "PORT")]
+    ingress_http_port: u16,
+    /// Port this node serves Ingresses on over HTTPS (certificates from the Ingresses' TLS
+    /// Secrets, chosen by SNI); 0 disables it.
+    #[arg(long, default_value = "443", value_name = "PORT")]
+    ingress_https_port: u16,
     /// A registry (`HOST:PORT`) the node pulls from over plain HTTP; repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     insecure_registries: Vec<String>,
@@ -181,6 +189,7 @@ fn run_cli() -> anyhow::Result<()> {
                 name: args.node_name,
                 network: args.pod_network,
                 api_port: args.node_api_port,
+                ingress_ports: (args.ingress_http_port, args.ingress_https_port),
                 insecure_registries: args.insecure_registries,
                 runtimes: args.runtimes,
             };
@@ -227,6 +236,8 @@ struct NodeArgs {
     name: Option<String>,
     network: agent::NetworkArg,
     api_port: u16,
+    /// `--ingress-http-port`, `--ingress-https-port`.
+    ingress_ports: (u16, u16),
     insecure_registries: Vec<String>,
     runtimes: agent::RuntimeArgs,
 }
@@ -310,6 +321,7 @@ async fn start_local_node(
     cfg.pod_network = args.network.into();
     cfg.service_cidr = service_cidr;
     cfg.node_api_port = args.api_port;
+    (cfg.ingress_http_port, cfg.ingress_https_port) = args.ingress_ports;
     cfg.insecure_registries = args.insecure_registries;
     let runtimes = args.runtimes.options(cfg.pod_network)?;
     let node = node::start(cfg, cluster, runtimes, shutdown).await?;

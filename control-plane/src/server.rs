@@ -119,6 +119,9 @@ impl RunningServer {
         crate::kubernetes_service::ensure(&state.registry, api_ip, addr.port())
             .await
             .map_err(|source| ServerError::Bootstrap { what: "service default/kubernetes".into(), source })?;
+        crate::ingress_class::ensure(&state.registry)
+            .await
+            .map_err(|source| ServerError::Bootstrap { what: "ingressclass skiff".into(), source })?;
 
         let mut tasks = JoinSet::new();
         let app = apiserver::router(state.clone());

@@ -1,8 +1,8 @@
 //! The agent as a whole: configuration, start-up order, owned tasks, shutdown.
 //!
 //! What it owns: loading the IPAM state and setting up pod networking, registering the Node,
-//! handing back the pod IPs (and runtimes' containers) of pods deleted while the agent was down, then running the status loop, the Lease heartbeat, the pod dispatcher and image
-//! garbage collection (`image_gc`) as owned tasks under one cancellation token. What it does not: serve the node API (`nodeapi`, started by
+//! handing back the pod IPs (and runtimes' containers) of pods deleted while the agent was down, then running the status loop, the Lease heartbeat, the pod dispatcher image
+//! garbage collection (`image_gc`) and the Ingress listeners (`ingress`) as owned tasks under one cancellation token. What it does not: serve the node API (`nodeapi`, started by
 //! whoever builds the agent, which passes its port in), or build runtimes and the pod
 //! environment (passed in, so tests can use fakes).
 
@@ -69,10 +69,14 @@ pub struct AgentConfig {
     pub stream_targets: Arc<crate::nodeapi::StreamTargets>,
     /// Image garbage collection over the node's image store (`None`: never collect).
     pub image_gc: Option<crate::image_gc::ImageGc>,
+    /// The port the node serves Ingresses on over HTTP (`--ingress-http-port`; 0: not served).
+    pub ingress_http_port: u16,
+    /// The port the node serves Ingresses on over HTTPS (`--ingress-https-port`; 0: not served).
+    pub ingress_https_port: u16,
 }
 
 impl AgentConfig {
-    /// Defaults: loopback networking on 127.0.0.1, port 10250, kubelet timings.
+    /// Defaults: loopback networking on 127.0.0.1, port 10250, kubelet timings, no ingress.
     pub fn new(node_name: impl Into<String>, data_dir: impl Into<PathBuf>) -> AgentConfig {
         AgentConfig {
             node_name: node_name.into(),
@@ -93,12 +97,28 @@ impl AgentConfig {
             insecure_registries: Vec::new(),
             stream_targets: Arc::default(),
             image_gc: None,
+            // Off unless asked for (the CLI asks for 80 and 443): embedders and tests on the
+            // host's network must not take those ports by accident.
+            ingress_http_port: 0,
+            ingress_https_port: 0,
         }
     }
 
     /// The pod CIDR in effect.
     pub fn effective_pod_cidr(&self) -> Ipv4Net {
         self.pod_cidr.unwrap_or_else(|| self.pod_network.default_cidr())
+    }
+
+    /// Where the ingress listens: every address in bridge mode (the node's ports, as a
+    /// host-network ingress controller), the node IP in loopback mode (nothing else is this
+    /// node's there). A port of 0 is not served.
+    pub fn ingress(&self) -> crate::ingress::IngressConfig {
+        let ip = match self.pod_network {
+            PodNetwork::Bridge => IpAddr::from([0, 0, 0, 0]),
+            PodNetwork::Loopback => self.node_ip,
+        };
+        let addr = |port: u16| (port != 0).then(|| std::net::SocketAddr::new(ip, port));
+        crate::ingress::IngressConfig { http: addr(self.ingress_http_port), https: addr(self.ingress_https_port) }
     }
 
     /// The cluster DNS address in effect: the configured one, else the service range's `.10`
@@ -185,7 +205,7 @@ impl Agent {
             http: probe::check::http_client()?,
             creds: cfg.pull_credentials.clone(),
             shutdown_grace: cfg.shutdown_grace,
-            events,
+            events: events.clone(),
             stream_targets: cfg.stream_targets.clone(),
         });
         let client_for_volumes = client.clone();
@@ -196,6 +216,10 @@ impl Agent {
         tasks.spawn(pods::dispatch(ctx, shutdown.clone()));
         if let Some(image_gc) = image_gc {
             tasks.spawn(image_gc);
+        }
+        let ingress = cfg.ingress();
+        if ingress.http.is_some() || ingress.https.is_some() {
+            tasks.spawn(crate::ingress::run(client_for_volumes.clone(), ingress, events, shutdown.clone()));
         }
         tasks.spawn(crate::volumes::reclaim::cleanup_loop(
             client_for_volumes,

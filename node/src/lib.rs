@@ -9,6 +9,7 @@ pub mod environment;
 pub mod events;
 pub mod hollow;
 pub mod image_gc;
+pub mod ingress;
 pub mod ipam;
 pub mod lease;
 pub mod lifecycle;

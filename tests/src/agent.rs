@@ -88,6 +88,12 @@ impl Agent {
             .arg(&self.kubeconfig)
             .args(["--node-name", &self.name, "--pod-network", "loopback", "--pod-cidr", &self.pod_cidr])
             .args(["--node-api-port", "0"])
+            // Host network: the ingress ports stay free unless the test names them.
+            .args(if self.extra_args.iter().any(|a| a.starts_with("--ingress-")) {
+                &[][..]
+            } else {
+                &["--ingress-http-port", "0", "--ingress-https-port", "0"][..]
+            })
             .arg("--data-dir")
             .arg(self.work.path().join("data"))
             .arg("--cluster-pki")

@@ -292,6 +292,12 @@ impl Skiff {
         if let Some(prefix) = &self.etcd_prefix {
             command.arg("--etcd-prefix").arg(prefix);
         }
+        // On the host's network a node must not take ports 80/443 (nor fight other tests'
+        // nodes for them): the ingress is off unless the test names its ports.
+        let names_ingress_ports = self.extra_args.iter().any(|a| a.starts_with("--ingress-"));
+        if self.netns.is_none() && !self.control_plane_only && !names_ingress_ports {
+            command.args(["--ingress-http-port", "0", "--ingress-https-port", "0"]);
+        }
         command.args(&self.extra_args);
         command
     }

@@ -19,6 +19,7 @@ mod expectations;
 pub mod gc;
 pub mod history;
 pub mod informer;
+pub mod ingress_status;
 pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
@@ -39,6 +40,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use skiff_api::selector::SelectorError;
@@ -168,6 +170,8 @@ informers! {
     services: Service = ("", "services"),
     endpoints: Endpoints = ("", "endpoints"),
     endpoint_slices: EndpointSlice = ("discovery.k8s.io", "endpointslices"),
+    ingresses: Ingress = ("networking.k8s.io", "ingresses"),
+    ingress_classes: IngressClass = ("networking.k8s.io", "ingressclasses"),
 }
 
 /// What the controllers are told at start (kube-controller-manager's flags that matter here).
@@ -251,6 +255,7 @@ pub fn start(
     let sts = statefulset::StatefulSetController::new(&ctx);
     let endpoints = endpoints::EndpointsController::new(&ctx);
     let slices = endpoints::slices::EndpointSliceController::new(&ctx);
+    let ingress_status = ingress_status::IngressStatusController::new(&ctx);
 
     inf.run_all(registry.store(), cancel, tasks);
     tasks.spawn(scheduler.run(cancel.clone()));
@@ -269,6 +274,7 @@ pub fn start(
     spawn(&sts, WORKERS, &ctx, cancel, tasks);
     spawn(&endpoints, WORKERS, &ctx, cancel, tasks);
     spawn(&slices, WORKERS, &ctx, cancel, tasks);
+    spawn(&ingress_status, WORKERS, &ctx, cancel, tasks);
     tasks.spawn(service_alloc::RepairController::new(&ctx).run(cancel.clone()));
     ctx.inf
 }

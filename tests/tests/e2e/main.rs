@@ -18,6 +18,7 @@ mod drain;
 mod endpoints;
 mod hollow;
 mod http_api;
+mod ingress;
 mod init_containers;
 mod jobs;
 mod kube_rs;

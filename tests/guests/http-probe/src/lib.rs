@@ -2,14 +2,18 @@
 //!
 //! `/` → `ok`; `/env/NAME` → the env value (404 if unset); `/file?path=P` → file contents;
 //! `/write?path=P` → writes `written` to P (200, or 500 with the error); `/alloc?mb=N` →
-//! allocates and touches N MiB; `/loop` → never returns; `/sleep?ms=N` → sleeps, then `slept`.
+//! allocates and touches N MiB; `/loop` → never returns; `/sleep?ms=N` → sleeps, then `slept`;
+//! `/headers` → the request's headers (`headers.rs`).
 
 use skiff_sdk::{Request, Response};
+
+mod headers;
 
 fn handle(req: Request) -> Response {
     let path = req.path().to_owned();
     match path.as_str() {
         "/" => Response::text("ok"),
+        "/headers" => headers::echo(&req),
         "/file" => match req.query("path").map(std::fs::read) {
             Some(Ok(bytes)) => Response::new(200, bytes),
             Some(Err(e)) => Response::status_text(500, format!("read failed: {e}")),
