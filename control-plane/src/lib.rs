@@ -7,6 +7,7 @@
 pub mod apiserver;
 pub mod artifacts;
 pub mod controllers;
+pub mod kube_dns_service;
 pub mod kubernetes_service;
 pub mod pki;
 pub mod registry;

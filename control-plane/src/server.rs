@@ -119,6 +119,9 @@ impl RunningServer {
         crate::kubernetes_service::ensure(&state.registry, api_ip, addr.port())
             .await
             .map_err(|source| ServerError::Bootstrap { what: "service default/kubernetes".into(), source })?;
+        crate::kube_dns_service::ensure(&state.registry)
+            .await
+            .map_err(|source| ServerError::Bootstrap { what: "service kube-system/kube-dns".into(), source })?;
 
         let mut tasks = JoinSet::new();
         let app = apiserver::router(state.clone());
