@@ -45,6 +45,10 @@ pub struct AgentArgs {
     /// The cluster DNS address given to pods [default: the service range's .10].
     #[arg(long, value_name = "IP")]
     cluster_dns: Option<std::net::Ipv4Addr>,
+    /// Where the node's cluster DNS forwards names outside the cluster zone; repeatable
+    /// [default: the nameservers of /etc/resolv.conf].
+    #[arg(long = "dns-upstream", value_name = "IP[:PORT]", value_parser = skiff_node::cluster_dns::parse_upstream)]
+    dns_upstreams: Vec<std::net::SocketAddr>,
     /// The node's InternalIP.
     #[arg(long, default_value = "127.0.0.1")]
     node_ip: IpAddr,
@@ -152,6 +156,7 @@ pub fn config(args: &AgentArgs) -> AgentConfig {
     cfg.pod_cidr = args.pod_cidr;
     cfg.service_cidr = args.service_cluster_ip_range.trunc();
     cfg.cluster_dns = args.cluster_dns;
+    cfg.dns_upstreams = args.dns_upstreams.clone();
     cfg.node_ip = args.node_ip;
     cfg.node_api_port = args.node_api_port;
     cfg.insecure_registries = args.insecure_registries.clone();

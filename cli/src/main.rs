@@ -133,6 +133,10 @@ struct UpArgs {
     /// A registry (`HOST:PORT`) the node pulls from over plain HTTP; repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     insecure_registries: Vec<String>,
+    /// Where the node's cluster DNS forwards names outside the cluster zone; repeatable
+    /// [default: the nameservers of /etc/resolv.conf].
+    #[arg(long = "dns-upstream", value_name = "IP[:PORT]", value_parser = skiff_node::cluster_dns::parse_upstream)]
+    dns_upstreams: Vec<std::net::SocketAddr>,
     #[command(flatten)]
     runtimes: agent::RuntimeArgs,
 }
@@ -182,6 +186,7 @@ fn run_cli() -> anyhow::Result<()> {
                 network: args.pod_network,
                 api_port: args.node_api_port,
                 insecure_registries: args.insecure_registries,
+                dns_upstreams: args.dns_upstreams,
                 runtimes: args.runtimes,
             };
             run(args.serve, "127.0.0.1:6443", Some(node))
@@ -228,6 +233,7 @@ struct NodeArgs {
     network: agent::NetworkArg,
     api_port: u16,
     insecure_registries: Vec<String>,
+    dns_upstreams: Vec<std::net::SocketAddr>,
     runtimes: agent::RuntimeArgs,
 }
 
@@ -263,10 +269,7 @@ fn run(args: ServeArgs, default_listen: &str, node: Option<NodeArgs>) -> anyhow:
             default_unreachable_toleration: Duration::from_secs(args.default_unreachable_toleration_seconds),
             ..ControllerConfig::default()
         },
-        service_network: ServiceNetwork {
-            cidr: service_cidr,
-            node_ports: args.service_node_port_range,
-        },
+        service_network: ServiceNetwork { cidr: service_cidr, node_ports: args.service_node_port_range },
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async move {
@@ -311,6 +314,7 @@ async fn start_local_node(
     cfg.service_cidr = service_cidr;
     cfg.node_api_port = args.api_port;
     cfg.insecure_registries = args.insecure_registries;
+    cfg.dns_upstreams = args.dns_upstreams;
     let runtimes = args.runtimes.options(cfg.pod_network)?;
     let node = node::start(cfg, cluster, runtimes, shutdown).await?;
     eprintln!("node {} running (pod CIDR {})", node.agent.node_name, node.agent.pod_cidr);
