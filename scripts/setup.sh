@@ -52,6 +52,10 @@ declare -A WANT=(
     [nsenter]=util-linux
     # Cluster DNS tests (issue 6) query with the real dig
     [dig]=dnsutils
+    # Cluster DNS: the upstream the e2e test forwards to, and the bench's reference server
+    # (knot) and load generator (dnsperf)
+    [knotd]=knot
+    [dnsperf]=dnsperf
 )
 missing=()
 for cmd in "${!WANT[@]}"; do
@@ -59,6 +63,11 @@ for cmd in "${!WANT[@]}"; do
 done
 if ! [ -e /etc/ssl/certs/ca-certificates.crt ]; then
     missing+=(ca-certificates)
+fi
+# etcd-client's build script compiles etcd's protos, which import Google's well-known types
+# (`google/protobuf/descriptor.proto`): protoc alone (--no-install-recommends) lacks them.
+if ! [ -e /usr/include/google/protobuf/descriptor.proto ]; then
+    missing+=(libprotobuf-dev)
 fi
 # The CNI plugins live off PATH.
 if ! [ -x /usr/lib/cni/bridge ]; then
