@@ -169,7 +169,9 @@ pub fn config(args: &AgentArgs) -> AgentConfig {
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| crate::DEFAULT_LOG_FILTER.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cfg = config(&args);

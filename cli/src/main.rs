@@ -141,6 +141,10 @@ struct UpArgs {
     runtimes: agent::RuntimeArgs,
 }
 
+/// The log filter without `RUST_LOG`: info, except hickory's server, which logs every DNS
+/// query at info (the node's cluster DNS would log each one).
+pub(crate) const DEFAULT_LOG_FILTER: &str = "info,hickory_server=warn";
+
 pub(crate) fn default_data_dir() -> PathBuf {
     let is_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
         || std::env::var("HOME").map(|h| h == "/root").unwrap_or(false);
@@ -239,7 +243,9 @@ struct NodeArgs {
 
 fn run(args: ServeArgs, default_listen: &str, node: Option<NodeArgs>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let listen = match args.listen {
