@@ -55,6 +55,10 @@ declare -A WANT=(
     # Ingress e2e makes its TLS Secret's certificate with openssl; the http/ingress benches load with wrk
     [openssl]=openssl
     [wrk]=wrk
+    # Cluster DNS: the upstream the e2e test forwards to, and the bench's reference server
+    # (knot) and load generator (dnsperf)
+    [knotd]=knot
+    [dnsperf]=dnsperf
 )
 missing=()
 for cmd in "${!WANT[@]}"; do

@@ -1,11 +1,12 @@
 //! `skiff-bench`: benchmarks that write BENCHMARKS.md at the workspace root.
 //!
-//! One module per benchmark (`api`, `pods`, `http`, `footprint`, `sched`, `containers`), each rewriting only its own section of the file
+//! One module per benchmark (`api`, `pods`, `http`, `footprint`, `sched`, `containers`, `dns`), each rewriting only its own section of the file
 //! (see [`report`]). Run with `--release` against a release `skiff`:
 //! `cargo build --release -p skiff && cargo run --release -p skiff-bench -- api`.
 
 mod api;
 mod containers;
+mod dns;
 mod footprint;
 mod http;
 mod ingress;
@@ -182,6 +183,34 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Cluster DNS queries/s and latency with dnsperf, side by side with knot on an equivalent
+    /// static zone (as root: skiff runs in a network namespace).
+    Dns {
+        /// ClusterIP Services created and queried.
+        #[arg(long, default_value_t = 200)]
+        services: usize,
+        /// Seconds per throughput run.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// dnsperf clients (sockets).
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Queries outstanding (dnsperf -q).
+        #[arg(long, default_value_t = 100)]
+        outstanding: usize,
+        /// Queries/s of the latency runs.
+        #[arg(long, default_value_t = 2000)]
+        latency_qps: u64,
+        /// Measured rounds per server (alternating).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// skiff binary (default: `skiff` beside this binary, i.e. target/release/skiff).
+        #[arg(long, env = "SKIFF_BIN")]
+        skiff_bin: Option<PathBuf>,
+        /// Print the section instead of writing it to the output file.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Only raw etcd puts against a throw-away etcd (a baseline; writes nothing).
     RawEtcd {
         /// Puts per concurrency.
@@ -271,6 +300,20 @@ async fn main() -> Result<()> {
                 containers::ContainersBench { pods, image_mib, pull_runs, skiff_bin, load_at_start: pods::load_note() };
             let section = bench.run().await?;
             emit(&cli.output, "containers", &section, dry_run)?;
+        }
+        Command::Dns { services, duration, clients, outstanding, latency_qps, rounds, skiff_bin, dry_run } => {
+            let bench = dns::DnsBench {
+                services,
+                duration_s: duration,
+                clients,
+                outstanding,
+                latency_qps,
+                rounds,
+                skiff_bin,
+                load_at_start: pods::load_note(),
+            };
+            let section = bench.run().await?;
+            emit(&cli.output, "dns", &section, dry_run)?;
         }
         Command::RawEtcd { puts, clients, value_bytes } => {
             let etcd = Etcd::start().await?;

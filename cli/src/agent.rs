@@ -45,6 +45,10 @@ pub struct AgentArgs {
     /// The cluster DNS address given to pods [default: the service range's .10].
     #[arg(long, value_name = "IP")]
     cluster_dns: Option<std::net::Ipv4Addr>,
+    /// Where the node's cluster DNS forwards names outside the cluster zone; repeatable
+    /// [default: the nameservers of /etc/resolv.conf].
+    #[arg(long = "dns-upstream", value_name = "IP[:PORT]", value_parser = skiff_node::cluster_dns::parse_upstream)]
+    dns_upstreams: Vec<std::net::SocketAddr>,
     /// The node's InternalIP.
     #[arg(long, default_value = "127.0.0.1")]
     node_ip: IpAddr,
@@ -160,6 +164,7 @@ pub fn config(args: &AgentArgs) -> AgentConfig {
     cfg.pod_cidr = args.pod_cidr;
     cfg.service_cidr = args.service_cluster_ip_range.trunc();
     cfg.cluster_dns = args.cluster_dns;
+    cfg.dns_upstreams = args.dns_upstreams.clone();
     cfg.node_ip = args.node_ip;
     cfg.node_api_port = args.node_api_port;
     cfg.ingress_http_port = args.ingress_http_port;
@@ -174,7 +179,9 @@ pub fn config(args: &AgentArgs) -> AgentConfig {
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| crate::DEFAULT_LOG_FILTER.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cfg = config(&args);

@@ -141,9 +141,17 @@ struct UpArgs {
     /// A registry (`HOST:PORT`) the node pulls from over plain HTTP; repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     insecure_registries: Vec<String>,
+    /// Where the node's cluster DNS forwards names outside the cluster zone; repeatable
+    /// [default: the nameservers of /etc/resolv.conf].
+    #[arg(long = "dns-upstream", value_name = "IP[:PORT]", value_parser = skiff_node::cluster_dns::parse_upstream)]
+    dns_upstreams: Vec<std::net::SocketAddr>,
     #[command(flatten)]
     runtimes: agent::RuntimeArgs,
 }
+
+/// The log filter without `RUST_LOG`: info, except hickory's server, which logs every DNS
+/// query at info (the node's cluster DNS would log each one).
+pub(crate) const DEFAULT_LOG_FILTER: &str = "info,hickory_server=warn";
 
 pub(crate) fn default_data_dir() -> PathBuf {
     let is_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
@@ -191,6 +199,7 @@ fn run_cli() -> anyhow::Result<()> {
                 api_port: args.node_api_port,
                 ingress_ports: (args.ingress_http_port, args.ingress_https_port),
                 insecure_registries: args.insecure_registries,
+                dns_upstreams: args.dns_upstreams,
                 runtimes: args.runtimes,
             };
             run(args.serve, "127.0.0.1:6443", Some(node))
@@ -239,12 +248,15 @@ struct NodeArgs {
     /// `--ingress-http-port`, `--ingress-https-port`.
     ingress_ports: (u16, u16),
     insecure_registries: Vec<String>,
+    dns_upstreams: Vec<std::net::SocketAddr>,
     runtimes: agent::RuntimeArgs,
 }
 
 fn run(args: ServeArgs, default_listen: &str, node: Option<NodeArgs>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let listen = match args.listen {
@@ -274,10 +286,7 @@ fn run(args: ServeArgs, default_listen: &str, node: Option<NodeArgs>) -> anyhow:
             default_unreachable_toleration: Duration::from_secs(args.default_unreachable_toleration_seconds),
             ..ControllerConfig::default()
         },
-        service_network: ServiceNetwork {
-            cidr: service_cidr,
-            node_ports: args.service_node_port_range,
-        },
+        service_network: ServiceNetwork { cidr: service_cidr, node_ports: args.service_node_port_range },
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async move {
@@ -323,6 +332,7 @@ async fn start_local_node(
     cfg.node_api_port = args.api_port;
     (cfg.ingress_http_port, cfg.ingress_https_port) = args.ingress_ports;
     cfg.insecure_registries = args.insecure_registries;
+    cfg.dns_upstreams = args.dns_upstreams;
     let runtimes = args.runtimes.options(cfg.pod_network)?;
     let node = node::start(cfg, cluster, runtimes, shutdown).await?;
     eprintln!("node {} running (pod CIDR {})", node.agent.node_name, node.agent.pod_cidr);

@@ -8,6 +8,7 @@ pub mod apiserver;
 pub mod artifacts;
 pub mod controllers;
 pub mod ingress_class;
+pub mod kube_dns_service;
 pub mod kubernetes_service;
 pub mod pki;
 pub mod registry;

@@ -122,6 +122,9 @@ impl RunningServer {
         crate::ingress_class::ensure(&state.registry)
             .await
             .map_err(|source| ServerError::Bootstrap { what: "ingressclass skiff".into(), source })?;
+        crate::kube_dns_service::ensure(&state.registry)
+            .await
+            .map_err(|source| ServerError::Bootstrap { what: "service kube-system/kube-dns".into(), source })?;
 
         let mut tasks = JoinSet::new();
         let app = apiserver::router(state.clone());

@@ -1,8 +1,8 @@
 //! The agent as a whole: configuration, start-up order, owned tasks, shutdown.
 //!
 //! What it owns: loading the IPAM state and setting up pod networking, registering the Node,
-//! handing back the pod IPs (and runtimes' containers) of pods deleted while the agent was down, then running the status loop, the Lease heartbeat, the pod dispatcher image
-//! garbage collection (`image_gc`) and the Ingress listeners (`ingress`) as owned tasks under one cancellation token. What it does not: serve the node API (`nodeapi`, started by
+//! handing back the pod IPs (and runtimes' containers) of pods deleted while the agent was down, then running the status loop, the Lease heartbeat, the pod dispatcher, the
+//! cluster DNS server (`cluster_dns`), image garbage collection (`image_gc`) and the Ingress listeners (`ingress`) as owned tasks under one cancellation token. What it does not: serve the node API (`nodeapi`, started by
 //! whoever builds the agent, which passes its port in), or build runtimes and the pod
 //! environment (passed in, so tests can use fakes).
 
@@ -46,6 +46,9 @@ pub struct AgentConfig {
     /// The cluster DNS address written into containers' `resolv.conf` and served by the node's
     /// DNS server (the kubelet's `--cluster-dns`; default: the range's `.10`).
     pub cluster_dns: Option<Ipv4Addr>,
+    /// Where the node's DNS server forwards names outside the cluster zone (`--dns-upstream`);
+    /// empty: the host's `/etc/resolv.conf` nameservers.
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
     /// The node's InternalIP (also the pods' hostIP).
     pub node_ip: IpAddr,
     /// The port the node API listens on (reported as the kubelet endpoint).
@@ -85,6 +88,7 @@ impl AgentConfig {
             pod_cidr: None,
             service_cidr: DEFAULT_SERVICE_CIDR,
             cluster_dns: None,
+            dns_upstreams: Vec::new(),
             node_ip: IpAddr::from([127, 0, 0, 1]),
             node_api_port: 10250,
             capacity: BTreeMap::new(),
@@ -207,13 +211,18 @@ impl Agent {
             shutdown_grace: cfg.shutdown_grace,
             events: events.clone(),
             stream_targets: cfg.stream_targets.clone(),
+            cluster_dns: Some(IpAddr::V4(cfg.cluster_dns_ip())),
         });
+        let mut dns = crate::cluster_dns::ClusterDnsConfig::new(cfg.cluster_dns_ip());
+        dns.upstreams = cfg.dns_upstreams.clone();
+        let dns_task = crate::cluster_dns::run(client.clone(), dns, ctx.net.local_service_cidr(), shutdown.clone());
         let client_for_volumes = client.clone();
         let mut tasks = JoinSet::new();
         tasks.spawn(event_writer);
         tasks.spawn(node_status::status_loop(nodes, id, facts, cfg.status_interval, shutdown.clone()));
         tasks.spawn(lease::heartbeat(client, cfg.node_name.clone(), Some(node), cfg.lease_interval, shutdown.clone()));
         tasks.spawn(pods::dispatch(ctx, shutdown.clone()));
+        tasks.spawn(dns_task);
         if let Some(image_gc) = image_gc {
             tasks.spawn(image_gc);
         }

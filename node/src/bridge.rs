@@ -132,7 +132,10 @@ fn setup_commands(cidr: Ipv4Net) -> Vec<Vec<String>> {
 /// (the AnyIP trick), so listeners can bind any cluster IP without an address per Service, and
 /// a cluster IP:port nobody serves is refused at once (a RST) rather than routed away.
 fn service_route_command(cidr: Ipv4Net) -> Vec<String> {
-    ["route", "replace", "local", &cidr.to_string(), "dev", "lo", "table", "local"].iter().map(|x| x.to_string()).collect()
+    ["route", "replace", "local", &cidr.to_string(), "dev", "lo", "table", "local"]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
 }
 
 fn pod_ip_command(verb: &str, ip: Ipv4Addr) -> Vec<String> {

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod bridge;
+pub mod cluster_dns;
 pub mod env;
 pub mod environment;
 pub mod events;

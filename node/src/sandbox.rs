@@ -106,7 +106,10 @@ impl Sandboxes {
                 .iter()
                 .map(|(ip, hostnames)| HostAlias { ip: *ip, hostnames: hostnames.clone() })
                 .collect(),
-            dns: Dns::Host { path: PathBuf::from("/etc/resolv.conf") },
+            dns: Dns::Pod {
+                dns: spec.dns.clone(),
+                host: PathBuf::from(skiff_oci_shim::network::files::HOST_RESOLV_CONF),
+            },
         };
         let paths = write_pod_files(&dir.join("etc"), &files)
             .await

@@ -26,6 +26,7 @@ pub mod nodelifecycle;
 pub mod owner;
 pub mod replicaset;
 pub mod service_alloc;
+pub mod skydns;
 pub mod statefulset;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -66,6 +67,13 @@ pub enum ReconcileError {
         what: String,
         #[source]
         source: ApiError,
+    },
+    /// A raw store read or write failed (records kept beside the objects, e.g. SkyDNS's).
+    #[error("{what}: {source}")]
+    Store {
+        what: String,
+        #[source]
+        source: crate::storage::StoreError,
     },
     /// The object's selector does not parse (validation should have refused it).
     #[error("{key}: invalid selector: {source}")]
@@ -256,6 +264,7 @@ pub fn start(
     let endpoints = endpoints::EndpointsController::new(&ctx);
     let slices = endpoints::slices::EndpointSliceController::new(&ctx);
     let ingress_status = ingress_status::IngressStatusController::new(&ctx);
+    let skydns = skydns::SkyDnsController::new(&ctx);
 
     inf.run_all(registry.store(), cancel, tasks);
     tasks.spawn(scheduler.run(cancel.clone()));
@@ -275,6 +284,8 @@ pub fn start(
     spawn(&endpoints, WORKERS, &ctx, cancel, tasks);
     spawn(&slices, WORKERS, &ctx, cancel, tasks);
     spawn(&ingress_status, WORKERS, &ctx, cancel, tasks);
+    spawn(&skydns, WORKERS, &ctx, cancel, tasks);
+    tasks.spawn(skydns.clone().sweep(cancel.clone()));
     tasks.spawn(service_alloc::RepairController::new(&ctx).run(cancel.clone()));
     ctx.inf
 }

@@ -143,6 +143,49 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// The oldest revision still available to watch from (the compaction point).
     async fn compacted_revision(&self) -> Result<Revision, StoreError>;
+
+    // Raw keys: records other tools read beside the API objects (SkyDNS's `/skydns/...`).
+    // With etcd they live at etcd's root, outside the object prefix, where those tools look;
+    // the embedded store has one key space, so they sit beside the objects' keys (which never
+    // start with `/`). The defaults are the embedded behaviour, built on the calls above.
+
+    /// Writes `key` = `value` unconditionally (unchanged values are not rewritten).
+    async fn put_raw(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        loop {
+            let result = match self.get(key).await? {
+                Some(kv) if kv.value == value => return Ok(()),
+                Some(kv) => self.update(key, value.clone(), kv.mod_revision).await.map(|_| ()),
+                None => self.create(key, value.clone()).await.map(|_| ()),
+            };
+            match result {
+                // A concurrent writer: read again and retry.
+                Err(StoreError::Conflict { .. } | StoreError::AlreadyExists(_) | StoreError::NotFound(_)) => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Every raw key under `prefix` with its value, in key order.
+    async fn list_raw(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        let mut opts = ListOptions { limit: 500, ..ListOptions::default() };
+        loop {
+            let page = self.list(prefix, opts.clone()).await?;
+            out.extend(page.items.into_iter().map(|kv| (kv.key, kv.value)));
+            match page.continue_after {
+                Some(after) => opts = ListOptions { start_after: Some(after), revision: page.revision, ..opts },
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Deletes raw `key`; a key already gone is fine.
+    async fn delete_raw(&self, key: &str) -> Result<(), StoreError> {
+        match self.delete(key, None).await {
+            Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// A shared handle to a store backend.

@@ -168,6 +168,8 @@ pub struct SandboxSpec {
     pub host_ports: Vec<HostPort>,
     /// `spec.hostNetwork`.
     pub host_network: bool,
+    /// `dnsPolicy`/`dnsConfig` and the cluster DNS: what the pod's `resolv.conf` is made of.
+    pub dns: skiff_oci_shim::network::PodDns,
 }
 
 /// Which output stream a chunk came from.

@@ -52,6 +52,8 @@ pub struct LaunchPlan {
     pub terminating: CancellationToken,
     /// `terminationGracePeriodSeconds`: what a run killed for a failed postStart hook gets.
     pub grace: Duration,
+    /// The cluster DNS address (`ClusterFirst` pods' nameserver).
+    pub cluster_dns: Option<IpAddr>,
 }
 
 /// What a launch produced.
@@ -145,7 +147,7 @@ pub async fn launch(plan: LaunchPlan) -> Launched {
         working_dir: c.working_dir.clone(),
         security: spec::security(&plan.pod, c),
         cpu_request_millis: spec::cpu_request(c),
-        sandbox: spec::sandbox(&plan.pod),
+        sandbox: spec::sandbox(&plan.pod, plan.cluster_dns),
         env,
         mounts: plan.mounts.clone(),
         pod_ip: plan.pod_ip,

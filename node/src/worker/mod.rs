@@ -75,6 +75,8 @@ pub struct WorkerContext {
     pub events: EventRecorder,
     /// Running containers, for the node API's exec and port-forward.
     pub stream_targets: Arc<crate::nodeapi::StreamTargets>,
+    /// The cluster DNS address containers' `resolv.conf` names (`ClusterFirst` pods).
+    pub cluster_dns: Option<IpAddr>,
 }
 
 impl std::fmt::Debug for WorkerContext {
@@ -444,6 +446,7 @@ impl Worker {
             http: self.ctx.http.clone(),
             terminating: self.terminating.clone(),
             grace,
+            cluster_dns: self.ctx.cluster_dns,
         };
         let generation = slot.launching();
         self.report_hold.get_or_insert_with(|| Instant::now() + REPORT_HOLD);

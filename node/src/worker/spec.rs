@@ -4,10 +4,12 @@
 //! and millicores, and which runtime a pod runs on. What it does not: resolve env or volumes
 //! (the pod environment does) or pull anything.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use skiff_api::quantity::parse_quantity;
+use skiff_oci_shim::network::{ClusterDns, DnsPolicy, PodDns};
 
 use crate::runtime::{ContainerRuntime, HostPort, PullPolicy, SandboxSpec, Security};
 
@@ -94,8 +96,9 @@ pub fn security(pod: &Pod, container: &Container) -> Security {
     }
 }
 
-/// What the pod's sandbox needs: hostname, FQDN, hostAliases, every container's hostPorts.
-pub fn sandbox(pod: &Pod) -> SandboxSpec {
+/// What the pod's sandbox needs: hostname, FQDN, hostAliases, every container's hostPorts, and
+/// its DNS settings (`dnsPolicy`, `dnsConfig`, the node's cluster DNS at `cluster_dns`).
+pub fn sandbox(pod: &Pod, cluster_dns: Option<IpAddr>) -> SandboxSpec {
     let spec = pod.spec.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
@@ -121,7 +124,24 @@ pub fn sandbox(pod: &Pod) -> SandboxSpec {
             })
         })
         .collect();
-    SandboxSpec { hostname, fqdn, host_aliases, host_ports, host_network: spec.host_network.unwrap_or(false) }
+    let dns = pod_dns(&spec, &namespace, cluster_dns);
+    SandboxSpec { hostname, fqdn, host_aliases, host_ports, host_network: spec.host_network.unwrap_or(false), dns }
+}
+
+/// The pod's `dnsPolicy` and `dnsConfig` in the shim's terms (the file is made in the sandbox).
+fn pod_dns(spec: &k8s_openapi::api::core::v1::PodSpec, namespace: &str, cluster_dns: Option<IpAddr>) -> PodDns {
+    let config = spec.dns_config.clone().unwrap_or_default();
+    PodDns {
+        policy: DnsPolicy::parse(spec.dns_policy.as_deref()),
+        cluster: cluster_dns.map(|ip| ClusterDns {
+            nameservers: vec![ip],
+            namespace: namespace.to_owned(),
+            domain: "cluster.local".to_owned(),
+        }),
+        nameservers: config.nameservers.unwrap_or_default(),
+        searches: config.searches.unwrap_or_default(),
+        options: config.options.unwrap_or_default().into_iter().filter_map(|o| Some((o.name?, o.value))).collect(),
+    }
 }
 
 /// The runtime `pod` names: `runtimeClassName`, else the `skiff.dev/runtime` annotation or label.
@@ -235,7 +255,8 @@ mod tests {
         assert_eq!((s.run_as_user, s.run_as_group, s.run_as_non_root), (Some(1000), Some(3000), true));
         assert!(s.read_only_root_filesystem && !s.privileged);
         assert_eq!((s.capabilities_add, s.capabilities_drop), (vec!["NET_ADMIN".to_string()], vec!["ALL".to_string()]));
-        let sb = sandbox(&pod);
+        let sb = sandbox(&pod, Some(IpAddr::from([10, 96, 0, 10])));
+        assert_eq!(sb.dns.cluster.map(|c| c.namespace).as_deref(), Some("ns"));
         assert_eq!(sb.hostname, "web");
         assert_eq!(sb.fqdn.as_deref(), Some("web.svc.ns.svc.cluster.local"));
         assert_eq!(sb.host_ports, vec![HostPort { host_port: 8080, container_port: 80, protocol: "TCP".into() }]);

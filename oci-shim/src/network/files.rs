@@ -39,6 +39,9 @@ pub enum Dns {
     /// No cluster DNS (or `Default` policy): the host's `resolv.conf` (from `path`) minus
     /// loopback nameservers, which inside the pod would point at the pod itself.
     Host { path: PathBuf },
+    /// The pod's `dnsPolicy`/`dnsConfig` over the host's `resolv.conf` at `host`
+    /// ([`pod_resolv_conf`](super::resolv::pod_resolv_conf)).
+    Pod { dns: super::resolv::PodDns, host: PathBuf },
 }
 
 /// Everything the three files are made from.
@@ -76,6 +79,16 @@ pub async fn write_pod_files(dir: &Path, files: &PodFiles) -> Result<PodFilePath
                 .await
                 .map_err(|source| FilesError::HostResolv { path: path.clone(), source })?;
             host_resolv_conf(&host)
+        }
+        Dns::Pod { dns, host } => {
+            let text = if dns.needs_host() {
+                tokio::fs::read_to_string(host)
+                    .await
+                    .map_err(|source| FilesError::HostResolv { path: host.clone(), source })?
+            } else {
+                String::new()
+            };
+            super::resolv::pod_resolv_conf(dns, &text).render()
         }
     };
     tokio::fs::create_dir_all(dir).await.map_err(|source| FilesError::Write { path: dir.to_path_buf(), source })?;

@@ -18,10 +18,12 @@ mod conflist;
 mod exec;
 pub mod files;
 pub mod netns;
+pub mod resolv;
 mod result;
 
 pub use cni::{Cni, CniConfig, CniError, PodAttachment, PortMapping, Protocol};
 pub use conflist::{CNI_VERSION, gateway_of};
 pub use files::{Dns, FilesError, HostAlias, PodFilePaths, PodFiles, write_pod_files};
 pub use netns::{Netns, NetnsError};
+pub use resolv::{ClusterDns, DnsPolicy, PodDns, ResolvConf, pod_resolv_conf};
 pub use result::PodNetworkStatus;

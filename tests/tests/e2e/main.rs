@@ -9,6 +9,7 @@
 
 mod bridge_netns;
 mod cascade;
+mod cluster_dns;
 mod container_images;
 mod container_lifecycle;
 mod container_tty;

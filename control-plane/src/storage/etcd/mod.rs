@@ -348,4 +348,27 @@ impl Store for EtcdStore {
         }
         Ok(high)
     }
+
+    async fn put_raw(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        // At etcd's root, not under `prefix`: CoreDNS's etcd plugin and etcdctl look there.
+        self.client.clone().put(key, value, None).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn list_raw(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let options = GetOptions::new().with_range(prefix_end(prefix.as_bytes()));
+        let resp = self.client.clone().get(prefix, Some(options)).await.map_err(backend)?;
+        resp.kvs()
+            .iter()
+            .map(|kv| {
+                let key = kv.key_str().map_err(backend)?.to_owned();
+                Ok((key, kv.value().to_vec()))
+            })
+            .collect()
+    }
+
+    async fn delete_raw(&self, key: &str) -> Result<(), StoreError> {
+        self.client.clone().delete(key, None).await.map_err(backend)?;
+        Ok(())
+    }
 }
