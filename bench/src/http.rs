@@ -214,7 +214,7 @@ async fn wasmtime_version(wasmtime: &Path) -> Result<String> {
 }
 
 /// The per-field median of `runs` (mean of the middle two for an even count).
-fn median(runs: &[WrkResult]) -> WrkResult {
+pub fn median(runs: &[WrkResult]) -> WrkResult {
     let pick = |f: fn(&WrkResult) -> f64| {
         let mut v: Vec<f64> = runs.iter().map(f).collect();
         v.sort_by(f64::total_cmp);

@@ -25,6 +25,7 @@ pub mod nodelifecycle;
 pub mod owner;
 pub mod replicaset;
 pub mod service_alloc;
+pub mod service_lb;
 pub mod statefulset;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -251,6 +252,7 @@ pub fn start(
     let sts = statefulset::StatefulSetController::new(&ctx);
     let endpoints = endpoints::EndpointsController::new(&ctx);
     let slices = endpoints::slices::EndpointSliceController::new(&ctx);
+    let service_lb = service_lb::ServiceLbController::new(&ctx);
 
     inf.run_all(registry.store(), cancel, tasks);
     tasks.spawn(scheduler.run(cancel.clone()));
@@ -269,6 +271,7 @@ pub fn start(
     spawn(&sts, WORKERS, &ctx, cancel, tasks);
     spawn(&endpoints, WORKERS, &ctx, cancel, tasks);
     spawn(&slices, WORKERS, &ctx, cancel, tasks);
+    spawn(&service_lb, WORKERS, &ctx, cancel, tasks);
     tasks.spawn(service_alloc::RepairController::new(&ctx).run(cancel.clone()));
     ctx.inf
 }

@@ -75,6 +75,8 @@ pub struct WorkerContext {
     pub events: EventRecorder,
     /// Running containers, for the node API's exec and port-forward.
     pub stream_targets: Arc<crate::nodeapi::StreamTargets>,
+    /// Running HTTP components, for the service proxy's same-node shortcut.
+    pub local_http: Arc<crate::proxy::LocalHttp>,
 }
 
 impl std::fmt::Debug for WorkerContext {
