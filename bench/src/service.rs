@@ -88,7 +88,9 @@ impl ServiceBench {
 
         let (mut direct_runs, mut proxied_runs) = (Vec::new(), Vec::new());
         for round in 0..self.rounds.max(1) {
-            for (side, url, runs) in [("pod IP", &direct, &mut direct_runs), ("cluster IP", &proxied, &mut proxied_runs)] {
+            for (side, url, runs) in
+                [("pod IP", &direct, &mut direct_runs), ("cluster IP", &proxied, &mut proxied_runs)]
+            {
                 self.wrk(netns, url, self.warmup_s).await?;
                 let result = self.wrk(netns, url, self.duration_s).await?;
                 eprintln!("round {round} {side}: {result:?}");
@@ -170,7 +172,12 @@ impl ServiceBench {
         out += &report::table(
             &["path", "requests/s (median)", "p50 ms", "p99 ms", "requests/s per round", "errors", "target"],
             &[
-                row("cluster IP (service proxy)", &p, proxied, format!("≥ 0.9× pod IP: {ratio:.2}× — {}", verdict(ratio >= 0.9))),
+                row(
+                    "cluster IP (service proxy)",
+                    &p,
+                    proxied,
+                    format!("≥ 0.9× pod IP: {ratio:.2}× — {}", verdict(ratio >= 0.9)),
+                ),
                 row("pod IP (direct)", &d, direct, "—".into()),
             ],
         );

@@ -140,7 +140,6 @@ impl HttpHandoff {
 }
 
 impl HttpServer {
-
     /// Stops accepting, lets in-flight requests finish for up to `grace`, then aborts the rest.
     pub async fn shutdown(mut self, grace: Duration) {
         self.cancel.cancel();

@@ -69,7 +69,11 @@ fn node_ingress(node: &Node) -> Option<String> {
 
 /// `status.loadBalancer.ingress` as written: `[{ip}]` per address, or nothing.
 fn ingress_json(ips: &[String]) -> Value {
-    if ips.is_empty() { json!({}) } else { json!({"ingress": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>()}) }
+    if ips.is_empty() {
+        json!({})
+    } else {
+        json!({"ingress": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>()})
+    }
 }
 
 impl Reconcile for ServiceLbController {
@@ -89,7 +93,8 @@ impl Reconcile for ServiceLbController {
         let want = if is_lb { ingress_json(&self.ingress()) } else { json!({}) };
         let status = serde_json::to_value(svc.status.clone().unwrap_or_default()).unwrap_or_else(|_| json!({}));
         let have = status.get("loadBalancer").cloned().unwrap_or_else(|| json!({}));
-        let have = if have.get("ingress").is_some_and(|i| i.as_array().is_some_and(Vec::is_empty)) { json!({}) } else { have };
+        let have =
+            if have.get("ingress").is_some_and(|i| i.as_array().is_some_and(Vec::is_empty)) { json!({}) } else { have };
         if have == want {
             return Ok(());
         }
@@ -130,8 +135,13 @@ mod tests {
         node(&tc, "n1", "192.168.1.2", true).await;
         node(&tc, "n2", "192.168.1.3", false).await;
         node(&tc, "n3", "192.168.1.1", true).await;
-        tc.create("", "services", Some("default"), json!({"metadata": {"name": "web"},
-            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}))
+        tc.create(
+            "",
+            "services",
+            Some("default"),
+            json!({"metadata": {"name": "web"},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}),
+        )
         .await;
         let status = lb_status(&tc, &c, "web").await;
         assert_eq!(status, json!({"ingress": [{"ip": "192.168.1.1"}, {"ip": "192.168.1.2"}]}));
@@ -151,8 +161,13 @@ mod tests {
         let tc = TestCluster::start().await;
         let c = ServiceLbController::new(&tc.ctx);
         node(&tc, "n1", "192.168.1.2", true).await;
-        tc.create("", "services", Some("default"), json!({"metadata": {"name": "ext"},
-            "spec": {"type": "LoadBalancer", "loadBalancerClass": "example.com/lb", "ports": [{"port": 80}]}}))
+        tc.create(
+            "",
+            "services",
+            Some("default"),
+            json!({"metadata": {"name": "ext"},
+            "spec": {"type": "LoadBalancer", "loadBalancerClass": "example.com/lb", "ports": [{"port": 80}]}}),
+        )
         .await;
         let status = lb_status(&tc, &c, "ext").await;
         assert!(status.get("ingress").is_none(), "{status}");

@@ -148,7 +148,13 @@ async fn bind(addr: SocketAddr, stop: &CancellationToken) -> io::Result<TcpListe
 }
 
 /// Relays one accepted connection to a backend.
-async fn relay(mut client: TcpStream, peer: SocketAddr, frontend: Frontend, shared: Arc<Shared>, local: Arc<LocalHttp>) {
+async fn relay(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    frontend: Frontend,
+    shared: Arc<Shared>,
+    local: Arc<LocalHttp>,
+) {
     let _ = client.set_nodelay(true);
     for _ in 0..CONNECT_ATTEMPTS {
         let Some(backend) = shared.with(|b| b.pick(peer.ip(), Instant::now())) else { break };
@@ -162,8 +168,7 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, frontend: Frontend, shar
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await {
             Ok(Ok(mut upstream)) => {
                 let _ = upstream.set_nodelay(true);
-                let result =
-                    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER).await;
+                let result = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER).await;
                 if let Err(error) = result {
                     // Pass a reset on rather than a clean end.
                     debug!(%frontend, %backend, %error, "relay ended with an error");

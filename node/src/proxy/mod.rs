@@ -54,9 +54,10 @@ enum Source {
 pub async fn run(client: kube::Client, placement: Placement, local: Arc<LocalHttp>, shutdown: CancellationToken) {
     let (services, svc_writer) = reflector::store::<Service>();
     let (slices, slice_writer) = reflector::store::<EndpointSlice>();
-    let svc_events = reflector::reflector(svc_writer, watcher(Api::<Service>::all(client.clone()), watcher::Config::default()))
-        .default_backoff()
-        .map_ok(|e| Source::Services { listed: matches!(e, watcher::Event::InitDone) });
+    let svc_events =
+        reflector::reflector(svc_writer, watcher(Api::<Service>::all(client.clone()), watcher::Config::default()))
+            .default_backoff()
+            .map_ok(|e| Source::Services { listed: matches!(e, watcher::Event::InitDone) });
     let slice_events =
         reflector::reflector(slice_writer, watcher(Api::<EndpointSlice>::all(client), watcher::Config::default()))
             .default_backoff()

@@ -161,12 +161,15 @@ fn add_service(table: &mut Table, svc: &Service, slices: &[Arc<EndpointSlice>], 
         .iter()
         .map(AsRef::as_ref)
         .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
-        .filter(|s| s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str) == Some(name))
+        .filter(|s| {
+            s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str) == Some(name)
+        })
         .collect();
     for port in spec.ports.iter().flatten() {
         let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else { continue };
         let Ok(number) = u16::try_from(port.port) else { continue };
-        let service = format!("{ns}/{name}:{}", port.name.clone().filter(|n| !n.is_empty()).unwrap_or(number.to_string()));
+        let service =
+            format!("{ns}/{name}:{}", port.name.clone().filter(|n| !n.is_empty()).unwrap_or(number.to_string()));
         let backends = backends(&mine, port, protocol);
         let add = |table: &mut Table, kind: Kind, addr: SocketAddr| {
             let frontend = Frontend { protocol, addr };
@@ -221,7 +224,8 @@ fn backends(slices: &[&EndpointSlice], port: &ServicePort, protocol: Protocol) -
             .iter()
             .flatten()
             .find(|p| {
-                p.name.as_deref().unwrap_or_default() == want && Protocol::parse(p.protocol.as_deref()) == Some(protocol)
+                p.name.as_deref().unwrap_or_default() == want
+                    && Protocol::parse(p.protocol.as_deref()) == Some(protocol)
             })
             .and_then(|p| p.port)
             .and_then(|p| u16::try_from(p).ok())

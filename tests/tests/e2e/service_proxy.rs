@@ -120,9 +120,13 @@ async fn cluster_ip(skiff: &Skiff, name: &str) -> Result<String> {
 async fn ready_endpoints(skiff: &Skiff, name: &str) -> Result<Vec<String>> {
     let slices = get_json(skiff, &["endpointslices", "-l", &format!("kubernetes.io/service-name={name}")]).await?;
     let mut ips = Vec::new();
-    for endpoint in slices["items"].as_array().into_iter().flatten().flat_map(|s| s["endpoints"].as_array().into_iter().flatten()) {
+    for endpoint in
+        slices["items"].as_array().into_iter().flatten().flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
+    {
         if endpoint["conditions"]["ready"] != Value::Bool(false) {
-            ips.extend(endpoint["addresses"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)));
+            ips.extend(
+                endpoint["addresses"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)),
+            );
         }
     }
     Ok(ips)
