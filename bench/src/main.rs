@@ -1,6 +1,6 @@
 //! `skiff-bench`: benchmarks that write BENCHMARKS.md at the workspace root.
 //!
-//! One module per benchmark (`api`, `pods`, `http`, `footprint`, `sched`, `containers`, `dns`), each rewriting only its own section of the file
+//! One module per benchmark (`api`, `pods`, `http`, `footprint`, `sched`, `containers`, `dns`, `ingress`, `service`), each rewriting only its own section of the file
 //! (see [`report`]). Run with `--release` against a release `skiff`:
 //! `cargo build --release -p skiff && cargo run --release -p skiff-bench -- api`.
 
@@ -15,6 +15,7 @@ mod pods;
 mod procfs;
 mod report;
 mod sched;
+mod service;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -124,6 +125,31 @@ enum Command {
         warmup: u64,
         /// Measured runs per side (alternating).
         #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// skiff binary (default: `skiff` beside this binary, i.e. target/release/skiff).
+        #[arg(long, env = "SKIFF_BIN")]
+        skiff_bin: Option<PathBuf>,
+        /// Print the section instead of writing it to the output file.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// hello-http requests/s and p99 through its Service's cluster IP vs the pod IP (root: runs
+    /// skiff in bridge mode inside a network namespace).
+    Service {
+        /// wrk threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// wrk connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Seconds per measured run.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Warm-up seconds before each measured run.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Measured runs per side (alternating).
+        #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// skiff binary (default: `skiff` beside this binary, i.e. target/release/skiff).
         #[arg(long, env = "SKIFF_BIN")]
@@ -279,6 +305,19 @@ async fn main() -> Result<()> {
             };
             let section = bench.run().await?;
             emit(&cli.output, "ingress", &section, dry_run)?;
+        }
+        Command::Service { threads, connections, duration, warmup, rounds, skiff_bin, dry_run } => {
+            let bench = service::ServiceBench {
+                threads,
+                connections,
+                duration_s: duration,
+                warmup_s: warmup,
+                rounds,
+                skiff_bin,
+                load_at_start: pods::load_note(),
+            };
+            let section = bench.run().await?;
+            emit(&cli.output, "service", &section, dry_run)?;
         }
         Command::Footprint { pods, idle_wait, settle, skiff_bin, dry_run } => {
             let bench = footprint::FootprintBench {

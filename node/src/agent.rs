@@ -2,7 +2,7 @@
 //!
 //! What it owns: loading the IPAM state and setting up pod networking, registering the Node,
 //! handing back the pod IPs (and runtimes' containers) of pods deleted while the agent was down, then running the status loop, the Lease heartbeat, the pod dispatcher, the
-//! cluster DNS server (`cluster_dns`), image garbage collection (`image_gc`) and the Ingress listeners (`ingress`) as owned tasks under one cancellation token. What it does not: serve the node API (`nodeapi`, started by
+//! service proxy (`proxy`), the cluster DNS server (`cluster_dns`), image garbage collection (`image_gc`) and the Ingress listeners (`ingress`) as owned tasks under one cancellation token. What it does not: serve the node API (`nodeapi`, started by
 //! whoever builds the agent, which passes its port in), or build runtimes and the pod
 //! environment (passed in, so tests can use fakes).
 
@@ -197,6 +197,7 @@ impl Agent {
         let image_gc = cfg.image_gc.clone().map(|gc| {
             crate::image_gc::run(gc, client.clone(), cfg.node_name.clone(), events.clone(), shutdown.clone())
         });
+        let local_http = Arc::new(crate::proxy::LocalHttp::default());
         let ctx = Arc::new(WorkerContext {
             client: client.clone(),
             node_name: cfg.node_name.clone(),
@@ -212,12 +213,14 @@ impl Agent {
             events: events.clone(),
             stream_targets: cfg.stream_targets.clone(),
             cluster_dns: Some(IpAddr::V4(cfg.cluster_dns_ip())),
+            local_http: local_http.clone(),
         });
         let mut dns = crate::cluster_dns::ClusterDnsConfig::new(cfg.cluster_dns_ip());
         dns.upstreams = cfg.dns_upstreams.clone();
         let dns_task = crate::cluster_dns::run(client.clone(), dns, ctx.net.local_service_cidr(), shutdown.clone());
         let client_for_volumes = client.clone();
         let mut tasks = JoinSet::new();
+        tasks.spawn(crate::proxy::run(client.clone(), proxy_placement(&cfg, &ctx.net), local_http, shutdown.clone()));
         tasks.spawn(event_writer);
         tasks.spawn(node_status::status_loop(nodes, id, facts, cfg.status_interval, shutdown.clone()));
         tasks.spawn(lease::heartbeat(client, cfg.node_name.clone(), Some(node), cfg.lease_interval, shutdown.clone()));
@@ -238,6 +241,17 @@ impl Agent {
         ));
         Ok(RunningAgent { node_name: cfg.node_name, pod_cidr: cidr, tasks, shutdown })
     }
+}
+
+/// Where the service proxy serves what: cluster IPs when they are local here, node ports on
+/// every address in bridge mode but only on the node IP in loopback mode (test clusters
+/// sharing one host's loopback must not collide), load-balancer ports on the node IP.
+fn proxy_placement(cfg: &AgentConfig, net: &HostNet) -> crate::proxy::Placement {
+    let node_port_ip = match cfg.pod_network {
+        PodNetwork::Bridge => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        PodNetwork::Loopback => cfg.node_ip,
+    };
+    crate::proxy::Placement { local_service_cidr: net.local_service_cidr(), node_ip: cfg.node_ip, node_port_ip }
 }
 
 /// Hands back the IPs of pods that are gone from the API (deleted while the agent was down: no

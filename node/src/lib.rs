@@ -20,6 +20,7 @@ pub mod nodeapi;
 pub mod pod_env;
 pub mod pods;
 pub mod probe;
+pub mod proxy;
 pub mod pull_secrets;
 pub mod runtime;
 pub mod sandbox;

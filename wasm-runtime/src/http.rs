@@ -15,6 +15,10 @@
 //!
 //! The guest task lives as long as the response body streams (the body owns it), and is
 //! aborted when the client goes away or the request fails.
+//!
+//! Besides its listener, a server takes connections accepted elsewhere ([`HttpHandoff`]): the
+//! node's service proxy hands a connection for this pod's address straight over, so the
+//! request reaches the guest exactly as one made to the pod IP, without a second socket.
 
 use crate::artifact::Code;
 use crate::guest::{GuestConfig, Host};
@@ -33,7 +37,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -73,6 +78,8 @@ pub struct HttpServer {
     local_addr: SocketAddr,
     counters: Arc<Counters>,
     cancel: CancellationToken,
+    /// Connections accepted by someone else, served by the accept loop like its own.
+    handoff: Option<HttpHandoff>,
     accept: Option<JoinHandle<Connections>>,
     /// The runtime of a guest inside a pod's network namespace (`None`: the caller's).
     netns_runtime: Option<tokio::runtime::Runtime>,
@@ -92,6 +99,47 @@ impl HttpServer {
         self.counters.snapshot()
     }
 
+    /// A handle that passes accepted connections to this server (`None` for a guest inside a
+    /// pod's network namespace: its connections belong to that namespace's runtime).
+    pub fn handoff(&self) -> Option<HttpHandoff> {
+        self.handoff.clone()
+    }
+
+    /// Serves `stream`, accepted elsewhere from `peer`, as if this server had accepted it;
+    /// gives it back if the server has stopped.
+    pub fn serve_connection(&self, stream: TcpStream, peer: SocketAddr) -> Result<(), TcpStream> {
+        match &self.handoff {
+            Some(handoff) => handoff.serve_connection(stream, peer),
+            None => Err(stream),
+        }
+    }
+}
+
+/// Passes connections accepted elsewhere (the service proxy's) to a running [`HttpServer`],
+/// which serves them with its own connections: same limits, same draining on shutdown.
+#[derive(Clone, Debug)]
+pub struct HttpHandoff {
+    tx: mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
+}
+
+impl HttpHandoff {
+    /// Serves `stream` (from `peer`) on the server; gives it back if the server has stopped.
+    pub fn serve_connection(&self, stream: TcpStream, peer: SocketAddr) -> Result<(), TcpStream> {
+        self.tx.send((stream, peer)).map_err(|mpsc::error::SendError((stream, _))| stream)
+    }
+
+    /// Whether the server still takes connections.
+    pub fn is_open(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    /// Whether both handles lead to the same server.
+    pub fn same_server(&self, other: &HttpHandoff) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+}
+
+impl HttpServer {
     /// Stops accepting, lets in-flight requests finish for up to `grace`, then aborts the rest.
     pub async fn shutdown(mut self, grace: Duration) {
         self.cancel.cancel();
@@ -174,13 +222,15 @@ impl WasmRuntime {
             timeout: opts.request_timeout,
         });
         let cancel = CancellationToken::new();
-        let accept = accept_loop(listener, state, cancel.clone());
+        let (tx, handed) = mpsc::unbounded_channel();
+        let handoff = netns_runtime.is_none().then_some(HttpHandoff { tx });
+        let accept = accept_loop(listener, handed, state, cancel.clone());
         let accept = match &netns_runtime {
             Some(rt) => rt.spawn(accept),
             None => tokio::spawn(accept),
         };
         tracing::debug!(%local_addr, digest = artifact.digest(), netns = ?guest_netns, "serving wasi:http guest");
-        Ok(HttpServer { local_addr, counters, cancel, accept: Some(accept), netns_runtime })
+        Ok(HttpServer { local_addr, counters, cancel, handoff, accept: Some(accept), netns_runtime })
     }
 }
 
@@ -196,6 +246,7 @@ fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, RunError> {
 
 async fn accept_loop(
     listener: tokio::net::TcpListener,
+    mut handed: mpsc::UnboundedReceiver<(TcpStream, SocketAddr)>,
     state: Arc<ServerState>,
     cancel: CancellationToken,
 ) -> Connections {
@@ -205,24 +256,9 @@ async fn accept_loop(
         tokio::select! {
             () = cancel.cancelled() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some((stream, _peer)) = handed.recv() => serve(stream, &state, &graceful, &mut connections),
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    // Small response writes must not wait for Nagle (as in `wasmtime serve`).
-                    let _ = stream.set_nodelay(true);
-                    let state = Arc::clone(&state);
-                    let service = hyper::service::service_fn(move |req| {
-                        handle(Arc::clone(&state), req)
-                    });
-                    let conn = http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
-                    connections.spawn(async move {
-                        if let Err(error) = conn.await {
-                            tracing::debug!(%error, "http connection ended with an error");
-                        }
-                    });
-                }
+                Ok((stream, _)) => serve(stream, &state, &graceful, &mut connections),
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(%error, "accepting a connection failed");
@@ -232,6 +268,26 @@ async fn accept_loop(
         }
     }
     (connections, graceful)
+}
+
+/// Serves HTTP/1.1 on one connection as a task of `connections`, watched for draining.
+fn serve(
+    stream: TcpStream,
+    state: &Arc<ServerState>,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    connections: &mut JoinSet<()>,
+) {
+    // Small response writes must not wait for Nagle (as in `wasmtime serve`).
+    let _ = stream.set_nodelay(true);
+    let state = Arc::clone(state);
+    let service = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req));
+    let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service);
+    let conn = graceful.watch(conn);
+    connections.spawn(async move {
+        if let Err(error) = conn.await {
+            tracing::debug!(%error, "http connection ended with an error");
+        }
+    });
 }
 
 async fn handle(

@@ -33,7 +33,7 @@ pub use compile::{ChildArgs, Compiler, compile_from_stdin};
 pub use config::RuntimeConfig;
 pub use error::{LoadError, RunError, RuntimeError};
 pub use guest::{GUEST_ARGV0, GuestConfig, Preopen};
-pub use http::{HttpOptions, HttpServer};
+pub use http::{HttpHandoff, HttpOptions, HttpServer};
 pub use limits::MemoryBudget;
 pub use output::{DiscardOutput, OutputSink, OutputStream};
 pub use runtime::{CacheStats, WasmRuntime};

@@ -27,6 +27,7 @@ pub mod owner;
 pub mod replicaset;
 pub mod service_alloc;
 pub mod skydns;
+pub mod service_lb;
 pub mod statefulset;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -265,6 +266,7 @@ pub fn start(
     let slices = endpoints::slices::EndpointSliceController::new(&ctx);
     let ingress_status = ingress_status::IngressStatusController::new(&ctx);
     let skydns = skydns::SkyDnsController::new(&ctx);
+    let service_lb = service_lb::ServiceLbController::new(&ctx);
 
     inf.run_all(registry.store(), cancel, tasks);
     tasks.spawn(scheduler.run(cancel.clone()));
@@ -286,6 +288,7 @@ pub fn start(
     spawn(&ingress_status, WORKERS, &ctx, cancel, tasks);
     spawn(&skydns, WORKERS, &ctx, cancel, tasks);
     tasks.spawn(skydns.clone().sweep(cancel.clone()));
+    spawn(&service_lb, WORKERS, &ctx, cancel, tasks);
     tasks.spawn(service_alloc::RepairController::new(&ctx).run(cancel.clone()));
     ctx.inf
 }

@@ -13,12 +13,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use skiff_wasm_runtime::HttpHandoff;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
@@ -298,6 +299,13 @@ pub trait RunningContainer: Send + Sync + Debug {
     /// the next one) instead of being stopped with it.
     fn survives_agent(&self) -> bool {
         false
+    }
+
+    /// An HTTP component served by this agent on the node's network: the address it listens
+    /// on and a handle that takes connections accepted elsewhere (the service proxy's
+    /// same-node shortcut, `crate::proxy::LocalHttp`).
+    fn http_handoff(&self) -> Option<(SocketAddr, HttpHandoff)> {
+        None
     }
 
     /// Runs `argv` inside the container (`kubectl exec`) with `io` as its streams; returns the

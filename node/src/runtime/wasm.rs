@@ -334,6 +334,12 @@ impl RunningContainer for HttpContainer {
         self.done.send_replace(Some(completed()));
     }
 
+    fn http_handoff(&self) -> Option<(SocketAddr, skiff_wasm_runtime::HttpHandoff)> {
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner());
+        let server = server.as_ref()?;
+        Some((server.local_addr(), server.handoff()?))
+    }
+
     fn stats(&self) -> ContainerStats {
         match self.server.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             Some(server) => {

@@ -82,9 +82,17 @@ impl Worker {
         let pod_ip = self.pod_ip.unwrap_or(self.ctx.host_ip);
         let (targets, pod_ref, name) = (self.ctx.stream_targets.clone(), self.pod_ref.clone(), slot.name().to_string());
         targets.started(&pod_ref, pod_ip, &name, handle.clone());
+        let http = handle.http_handoff();
+        let local_http = self.ctx.local_http.clone();
+        if let Some((addr, handoff)) = &http {
+            local_http.started(*addr, handoff.clone());
+        }
         self.tasks.spawn(async move {
             let info = waiter.wait().await;
             targets.ended(&pod_ref, &name, &waiter);
+            if let Some((addr, handoff)) = &http {
+                local_http.ended(*addr, handoff);
+            }
             let _ = tx.send(Event::Exited { idx, generation, info });
         });
         if self.stopping {

@@ -77,6 +77,8 @@ pub struct WorkerContext {
     pub stream_targets: Arc<crate::nodeapi::StreamTargets>,
     /// The cluster DNS address containers' `resolv.conf` names (`ClusterFirst` pods).
     pub cluster_dns: Option<IpAddr>,
+    /// Running HTTP components, for the service proxy's same-node shortcut.
+    pub local_http: Arc<crate::proxy::LocalHttp>,
 }
 
 impl std::fmt::Debug for WorkerContext {

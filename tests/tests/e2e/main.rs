@@ -36,6 +36,7 @@ mod registry;
 mod restart;
 mod rollout;
 mod scheduling;
+mod service_proxy;
 mod services;
 mod statefulset;
 mod storage;
