@@ -26,8 +26,8 @@ pub mod nodelifecycle;
 pub mod owner;
 pub mod replicaset;
 pub mod service_alloc;
-pub mod skydns;
 pub mod service_lb;
+pub mod skydns;
 pub mod statefulset;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -96,7 +96,7 @@ fn no_ready_endpoint_falls_back_to_serving_terminating_ones() {
         json!([{"port": 8080}]),
         &[("10.244.0.3", Some(false), true, true), ("10.244.0.4", Some(false), false, false)],
     )];
-    let table = table::build(&[svc.clone()], &slices, &bridge());
+    let table = table::build(std::slice::from_ref(&svc), &slices, &bridge());
     assert_eq!(table.routes[&tcp("10.96.0.20:80")].backends, addrs(&["10.244.0.3:8080"]));
 
     // None at all: the frontend is still in the table, with no backend (it refuses).
