@@ -55,8 +55,8 @@ pub struct AgentArgs {
     /// Port of the node API (logs, kubelet role).
     #[arg(long, default_value = "10250")]
     node_api_port: u16,
-    /// Port this node serves Ingresses on over HTTP (bound to every address in bridge mode,
-    /// to the node IP in loopback mode); 0 disables it.
+    /// Port this node serves Ingresses on over HTTP (bound to the node IP, not to every
+    /// address: cluster IPs are local addresses too); 0 disables it.
     #[arg(long, default_value = "80", value_name = "PORT")]
     ingress_http_port: u16,
     /// Port this node serves Ingresses on over HTTPS (certificates from the Ingresses' TLS

@@ -130,8 +130,8 @@ struct UpArgs {
     /// Port of the node API (logs); 0 picks a free one.
     #[arg(long, default_value = "0")]
     node_api_port: u16,
-    /// Port this node serves Ingresses on over HTTP (bound to every address in bridge mode,
-    /// to the node IP in loopback mode); 0 disables it.
+    /// Port this node serves Ingresses on over HTTP (bound to the node IP, not to every
+    /// address: cluster IPs are local addresses too); 0 disables it.
     #[arg(long, default_value = "80", value_name = "PORT")]
     ingress_http_port: u16,
     /// Port this node serves Ingresses on over HTTPS (certificates from the Ingresses' TLS

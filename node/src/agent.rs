@@ -113,14 +113,13 @@ impl AgentConfig {
         self.pod_cidr.unwrap_or_else(|| self.pod_network.default_cidr())
     }
 
-    /// Where the ingress listens: every address in bridge mode (the node's ports, as a
-    /// host-network ingress controller), the node IP in loopback mode (nothing else is this
-    /// node's there). A port of 0 is not served.
+    /// Where the ingress listens: the node IP (its InternalIP, what `status.loadBalancer` names),
+    /// in both network modes. Not every address: in bridge mode the whole service range is
+    /// local, so a wildcard listener on :80 would take every cluster IP's port 80 from the
+    /// service proxy (Linux refuses a specific bind beside a listening wildcard one), and a
+    /// WASM pod serving on :80 its pod IP. A port of 0 is not served.
     pub fn ingress(&self) -> crate::ingress::IngressConfig {
-        let ip = match self.pod_network {
-            PodNetwork::Bridge => IpAddr::from([0, 0, 0, 0]),
-            PodNetwork::Loopback => self.node_ip,
-        };
+        let ip = self.node_ip;
         let addr = |port: u16| (port != 0).then(|| std::net::SocketAddr::new(ip, port));
         crate::ingress::IngressConfig { http: addr(self.ingress_http_port), https: addr(self.ingress_https_port) }
     }
