@@ -1,5 +1,6 @@
 //! Services get their addresses from the API server as in Kubernetes (issue 6): the
-//! `kubernetes` Service at the range's first address with Endpoints naming the API server;
+//! `kubernetes` Service at the range's first address with Endpoints naming the API server (and
+//! `kube-system/kube-dns` at .10);
 //! `kubectl create service` / `kubectl expose` get distinct cluster IPs; NodePort Services get
 //! node ports in range; a requested IP that is taken, or outside the range, is refused with
 //! the Kubernetes message; after a restart (both stores) nothing is handed out twice.
@@ -22,7 +23,8 @@ async fn services_get_unique_addresses(store: StoreKind) -> Result<()> {
     let port: u64 = skiff.url.rsplit(':').next().unwrap_or_default().trim_end_matches('/').parse()?;
     ensure!(ep["subsets"][0]["ports"][0]["port"] == port, "kubernetes Endpoints name the API port: {ep}");
 
-    let mut seen = HashSet::from(["10.96.0.1".to_string()]);
+    ensure!(get_json(&skiff, &["svc", "kube-dns", "-n", "kube-system"]).await?["spec"]["clusterIP"] == "10.96.0.10");
+    let mut seen = HashSet::from(["10.96.0.1".to_string(), "10.96.0.10".to_string()]);
     for name in ["a", "b", "c"] {
         skiff.kubectl(&["create", "service", "clusterip", name, "--tcp=80:8080"]).await?.ok()?;
         let ip = cluster_ip(&skiff, name).await?;
@@ -54,11 +56,11 @@ async fn services_get_unique_addresses(store: StoreKind) -> Result<()> {
     skiff
         .kubectl_stdin(
             &["apply", "-f", "-"],
-            Some("apiVersion: v1\nkind: Service\nmetadata: {name: dns}\nspec:\n  clusterIP: 10.96.0.10\n  ports: [{port: 53, protocol: UDP}]\n"),
+            Some("apiVersion: v1\nkind: Service\nmetadata: {name: dns}\nspec:\n  clusterIP: 10.96.0.53\n  ports: [{port: 53, protocol: UDP}]\n"),
         )
         .await?
         .ok()?;
-    seen.insert("10.96.0.10".into());
+    seen.insert("10.96.0.53".into());
 
     // A restart forgets nothing: new Services still get new addresses and ports.
     skiff.restart().await?;
