@@ -194,8 +194,11 @@ impl Graph {
                     work.push(Work::Delete(r.uid.clone()));
                 }
             }
-            // A new owner reference may point at nothing: verify.
-            if node.owners.iter().any(|r| !self.nodes.contains_key(&r.uid)) {
+            // A new owner reference may point at nothing, or at an owner already deleting its
+            // dependents in the foreground (the owner's update was folded first: each resource
+            // has its own watch, so events of different resources arrive in any order): verify.
+            let owner_waits = |r: &OwnerRef| self.nodes.get(&r.uid).is_none_or(|o| o.deleting_dependents);
+            if node.owners.iter().any(owner_waits) {
                 work.push(Work::Delete(uid.clone()));
             }
         } else if old.is_none() && node.owners.iter().any(|r| !self.nodes.contains_key(&r.uid)) {
@@ -308,13 +311,26 @@ mod tests {
     }
 
     #[test]
+    fn a_dependent_seen_after_its_owner_went_foreground_is_checked() {
+        let cm = info("", "configmaps");
+        let mut g = Graph::default();
+        g.upsert(cm, meta("owner", &[]));
+        g.upsert(cm, deleting(meta("owner", &[]), FOREGROUND));
+        assert_eq!(g.upsert(cm, meta("late", &[("owner", false)])), vec![Work::Delete("late".into())]);
+    }
+
+    #[test]
     fn orphan_finalizer_and_dropped_block_are_noticed() {
         let cm = info("", "configmaps");
         let mut g = Graph::default();
         g.upsert(cm, meta("owner", &[]));
         g.upsert(cm, meta("a", &[("owner", true)]));
         g.upsert(cm, deleting(meta("owner", &[]), FOREGROUND));
-        assert_eq!(g.upsert(cm, meta("a", &[("owner", false)])), vec![Work::Delete("owner".into())]);
+        // The owner is requeued (no blocker left); the changed dependent is checked too.
+        assert_eq!(
+            g.upsert(cm, meta("a", &[("owner", false)])),
+            vec![Work::Delete("owner".into()), Work::Delete("a".into())]
+        );
         assert!(g.upsert(cm, deleting(meta("x", &[]), ORPHAN)).contains(&Work::Orphan("x".into())));
         assert!(g.scan().contains(&Work::Orphan("x".into())));
     }
