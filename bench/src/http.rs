@@ -133,29 +133,7 @@ impl HttpBench {
     /// One wrk run of `seconds` against `url` with this bench's threads and connections, and
     /// `header` (`Name: value`) on every request if given.
     pub async fn wrk_with(&self, url: &str, header: Option<&str>, seconds: u64) -> Result<WrkResult> {
-        let started = Instant::now();
-        let mut command = tokio::process::Command::new("wrk");
-        command
-            .arg(format!("-t{}", self.threads))
-            .arg(format!("-c{}", self.connections))
-            .arg(format!("-d{seconds}s"))
-            .arg("--latency");
-        if let Some(header) = header {
-            command.arg("-H").arg(header);
-        }
-        let output = command.arg(url).kill_on_drop(true).output();
-        let output = tokio::time::timeout(Duration::from_secs(seconds + 60), output)
-            .await
-            .context("wrk did not finish")?
-            .context("running wrk (apt install wrk)")?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        ensure!(
-            output.status.success(),
-            "wrk failed after {:?}: {stdout}{}",
-            started.elapsed(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        parse_wrk(&stdout).with_context(|| format!("parsing wrk output:\n{stdout}"))
+        run_wrk(tokio::process::Command::new("wrk"), (self.threads, self.connections), url, header, seconds).await
     }
 
     fn render(&self, version: &str, bodies: (&str, &str), skiff: &[WrkResult], wasmtime: &[WrkResult]) -> String {
@@ -192,22 +170,11 @@ impl HttpBench {
             bodies.0.trim(),
             bodies.1.trim(),
         );
-        let row = |side: &str, m: &WrkResult, runs: &[WrkResult], target: String| {
-            vec![
-                side.to_string(),
-                format!("{:.0}", m.requests_per_s),
-                format!("{:.2}", m.p50_ms),
-                format!("{:.2}", m.p99_ms),
-                runs.iter().map(|r| format!("{:.0}", r.requests_per_s)).collect::<Vec<_>>().join(", "),
-                runs.iter().map(|r| r.errors).sum::<u64>().to_string(),
-                target,
-            ]
-        };
         out += &report::table(
             &["server", "requests/s (median)", "p50 ms", "p99 ms", "requests/s per round", "errors", "target"],
             &[
-                row("Skiff pod", &s, skiff, format!("≥ 1.0× wasmtime: {:.2}× — {}", ratio, verdict(ratio >= 1.0))),
-                row("wasmtime serve", &w, wasmtime, "—".into()),
+                wrk_row("Skiff pod", &s, skiff, format!("≥ 1.0× wasmtime: {:.2}× — {}", ratio, verdict(ratio >= 1.0))),
+                wrk_row("wasmtime serve", &w, wasmtime, "—".into()),
             ],
         );
         out
@@ -219,6 +186,49 @@ async fn wasmtime_version(wasmtime: &Path) -> Result<String> {
         tokio::process::Command::new(wasmtime).arg("--version").output().await.context("running wasmtime --version")?;
     let text = String::from_utf8_lossy(&output.stdout);
     Ok(text.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+}
+
+/// Runs `command` (a `wrk`, possibly wrapped, e.g. `ip netns exec NS wrk`) for `seconds` against
+/// `url` with `(threads, connections)` and `header` (`Name: value`) on every request if given.
+pub async fn run_wrk(
+    mut command: tokio::process::Command,
+    (threads, connections): (usize, usize),
+    url: &str,
+    header: Option<&str>,
+    seconds: u64,
+) -> Result<WrkResult> {
+    let started = Instant::now();
+    command.arg(format!("-t{threads}")).arg(format!("-c{connections}")).arg(format!("-d{seconds}s")).arg("--latency");
+    if let Some(header) = header {
+        command.arg("-H").arg(header);
+    }
+    let output = command.arg(url).kill_on_drop(true).output();
+    let output = tokio::time::timeout(Duration::from_secs(seconds + 60), output)
+        .await
+        .context("wrk did not finish")?
+        .context("running wrk (apt install wrk)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success(),
+        "wrk failed after {:?}: {stdout}{}",
+        started.elapsed(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_wrk(&stdout).with_context(|| format!("parsing wrk output:\n{stdout}"))
+}
+
+/// A report table row for one side: its median's requests/s, p50 and p99, every round's
+/// requests/s, the errors of all rounds, and a last note (target or comparison).
+pub fn wrk_row(side: &str, median: &WrkResult, runs: &[WrkResult], note: String) -> Vec<String> {
+    vec![
+        side.to_string(),
+        format!("{:.0}", median.requests_per_s),
+        format!("{:.2}", median.p50_ms),
+        format!("{:.2}", median.p99_ms),
+        runs.iter().map(|r| format!("{:.0}", r.requests_per_s)).collect::<Vec<_>>().join(", "),
+        runs.iter().map(|r| r.errors).sum::<u64>().to_string(),
+        note,
+    ]
 }
 
 /// The per-field median of `runs` (mean of the middle two for an even count).

@@ -14,7 +14,7 @@ use serde_json::json;
 use skiff_tests::net::free_port;
 use skiff_tests::wait_until;
 
-use crate::http::{HttpBench, WrkResult, median};
+use crate::http::{HttpBench, WrkResult, median, wrk_row};
 use crate::pods::{Cluster, release_warning};
 use crate::report;
 
@@ -147,22 +147,16 @@ impl IngressBench {
             self.rounds,
             body.trim(),
         );
-        let row = |side: &str, m: &WrkResult, runs: &[WrkResult], note: String| {
-            vec![
-                side.to_string(),
-                format!("{:.0}", m.requests_per_s),
-                format!("{:.2}", m.p50_ms),
-                format!("{:.2}", m.p99_ms),
-                runs.iter().map(|r| format!("{:.0}", r.requests_per_s)).collect::<Vec<_>>().join(", "),
-                runs.iter().map(|r| r.errors).sum::<u64>().to_string(),
-                note,
-            ]
-        };
         out += &report::table(
             &["path", "requests/s (median)", "p50 ms", "p99 ms", "requests/s per round", "errors", "vs direct"],
             &[
-                row("pod IP (direct)", &d, direct, "—".into()),
-                row("Ingress", &i, ingress, format!("{ratio:.2}× the requests/s, p99 +{:.2} ms", i.p99_ms - d.p99_ms)),
+                wrk_row("pod IP (direct)", &d, direct, "—".into()),
+                wrk_row(
+                    "Ingress",
+                    &i,
+                    ingress,
+                    format!("{ratio:.2}× the requests/s, p99 +{:.2} ms", i.p99_ms - d.p99_ms),
+                ),
             ],
         );
         out

@@ -9,13 +9,13 @@
 //! server, so only the accept differs.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use serde_json::json;
 use skiff_tests::{NetNs, Skiff, StartOptions, StoreKind, wait_until};
 
-use crate::http::{WrkResult, median, parse_wrk};
+use crate::http::{WrkResult, median, run_wrk, wrk_row};
 use skiff_tests::binary::skiff_binary;
 
 use crate::pods::{Cluster, release_warning, verdict};
@@ -102,27 +102,7 @@ impl ServiceBench {
 
     /// `wrk` inside the namespace.
     async fn wrk(&self, netns: &NetNs, url: &str, seconds: u64) -> Result<WrkResult> {
-        let started = Instant::now();
-        let output = netns
-            .command("wrk")
-            .arg(format!("-t{}", self.threads))
-            .arg(format!("-c{}", self.connections))
-            .arg(format!("-d{seconds}s"))
-            .arg("--latency")
-            .arg(url)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(seconds + 60), output)
-            .await
-            .context("wrk did not finish")?
-            .context("running wrk (apt install wrk)")?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        ensure!(
-            output.status.success(),
-            "wrk failed after {:?}: {stdout}{}",
-            started.elapsed(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        parse_wrk(&stdout).with_context(|| format!("parsing wrk output:\n{stdout}"))
+        run_wrk(netns.command("wrk"), (self.threads, self.connections), url, None, seconds).await
     }
 
     fn render(&self, bodies: (&str, &str), direct: &[WrkResult], proxied: &[WrkResult]) -> String {
@@ -158,27 +138,16 @@ impl ServiceBench {
             bodies.0.trim(),
             bodies.1.trim(),
         );
-        let row = |side: &str, m: &WrkResult, runs: &[WrkResult], target: String| {
-            vec![
-                side.to_string(),
-                format!("{:.0}", m.requests_per_s),
-                format!("{:.2}", m.p50_ms),
-                format!("{:.2}", m.p99_ms),
-                runs.iter().map(|r| format!("{:.0}", r.requests_per_s)).collect::<Vec<_>>().join(", "),
-                runs.iter().map(|r| r.errors).sum::<u64>().to_string(),
-                target,
-            ]
-        };
         out += &report::table(
             &["path", "requests/s (median)", "p50 ms", "p99 ms", "requests/s per round", "errors", "target"],
             &[
-                row(
+                wrk_row(
                     "cluster IP (service proxy)",
                     &p,
                     proxied,
                     format!("≥ 0.9× pod IP: {ratio:.2}× — {}", verdict(ratio >= 0.9)),
                 ),
-                row("pod IP (direct)", &d, direct, "—".into()),
+                wrk_row("pod IP (direct)", &d, direct, "—".into()),
             ],
         );
         out
