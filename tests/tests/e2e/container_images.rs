@@ -330,7 +330,7 @@ async fn image_gc_removes_unused_images_only() -> Result<()> {
     let kept_entry = index
         .as_object()
         .and_then(|refs| refs.iter().find(|(r, _)| r.ends_with("gc/kept:v1")).map(|(_, e)| e.clone()))
-        .with_context(|| format!("the in-use image was collected: {index}"))?;
+        .with_context(|| format!("the in-use image was collected: {index}\nskiff log tail:\n{}", skiff.log_tail(60)))?;
     let kept_digest = kept_entry["digest"].as_str().context("kept digest")?;
     ensure!(blob_stored(&skiff, kept_digest), "the in-use manifest {kept_digest} was removed");
     let module = kept_entry["kind"]["wasm"]["module_digest"].as_str().context("kept module digest")?;
