@@ -129,7 +129,8 @@ pub fn pod_images(pods: &[Pod]) -> Vec<String> {
     images
 }
 
-/// One collection: frees what `policy` asks for, keeping `in_use` (manifest digests).
+/// One collection: frees what `policy` asks for, keeping the images `in_use` (pods' image
+/// references and image IDs) stand for.
 /// `Ok(None)` when disk use is below the high threshold.
 pub async fn collect(
     store: &ImageStore,
@@ -139,7 +140,7 @@ pub async fn collect(
 ) -> Result<Option<GcReport>, ImageGcError> {
     let Some(wanted) = policy.bytes_to_free(capacity, available) else { return Ok(None) };
     let usage = store.disk_usage().await?;
-    let report = store.gc_with(in_use, usage.saturating_sub(wanted), policy.min_age).await?;
+    let report = store.gc_referenced(in_use, usage.saturating_sub(wanted), policy.min_age).await?;
     if report.freed_bytes() < wanted {
         return Err(ImageGcError::NotEnough { wanted, freed: report.freed_bytes() });
     }
@@ -171,7 +172,7 @@ pub async fn run(
                 continue;
             }
         };
-        let in_use = gc.store.digests_of(pod_images(&listed).iter().map(String::as_str));
+        let in_use = pod_images(&listed);
         let outcome = match fs_stats(gc.store.dir()) {
             Ok(stats) => collect(&gc.store, &gc.policy, stats, &in_use).await,
             Err(e) => Err(e),
@@ -181,7 +182,7 @@ pub async fn run(
             Ok(Some(report)) => info!(
                 freed = report.freed_bytes(),
                 images = report.removed_images.len(),
-                in_use = in_use.len(),
+                referenced = in_use.len(),
                 "image GC freed disk space"
             ),
             Err(error) => {

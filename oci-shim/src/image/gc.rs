@@ -6,8 +6,8 @@
 //! and, for containers, the config's DiffIDs (the chain IDs of its snapshots). An image in
 //! `in_use` is kept even without an index entry. Holds the store's GC lock exclusively, so a
 //! pull or unpack never sees its fresh content removed under it. What callers must ensure:
-//! `in_use` lists every image a pod runs *or is about to start* ([`ImageStore::digests_of`]
-//! turns pods' image references into it), and a minimum age ([`ImageStore::gc_with`]) keeps
+//! `in_use` lists every image a pod runs *or is about to start* ([`ImageStore::gc_referenced`]
+//! resolves pods' image references under the lock), and a minimum age ([`ImageStore::gc_with`]) keeps
 //! images just pulled for a pod the caller's list did not know yet — as the kubelet's
 //! `--minimum-image-ttl-duration`.
 
@@ -62,8 +62,33 @@ impl ImageStore {
         min_age: Duration,
     ) -> Result<GcReport, ImageError> {
         let _exclusive = self.inner.gc_lock.write().await;
+        self.collect_locked(in_use.iter().cloned().collect(), target_bytes, min_age).await
+    }
+
+    /// As [`ImageStore::gc_with`], keeping the images `references` (pods' `image:` values or
+    /// image IDs) stand for, resolved once no pull is in flight. Resolving before waiting for
+    /// the lock would miss an image whose pull was still running — a pod's image, already
+    /// listed by reference, then recorded and removed at once (seen with a zero minimum age).
+    #[tracing::instrument(skip(self, references), fields(dir = %self.inner.dir.display()))]
+    pub async fn gc_referenced(
+        &self,
+        references: &[String],
+        target_bytes: u64,
+        min_age: Duration,
+    ) -> Result<GcReport, ImageError> {
+        let _exclusive = self.inner.gc_lock.write().await;
+        let in_use = self.digests_of(references.iter().map(String::as_str)).into_iter().collect();
+        self.collect_locked(in_use, target_bytes, min_age).await
+    }
+
+    /// One collection; the caller holds the GC lock exclusively.
+    async fn collect_locked(
+        &self,
+        in_use: HashSet<String>,
+        target_bytes: u64,
+        min_age: Duration,
+    ) -> Result<GcReport, ImageError> {
         let inner = self.inner.clone();
-        let in_use: HashSet<String> = in_use.iter().cloned().collect();
         let report = tokio::task::spawn_blocking(move || inner.collect(&in_use, target_bytes, min_age))
             .await
             .map_err(|e| ImageError::Io { path: self.inner.dir.clone(), message: format!("gc task: {e}") })??;

@@ -138,3 +138,25 @@ async fn young_images_stay_and_references_resolve() {
     let image = store.pull("r.example/young:1", PullPolicy::Never, &RegistryCredentials::default()).await;
     assert_eq!(image.expect("young kept").digest, young);
 }
+
+#[tokio::test]
+async fn references_resolve_after_a_pull_in_flight_records_its_image() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ImageStore::open(dir.path()).expect("open");
+    let old = add_image(&store, "r.example/old:1", &[b"old"], 4096, 10).await;
+    // A pull holds the GC lock shared while it writes and records; the pod naming its image
+    // is already listed. GC waits for the pull and must then see the image as in use.
+    let pull = store.inner.gc_lock.read().await;
+    let gc = tokio::spawn({
+        let store = store.clone();
+        async move { store.gc_referenced(&["r.example/late:1".to_string()], 0, std::time::Duration::ZERO).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!gc.is_finished(), "gc waits for the pull");
+    let late = add_image(&store, "r.example/late:1", &[b"late"], 4096, 20).await;
+    drop(pull);
+    let report = gc.await.expect("join").expect("gc");
+    assert_eq!(report.removed_images, [old], "only the unreferenced image goes");
+    let image = store.pull("r.example/late:1", PullPolicy::Never, &RegistryCredentials::default()).await;
+    assert_eq!(image.expect("late kept").digest, late);
+}
