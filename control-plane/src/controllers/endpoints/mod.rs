@@ -6,9 +6,10 @@
 //!
 //! Not here: Endpoints of selector-less Services (the user's, never touched), the
 //! `last-change-trigger-time` annotation and the 1000-address truncation of very large
-//! Services, and mirroring of manual Endpoints into slices.
+//! Services. Manual Endpoints are mirrored into slices by [`slices`] ([`mirror`]).
 
 pub mod addresses;
+pub mod mirror;
 pub mod placement;
 pub mod slices;
 #[cfg(test)]

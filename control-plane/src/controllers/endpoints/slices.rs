@@ -4,6 +4,9 @@
 //! endpoint per selected pod with an IP — terminating pods included, with `ready`, `serving`
 //! and `terminating` conditions — placed by [`super::placement`] and written only on change.
 //!
+//! A selector-less Service's own Endpoints object is mirrored into slices managed by the
+//! mirroring controller's name ([`super::mirror`]), so proxies find its manual addresses too.
+//!
 //! A lagging slice cache must not make it create a slice twice: after its writes it waits
 //! until the cache shows them ([`Tracker`], Kubernetes' `endpointSliceTracker`).
 //!
@@ -14,12 +17,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use serde_json::{Value, json};
 use tracing::instrument;
 
 use super::addresses::{self, MANAGED_BY, MANAGED_BY_LABEL, PortKey, SERVICE_NAME_LABEL};
+use super::mirror::{self, MIRROR_MANAGED_BY};
 use super::placement::{self, Existing, MAX_ENDPOINTS_PER_SLICE, Planned};
 use crate::apiserver::error::ApiError;
 use crate::controllers::events::{self, EventType};
@@ -88,10 +92,10 @@ pub struct EndpointSliceController {
     tracker: Tracker,
 }
 
-/// The Service key of a slice this controller manages.
+/// The Service key of a slice this controller manages (selected or mirrored).
 fn service_key(slice: &EndpointSlice) -> Option<String> {
     let labels = labels_of(&slice.metadata);
-    if labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY) {
+    if !matches!(labels.get(MANAGED_BY_LABEL).map(String::as_str), Some(MANAGED_BY | MIRROR_MANAGED_BY)) {
         return None;
     }
     let svc = labels.get(SERVICE_NAME_LABEL)?;
@@ -149,6 +153,14 @@ impl EndpointSliceController {
         ctx.inf.services.subscribe(move |change| q.add(&key_of(&change.object().metadata)));
         let (q, ctx2) = (c.queue.clone(), ctx.clone());
         ctx.inf.pods.subscribe(move |change| super::enqueue_services_of_pod(&ctx2, &q, change));
+        // A selector-less Service's Endpoints is mirrored.
+        let (q, ctx2) = (c.queue.clone(), ctx.clone());
+        ctx.inf.endpoints.subscribe(move |change: &Change<Endpoints>| {
+            let key = key_of(&change.object().metadata);
+            if ctx2.inf.services.get(&key).is_none_or(|svc| addresses::selector(&svc).is_none()) {
+                q.add(&key);
+            }
+        });
         // A managed slice edited or deleted by someone else is put right.
         let q = c.queue.clone();
         ctx.inf.endpoint_slices.subscribe(move |change: &Change<EndpointSlice>| {
@@ -190,23 +202,20 @@ impl EndpointSliceController {
         }
     }
 
-    /// Creates or updates one planned slice when it differs from `current`.
+    /// Creates or updates one planned slice, labelled `labels`, when it differs from `current`.
     async fn write(
         &self,
         key: &str,
         svc: &Service,
-        p: &Planned,
+        (p, labels): (&Planned, &BTreeMap<String, String>),
         current: Option<&EndpointSlice>,
     ) -> Result<(), ApiError> {
-        let mut labels = addresses::endpoint_labels(svc);
-        labels.insert(SERVICE_NAME_LABEL.into(), svc.metadata.name.clone().unwrap_or_default());
-        labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
         let owner = controller_reference("v1", "Service", &svc.metadata);
         let ports = slice_ports(&p.ports);
         if let Some(cur) = current {
             let same = cur.endpoints == p.endpoints
                 && cur.ports.clone().unwrap_or_default() == ports
-                && labels_of(&cur.metadata) == &labels
+                && labels_of(&cur.metadata) == labels
                 && cur.metadata.owner_references.as_deref() == Some(std::slice::from_ref(&owner));
             if same {
                 return Ok(());
@@ -242,14 +251,31 @@ impl EndpointSliceController {
         Ok(())
     }
 
-    /// Applies the plan for a live, selecting Service.
-    async fn sync(&self, key: &str, svc: &Service, managed: Vec<Arc<EndpointSlice>>) -> Result<(), ApiError> {
+    /// The labels of a selecting Service's slices.
+    fn selected_labels(svc: &Service) -> BTreeMap<String, String> {
+        let mut labels = addresses::endpoint_labels(svc);
+        labels.insert(SERVICE_NAME_LABEL.into(), svc.metadata.name.clone().unwrap_or_default());
+        labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+        labels
+    }
+
+    /// Brings a live Service's managed slices to `desired`, labelled `labels` (which name
+    /// their manager: slices of the other manager go).
+    async fn sync(
+        &self,
+        key: &str,
+        svc: &Service,
+        managed: Vec<Arc<EndpointSlice>>,
+        desired: BTreeMap<Vec<PortKey>, Vec<Endpoint>>,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), ApiError> {
         let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
         let uid = svc.metadata.uid.as_deref();
-        // Slices of an earlier Service of the same name go.
+        // Slices of an earlier Service of the same name, or of the other manager, go.
         let (mine, stale): (Vec<_>, Vec<_>) = managed.into_iter().partition(|s| {
             let owner = s.metadata.owner_references.iter().flatten().find(|r| r.controller == Some(true));
-            owner.is_none_or(|o| Some(o.uid.as_str()) == uid)
+            let same_manager = labels_of(&s.metadata).get(MANAGED_BY_LABEL) == labels.get(MANAGED_BY_LABEL);
+            same_manager && owner.is_none_or(|o| Some(o.uid.as_str()) == uid)
         });
         let existing = mine
             .iter()
@@ -259,10 +285,10 @@ impl EndpointSliceController {
                 endpoints: s.endpoints.clone(),
             })
             .collect();
-        let plan = placement::plan(self.desired(svc), existing, MAX_ENDPOINTS_PER_SLICE);
+        let plan = placement::plan(desired, existing, MAX_ENDPOINTS_PER_SLICE);
         for p in &plan.slices {
             let current = p.name.as_ref().and_then(|n| mine.iter().find(|s| s.metadata.name.as_ref() == Some(n)));
-            self.write(key, svc, p, current.map(|s| s.as_ref())).await?;
+            self.write(key, svc, (p, labels), current.map(|s| s.as_ref())).await?;
         }
         let stale = stale.iter().filter_map(|s| s.metadata.name.clone());
         for name in plan.delete.into_iter().chain(stale) {
@@ -287,19 +313,27 @@ impl Reconcile for EndpointSliceController {
             return Ok(());
         }
         let managed = self.ctx.inf.endpoint_slices.list_where(|s| service_key(s).as_deref() == Some(key));
-        let svc = self.ctx.inf.services.get(key);
-        let selecting =
-            svc.as_ref().filter(|s| addresses::selector(s).is_some() && s.metadata.deletion_timestamp.is_none());
-        let Some(svc) = selecting else {
-            // Deleted or selector-less: no managed slices (the garbage collector would also
-            // remove them through the owner reference).
+        let svc = self.ctx.inf.services.get(key).filter(|s| s.metadata.deletion_timestamp.is_none());
+        let wanted = svc.as_ref().and_then(|svc| {
+            if addresses::selector(svc).is_some() {
+                return Some((self.desired(svc), Self::selected_labels(svc)));
+            }
+            if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+                return None;
+            }
+            let endpoints = self.ctx.inf.endpoints.get(key).filter(|e| mirror::mirrored(e))?;
+            Some((mirror::desired(&endpoints), mirror::labels(&endpoints, name)))
+        });
+        let (Some(svc), Some((desired, labels))) = (svc, wanted) else {
+            // Deleted, or neither selecting nor mirrored: no managed slices (the garbage
+            // collector would also remove them through the owner reference).
             for s in &managed {
                 let slice = s.metadata.name.as_deref().unwrap_or_default();
                 self.delete(key, ns, slice).await.context(|| format!("deleting EndpointSlice {ns}/{slice}"))?;
             }
             return Ok(());
         };
-        if let Err(e) = self.sync(key, svc, managed).await {
+        if let Err(e) = self.sync(key, &svc, managed, desired, &labels).await {
             let involved = events::reference("v1", "Service", &svc.metadata);
             let message = format!("Error updating Endpoint Slices for Service {key}: {e}");
             let reg = &self.ctx.registry;

@@ -263,3 +263,58 @@ async fn a_label_change_moves_a_pod_out_of_both() {
     assert_eq!(got[0].endpoints.iter().map(|e| e.addresses[0].as_str()).collect::<Vec<_>>(), ["10.1.0.1"]);
     assert_eq!(ips(&endpoints(&tc, &eps, "web").await.expect("ep")["subsets"][0], "addresses"), ["10.1.0.1"]);
 }
+
+#[tokio::test]
+async fn manual_endpoints_of_a_selector_less_service_are_mirrored() {
+    let tc = TestCluster::start().await;
+    let c = EndpointSliceController::new(&tc.ctx);
+    service(&tc, "manual", json!({"ports": [{"name": "http", "port": 80}]})).await;
+    let manual = json!({"metadata": {"name": "manual", "labels": {"team": "a"}}, "subsets": [{
+        "addresses": [{"ip": "192.0.2.1"}], "notReadyAddresses": [{"ip": "192.0.2.2"}],
+        "ports": [{"name": "http", "port": 8080}]}]});
+    tc.create("", "endpoints", Some("default"), manual).await;
+    let got = slices(&tc, &c, "manual").await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let labels = labels_of(&got[0].metadata);
+    assert_eq!(labels.get(addresses::MANAGED_BY_LABEL).map(String::as_str), Some(mirror::MIRROR_MANAGED_BY));
+    assert_eq!(labels.get("team").map(String::as_str), Some("a"), "the Endpoints' labels are carried");
+    let owner = &got[0].metadata.owner_references.as_ref().expect("owner")[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Service", "manual"));
+    let port = &got[0].ports.as_ref().expect("ports")[0];
+    assert_eq!((port.name.as_deref(), port.port), (Some("http"), Some(8080)));
+    let ready: Vec<(String, bool)> = got[0]
+        .endpoints
+        .iter()
+        .map(|e| (e.addresses[0].clone(), e.conditions.as_ref().and_then(|c| c.ready) == Some(true)))
+        .collect();
+    assert_eq!(ready, [("192.0.2.1".into(), true), ("192.0.2.2".into(), false)]);
+
+    // Edits follow; skip-mirror and deleting the Endpoints take the slices away.
+    tc.update("", "endpoints", Some("default"), "manual", None, |e| {
+        e["subsets"][0]["addresses"] = json!([{"ip": "192.0.2.7"}]);
+    })
+    .await;
+    let got = slices(&tc, &c, "manual").await;
+    assert_eq!(got.len(), 1);
+    assert!(got[0].endpoints.iter().any(|e| e.addresses == ["192.0.2.7"]), "{got:?}");
+    tc.update("", "endpoints", Some("default"), "manual", None, |e| {
+        e["metadata"]["labels"][mirror::SKIP_MIRROR_LABEL] = json!("true");
+    })
+    .await;
+    assert!(slices(&tc, &c, "manual").await.is_empty(), "skip-mirror");
+    tc.update("", "endpoints", Some("default"), "manual", None, |e| {
+        e["metadata"]["labels"] = json!({});
+    })
+    .await;
+    assert_eq!(slices(&tc, &c, "manual").await.len(), 1);
+    tc.delete("", "endpoints", Some("default"), "manual", DeleteOptions::default()).await;
+    assert!(slices(&tc, &c, "manual").await.is_empty(), "Endpoints deleted");
+
+    // A selecting Service's slices are never the mirror's.
+    service(&tc, "sel", json!({"selector": {"app": "x"}, "ports": [{"port": 80}]})).await;
+    let got = slices(&tc, &c, "sel").await;
+    assert!(
+        got.iter().all(|s| labels_of(&s.metadata).get(addresses::MANAGED_BY_LABEL).map(String::as_str)
+            == Some(addresses::MANAGED_BY))
+    );
+}
