@@ -1,10 +1,11 @@
 //! `skiff-bench`: benchmarks that write BENCHMARKS.md at the workspace root.
 //!
-//! One module per benchmark (`api`, `pods`, `http`, `footprint`, `sched`, `containers`, `dns`, `ingress`, `service`), each rewriting only its own section of the file
+//! One module per benchmark (`api`, `pods`, `http`, `footprint`, `sched`, `containers`, `dns`, `ingress`, `service`, `churn`), each rewriting only its own section of the file
 //! (see [`report`]). Run with `--release` against a release `skiff`:
 //! `cargo build --release -p skiff && cargo run --release -p skiff-bench -- api`.
 
 mod api;
+mod churn;
 mod containers;
 mod dns;
 mod footprint;
@@ -126,6 +127,22 @@ enum Command {
         /// Measured runs per side (alternating).
         #[arg(long, default_value_t = 2)]
         rounds: usize,
+        /// skiff binary (default: `skiff` beside this binary, i.e. target/release/skiff).
+        #[arg(long, env = "SKIFF_BIN")]
+        skiff_bin: Option<PathBuf>,
+        /// Print the section instead of writing it to the output file.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Time for many Services and their endpoints to reach the node's proxy and cluster DNS,
+    /// created and deleted (root: runs skiff in bridge mode inside a network namespace).
+    Churn {
+        /// Services created (each with a manual Endpoints).
+        #[arg(long, default_value_t = 10_000)]
+        services: usize,
+        /// Concurrent API clients.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
         /// skiff binary (default: `skiff` beside this binary, i.e. target/release/skiff).
         #[arg(long, env = "SKIFF_BIN")]
         skiff_bin: Option<PathBuf>,
@@ -305,6 +322,11 @@ async fn main() -> Result<()> {
             };
             let section = bench.run().await?;
             emit(&cli.output, "ingress", &section, dry_run)?;
+        }
+        Command::Churn { services, clients, skiff_bin, dry_run } => {
+            let bench = churn::ChurnBench { services, clients, skiff_bin, load_at_start: pods::load_note() };
+            let section = bench.run().await?;
+            emit(&cli.output, "churn", &section, dry_run)?;
         }
         Command::Service { threads, connections, duration, warmup, rounds, skiff_bin, dry_run } => {
             let bench = service::ServiceBench {

@@ -88,7 +88,7 @@ impl Cluster {
 
     /// Adds the tail of skiff's log to an error, to say why a wait failed.
     pub fn with_log<T>(&self, result: Result<T>) -> Result<T> {
-        result.map_err(|error| error.context(format!("--- skiff log tail ---\n{}", self.skiff.log_tail(40))))
+        result.map_err(|error| error.context(format!("--- skiff log tail ---\n{}", self.skiff.log_tail(400))))
     }
 
     /// Creates namespace `name`.
@@ -198,7 +198,6 @@ fn pod(image: &str, namespace: &str, name: &str) -> Value {
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "labels": {"bench": "pods"}},
         "spec": {
-            "nodeSelector": {"skiff.dev/runtimes": "wasm"},
             "containers": [{
                 "name": "hello",
                 "image": image,

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 mod agent;
 mod heap;
+mod limits;
 mod node;
 
 #[derive(Debug, Parser)]
@@ -183,6 +184,7 @@ fn main() -> std::process::ExitCode {
 
 fn run_cli() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    limits::raise_open_files();
     match cli.command {
         Command::Version => {
             println!(

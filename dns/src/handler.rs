@@ -49,6 +49,11 @@ impl ClusterHandler {
         Self { records, forwarder }
     }
 
+    /// The records it answers from.
+    pub fn records(&self) -> &ClusterRecords {
+        &self.records
+    }
+
     async fn reply(&self, request: &Request) -> Reply {
         if request.metadata.op_code != OpCode::Query {
             return Reply::code(ResponseCode::NotImp);

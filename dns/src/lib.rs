@@ -5,8 +5,8 @@
 //! - [`ClusterRecords`] (`records.rs`): the cache, fed by whoever watches Services/Endpoints
 //!   (the node agent); no Kubernetes API client here.
 //! - `lookup.rs`: query → [`Resolution`] (records, NODATA, NXDOMAIN or not ours), pure logic.
-//! - [`DnsServer`] (`server.rs`, `handler.rs`): hickory's UDP/TCP server with our request
-//!   handler; [`Forwarder`] (`forward.rs`) sends other names to upstream resolvers, cached.
+//! - [`DnsServer`] (`server.rs`, `handler.rs`, `udp.rs`): our request handler behind hickory's
+//!   TCP server and our own UDP loop with an answer cache; [`Forwarder`] (`forward.rs`) sends other names to upstream resolvers, cached.
 //! - [`skydns_records`] (`skydns.rs`): the `/skydns/...` keys and JSON values for a Service.
 //!
 //! Embedding it (the node agent's job):
@@ -38,6 +38,7 @@ mod lookup;
 mod records;
 mod server;
 mod skydns;
+mod udp;
 
 pub use forward::{ForwardError, Forwarded, Forwarder, Upstreams};
 pub use handler::ClusterHandler;

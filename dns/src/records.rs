@@ -139,6 +139,12 @@ impl ClusterRecords {
         &self.inner.config
     }
 
+    /// The SOA serial: changes with every change of the records (answers cached under one
+    /// serial are stale under another).
+    pub fn serial(&self) -> u32 {
+        self.read().serial
+    }
+
     pub(crate) fn zone_suffix(&self) -> &str {
         &self.inner.suffix
     }

@@ -1,4 +1,5 @@
-//! The DNS server task: UDP and TCP listeners on one address, served by [`ClusterHandler`].
+//! The DNS server task: UDP and TCP listeners on one address, served by [`ClusterHandler`] —
+//! TCP by hickory's server, UDP by our own loop with an answer cache (`udp.rs`).
 //!
 //! Owns socket binding and the server's lifetime (a task that ends when the cancellation token
 //! fires, after hickory drains its listeners); not the answers (`handler.rs`).
@@ -46,8 +47,9 @@ impl DnsServer {
     ) -> Result<Self, ServerError> {
         let (udp, tcp) = bind_pair(listen).await?;
         let local_addr = udp.local_addr().map_err(|source| ServerError::Bind { addr: listen, source })?;
+        let udp_cancel = cancel.child_token();
+        let udp_task = tokio::spawn(crate::udp::serve(udp, handler.clone(), udp_cancel.clone()));
         let mut server = Server::new(handler);
-        server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
         tracing::info!(%local_addr, "cluster DNS listening (udp, tcp)");
         let task = tokio::spawn(async move {
@@ -55,6 +57,8 @@ impl DnsServer {
                 () = cancel.cancelled() => None,
                 result = server.block_until_done() => Some(result),
             };
+            udp_cancel.cancel();
+            let _ = udp_task.await;
             let result = match ended {
                 Some(result) => result,
                 None => server.shutdown_gracefully().await,

@@ -71,6 +71,7 @@ struct Fixture {
     upstream: SocketAddr,
     cancel: CancellationToken,
     servers: Vec<DnsServer>,
+    records: ClusterRecords,
 }
 
 impl Fixture {
@@ -105,11 +106,12 @@ impl Fixture {
         let forwarder = Forwarder::new(&Upstreams::Servers(vec![upstream.local_addr()]))?;
         let server = DnsServer::start(
             "127.0.0.1:0".parse()?,
-            ClusterHandler::new(records, Some(forwarder)),
+            ClusterHandler::new(records.clone(), Some(forwarder)),
             cancel.child_token(),
         )
         .await?;
-        Ok(Self { addr: server.local_addr(), upstream: upstream.local_addr(), cancel, servers: vec![upstream, server] })
+        let (addr, upstream_addr) = (server.local_addr(), upstream.local_addr());
+        Ok(Self { addr, upstream: upstream_addr, cancel, servers: vec![upstream, server], records })
     }
 
     /// Runs `dig @server -p port <args>` and returns its stdout.
@@ -273,5 +275,31 @@ async fn garbage_packets_do_not_stop_the_server() -> Result<()> {
     // Still answering, over UDP and TCP.
     assert_eq!(f.short("web.d.svc.cluster.local", "A").await?, ["10.96.0.5"]);
     assert_eq!(f.dig(&["web.d.svc.cluster.local", "+tcp", "+short"]).await?.trim(), "10.96.0.5");
+    f.stop().await
+}
+
+#[tokio::test]
+async fn repeated_queries_follow_changes_and_the_clients_spelling() -> Result<()> {
+    let f = Fixture::start().await?;
+    // The second and third are answered from the UDP answer cache (dig checks the ID).
+    for _ in 0..3 {
+        assert_eq!(f.short("web.d.svc.cluster.local", "A").await?, ["10.96.0.5"]);
+    }
+    // The question comes back as the client spelled it (dig rejects a reply whose question
+    // differs), from the cache too.
+    for spelling in ["WeB.d.SVC.cluster.local", "WEB.D.svc.cluster.local", "WeB.d.SVC.cluster.local"] {
+        let out = f.dig(&[spelling, "A", "+noall", "+question", "+answer"]).await?;
+        assert!(out.starts_with(&format!(";{spelling}.")), "{out}");
+        assert!(out.contains("\tA\t10.96.0.5"), "{out}");
+    }
+    // A change of the records is seen at once, positive and negative answers alike.
+    f.records.upsert_service(&service("d", "web", cluster_ip("10.96.0.6", "http", 80)));
+    assert_eq!(f.short("web.d.svc.cluster.local", "A").await?, ["10.96.0.6"]);
+    assert_eq!(status(&f.dig(&["late.d.svc.cluster.local", "A"]).await?), "NXDOMAIN");
+    f.records.upsert_service(&service("d", "late", cluster_ip("10.96.0.7", "http", 80)));
+    assert_eq!(f.short("late.d.svc.cluster.local", "A").await?, ["10.96.0.7"]);
+    // Forwarded answers are not cached but still served.
+    assert_eq!(f.short("web.x.svc.upstream.test", "A").await?, ["192.0.2.1"]);
+    assert_eq!(f.short("web.x.svc.upstream.test", "A").await?, ["192.0.2.1"]);
     f.stop().await
 }

@@ -206,6 +206,21 @@ async fn cluster_ips_node_ports_and_load_balancers_balance_over_ready_wasm_pods(
     let (code, body, _) = curl(&netns, &format!("{lb_url}/env/POD_NAME")).await?;
     ensure!(code == 0 && body.starts_with("web-"), "{lb_url}: exit {code}, {body:?}");
 
+    // A selector-less Service with manual Endpoints (one web pod's address): its slice is
+    // mirrored, so the proxy serves it too, and only that pod answers.
+    let chosen = ready_endpoints(&skiff, "web").await?.first().cloned().context("a web endpoint")?;
+    skiff
+        .apply(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: manual}}\nspec:\n  ports: [{{name: http, port: 80}}]\n\
+             ---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: manual}}\nsubsets:\n\
+             - addresses: [{{ip: \"{chosen}\"}}]\n  ports: [{{name: http, port: 8080}}]\n"
+        ))
+        .await?;
+    let manual = format!("http://{}", cluster_ip(&skiff, "manual").await?);
+    answering(&skiff, &netns, &manual).await?;
+    let seen = spread(&netns, &manual).await?;
+    ensure!(seen.len() == 1 && seen.keys().all(|p| p.starts_with("web-")), "manual endpoints reached {seen:?}");
+
     // A fourth pod, ready while its flag file exists, gets its share; once the probe fails it
     // leaves the endpoints and gets nothing more.
     skiff.apply(&flip_pod(&image, flag_dir.path().to_str().context("flag dir")?)).await?;
