@@ -9,6 +9,11 @@ use std::time::Duration;
 
 use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
+
+/// The error of binding `addr`.
+fn bind_error(addr: SocketAddr) -> impl Fn(std::io::Error) -> ServerError + Copy {
+    move |source| ServerError::Bind { addr, source }
+}
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +23,8 @@ use crate::handler::ClusterHandler;
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Responses queued per TCP connection.
 const TCP_RESPONSE_BUFFER: usize = 64;
+/// UDP sockets (and receive loops) on the address: the kernel spreads clients over them.
+const UDP_LOOPS: usize = 2;
 /// Attempts at finding a port free for both UDP and TCP when asked for port 0.
 const BIND_ATTEMPTS: usize = 16;
 
@@ -48,7 +55,9 @@ impl DnsServer {
         let (udp, tcp) = bind_pair(listen).await?;
         let local_addr = udp.local_addr().map_err(|source| ServerError::Bind { addr: listen, source })?;
         let udp_cancel = cancel.child_token();
-        let udp_task = tokio::spawn(crate::udp::serve(udp, handler.clone(), udp_cancel.clone()));
+        let mut sockets = vec![udp];
+        sockets.extend(crate::udp::bind_more(&sockets[0], UDP_LOOPS - 1).map_err(bind_error(local_addr))?);
+        let udp_task = tokio::spawn(crate::udp::serve(sockets, handler.clone(), udp_cancel.clone()));
         let mut server = Server::new(handler);
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
         tracing::info!(%local_addr, "cluster DNS listening (udp, tcp)");
@@ -83,11 +92,11 @@ impl DnsServer {
 }
 
 async fn bind_pair(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), ServerError> {
-    let bind_error = |source| ServerError::Bind { addr: listen, source };
+    let bind_error = bind_error(listen);
     let attempts = if listen.port() == 0 { BIND_ATTEMPTS } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
-        let udp = UdpSocket::bind(listen).await.map_err(bind_error)?;
+        let udp = crate::udp::bind(listen).map_err(bind_error)?;
         let addr = udp.local_addr().map_err(bind_error)?;
         match TcpListener::bind(addr).await {
             Ok(tcp) => return Ok((udp, tcp)),

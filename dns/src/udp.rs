@@ -131,16 +131,52 @@ impl AnswerCache {
     }
 }
 
-/// Serves UDP on `socket` until `cancel` fires.
-pub(crate) async fn serve(socket: UdpSocket, handler: ClusterHandler, cancel: CancellationToken) {
-    let socket = Arc::new(socket);
+/// Binds `addr` for UDP with `SO_REUSEPORT`, so that [`bind_more`] can add sockets the kernel
+/// spreads queries over (by source address and port).
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// `count` more sockets on the address `first` is bound to.
+pub(crate) fn bind_more(first: &UdpSocket, count: usize) -> std::io::Result<Vec<UdpSocket>> {
+    let addr = first.local_addr()?;
+    (0..count).map(|_| bind(addr)).collect()
+}
+
+/// Serves UDP on `sockets` (one receive loop each, sharing one cache) until `cancel` fires.
+pub(crate) async fn serve(sockets: Vec<UdpSocket>, handler: ClusterHandler, cancel: CancellationToken) {
     let cache = Arc::new(AnswerCache::new(handler.records().clone()));
+    let per_loop = MAX_IN_FLIGHT / sockets.len().max(1);
+    let mut loops = JoinSet::new();
+    for socket in sockets {
+        loops.spawn(serve_socket(socket, handler.clone(), cache.clone(), per_loop, cancel.clone()));
+    }
+    while loops.join_next().await.is_some() {}
+}
+
+/// One receive loop.
+async fn serve_socket(
+    socket: UdpSocket,
+    handler: ClusterHandler,
+    cache: Arc<AnswerCache>,
+    max_in_flight: usize,
+    cancel: CancellationToken,
+) {
+    let socket = Arc::new(socket);
     let mut misses = JoinSet::new();
     let mut buffer = vec![0u8; MAX_DATAGRAM];
+    // Registered once: a fresh `cancelled()` per packet would lock the token's tree each time.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let received = tokio::select! {
-            () = cancel.cancelled() => break,
+            biased;
             received = socket.recv_from(&mut buffer) => received,
+            () = &mut cancelled => break,
         };
         while misses.try_join_next().is_some() {}
         let (len, src) = match received {
@@ -161,7 +197,7 @@ pub(crate) async fn serve(socket: UdpSocket, handler: ClusterHandler, cancel: Ca
             }
             continue;
         }
-        if misses.len() >= MAX_IN_FLIGHT {
+        if misses.len() >= max_in_flight {
             continue;
         }
         let (socket, cache, handler, packet) = (socket.clone(), cache.clone(), handler.clone(), packet.to_vec());
