@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
@@ -118,6 +119,8 @@ struct Inner {
     /// `.<zone>` lowercased, for suffix matching of query names.
     suffix: String,
     state: RwLock<State>,
+    /// `state.serial`, readable without the lock (the UDP answer cache checks it per query).
+    serial: AtomicU32,
 }
 
 /// A concurrently readable cache of the cluster's DNS data; clones share the same cache.
@@ -131,7 +134,8 @@ impl ClusterRecords {
     pub fn new(mut config: ZoneConfig) -> Self {
         config.zone = config.zone.trim_matches('.').to_ascii_lowercase();
         let suffix = format!(".{}", config.zone);
-        Self { inner: Arc::new(Inner { config, suffix, state: RwLock::new(State { serial: 1, ..State::default() }) }) }
+        let state = RwLock::new(State { serial: 1, ..State::default() });
+        Self { inner: Arc::new(Inner { config, suffix, state, serial: AtomicU32::new(1) }) }
     }
 
     /// The zone settings.
@@ -142,7 +146,13 @@ impl ClusterRecords {
     /// The SOA serial: changes with every change of the records (answers cached under one
     /// serial are stale under another).
     pub fn serial(&self) -> u32 {
-        self.read().serial
+        self.inner.serial.load(Ordering::Acquire)
+    }
+
+    /// Records a change: a new serial, published while the write lock is still held.
+    fn bump(&self, state: &mut State) {
+        state.serial = state.serial.wrapping_add(1);
+        self.inner.serial.store(state.serial, Ordering::Release);
     }
 
     pub(crate) fn zone_suffix(&self) -> &str {
@@ -165,7 +175,7 @@ impl ClusterRecords {
                 state.unindex(&key, stale.collect::<Vec<_>>());
             }
         }
-        state.serial = state.serial.wrapping_add(1);
+        self.bump(&mut state);
     }
 
     /// Forgets a Service (its Endpoints are kept until removed, as the API server does).
@@ -180,7 +190,7 @@ impl ClusterRecords {
                     state.namespaces.remove(namespace);
                 }
             }
-            state.serial = state.serial.wrapping_add(1);
+            self.bump(&mut state);
         }
     }
 
@@ -203,14 +213,14 @@ impl ClusterRecords {
         }
         state.index(&key, backend_ips(&backends));
         state.endpoints.insert(key, backends);
-        state.serial = state.serial.wrapping_add(1);
+        self.bump(&mut state);
     }
 
     /// Forgets an Endpoints object.
     pub fn remove_endpoints(&self, namespace: &str, name: &str) {
         let mut state = self.write();
         if state.endpoints.remove(&(namespace.to_owned(), name.to_owned())).is_some() {
-            state.serial = state.serial.wrapping_add(1);
+            self.bump(&mut state);
         }
     }
 

@@ -89,21 +89,35 @@ impl AnswerCache {
         Self { records, entries: RwLock::new((serial, HashMap::new())) }
     }
 
-    /// The cached response to `packet`, patched for it, if there is one for the current records.
-    pub(crate) fn answer(&self, packet: &[u8]) -> Option<Vec<u8>> {
-        let name_end = question_end(packet)?;
+    /// Writes the cached response to `packet`, patched for it, into `response` and says
+    /// whether there was one for the current records (the hot path: no allocation).
+    pub(crate) fn answer_into(&self, packet: &[u8], response: &mut Vec<u8>) -> bool {
+        let Some(name_end) = question_end(packet) else { return false };
+        let mut key = [0u8; MAX_DATAGRAM];
+        let Some(key) = key.get_mut(..packet.len() - 2) else { return false };
+        key.copy_from_slice(&packet[2..]);
+        key[HEADER - 2..name_end - 2].make_ascii_lowercase();
         let serial = self.records.serial();
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
         if entries.0 != serial {
-            return None;
+            return false;
         }
-        let cached = entries.1.get(&key(packet, name_end))?;
-        let mut response = cached.to_vec();
+        let Some(cached) = entries.1.get(&*key) else { return false };
+        response.clear();
+        response.extend_from_slice(cached);
         drop(entries);
         response[..2].copy_from_slice(&packet[..2]);
-        // The question is the first name of the response, at the same offset and length.
-        response.get_mut(HEADER..name_end)?.copy_from_slice(&packet[HEADER..name_end]);
-        Some(response)
+        // The question is the first name of the response, at the same offset and length
+        // (checked when it was cached).
+        response[HEADER..name_end].copy_from_slice(&packet[HEADER..name_end]);
+        true
+    }
+
+    /// [`AnswerCache::answer_into`] into a new buffer.
+    #[cfg(test)]
+    fn answer(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        let mut response = Vec::new();
+        self.answer_into(packet, &mut response).then_some(response)
     }
 
     /// Remembers `response` to `packet` when it is authoritative and the records have not
@@ -169,6 +183,7 @@ async fn serve_socket(
     let socket = Arc::new(socket);
     let mut misses = JoinSet::new();
     let mut buffer = vec![0u8; MAX_DATAGRAM];
+    let mut response = Vec::with_capacity(MAX_DATAGRAM);
     // Registered once: a fresh `cancelled()` per packet would lock the token's tree each time.
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
@@ -191,7 +206,7 @@ async fn serve_socket(
             continue;
         }
         let packet = &buffer[..len];
-        if let Some(response) = cache.answer(packet) {
+        if cache.answer_into(packet, &mut response) {
             if let Err(error) = socket.send_to(&response, src).await {
                 tracing::debug!(%error, %src, "cluster DNS: UDP send");
             }
