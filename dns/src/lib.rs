@@ -4,6 +4,7 @@
 //!
 //! - [`ClusterRecords`] (`records.rs`): the cache, fed by whoever watches Services/Endpoints
 //!   (the node agent); no Kubernetes API client here.
+//! - `addresses.rs`: a name's addresses ([`NameAddresses`]) for in-process resolvers.
 //! - `lookup.rs`: query → [`Resolution`] (records, NODATA, NXDOMAIN or not ours), pure logic.
 //! - [`DnsServer`] (`server.rs`, `handler.rs`): hickory's UDP/TCP server with our request
 //!   handler; [`Forwarder`] (`forward.rs`) sends other names to upstream resolvers, cached.
@@ -32,6 +33,7 @@
 //! # }
 //! ```
 
+mod addresses;
 mod forward;
 mod handler;
 mod lookup;
@@ -39,6 +41,7 @@ mod records;
 mod server;
 mod skydns;
 
+pub use addresses::NameAddresses;
 pub use forward::{ForwardError, Forwarded, Forwarder, Upstreams};
 pub use handler::ClusterHandler;
 pub use lookup::Resolution;
