@@ -19,6 +19,7 @@ mod drain;
 mod endpoints;
 mod hollow;
 mod http_api;
+mod guest_dns;
 mod ingress;
 mod init_containers;
 mod jobs;
