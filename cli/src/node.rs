@@ -157,13 +157,17 @@ pub async fn start(
         token: cluster.token.clone(),
         ca_pem: cluster.pki.ca_pem().to_string(),
     };
+    // One cache of cluster names: the node's DNS server answers from it, WASM guests resolve
+    // from it (`dnsPolicy: ClusterFirst`).
+    let mut dns = skiff_node::cluster_dns::ClusterDnsConfig::new(cfg.cluster_dns_ip());
+    dns.upstreams = cfg.dns_upstreams.clone();
+    let records = skiff_node::cluster_dns::new_records(&dns);
+    cfg.cluster_records = Some(records.clone());
     // WASM first: the runtime of pods that name none.
-    let wasm: Arc<dyn ContainerRuntime> = Arc::new(WasmContainerRuntime::new(
-        wasm,
-        images.clone(),
-        Some(builtin.clone()),
-        cfg.insecure_registries.clone(),
-    ));
+    let wasm: Arc<dyn ContainerRuntime> = Arc::new(
+        WasmContainerRuntime::new(wasm, images.clone(), Some(builtin.clone()), cfg.insecure_registries.clone())
+            .with_cluster_names(records),
+    );
     let mut offered = vec![wasm.clone()];
     if runtimes.oci {
         // It runs the WASM containers of mixed pods inside their sandbox on the same runtime.

@@ -4,6 +4,7 @@
 //!
 //! - [`ClusterRecords`] (`records.rs`): the cache, fed by whoever watches Services/Endpoints
 //!   (the node agent); no Kubernetes API client here.
+//! - `addresses.rs`: a name's addresses ([`NameAddresses`]) for in-process resolvers.
 //! - `lookup.rs`: query → [`Resolution`] (records, NODATA, NXDOMAIN or not ours), pure logic.
 //! - [`DnsServer`] (`server.rs`, `handler.rs`, `udp.rs`): our request handler behind hickory's
 //!   TCP server and our own UDP loop with an answer cache; [`Forwarder`] (`forward.rs`) sends other names to upstream resolvers, cached.
@@ -32,6 +33,7 @@
 //! # }
 //! ```
 
+mod addresses;
 mod forward;
 mod handler;
 mod lookup;
@@ -40,6 +42,7 @@ mod server;
 mod skydns;
 mod udp;
 
+pub use addresses::NameAddresses;
 pub use forward::{ForwardError, Forwarded, Forwarder, Upstreams};
 pub use handler::ClusterHandler;
 pub use lookup::Resolution;

@@ -49,6 +49,10 @@ pub struct AgentConfig {
     /// Where the node's DNS server forwards names outside the cluster zone (`--dns-upstream`);
     /// empty: the host's `/etc/resolv.conf` nameservers.
     pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// The cache of cluster names the node's DNS server answers from, when the embedder shares
+    /// it (with the WASM runtime's guest resolvers: [`crate::cluster_dns::new_records`]);
+    /// `None`: the agent makes its own.
+    pub cluster_records: Option<skiff_dns::ClusterRecords>,
     /// The node's InternalIP (also the pods' hostIP).
     pub node_ip: IpAddr,
     /// The port the node API listens on (reported as the kubelet endpoint).
@@ -89,6 +93,7 @@ impl AgentConfig {
             service_cidr: DEFAULT_SERVICE_CIDR,
             cluster_dns: None,
             dns_upstreams: Vec::new(),
+            cluster_records: None,
             node_ip: IpAddr::from([127, 0, 0, 1]),
             node_api_port: 10250,
             capacity: BTreeMap::new(),
@@ -216,7 +221,9 @@ impl Agent {
         });
         let mut dns = crate::cluster_dns::ClusterDnsConfig::new(cfg.cluster_dns_ip());
         dns.upstreams = cfg.dns_upstreams.clone();
-        let dns_task = crate::cluster_dns::run(client.clone(), dns, ctx.net.local_service_cidr(), shutdown.clone());
+        let records = cfg.cluster_records.clone().unwrap_or_else(|| crate::cluster_dns::new_records(&dns));
+        let dns_task =
+            crate::cluster_dns::run(client.clone(), dns, records, ctx.net.local_service_cidr(), shutdown.clone());
         let client_for_volumes = client.clone();
         let mut tasks = JoinSet::new();
         tasks.spawn(crate::proxy::run(client.clone(), proxy_placement(&cfg, &ctx.net), local_http, shutdown.clone()));

@@ -2,7 +2,9 @@
 //! `kube-system/kube-dns` address (the service range's `.10`), from Services and Endpoints it
 //! watches through the API server, and forwards other names upstream.
 //!
-//! What it owns: the two watches (all namespaces) feeding a [`ClusterRecords`] cache, the
+//! What it owns: the two watches (all namespaces) feeding a [`ClusterRecords`] cache (shared
+//! with the WASM guests' resolvers, `runtime/wasm_names.rs`, so it is fed even where no DNS
+//! server runs), the
 //! choice of upstream resolvers (the `--dns-upstream` flags, else the host's `resolv.conf` minus
 //! the cluster DNS address itself, which would loop), and the [`DnsServer`] on
 //! `<cluster dns>:53` over UDP and TCP. It only listens when that address is local to the node
@@ -49,10 +51,23 @@ impl ClusterDnsConfig {
     }
 }
 
-/// Serves cluster DNS until `cancel` fires (see the module docs). Never fails: problems are
-/// logged, and the node runs on without DNS.
-pub async fn run(client: kube::Client, cfg: ClusterDnsConfig, local: Option<Ipv4Net>, cancel: CancellationToken) {
-    if !local.is_some_and(|cidr| cidr.contains(&cfg.ip)) {
+/// An empty record cache for `cfg`'s zone, to share between [`run`] and guest resolvers.
+pub fn new_records(cfg: &ClusterDnsConfig) -> ClusterRecords {
+    ClusterRecords::new(ZoneConfig { zone: cfg.zone.clone(), dns_ip: Some(cfg.ip.into()), ..ZoneConfig::default() })
+}
+
+/// Keeps `records` current and serves cluster DNS from it until `cancel` fires (see the module
+/// docs). Never fails: problems are logged, and the node runs on without DNS.
+pub async fn run(
+    client: kube::Client,
+    cfg: ClusterDnsConfig,
+    records: ClusterRecords,
+    local: Option<Ipv4Net>,
+    cancel: CancellationToken,
+) {
+    let server = if local.is_some_and(|cidr| cidr.contains(&cfg.ip)) {
+        serve(&cfg, &records, &cancel).await
+    } else {
         let why = match local {
             Some(cidr) => format!("{} is outside the local service range {cidr}", cfg.ip),
             None => "cluster IPs are not local addresses of this node (loopback pod network with a \
@@ -60,33 +75,8 @@ pub async fn run(client: kube::Client, cfg: ClusterDnsConfig, local: Option<Ipv4
                 .to_owned(),
         };
         info!(ip = %cfg.ip, "cluster DNS not served on this node: {why}");
-        return;
-    }
-    let records = ClusterRecords::new(ZoneConfig {
-        zone: cfg.zone.clone(),
-        dns_ip: Some(cfg.ip.into()),
-        ..ZoneConfig::default()
-    });
-    let upstreams = upstreams(&cfg);
-    let forwarder = if upstreams.is_empty() {
-        warn!("cluster DNS has no upstream resolver: names outside the cluster zone are refused");
         None
-    } else {
-        match Forwarder::new(&Upstreams::Servers(upstreams.clone())) {
-            Ok(forwarder) => Some(forwarder),
-            Err(error) => {
-                warn!(%error, "cluster DNS cannot forward: names outside the cluster zone are refused");
-                None
-            }
-        }
     };
-    let listen = SocketAddr::new(cfg.ip.into(), DNS_PORT);
-    let handler = ClusterHandler::new(records.clone(), forwarder);
-    let server = match DnsServer::start(listen, handler, cancel.child_token()).await {
-        Ok(server) => server,
-        Err(error) => return warn!(%error, "cluster DNS not served on this node"),
-    };
-    info!(%listen, ?upstreams, "cluster DNS serving");
     let (r1, r2, r3, r4) = (records.clone(), records.clone(), records.clone(), records);
     let services = follow::<Service>(
         Api::all(client.clone()),
@@ -104,9 +94,39 @@ pub async fn run(client: kube::Client, cfg: ClusterDnsConfig, local: Option<Ipv4
         () = endpoints => warn!("the Endpoints watch of cluster DNS ended"),
     }
     cancel.cancelled().await;
-    if let Err(error) = server.wait().await {
+    if let Some(server) = server
+        && let Err(error) = server.wait().await
+    {
         warn!(%error, "cluster DNS server stopped with an error");
     }
+}
+
+/// Starts the DNS server on `<cfg.ip>:53`; `None` (logged) if it cannot.
+async fn serve(cfg: &ClusterDnsConfig, records: &ClusterRecords, cancel: &CancellationToken) -> Option<DnsServer> {
+    let upstreams = upstreams(cfg);
+    let forwarder = if upstreams.is_empty() {
+        warn!("cluster DNS has no upstream resolver: names outside the cluster zone are refused");
+        None
+    } else {
+        match Forwarder::new(&Upstreams::Servers(upstreams.clone())) {
+            Ok(forwarder) => Some(forwarder),
+            Err(error) => {
+                warn!(%error, "cluster DNS cannot forward: names outside the cluster zone are refused");
+                None
+            }
+        }
+    };
+    let listen = SocketAddr::new(cfg.ip.into(), DNS_PORT);
+    let handler = ClusterHandler::new(records.clone(), forwarder);
+    let server = match DnsServer::start(listen, handler, cancel.child_token()).await {
+        Ok(server) => server,
+        Err(error) => {
+            warn!(%error, "cluster DNS not served on this node");
+            return None;
+        }
+    };
+    info!(%listen, ?upstreams, "cluster DNS serving");
+    Some(server)
 }
 
 /// Follows every object of kind `K` into `apply`/`remove`, including objects deleted while the

@@ -14,8 +14,8 @@ pub fn guests_dir() -> PathBuf {
     target.join("guests").join("wasm32-wasip2").join("release")
 }
 
-/// The path of the built guest `name` (`http-probe`, `cli-probe`, `hello-http`, `hello-job`,
-/// `invalid`); `-` and `_` are interchangeable, as cargo names cdylibs with `_`.
+/// The path of the built guest `name` (`http-probe`, `cli-probe`, `dns-probe`, `hello-http`,
+/// `hello-job`, `invalid`); `-` and `_` are interchangeable, as cargo names cdylibs with `_`.
 ///
 /// # Panics
 /// If the guest has not been built, with a message saying to run `scripts/build-guests.sh`.

@@ -18,11 +18,9 @@ use crate::{Artifact, RunError, Shape, WasmRuntime};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Notify, oneshot};
-use wasmtime::component::ResourceTable;
 use wasmtime::{InstancePre, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi_http::WasiHttpCtx;
 
 /// How a command ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,9 +112,7 @@ impl WasmRuntime {
         let mut builder = guest.wasi_builder()?;
         let prepared = match &artifact.inner.code {
             Code::Command(pre) => {
-                let host =
-                    Host { table: ResourceTable::new(), wasi: builder.build(), http: WasiHttpCtx::new(), limiter };
-                let mut store = Store::new(engine, host);
+                let mut store = Store::new(engine, guest.host(builder.build(), limiter));
                 store.limiter(|h| &mut h.limiter);
                 interrupt_on_kill(&mut store, &kill);
                 Prepared::Component(store, pre.clone())

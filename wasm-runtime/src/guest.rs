@@ -5,10 +5,13 @@
 //! stdin, no directories — except what the pod spec grants: its env, its volumes as preopens
 //! (read-only ones opened with `FsPerms::ReadOnly`, enforced by wasmtime-wasi, not by the
 //! guest's good will), and the network (pods talk to the world; the node decides addresses) —
-//! the pod's network namespace when it has one (see `netns`).
+//! the pod's network namespace when it has one (see `netns`) — and, when the embedder gives
+//! one, a [`NameResolver`] for cluster names (`names.rs`, `lookup.rs`, `outgoing.rs`).
 
 use crate::RunError;
 use crate::limits::GuestLimiter;
+use crate::names::NameResolver;
+use crate::outgoing::ClusterHttpHooks;
 use crate::output::{OutputSink, OutputStream, SinkStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +41,9 @@ pub struct GuestConfig {
     /// The network namespace the guest's sockets live in (a mixed pod's sandbox, so it shares
     /// `localhost` and the pod IP with the pod's containers); `None`: the agent's own.
     pub netns: Option<PathBuf>,
+    /// Resolves the guest's cluster names (name lookups and outgoing HTTP); `None`: the host's
+    /// resolver only (a pod with `dnsPolicy: Default`, or an embedder without cluster DNS).
+    pub resolver: Option<NameResolver>,
 }
 
 /// A host directory visible to the guest.
@@ -61,6 +67,18 @@ impl GuestConfig {
             }
         }
         Ok(())
+    }
+
+    /// The store data of one component instance of this guest.
+    pub(crate) fn host(&self, wasi: WasiCtx, limiter: GuestLimiter) -> Host {
+        Host {
+            table: ResourceTable::new(),
+            wasi,
+            http: WasiHttpCtx::new(),
+            hooks: ClusterHttpHooks { resolver: self.resolver.clone() },
+            resolver: self.resolver.clone(),
+            limiter,
+        }
     }
 
     /// A WASI context granting exactly what this config says.
@@ -89,6 +107,8 @@ pub(crate) struct Host {
     pub table: ResourceTable,
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
+    pub hooks: ClusterHttpHooks,
+    pub resolver: Option<NameResolver>,
     pub limiter: GuestLimiter,
 }
 
@@ -100,7 +120,7 @@ impl WasiView for Host {
 
 impl WasiHttpView for Host {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: wasmtime_wasi_http::default_hooks() }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }
 

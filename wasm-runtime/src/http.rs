@@ -42,13 +42,12 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView as _};
 
 type BodyError = <HyperOutgoingBody as Body>::Error;
 type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>;
@@ -314,8 +313,7 @@ async fn run_guest(
         Ok(mut builder) => builder.build(),
         Err(error) => return plain(500, &error.to_string()),
     };
-    let host = Host { table: ResourceTable::new(), wasi, http: WasiHttpCtx::new(), limiter };
-    let mut store = Store::new(&state.runtime.inner.engine, host);
+    let mut store = Store::new(&state.runtime.inner.engine, state.guest.host(wasi, limiter));
     store.limiter(|h| &mut h.limiter);
     let std_deadline = deadline.into_std();
     store.epoch_deadline_callback(move |_| {

@@ -3,6 +3,9 @@
 //! `wasi:cli` process runner, memory limits, CPU accounting, and the mapping of a pod's
 //! volumes, env and output onto guest capabilities.
 //!
+//! Cluster names: a guest given a [`NameResolver`] resolves them in `wasi:sockets` name
+//! lookups and outgoing `wasi:http` requests (`names.rs`, `lookup.rs`, `outgoing.rs`).
+//!
 //! What it does not own: pulling artifacts (the node agent hands over bytes and a digest),
 //! pod lifecycle, restarts, probes, log files (an [`OutputSink`] receives the bytes), or pod
 //! IPs (the caller says where to listen).
@@ -22,7 +25,10 @@ mod error;
 mod guest;
 mod http;
 mod limits;
+mod lookup;
+mod names;
 mod netns;
+mod outgoing;
 mod output;
 mod runtime;
 mod stats;
@@ -35,6 +41,7 @@ pub use error::{LoadError, RunError, RuntimeError};
 pub use guest::{GUEST_ARGV0, GuestConfig, Preopen};
 pub use http::{HttpHandoff, HttpOptions, HttpServer};
 pub use limits::MemoryBudget;
+pub use names::{ClusterAnswer, ClusterNames, DEFAULT_NDOTS, Lookup, NameResolver};
 pub use output::{DiscardOutput, OutputSink, OutputStream};
 pub use runtime::{CacheStats, WasmRuntime};
 pub use stats::GuestStats;

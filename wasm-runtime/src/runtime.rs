@@ -73,6 +73,7 @@ impl WasmRuntime {
         let mut component_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker))
+            .and_then(|()| crate::lookup::add_to_linker(&mut component_linker))
             .map_err(|e| RuntimeError::Engine(format!("linking WASI: {e:#}")))?;
         let mut module_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |h: &mut P1Host| &mut h.wasi)

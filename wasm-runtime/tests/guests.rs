@@ -81,6 +81,7 @@ fn guest(args: &[&str], out: &Arc<Captured>) -> GuestConfig {
         memory_limit: None,
         output: Arc::clone(out) as Arc<dyn OutputSink>,
         netns: None,
+        resolver: None,
     }
 }
 

@@ -28,6 +28,7 @@ use crate::pull_secrets::{Credential, Keyring};
 pub mod oci;
 pub mod oci_spec;
 pub mod wasm;
+pub mod wasm_names;
 
 /// The `imagePullPolicy` of a container, defaulted as Kubernetes does (`Always` for `:latest`
 /// or no tag, `IfNotPresent` otherwise): the image store's own type, so no runtime translates.

@@ -10,6 +10,10 @@
 //! A guest of a mixed pod (its spec has a `netns`, set by the OCI runtime) lives in the pod's
 //! network namespace: its listener, outgoing HTTP and sockets (`skiff-wasm-runtime`).
 //!
+//! Cluster names: with [`WasmContainerRuntime::with_cluster_names`], every guest of a
+//! `ClusterFirst` pod resolves Service and pod names from the node's record cache
+//! (`wasm_names.rs`).
+//!
 //! Credentials: the cluster's own token is only ever sent to the built-in registry (the API
 //! server's `host:port`); other registries get the pod's `imagePullSecrets` or nothing.
 
@@ -21,7 +25,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use skiff_oci_shim::image::{self, Auth, ImageKind, ImageStore, RegistryCredentials};
 use skiff_wasm_runtime::{
-    Artifact, Exit, GuestConfig, HttpOptions, HttpServer, OutputSink, OutputStream, Preopen, Shape, WasmRuntime,
+    Artifact, ClusterNames, Exit, GuestConfig, HttpOptions, HttpServer, OutputSink, OutputStream, Preopen, Shape,
+    WasmRuntime,
 };
 use tokio::sync::{Notify, watch};
 
@@ -57,6 +62,8 @@ pub struct WasmContainerRuntime {
     images: ImageStore,
     builtin: Option<BuiltinRegistry>,
     insecure_registries: Vec<String>,
+    /// The cluster's names for guests' resolvers (`None`: host resolution only).
+    cluster_names: Option<Arc<dyn ClusterNames>>,
     /// Compiled artifacts by image ID (a failed load is kept too, so a bad artifact is not
     /// recompiled on every restart of its pod).
     loaded: Mutex<HashMap<String, Result<Artifact, String>>>,
@@ -69,7 +76,20 @@ impl WasmContainerRuntime {
         builtin: Option<BuiltinRegistry>,
         insecure_registries: Vec<String>,
     ) -> Self {
-        WasmContainerRuntime { wasm, images, builtin, insecure_registries, loaded: Mutex::new(HashMap::new()) }
+        WasmContainerRuntime {
+            wasm,
+            images,
+            builtin,
+            insecure_registries,
+            cluster_names: None,
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Gives guests of `ClusterFirst` pods cluster names from `records` (the node's DNS cache).
+    pub fn with_cluster_names(mut self, records: skiff_dns::ClusterRecords) -> Self {
+        self.cluster_names = Some(Arc::new(super::wasm_names::RecordNames(records)));
+        self
     }
 
     fn artifact(&self, image_id: &str) -> Result<Artifact, RuntimeError> {
@@ -241,6 +261,7 @@ impl ContainerRuntime for WasmContainerRuntime {
             memory_limit: spec.memory_limit,
             output: Arc::new(LogOutput(spec.logs.clone())),
             netns: spec.netns.clone(),
+            resolver: self.cluster_names.as_ref().and_then(|n| super::wasm_names::pod_resolver(n, &spec.sandbox.dns)),
         };
         match artifact.shape() {
             Shape::Http => {

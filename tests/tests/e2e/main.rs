@@ -17,6 +17,7 @@ mod containers;
 mod daemonset;
 mod drain;
 mod endpoints;
+mod guest_dns;
 mod hollow;
 mod http_api;
 mod ingress;
