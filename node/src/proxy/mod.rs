@@ -106,7 +106,7 @@ pub async fn run(
     .map_ok(|e| Source::Deployments { listed: matches!(e, watcher::Event::InitDone) });
     let mut events_in =
         futures::stream::select_all([svc_events.boxed(), slice_events.boxed(), deploy_events.boxed()]);
-    let scaler = Arc::new(Scaler::new(client, events));
+    let scaler = Arc::new(Scaler::new(client, events, deployments.clone()));
     let mut proxy = Proxy::new(placement, local, Arc::clone(&scaler), shutdown.clone());
     proxy.tasks.spawn(scaler.report(shutdown.clone()));
     let mut listed = Listed::default();

@@ -5,9 +5,10 @@
 //! * **Scale from zero** ([`Scaler::wake`]): one JSON patch that tests `spec.replicas == 0`,
 //!   sets it to 1 and stamps `skiff.dev/last-activity` — atomic on the API server, so any number
 //!   of held connections on any number of agents scale a Deployment up once (the losers' patch
-//!   fails its `test` with 422, which means "already up"). A Deployment is asked at most once per
-//!   [`REWAKE`] by this agent; a held connection asks again after that (the Deployment may have
-//!   been scaled back down meanwhile). `ScaledFromZero` is recorded on the Deployment; a failed
+//!   fails its `test` with 422, which means "already up"). The patch is only sent while the
+//!   agent's copy of the Deployment (the proxy's watch) says zero replicas and no patch of this
+//!   agent is in flight, so a burst of connections costs one request; a held connection looks
+//!   again every [`REWAKE`] (the Deployment may have been scaled back down meanwhile). `ScaledFromZero` is recorded on the Deployment; a failed
 //!   scale or a connection given up after the hold limit (`listener`) is a `Warning` event.
 //! * **Activity** ([`Scaler::connection`] and [`Scaler::report`]): connections are counted per
 //!   Deployment, and `skiff.dev/last-activity` is merge-patched when there was traffic since
@@ -25,6 +26,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 use skiff_api::scale_to_zero::LAST_ACTIVITY;
 use tokio_util::sync::CancellationToken;
@@ -33,8 +35,8 @@ use tracing::{debug, info, warn};
 use super::wake::WakeTarget;
 use crate::events::{EventRecorder, EventType, Record};
 
-/// A Deployment is asked to scale up by this agent at most this often.
-pub const REWAKE: Duration = Duration::from_secs(5);
+/// How often a held connection looks again whether its Deployment needs scaling up.
+pub const REWAKE: Duration = Duration::from_secs(1);
 /// How often the activity reporter looks for something to report.
 const REPORT_TICK: Duration = Duration::from_millis(500);
 /// Bookkeeping of a Deployment with no traffic for this long is dropped.
@@ -67,6 +69,8 @@ pub enum Woken {
 struct Entry {
     /// When this agent last asked for a scale-up.
     woken: Option<Instant>,
+    /// Whether a scale-up request of this agent is in flight.
+    waking: bool,
     /// Open connections for it through this agent.
     open: usize,
     /// Last connection opened or closed.
@@ -83,6 +87,8 @@ struct Entry {
 pub struct Scaler {
     client: kube::Client,
     events: EventRecorder,
+    /// The proxy's copy of every Deployment.
+    deployments: Store<Deployment>,
     entries: Mutex<HashMap<(String, String), Entry>>,
 }
 
@@ -93,8 +99,8 @@ impl std::fmt::Debug for Scaler {
 }
 
 impl Scaler {
-    pub fn new(client: kube::Client, events: EventRecorder) -> Scaler {
-        Scaler { client, events, entries: Mutex::new(HashMap::new()) }
+    pub fn new(client: kube::Client, events: EventRecorder, deployments: Store<Deployment>) -> Scaler {
+        Scaler { client, events, deployments, entries: Mutex::new(HashMap::new()) }
     }
 
     fn with_entry<T>(&self, target: &WakeTarget, f: impl FnOnce(&mut Entry) -> T) -> T {
@@ -105,12 +111,21 @@ impl Scaler {
         f(entry)
     }
 
-    /// Scales `target` from zero to one replica, unless this agent asked within [`REWAKE`].
+    /// Scales `target` from zero to one replica, unless this agent's copy says it is not at zero
+    /// or a request of this agent is already in flight.
     pub async fn wake(&self, target: &WakeTarget, why: &str) -> Result<Woken, ScaleError> {
         let now = Instant::now();
+        let at_zero = self
+            .deployments
+            .get(&ObjectRef::new(&target.name).within(&target.namespace))
+            .is_none_or(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(0));
+        if !at_zero {
+            return Ok(Woken::AlreadyUp);
+        }
         let fresh = self.with_entry(target, |e| {
-            let fresh = e.woken.is_none_or(|at| now.duration_since(at) >= REWAKE);
+            let fresh = !e.waking;
             if fresh {
+                e.waking = true;
                 e.woken = Some(now);
             }
             fresh
@@ -118,6 +133,7 @@ impl Scaler {
         if !fresh {
             return Ok(Woken::AlreadyUp);
         }
+        let _waking = Waking { scaler: self, target };
         let patch = json!([
             {"op": "test", "path": "/spec/replicas", "value": 0},
             {"op": "replace", "path": "/spec/replicas", "value": 1},
@@ -140,8 +156,6 @@ impl Scaler {
                 Ok(Woken::AlreadyUp)
             }
             Err(source) => {
-                // Let the next connection try again at once.
-                self.with_entry(target, |e| e.woken = None);
                 let error = ScaleError::Api { target: target.to_string(), source };
                 self.event(target, EventType::Warning, "FailedScaleFromZero", error.to_string());
                 Err(error)
@@ -221,6 +235,18 @@ impl Entry {
             self.reported = Some(now);
         }
         traffic && spaced
+    }
+}
+
+/// Clears the in-flight mark of a scale-up when the request ends (or is dropped).
+struct Waking<'a> {
+    scaler: &'a Scaler,
+    target: &'a WakeTarget,
+}
+
+impl Drop for Waking<'_> {
+    fn drop(&mut self) {
+        self.scaler.with_entry(self.target, |e| e.waking = false);
     }
 }
 
