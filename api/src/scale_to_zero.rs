@@ -150,16 +150,15 @@ pub fn idle_decision(
     let last = last_activity.map_or(up_since, |a| a.max(up_since));
     let idle_for = now.duration_since(last);
     let idle_for = Duration::try_from(idle_for).unwrap_or(Duration::ZERO);
-    if idle_for >= settings.idle {
-        IdleDecision::ScaleDown
-    } else {
-        IdleDecision::RecheckIn(settings.idle - idle_for)
-    }
+    if idle_for >= settings.idle { IdleDecision::ScaleDown } else { IdleDecision::RecheckIn(settings.idle - idle_for) }
 }
 
 /// Whether a Service `selector` picks the pods of a template labelled `template_labels` (every
 /// selector pair is among the labels; an empty selector selects nothing, as for Endpoints).
-pub fn selects(selector: Option<&BTreeMap<String, String>>, template_labels: Option<&BTreeMap<String, String>>) -> bool {
+pub fn selects(
+    selector: Option<&BTreeMap<String, String>>,
+    template_labels: Option<&BTreeMap<String, String>>,
+) -> bool {
     let Some(selector) = selector.filter(|s| !s.is_empty()) else { return false };
     let Some(labels) = template_labels else { return false };
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))

@@ -83,8 +83,9 @@ impl ScaleZeroBench {
         post(&cluster.http, &base, &deployment).await?;
         let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME},
             "spec": {"selector": {"app": NAME}, "ports": [{"port": 80, "targetPort": "http"}]}});
-        let created = post(&cluster.http, &format!("{}/api/v1/namespaces/{NAMESPACE}/services", cluster.skiff.url), &service)
-            .await?;
+        let created =
+            post(&cluster.http, &format!("{}/api/v1/namespaces/{NAMESPACE}/services", cluster.skiff.url), &service)
+                .await?;
         let ip = created["spec"]["clusterIP"].as_str().context("the Service has no clusterIP")?.to_string();
         let url = format!("http://{ip}/bench");
 

@@ -74,8 +74,15 @@ impl ScaleToZeroController {
         if fresh {
             info!(deployment = key, %error, "invalid scale-to-zero annotation");
             let involved = events::reference("apps/v1", "Deployment", &d.metadata);
-            events::record(&self.ctx.registry, COMPONENT, &involved, EventType::Warning, "InvalidScaleToZero", &message)
-                .await;
+            events::record(
+                &self.ctx.registry,
+                COMPONENT,
+                &involved,
+                EventType::Warning,
+                "InvalidScaleToZero",
+                &message,
+            )
+            .await;
         }
     }
 
@@ -173,8 +180,15 @@ impl Reconcile for ScaleToZeroController {
                     );
                     info!(deployment = key, "scaled to zero after the idle period");
                     let involved = events::reference("apps/v1", "Deployment", &d.metadata);
-                    events::record(&self.ctx.registry, COMPONENT, &involved, EventType::Normal, "ScaledToZero", &message)
-                        .await;
+                    events::record(
+                        &self.ctx.registry,
+                        COMPONENT,
+                        &involved,
+                        EventType::Normal,
+                        "ScaledToZero",
+                        &message,
+                    )
+                    .await;
                 } else {
                     // Activity or a scale change won the race: look again with the new object.
                     self.queue.add(key);

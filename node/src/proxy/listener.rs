@@ -67,7 +67,12 @@ impl Shared {
     pub fn new(balancer: Balancer, wake: Vec<WakeTarget>) -> Arc<Shared> {
         let ready = !balancer.backends().is_empty();
         let listen = watch::Sender::new(ready || !wake.is_empty());
-        Arc::new(Shared { balancer: Mutex::new(balancer), wake: Mutex::new(wake), ready: watch::Sender::new(ready), listen })
+        Arc::new(Shared {
+            balancer: Mutex::new(balancer),
+            wake: Mutex::new(wake),
+            ready: watch::Sender::new(ready),
+            listen,
+        })
     }
 
     /// Runs `f` on the balancer and replaces the wake targets, then tells the task whether
@@ -198,7 +203,11 @@ async fn relay(
             Err(error) => {
                 warn!(%frontend, %peer, %error, "held connection given up");
                 for target in &wake {
-                    scaler.warn(target, "ScaleFromZeroTimeout", format!("A connection to {frontend} was closed: {error}"));
+                    scaler.warn(
+                        target,
+                        "ScaleFromZeroTimeout",
+                        format!("A connection to {frontend} was closed: {error}"),
+                    );
                 }
                 reject(client);
                 return;

@@ -27,9 +27,9 @@ mod listener;
 mod local;
 mod scaler;
 mod table;
-mod wake;
 #[cfg(test)]
 mod tests;
+mod wake;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -104,8 +104,7 @@ pub async fn run(
     )
     .default_backoff()
     .map_ok(|e| Source::Deployments { listed: matches!(e, watcher::Event::InitDone) });
-    let mut events_in =
-        futures::stream::select_all([svc_events.boxed(), slice_events.boxed(), deploy_events.boxed()]);
+    let mut events_in = futures::stream::select_all([svc_events.boxed(), slice_events.boxed(), deploy_events.boxed()]);
     let scaler = Arc::new(Scaler::new(client, events, deployments.clone()));
     let mut proxy = Proxy::new(placement, local, Arc::clone(&scaler), shutdown.clone());
     proxy.tasks.spawn(scaler.report(shutdown.clone()));
@@ -210,8 +209,7 @@ impl Proxy {
                 }
                 None => {
                     info!(%frontend, service = %route.service, kind = ?route.kind, backends = route.backends.len(), "Service frontend added");
-                    let shared =
-                        Shared::new(Balancer::new(route.backends.clone(), route.affinity), route.wake.clone());
+                    let shared = Shared::new(Balancer::new(route.backends.clone(), route.affinity), route.wake.clone());
                     let stop = self.shutdown.child_token();
                     self.tasks.spawn(listener::run(
                         *frontend,

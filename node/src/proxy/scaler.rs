@@ -177,7 +177,14 @@ impl Scaler {
             uid: Some(target.uid.clone()).filter(|u| !u.is_empty()),
             ..ObjectReference::default()
         };
-        self.events.record(Record { involved, type_, reason: reason.into(), message, occurrences: 1, at: Timestamp::now() });
+        self.events.record(Record {
+            involved,
+            type_,
+            reason: reason.into(),
+            message,
+            occurrences: 1,
+            at: Timestamp::now(),
+        });
     }
 
     /// Counts a connection for `targets` until the guard drops.

@@ -154,8 +154,10 @@ async fn scale_from_zero_answers_the_first_request_and_idle_scales_back_to_zero(
         })
         .await
         .with_context(|| format!("skiff log tail:\n{}", skiff.log_tail(40)))?;
-        wait_until("fn's pod to go", POD_TIMEOUT, POLL, || async { Ok((pods(&skiff, "fn").await? == 0).then_some(())) })
-            .await?;
+        wait_until("fn's pod to go", POD_TIMEOUT, POLL, || async {
+            Ok((pods(&skiff, "fn").await? == 0).then_some(()))
+        })
+        .await?;
         ensure!(times(&skiff, "fn", "ScaledToZero").await? >= round, "round {round}: no ScaledToZero event");
         listening(&netns, &fn_ip).await?;
     }
