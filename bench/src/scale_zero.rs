@@ -76,8 +76,7 @@ impl ScaleZeroBench {
                 "skiff.dev/scale-to-zero": "true", "skiff.dev/scale-to-zero-idle": "1h"}},
             "spec": {"replicas": 0, "selector": {"matchLabels": {"app": NAME}},
                 "template": {"metadata": {"labels": {"app": NAME}}, "spec": {
-                    "terminationGracePeriodSeconds": 0,
-                    "nodeSelector": {"skiff.dev/runtimes": "wasm"},
+                    "terminationGracePeriodSeconds": 1,
                     "containers": [{"name": "hello", "image": cluster.image,
                         "ports": [{"name": "http", "containerPort": 8080}]}]}}}});
         post(&cluster.http, &base, &deployment).await?;
@@ -88,6 +87,8 @@ impl ScaleZeroBench {
                 .await?;
         let ip = created["spec"]["clusterIP"].as_str().context("the Service has no clusterIP")?.to_string();
         let url = format!("http://{ip}/bench");
+        // Let the controllers see the new Deployment (its ReplicaSet at zero) before the first wake.
+        tokio::time::sleep(Duration::from_secs(2)).await;
 
         // A first scale-up outside the measurement (the agent compiles the component once).
         let (body, warm) = curl(netns, &url).await?;
