@@ -9,7 +9,8 @@
 //! * [`defaults`] — the defaults the apiserver fills in;
 //! * [`quantity`] — resource quantities (`100m`, `1.5Gi`);
 //! * [`labels`] — well-known label, annotation and taint keys;
-//! * [`cron`] — CronJob schedules and their next run times.
+//! * [`cron`] — CronJob schedules and their next run times;
+//! * [`scale_to_zero`] — the scale-to-zero annotations of WASM HTTP Deployments and the idle rule.
 //!
 //! Objects are handled as `serde_json::Value` (normalised JSON of the
 //! k8s-openapi types), so the same code serves built-in and custom kinds.
@@ -20,5 +21,6 @@ pub mod defaults;
 pub mod fields;
 pub mod labels;
 pub mod quantity;
+pub mod scale_to_zero;
 pub mod selector;
 pub mod validation;

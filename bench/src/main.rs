@@ -1,6 +1,6 @@
 //! `skiff-bench`: benchmarks that write BENCHMARKS.md at the workspace root.
 //!
-//! One module per benchmark (`api`, `pods`, `http`, `footprint`, `sched`, `containers`, `dns`, `ingress`, `service`, `churn`), each rewriting only its own section of the file
+//! One module per benchmark (`api`, `pods`, `http`, `footprint`, `sched`, `containers`, `dns`, `ingress`, `service`, `churn`, `scale_zero`), each rewriting only its own section of the file
 //! (see [`report`]). Run with `--release` against a release `skiff`:
 //! `cargo build --release -p skiff && cargo run --release -p skiff-bench -- api`.
 
@@ -15,6 +15,7 @@ mod load;
 mod pods;
 mod procfs;
 mod report;
+mod scale_zero;
 mod sched;
 mod service;
 
@@ -143,6 +144,20 @@ enum Command {
         /// Concurrent API clients.
         #[arg(long, default_value_t = 32)]
         clients: usize,
+        /// skiff binary (default: `skiff` beside this binary, i.e. target/release/skiff).
+        #[arg(long, env = "SKIFF_BIN")]
+        skiff_bin: Option<PathBuf>,
+        /// Print the section instead of writing it to the output file.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Scale-from-zero: first request to a scaled-to-zero hello-http Deployment through its
+    /// cluster IP, request sent → response, p50/p99 (root: runs skiff in bridge mode inside a
+    /// network namespace).
+    ScaleFromZero {
+        /// Measured scale-from-zero requests.
+        #[arg(long, default_value_t = 30)]
+        rounds: usize,
         /// skiff binary (default: `skiff` beside this binary, i.e. target/release/skiff).
         #[arg(long, env = "SKIFF_BIN")]
         skiff_bin: Option<PathBuf>,
@@ -327,6 +342,11 @@ async fn main() -> Result<()> {
             let bench = churn::ChurnBench { services, clients, skiff_bin, load_at_start: pods::load_note() };
             let section = bench.run().await?;
             emit(&cli.output, "churn", &section, dry_run)?;
+        }
+        Command::ScaleFromZero { rounds, skiff_bin, dry_run } => {
+            let bench = scale_zero::ScaleZeroBench { rounds, skiff_bin, load_at_start: pods::load_note() };
+            let section = bench.run().await?;
+            emit(&cli.output, "scale-from-zero", &section, dry_run)?;
         }
         Command::Service { threads, connections, duration, warmup, rounds, skiff_bin, dry_run } => {
             let bench = service::ServiceBench {

@@ -226,7 +226,13 @@ impl Agent {
             crate::cluster_dns::run(client.clone(), dns, records, ctx.net.local_service_cidr(), shutdown.clone());
         let client_for_volumes = client.clone();
         let mut tasks = JoinSet::new();
-        tasks.spawn(crate::proxy::run(client.clone(), proxy_placement(&cfg, &ctx.net), local_http, shutdown.clone()));
+        tasks.spawn(crate::proxy::run(
+            client.clone(),
+            proxy_placement(&cfg, &ctx.net),
+            local_http,
+            events.clone(),
+            shutdown.clone(),
+        ));
         tasks.spawn(event_writer);
         tasks.spawn(node_status::status_loop(nodes, id, facts, cfg.status_interval, shutdown.clone()));
         tasks.spawn(lease::heartbeat(client, cfg.node_name.clone(), Some(node), cfg.lease_interval, shutdown.clone()));

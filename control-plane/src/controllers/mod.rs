@@ -25,6 +25,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod owner;
 pub mod replicaset;
+pub mod scale_to_zero;
 pub mod service_alloc;
 pub mod service_lb;
 pub mod skydns;
@@ -267,6 +268,7 @@ pub fn start(
     let ingress_status = ingress_status::IngressStatusController::new(&ctx);
     let skydns = skydns::SkyDnsController::new(&ctx);
     let service_lb = service_lb::ServiceLbController::new(&ctx);
+    let scale_to_zero = scale_to_zero::ScaleToZeroController::new(&ctx);
 
     inf.run_all(registry.store(), cancel, tasks);
     tasks.spawn(scheduler.run(cancel.clone()));
@@ -289,6 +291,7 @@ pub fn start(
     spawn(&skydns, WORKERS, &ctx, cancel, tasks);
     tasks.spawn(skydns.clone().sweep(cancel.clone()));
     spawn(&service_lb, WORKERS, &ctx, cancel, tasks);
+    spawn(&scale_to_zero, WORKERS, &ctx, cancel, tasks);
     tasks.spawn(service_alloc::RepairController::new(&ctx).run(cancel.clone()));
     ctx.inf
 }

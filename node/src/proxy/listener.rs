@@ -13,6 +13,12 @@
 //! When its Service goes away the listener closes at once; connections already established
 //! carry on to their natural end (as kube-proxy leaves established flows alone) unless the
 //! agent stops.
+//!
+//! Scale-to-zero: a frontend whose Service fronts an opted-in Deployment (`wake`) listens even
+//! with no ready backend. A connection accepted then is held — not refused — while `scaler`
+//! scales the Deployment from zero, and relayed the moment a backend is ready; after
+//! [`HOLD_LIMIT`] (or a failed scale-up) it is reset, and a Warning event on the Deployment says
+//! why. Every connection of such a frontend counts as the Deployment's activity.
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,7 +33,12 @@ use tracing::{debug, info, warn};
 
 use super::balance::Balancer;
 use super::local::LocalHttp;
+use super::scaler::{REWAKE, ScaleError, Scaler};
 use super::table::Frontend;
+use super::wake::WakeTarget;
+
+/// How long a connection is held for a Deployment scaling from zero before it is given up.
+pub const HOLD_LIMIT: Duration = Duration::from_secs(30);
 
 /// Time for a connection to a backend to be established.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,31 +51,50 @@ const BIND_RETRY: Duration = Duration::from_secs(5);
 /// Splice buffer per direction.
 const BUFFER: usize = 64 * 1024;
 
-/// What the proxy and a frontend's task share: the backends, and whether there are any.
+/// What the proxy and a frontend's task share: the backends, whether there are any, and the
+/// Deployments a connection may wake.
 #[derive(Debug)]
 pub struct Shared {
     balancer: Mutex<Balancer>,
+    wake: Mutex<Vec<WakeTarget>>,
+    /// Whether there is a ready backend.
     ready: watch::Sender<bool>,
+    /// Whether to listen: a ready backend, or a Deployment to wake.
+    listen: watch::Sender<bool>,
 }
 
 impl Shared {
-    pub fn new(balancer: Balancer) -> Arc<Shared> {
-        let ready = watch::Sender::new(!balancer.backends().is_empty());
-        Arc::new(Shared { balancer: Mutex::new(balancer), ready })
+    pub fn new(balancer: Balancer, wake: Vec<WakeTarget>) -> Arc<Shared> {
+        let ready = !balancer.backends().is_empty();
+        let listen = watch::Sender::new(ready || !wake.is_empty());
+        Arc::new(Shared {
+            balancer: Mutex::new(balancer),
+            wake: Mutex::new(wake),
+            ready: watch::Sender::new(ready),
+            listen,
+        })
     }
 
-    /// Runs `f` on the balancer, then tells the task whether backends are left.
-    pub fn update(&self, f: impl FnOnce(&mut Balancer)) {
+    /// Runs `f` on the balancer and replaces the wake targets, then tells the task whether
+    /// backends are left and whether to listen.
+    pub fn update(&self, f: impl FnOnce(&mut Balancer), wake: Vec<WakeTarget>) {
         let ready = {
             let mut balancer = self.balancer.lock().unwrap_or_else(PoisonError::into_inner);
             f(&mut balancer);
             !balancer.backends().is_empty()
         };
+        let listen = ready || !wake.is_empty();
+        *self.wake.lock().unwrap_or_else(PoisonError::into_inner) = wake;
         self.ready.send_if_modified(|r| std::mem::replace(r, ready) != ready);
+        self.listen.send_if_modified(|l| std::mem::replace(l, listen) != listen);
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Balancer) -> T) -> T {
         f(&mut self.balancer.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn wake_targets(&self) -> Vec<WakeTarget> {
+        self.wake.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
@@ -74,10 +104,11 @@ pub async fn run(
     frontend: Frontend,
     shared: Arc<Shared>,
     local: Arc<LocalHttp>,
+    scaler: Arc<Scaler>,
     stop: CancellationToken,
     shutdown: CancellationToken,
 ) {
-    let mut ready = shared.ready.subscribe();
+    let mut ready = shared.listen.subscribe();
     let mut connections = JoinSet::new();
     let mut warned = false;
     'serve: loop {
@@ -107,12 +138,19 @@ pub async fn run(
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 open = async { ready.wait_for(|r| !*r).await.is_ok() } => {
                     if !open { break 'serve }
-                    info!(%frontend, "no ready backend left; connections are refused");
+                    info!(%frontend, "no ready backend left (and nothing to scale from zero); connections are refused");
                     break;
                 }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        connections.spawn(relay(stream, peer, frontend, Arc::clone(&shared), Arc::clone(&local)));
+                        connections.spawn(relay(
+                            stream,
+                            peer,
+                            frontend,
+                            Arc::clone(&shared),
+                            Arc::clone(&local),
+                            Arc::clone(&scaler),
+                        ));
                     }
                     Err(error) => {
                         warn!(%frontend, %error, "accepting a connection failed");
@@ -154,8 +192,28 @@ async fn relay(
     frontend: Frontend,
     shared: Arc<Shared>,
     local: Arc<LocalHttp>,
+    scaler: Arc<Scaler>,
 ) {
     let _ = client.set_nodelay(true);
+    let wake = shared.wake_targets();
+    let _activity = (!wake.is_empty()).then(|| scaler.connection(&wake));
+    if !wake.is_empty() && !*shared.ready.borrow() {
+        match hold(&shared, &scaler, &wake, frontend).await {
+            Ok(waited) => debug!(%frontend, %peer, ?waited, "held connection goes on"),
+            Err(error) => {
+                warn!(%frontend, %peer, %error, "held connection given up");
+                for target in &wake {
+                    scaler.warn(
+                        target,
+                        "ScaleFromZeroTimeout",
+                        format!("A connection to {frontend} was closed: {error}"),
+                    );
+                }
+                reject(client);
+                return;
+            }
+        }
+    }
     for _ in 0..CONNECT_ATTEMPTS {
         let Some(backend) = shared.with(|b| b.pick(peer.ip(), Instant::now())) else { break };
         if let Some(server) = local.get(backend) {
@@ -183,6 +241,47 @@ async fn relay(
         }
     }
     reject(client);
+}
+
+/// Why a held connection was given up.
+#[derive(Debug, thiserror::Error)]
+enum HoldError {
+    #[error("no ready backend {}s after asking to scale from zero", HOLD_LIMIT.as_secs())]
+    Timeout,
+    #[error(transparent)]
+    Scale(#[from] ScaleError),
+    #[error("the Service's frontend went away")]
+    Closed,
+}
+
+/// Holds a connection until the frontend has a ready backend, scaling `targets` from zero
+/// meanwhile (again every [`REWAKE`]: they may have been scaled back down); how long it took.
+async fn hold(
+    shared: &Shared,
+    scaler: &Scaler,
+    targets: &[WakeTarget],
+    frontend: Frontend,
+) -> Result<Duration, HoldError> {
+    let started = Instant::now();
+    let mut ready = shared.ready.subscribe();
+    let deadline = tokio::time::sleep(HOLD_LIMIT);
+    tokio::pin!(deadline);
+    let why = format!("a connection to {frontend} is waiting");
+    loop {
+        let wake = async {
+            for target in targets {
+                scaler.wake(target, &why).await?;
+            }
+            tokio::time::sleep(REWAKE).await;
+            Ok::<(), ScaleError>(())
+        };
+        tokio::select! {
+            biased;
+            r = ready.wait_for(|r| *r) => return r.map(|_| started.elapsed()).map_err(|_| HoldError::Closed),
+            r = wake => r?,
+            () = &mut deadline => return Err(HoldError::Timeout),
+        }
+    }
 }
 
 /// Resets a connection (RST instead of FIN): the client learns at once that nobody serves it.

@@ -15,8 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::wake::{self, WakeTarget};
 
 /// The label linking an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -84,6 +87,9 @@ pub struct Route {
     pub backends: Vec<SocketAddr>,
     /// The ClientIP affinity timeout, when the Service asks for affinity.
     pub affinity: Option<Duration>,
+    /// Scale-to-zero Deployments behind the Service (`wake`): while there are any, the
+    /// frontend listens even with no backend, and holds connections while one scales up.
+    pub wake: Vec<WakeTarget>,
 }
 
 /// Where this node serves each kind of frontend.
@@ -128,18 +134,30 @@ pub struct Table {
     pub skipped: Vec<Skipped>,
 }
 
-/// Builds the table from every Service and EndpointSlice.
-pub fn build(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>], placement: &Placement) -> Table {
+/// Builds the table from every Service and EndpointSlice, and the Deployments that may be
+/// scaled from zero.
+pub fn build(
+    services: &[Arc<Service>],
+    slices: &[Arc<EndpointSlice>],
+    deployments: &[Arc<Deployment>],
+    placement: &Placement,
+) -> Table {
     let mut services: Vec<&Service> = services.iter().map(AsRef::as_ref).collect();
     services.sort_by_key(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()));
     let mut table = Table::default();
     for svc in services {
-        add_service(&mut table, svc, slices, placement);
+        add_service(&mut table, svc, slices, deployments, placement);
     }
     table
 }
 
-fn add_service(table: &mut Table, svc: &Service, slices: &[Arc<EndpointSlice>], placement: &Placement) {
+fn add_service(
+    table: &mut Table,
+    svc: &Service,
+    slices: &[Arc<EndpointSlice>],
+    deployments: &[Arc<Deployment>],
+    placement: &Placement,
+) {
     let Some(spec) = &svc.spec else { return };
     let svc_type = spec.type_.as_deref().unwrap_or("ClusterIP");
     if svc_type == "ExternalName" || svc.metadata.deletion_timestamp.is_some() {
@@ -157,6 +175,7 @@ fn add_service(table: &mut Table, svc: &Service, slices: &[Arc<EndpointSlice>], 
         seconds.map_or(DEFAULT_AFFINITY_TIMEOUT, |s| Duration::from_secs(s.unsigned_abs().into()))
     });
     let cluster_ips = cluster_ips(svc);
+    let wake = wake::targets(svc, deployments);
     let mine: Vec<&EndpointSlice> = slices
         .iter()
         .map(AsRef::as_ref)
@@ -178,7 +197,8 @@ fn add_service(table: &mut Table, svc: &Service, slices: &[Arc<EndpointSlice>], 
                 table.skipped.push(Skipped::Taken { service: service.clone(), frontend, by });
                 return;
             }
-            let route = Route { service: service.clone(), kind, backends: backends.clone(), affinity };
+            let route =
+                Route { service: service.clone(), kind, backends: backends.clone(), affinity, wake: wake.clone() };
             table.routes.insert(frontend, route);
         };
         for ip in &cluster_ips {

@@ -77,7 +77,7 @@ fn ready_endpoints_behind_the_cluster_ip_with_the_named_port() {
         slice("web-b", "web", json!([{"name": "http", "port": 8081}]), &[("10.244.0.9", Some(true), true, false)]),
         slice("other", "other", json!([{"name": "http", "port": 1}]), &[("10.244.0.7", Some(true), true, false)]),
     ];
-    let table = table::build(&[svc], &slices, &bridge());
+    let table = table::build(&[svc], &slices, &[], &bridge());
     let http = &table.routes[&tcp("10.96.0.20:80")];
     assert_eq!(http.kind, Kind::ClusterIp);
     assert_eq!(http.service, "default/web:http");
@@ -96,11 +96,11 @@ fn no_ready_endpoint_falls_back_to_serving_terminating_ones() {
         json!([{"port": 8080}]),
         &[("10.244.0.3", Some(false), true, true), ("10.244.0.4", Some(false), false, false)],
     )];
-    let table = table::build(std::slice::from_ref(&svc), &slices, &bridge());
+    let table = table::build(std::slice::from_ref(&svc), &slices, &[], &bridge());
     assert_eq!(table.routes[&tcp("10.96.0.20:80")].backends, addrs(&["10.244.0.3:8080"]));
 
     // None at all: the frontend is still in the table, with no backend (it refuses).
-    let table = table::build(&[svc], &[], &bridge());
+    let table = table::build(&[svc], &[], &[], &bridge());
     assert!(table.routes[&tcp("10.96.0.20:80")].backends.is_empty());
 }
 
@@ -116,7 +116,7 @@ fn node_ports_and_load_balancer_ports() {
         json!({"type": "NodePort", "clusterIP": "10.96.0.31",
         "ports": [{"port": 80, "nodePort": 30081, "protocol": "UDP"}]}),
     );
-    let table = table::build(&[svc, np], &[], &bridge());
+    let table = table::build(&[svc, np], &[], &[], &bridge());
     let kinds: Vec<(Frontend, Kind)> = table.routes.iter().map(|(f, r)| (*f, r.kind)).collect();
     let udp = |a: &str| Frontend { protocol: Protocol::Udp, addr: a.parse().expect("addr") };
     assert_eq!(
@@ -139,7 +139,7 @@ fn affinity_timeout_defaults_to_three_hours() {
         json!({"clusterIP": "10.96.0.41", "sessionAffinity": "ClientIP",
         "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}, "ports": [{"port": 80}]}),
     );
-    let table = table::build(&[a, b], &[], &bridge());
+    let table = table::build(&[a, b], &[], &[], &bridge());
     assert_eq!(table.routes[&tcp("10.96.0.40:80")].affinity, Some(Duration::from_secs(10800)));
     assert_eq!(table.routes[&tcp("10.96.0.41:80")].affinity, Some(Duration::from_secs(60)));
 }
@@ -154,7 +154,7 @@ fn what_is_not_served_and_why() {
         node_ip: IpAddr::from([127, 0, 0, 1]),
         node_port_ip: IpAddr::from([127, 0, 0, 1]),
     };
-    let table = table::build(&[headless, external, far], &[], &loopback);
+    let table = table::build(&[headless, external, far], &[], &[], &loopback);
     assert!(table.routes.is_empty(), "{:?}", table.routes);
     assert_eq!(
         table.skipped,
@@ -173,7 +173,7 @@ fn a_taken_frontend_stays_with_the_first_service() {
         "b",
         json!({"type": "LoadBalancer", "clusterIP": "10.96.0.61", "ports": [{"port": 80, "nodePort": 30002}]}),
     );
-    let table = table::build(&[b, a], &[], &bridge());
+    let table = table::build(&[b, a], &[], &[], &bridge());
     assert_eq!(table.routes[&tcp("192.168.1.5:80")].service, "default/a:80");
     assert_eq!(
         table.skipped,

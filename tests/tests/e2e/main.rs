@@ -36,6 +36,7 @@ mod pull_secrets;
 mod registry;
 mod restart;
 mod rollout;
+mod scale_to_zero;
 mod scheduling;
 mod service_proxy;
 mod services;

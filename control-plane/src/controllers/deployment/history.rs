@@ -19,8 +19,10 @@ use super::strategy;
 const MAX_HISTORY_CHARS: usize = 2000;
 
 /// Deployment annotations never copied to ReplicaSets.
-const NOT_COPIED: [&str; 6] = [
+const NOT_COPIED: [&str; 7] = [
     LAST_APPLIED,
+    // Traffic bookkeeping of scale-to-zero: it moves with connections, the pods do not.
+    skiff_api::scale_to_zero::LAST_ACTIVITY,
     DEPLOYMENT_REVISION,
     DEPLOYMENT_REVISION_HISTORY,
     DEPLOYMENT_DESIRED_REPLICAS,
