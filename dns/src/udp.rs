@@ -45,11 +45,14 @@ const HEADER: usize = 12;
 /// Authoritative-answer bit in the third header byte.
 const AA: u8 = 0x04;
 
+/// Encoded responses by [`key`].
+type Responses = HashMap<Box<[u8]>, Box<[u8]>>;
+
 /// Encoded authoritative responses by query, valid for one records serial.
 #[derive(Debug)]
 pub(crate) struct AnswerCache {
     records: ClusterRecords,
-    entries: RwLock<(u32, HashMap<Box<[u8]>, Box<[u8]>>)>,
+    entries: RwLock<(u32, Responses)>,
 }
 
 /// Where the question name ends in a query (offset after its terminating zero), if the packet
@@ -241,9 +244,7 @@ pub(crate) async fn respond(handler: &ClusterHandler, packet: Vec<u8>, src: Sock
             handler.handle_request::<_, TokioTime>(&request, capture.clone()).await;
             capture.take()
         }
-        Err(_) => {
-            Message::error_msg(header.metadata.id, header.metadata.op_code, ResponseCode::FormErr).to_vec().ok()
-        }
+        Err(_) => Message::error_msg(header.metadata.id, header.metadata.op_code, ResponseCode::FormErr).to_vec().ok(),
     }
 }
 

@@ -107,8 +107,10 @@ mod tests {
         };
         let desired = desired(&ep);
         let http = &desired[&vec![("http".to_string(), 80, "TCP".to_string(), None)]];
-        let ips: Vec<(&str, bool)> =
-            http.iter().map(|e| (e.addresses[0].as_str(), e.conditions.as_ref().unwrap().ready.unwrap())).collect();
+        let ips: Vec<(&str, bool)> = http
+            .iter()
+            .map(|e| (e.addresses[0].as_str(), e.conditions.as_ref().and_then(|c| c.ready) == Some(true)))
+            .collect();
         assert_eq!(ips, [("10.0.0.1", true), ("10.0.0.2", true), ("10.0.0.3", false)], "IPv6 is skipped");
         assert_eq!(desired[&vec![]].len(), 1, "a subset without ports is its own family");
         let labels = labels(&ep, "web");
