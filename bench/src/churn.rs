@@ -27,8 +27,7 @@ use futures::StreamExt as _;
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use serde_json::json;
-use skiff_tests::binary::skiff_binary;
-use skiff_tests::{Inside, NetNs, Skiff, StartOptions, StoreKind};
+use skiff_tests::{Inside, NetNs};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
@@ -89,19 +88,8 @@ impl ChurnBench {
     /// Runs the create and delete phases and returns the markdown section body.
     pub async fn run(&self) -> Result<String> {
         ensure!(self.services > 0 && self.clients > 0, "--services and --clients must be positive");
-        let binary = match &self.skiff_bin {
-            Some(path) => path.clone(),
-            None => skiff_binary()?,
-        };
         let netns = NetNs::create()?;
-        let mut options = StartOptions::new(StoreKind::Embedded);
-        options.binary = Some(binary.clone());
-        options.netns = Some(netns.name().to_string());
-        options.extra_args = vec!["--pod-network".into(), "bridge".into()];
-        let skiff = Skiff::start_with(options).await?;
-        let http = skiff.http()?;
-        let mut cluster = Cluster { skiff, http, image: String::new(), binary };
-        cluster.push_hello_http().await?;
+        let cluster = Cluster::start_bridge(self.skiff_bin.as_ref(), &netns).await?;
         let result = self.measure(&cluster, &netns).await;
         cluster.with_log(result)
     }

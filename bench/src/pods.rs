@@ -64,6 +64,24 @@ impl Cluster {
         Ok(Cluster { skiff, http, image: String::new(), binary })
     }
 
+    /// `skiff up --pod-network bridge` from `binary` (default: beside this bench) inside
+    /// `netns` (cluster IPs and cluster DNS are served only in bridge mode), hello-http pushed.
+    pub async fn start_bridge(binary: Option<&PathBuf>, netns: &skiff_tests::NetNs) -> Result<Cluster> {
+        let binary = match binary {
+            Some(path) => path.clone(),
+            None => skiff_binary()?,
+        };
+        let mut options = StartOptions::new(StoreKind::Embedded);
+        options.binary = Some(binary.clone());
+        options.netns = Some(netns.name().to_string());
+        options.extra_args = vec!["--pod-network".into(), "bridge".into()];
+        let skiff = Skiff::start_with(options).await?;
+        let http = skiff.http()?;
+        let mut cluster = Cluster { skiff, http, image: String::new(), binary };
+        cluster.push_hello_http().await?;
+        Ok(cluster)
+    }
+
     /// Pushes the hello-http example with `skiff push` and remembers the printed reference.
     pub async fn push_hello_http(&mut self) -> Result<()> {
         let wasm = hello_http_path()?;

@@ -13,10 +13,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
-use skiff_tests::{NetNs, Skiff, StartOptions, StoreKind, wait_until};
+use skiff_tests::{NetNs, wait_until};
 
 use crate::http::{WrkResult, median, run_wrk, wrk_row};
-use skiff_tests::binary::skiff_binary;
 
 use crate::pods::{Cluster, release_warning, verdict};
 use crate::report;
@@ -43,19 +42,8 @@ pub struct ServiceBench {
 impl ServiceBench {
     /// Runs the comparison and returns the markdown section body.
     pub async fn run(&self) -> Result<String> {
-        let binary = match &self.skiff_bin {
-            Some(path) => path.clone(),
-            None => skiff_binary()?,
-        };
         let netns = NetNs::create()?;
-        let mut options = StartOptions::new(StoreKind::Embedded);
-        options.binary = Some(binary.clone());
-        options.netns = Some(netns.name().to_string());
-        options.extra_args = vec!["--pod-network".into(), "bridge".into()];
-        let skiff = Skiff::start_with(options).await?;
-        let http = skiff.http()?;
-        let mut cluster = Cluster { skiff, http, image: String::new(), binary };
-        cluster.push_hello_http().await?;
+        let cluster = Cluster::start_bridge(self.skiff_bin.as_ref(), &netns).await?;
         let result = self.measure(&cluster, &netns).await;
         cluster.with_log(result)
     }
