@@ -6,12 +6,13 @@
 //! The "cluster" is a fixture mapping `hello.default.svc.cluster.local` to `127.0.0.77`, where
 //! an `http-probe` guest serves, so the fetch needs no network beyond loopback.
 
+mod common;
 use anyhow::{Context as _, Result};
+use common::guest_bytes;
 use skiff_wasm_runtime::{
     ClusterAnswer, ClusterNames, DiscardOutput, GuestConfig, HttpOptions, HttpServer, NameResolver, RuntimeConfig,
     WasmRuntime,
 };
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,18 +29,6 @@ impl ClusterNames for Fixture {
             _ => ClusterAnswer::NoAddresses,
         }
     }
-}
-
-fn guest_bytes(name: &str) -> Vec<u8> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"), PathBuf::from);
-    let dir = target.join("guests/wasm32-wasip2/release");
-    for candidate in [name.to_owned(), name.replace('-', "_")] {
-        if let Ok(bytes) = std::fs::read(dir.join(format!("{candidate}.wasm"))) {
-            return bytes;
-        }
-    }
-    panic!("guest {name} not found in {}: run scripts/build-guests.sh first", dir.display());
 }
 
 fn guest(resolver: Option<NameResolver>) -> GuestConfig {

@@ -3,28 +3,16 @@
 //!
 //! The tests share one runtime (and so compile each guest once); the cache test makes its own.
 
+mod common;
 use anyhow::{Context as _, Result};
+use common::guest_bytes;
 use skiff_wasm_runtime::{
     Artifact, CommandRun, Exit, GuestConfig, HttpOptions, HttpServer, LoadError, OutputSink, OutputStream, Preopen,
     RuntimeConfig, Shape, WasmRuntime,
 };
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-/// Where build-guests.sh puts the guests (same rule as `skiff_tests::guests::guest_path`,
-/// repeated here so this crate's tests do not depend on the e2e harness).
-fn guest_bytes(name: &str) -> Vec<u8> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"), PathBuf::from);
-    let dir = target.join("guests/wasm32-wasip2/release");
-    for candidate in [name.to_owned(), name.replace('-', "_")] {
-        if let Ok(bytes) = std::fs::read(dir.join(format!("{candidate}.wasm"))) {
-            return bytes;
-        }
-    }
-    panic!("guest {name} not found in {}: run scripts/build-guests.sh first", dir.display());
-}
 
 fn test_config(cache_dir: PathBuf) -> RuntimeConfig {
     // Few pool slots: every test binary reserves its own address space.
