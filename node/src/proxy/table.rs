@@ -18,6 +18,7 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::wake::{self, WakeTarget};
 
@@ -135,35 +136,64 @@ pub struct Table {
 }
 
 /// Builds the table from every Service and EndpointSlice, and the Deployments that may be
-/// scaled from zero.
+/// scaled from zero (all at once; the proxy keeps the same result up to date per Service with
+/// [`Routing`](super::routing::Routing)); the unit tests' view of the whole table.
+#[cfg(test)]
 pub fn build(
     services: &[Arc<Service>],
     slices: &[Arc<EndpointSlice>],
     deployments: &[Arc<Deployment>],
     placement: &Placement,
 ) -> Table {
-    let mut services: Vec<&Service> = services.iter().map(AsRef::as_ref).collect();
-    services.sort_by_key(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()));
-    let mut table = Table::default();
-    for svc in services {
-        add_service(&mut table, svc, slices, deployments, placement);
+    let mut by_service: std::collections::HashMap<(&str, &str), Vec<&EndpointSlice>> = Default::default();
+    for slice in slices {
+        if let Some(service) = owner(slice) {
+            by_service.entry(service).or_default().push(slice);
+        }
     }
-    table
+    let mut routing = super::routing::Routing::default();
+    for svc in services {
+        let key = (namespace(&svc.metadata), svc.metadata.name.as_deref().unwrap_or_default());
+        let mine = by_service.get(&key).map(Vec::as_slice).unwrap_or_default();
+        routing.set((key.0.to_owned(), key.1.to_owned()), service_routes(svc, mine, deployments, placement));
+    }
+    routing.table()
 }
 
-fn add_service(
-    table: &mut Table,
+/// The namespace and Service an EndpointSlice belongs to (its `kubernetes.io/service-name`).
+pub fn owner(slice: &EndpointSlice) -> Option<(&str, &str)> {
+    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some((namespace(&slice.metadata), service.as_str()))
+}
+
+/// An object's namespace (`default` when unset).
+pub fn namespace(meta: &ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or("default")
+}
+
+/// One Service's frontends, before conflicts with other Services are settled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceRoutes {
+    pub routes: Vec<(Frontend, Route)>,
+    /// Cluster IPs not served here (conflicts are [`Routing`](super::routing::Routing)'s).
+    pub skipped: Vec<Skipped>,
+}
+
+/// The frontends of `svc` given its own EndpointSlices (`slices`) and the Deployments it may
+/// wake; nothing for an ExternalName Service or one being deleted.
+pub fn service_routes(
     svc: &Service,
-    slices: &[Arc<EndpointSlice>],
+    slices: &[&EndpointSlice],
     deployments: &[Arc<Deployment>],
     placement: &Placement,
-) {
-    let Some(spec) = &svc.spec else { return };
+) -> ServiceRoutes {
+    let mut out = ServiceRoutes::default();
+    let Some(spec) = &svc.spec else { return out };
     let svc_type = spec.type_.as_deref().unwrap_or("ClusterIP");
     if svc_type == "ExternalName" || svc.metadata.deletion_timestamp.is_some() {
-        return;
+        return out;
     }
-    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let ns = namespace(&svc.metadata);
     let name = svc.metadata.name.as_deref().unwrap_or_default();
     let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
         let seconds = spec
@@ -176,30 +206,22 @@ fn add_service(
     });
     let cluster_ips = cluster_ips(svc);
     let wake = wake::targets(svc, deployments);
-    let mine: Vec<&EndpointSlice> = slices
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
-        .filter(|s| {
-            s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str) == Some(name)
-        })
-        .collect();
     for port in spec.ports.iter().flatten() {
         let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else { continue };
         let Ok(number) = u16::try_from(port.port) else { continue };
         let service =
             format!("{ns}/{name}:{}", port.name.clone().filter(|n| !n.is_empty()).unwrap_or(number.to_string()));
-        let backends = backends(&mine, port, protocol);
-        let add = |table: &mut Table, kind: Kind, addr: SocketAddr| {
+        let backends = backends(slices, port, protocol);
+        let add = |out: &mut ServiceRoutes, kind: Kind, addr: SocketAddr| {
             let frontend = Frontend { protocol, addr };
-            if let Some(existing) = table.routes.get(&frontend) {
+            if let Some((_, existing)) = out.routes.iter().find(|(f, _)| *f == frontend) {
                 let by = existing.service.clone();
-                table.skipped.push(Skipped::Taken { service: service.clone(), frontend, by });
+                out.skipped.push(Skipped::Taken { service: service.clone(), frontend, by });
                 return;
             }
             let route =
                 Route { service: service.clone(), kind, backends: backends.clone(), affinity, wake: wake.clone() };
-            table.routes.insert(frontend, route);
+            out.routes.push((frontend, route));
         };
         for ip in &cluster_ips {
             let local = match (ip, placement.local_service_cidr) {
@@ -207,20 +229,21 @@ fn add_service(
                 _ => false,
             };
             if local {
-                add(table, Kind::ClusterIp, SocketAddr::new(*ip, number));
+                add(&mut out, Kind::ClusterIp, SocketAddr::new(*ip, number));
             } else {
-                table.skipped.push(Skipped::NotLocal { service: service.clone(), ip: *ip });
+                out.skipped.push(Skipped::NotLocal { service: service.clone(), ip: *ip });
             }
         }
         if matches!(svc_type, "NodePort" | "LoadBalancer")
             && let Some(node_port) = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0)
         {
-            add(table, Kind::NodePort, SocketAddr::new(placement.node_port_ip, node_port));
+            add(&mut out, Kind::NodePort, SocketAddr::new(placement.node_port_ip, node_port));
         }
         if svc_type == "LoadBalancer" {
-            add(table, Kind::LoadBalancer, SocketAddr::new(placement.node_ip, number));
+            add(&mut out, Kind::LoadBalancer, SocketAddr::new(placement.node_ip, number));
         }
     }
+    out
 }
 
 /// The Service's cluster IPs (`clusterIPs`, else `clusterIP`), without `None` (headless).

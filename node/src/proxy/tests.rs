@@ -184,3 +184,26 @@ fn a_taken_frontend_stays_with_the_first_service() {
         }]
     );
 }
+
+#[test]
+fn routing_follows_one_service_at_a_time_and_hands_a_taken_frontend_on() {
+    use super::routing::Routing;
+    let lb = |name: &str, ip: &str| {
+        service(name, json!({"type": "LoadBalancer", "clusterIP": ip, "ports": [{"port": 80, "nodePort": 0}]}))
+    };
+    let routes = |svc: &Service| table::service_routes(svc, &[], &[], &bridge());
+    let key = |name: &str| ("default".to_owned(), name.to_owned());
+    let (a, b) = (lb("a", "10.96.0.70"), lb("b", "10.96.0.71"));
+    let mut routing = Routing::default();
+    assert_eq!(routing.set(key("b"), routes(&b)), [tcp("10.96.0.71:80"), tcp("192.168.1.5:80")]);
+    assert_eq!(routing.route(&tcp("192.168.1.5:80")).expect("b serves").service, "default/b:80");
+    assert_eq!(routing.set(key("a"), routes(&a)), [tcp("10.96.0.70:80"), tcp("192.168.1.5:80")]);
+    assert_eq!(routing.route(&tcp("192.168.1.5:80")).expect("a serves").service, "default/a:80", "first by name");
+    assert!(matches!(routing.skipped(&key("b"))[..], [Skipped::Taken { .. }]));
+    assert!(routing.set(key("b"), routes(&b)).is_empty(), "nothing changed, nothing touched");
+    assert_eq!(routing.set(key("a"), table::ServiceRoutes::default()), [tcp("10.96.0.70:80"), tcp("192.168.1.5:80")]);
+    assert_eq!(routing.route(&tcp("192.168.1.5:80")).expect("b again").service, "default/b:80");
+    assert!(routing.route(&tcp("10.96.0.70:80")).is_none());
+    assert!(routing.skipped(&key("b")).is_empty());
+    assert_eq!(routing.keys().count(), 1, "a Service without frontends is forgotten");
+}
