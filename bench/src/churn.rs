@@ -9,8 +9,12 @@
 //!
 //! While the objects are written, a checker inside the namespace sweeps every Service not yet
 //! seen: a DNS A query for `<svc>.<ns>.svc.cluster.local` over one UDP socket (answered with
-//! the Service's cluster IP = seen by DNS) and a TCP connect to `clusterIP:80` (accepted = the
-//! proxy listens for it; refused = not yet). A Service counts once both say so; the figure is
+//! the Service's cluster IP = seen by DNS) and whether a TCP socket listens on `clusterIP:80`
+//! in the namespace (`/proc/thread-self/net/tcp` read from inside it: the proxy listens for a
+//! Service port exactly while it serves it). Connecting instead, as an earlier version did,
+//! loaded the node with thousands of relayed connections per sweep while the Services were
+//! still there, and the API writes being timed slowed down under that load, not under the
+//! churn. A Service counts once both say so; the figure is
 //! the time from the first create until the last Service counts, beside the time the API took
 //! to acknowledge every write. Deletion is timed the same way (NXDOMAIN, refused). A sample of
 //! Services is finally asked for hello-http's body through its cluster IP.
@@ -272,19 +276,36 @@ async fn check_all(
             let sweep = std::mem::take(&mut pending);
             pending = inside
                 .call(move || {
-                    // Local addresses: accepted or refused at once; a dropped SYN (full
-                    // backlog) counts as not yet.
-                    let timeout = Duration::from_millis(200);
-                    let accepted =
-                        |t: &Target| std::net::TcpStream::connect_timeout(&(t.ip, 80).into(), timeout).is_ok();
-                    sweep.into_iter().filter(|t| accepted(t) != present).collect::<Vec<_>>()
+                    let listening = listening_tcp()?;
+                    Ok::<_, anyhow::Error>(
+                        sweep.into_iter().filter(|t| listening.contains(&(t.ip, 80)) != present).collect::<Vec<_>>(),
+                    )
                 })
-                .await?;
+                .await??;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(started.elapsed())
     };
     tokio::try_join!(dns_side, proxy_side)
+}
+
+/// The IPv4 addresses and ports with a listening TCP socket in the calling thread's network
+/// namespace (`/proc/thread-self/net/tcp`, state `0A`).
+fn listening_tcp() -> Result<HashSet<(Ipv4Addr, u16)>> {
+    let table = std::fs::read_to_string("/proc/thread-self/net/tcp").context("reading /proc/thread-self/net/tcp")?;
+    let mut listening = HashSet::new();
+    for line in table.lines().skip(1) {
+        let mut fields = line.split_whitespace();
+        let (Some(local), Some(_remote), Some(state)) = (fields.nth(1), fields.next(), fields.next()) else { continue };
+        if state != "0A" {
+            continue;
+        }
+        let Some((ip, port)) = local.split_once(':') else { continue };
+        let (Ok(ip), Ok(port)) = (u32::from_str_radix(ip, 16), u16::from_str_radix(port, 16)) else { continue };
+        // The address is in network order read as a host-order (little-endian) word.
+        listening.insert((Ipv4Addr::from(ip.swap_bytes()), port));
+    }
+    Ok(listening)
 }
 
 /// Asks DNS about every pending target, [`DNS_WINDOW`] queries in flight at a time (so the

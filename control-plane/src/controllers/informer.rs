@@ -10,8 +10,8 @@
 //! What it does not own: writes (those go through [`crate::registry::rest::Registry`]) and
 //! reconciliation.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -45,6 +45,62 @@ impl<T> Change<T> {
     }
 }
 
+/// A secondary index: the index value of an object, if it has one.
+pub type IndexFn<T> = fn(&T) -> Option<String>;
+
+/// The cached objects, sorted by key (so one namespace is a range, not a scan of all), and the
+/// secondary index: value → keys.
+struct Items<T> {
+    objects: BTreeMap<String, Arc<T>>,
+    index: HashMap<String, BTreeSet<String>>,
+}
+
+impl<T> Items<T> {
+    fn insert(&mut self, index_of: Option<&IndexFn<T>>, key: String, obj: Arc<T>) -> Option<Arc<T>> {
+        let old = self.objects.insert(key.clone(), obj);
+        if let Some(f) = index_of {
+            let before = old.as_deref().and_then(f);
+            let now = self.objects.get(&key).and_then(|o| f(o));
+            if before != now {
+                if let Some(before) = before {
+                    self.unindex(&before, &key);
+                }
+                if let Some(now) = now {
+                    self.index.entry(now).or_default().insert(key);
+                }
+            }
+        }
+        old
+    }
+
+    fn remove(&mut self, index_of: Option<&IndexFn<T>>, key: &str) -> Option<Arc<T>> {
+        let old = self.objects.remove(key)?;
+        if let Some(value) = index_of.and_then(|f| f(&old)) {
+            self.unindex(&value, key);
+        }
+        Some(old)
+    }
+
+    fn unindex(&mut self, value: &str, key: &str) {
+        if let Some(keys) = self.index.get_mut(value) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.index.remove(value);
+            }
+        }
+    }
+
+    fn reindex(&mut self, index_of: Option<&IndexFn<T>>) {
+        self.index.clear();
+        let Some(f) = index_of else { return };
+        for (key, obj) in &self.objects {
+            if let Some(value) = f(obj) {
+                self.index.entry(value).or_default().insert(key.clone());
+            }
+        }
+    }
+}
+
 /// A subscriber: called for every change, on the informer's task.
 pub type Handler<T> = Arc<dyn Fn(&Change<T>) + Send + Sync>;
 
@@ -63,7 +119,9 @@ pub struct Informer<T> {
 
 struct Inner<T> {
     prefix: String,
-    items: RwLock<HashMap<String, Arc<T>>>,
+    items: RwLock<Items<T>>,
+    /// The secondary index's key of an object ([`Informer::set_index`]).
+    index_of: OnceLock<IndexFn<T>>,
     handlers: RwLock<Vec<Handler<T>>>,
     synced: tokio::sync::watch::Sender<bool>,
 }
@@ -91,7 +149,8 @@ impl<T: Object> Informer<T> {
         Self {
             inner: Arc::new(Inner {
                 prefix,
-                items: RwLock::new(HashMap::new()),
+                items: RwLock::new(Items { objects: BTreeMap::new(), index: HashMap::new() }),
+                index_of: OnceLock::new(),
                 handlers: RwLock::new(Vec::new()),
                 synced: tokio::sync::watch::channel(false).0,
             }),
@@ -103,24 +162,43 @@ impl<T: Object> Informer<T> {
         self.inner.handlers.write().unwrap_or_else(|e| e.into_inner()).push(Arc::new(handler));
     }
 
+    /// Gives the cache a secondary index (one per informer, like a client-go indexer), so
+    /// [`Informer::by_index`] answers without scanning every object; a second call is ignored.
+    pub fn set_index(&self, index_of: IndexFn<T>) {
+        if self.inner.index_of.set(index_of).is_ok() {
+            self.inner.items.write().unwrap_or_else(|e| e.into_inner()).reindex(self.inner.index_of.get());
+        }
+    }
+
+    /// The cached objects whose index value ([`Informer::set_index`]) is `value`.
+    pub fn by_index(&self, value: &str) -> Vec<Arc<T>> {
+        let items = self.read();
+        let keys = items.index.get(value).into_iter().flatten();
+        keys.filter_map(|key| items.objects.get(key).cloned()).collect()
+    }
+
     /// The cached object under `key` (`namespace/name` or `name`).
     pub fn get(&self, key: &str) -> Option<Arc<T>> {
-        self.read().get(key).cloned()
+        self.read().objects.get(key).cloned()
     }
 
     /// A snapshot of every cached object.
     pub fn list(&self) -> Vec<Arc<T>> {
-        self.read().values().cloned().collect()
+        self.read().objects.values().cloned().collect()
     }
 
     /// A snapshot of the cached objects that `keep` accepts.
     pub fn list_where(&self, mut keep: impl FnMut(&T) -> bool) -> Vec<Arc<T>> {
-        self.read().values().filter(|o| keep(o)).cloned().collect()
+        self.read().objects.values().filter(|o| keep(o)).cloned().collect()
     }
 
-    /// The cached objects of one namespace.
+    /// The cached objects of one namespace (a range of the sorted keys `ns/…`).
     pub fn list_namespace(&self, ns: &str) -> Vec<Arc<T>> {
-        self.list_where(|o| o.metadata().namespace.as_deref() == Some(ns))
+        let prefix = format!("{ns}/");
+        let items = self.read();
+        let range =
+            items.objects.range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded));
+        range.take_while(|(key, _)| key.starts_with(&prefix)).map(|(_, obj)| obj.clone()).collect()
     }
 
     /// True once the first list has been applied.
@@ -141,7 +219,7 @@ impl<T: Object> Informer<T> {
     /// revisions) — how tests wait for a cache to see their writes.
     pub async fn caught_up(&self, store: &SharedStore) -> Result<bool, StoreError> {
         let page = store.list(&self.inner.prefix, ListOptions::default()).await?;
-        let items = self.read();
+        let items = &self.read().objects;
         Ok(items.len() == page.items.len()
             && page.items.iter().all(|kv| {
                 let key = kv.key.strip_prefix(&self.inner.prefix).unwrap_or_default();
@@ -150,7 +228,7 @@ impl<T: Object> Informer<T> {
             }))
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<T>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Items<T>> {
         self.inner.items.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -202,11 +280,12 @@ impl<T: Object> Informer<T> {
 
     async fn sync_once(&self, store: &SharedStore) -> Result<(), StoreError> {
         let page = store.list(&self.inner.prefix, ListOptions::default()).await?;
-        let fresh: HashMap<String, Arc<T>> = page.items.iter().filter_map(|kv| self.decode(kv)).collect();
+        let fresh: BTreeMap<String, Arc<T>> = page.items.iter().filter_map(|kv| self.decode(kv)).collect();
         let changes = {
             let mut items = self.inner.items.write().unwrap_or_else(|e| e.into_inner());
-            let changes = diff(&items, &fresh);
-            *items = fresh;
+            let changes = diff(&items.objects, &fresh);
+            items.objects = fresh;
+            items.reindex(self.inner.index_of.get());
             changes
         };
         self.notify(&changes);
@@ -222,7 +301,8 @@ impl<T: Object> Informer<T> {
             let change = match ev.kind {
                 EventKind::Delete => {
                     let Some(key) = ev.kv.key.strip_prefix(&self.inner.prefix) else { continue };
-                    let removed = self.inner.items.write().unwrap_or_else(|e| e.into_inner()).remove(key);
+                    let index_of = self.inner.index_of.get();
+                    let removed = self.inner.items.write().unwrap_or_else(|e| e.into_inner()).remove(index_of, key);
                     match removed {
                         Some(old) => Change::Deleted(old),
                         None => continue,
@@ -230,7 +310,9 @@ impl<T: Object> Informer<T> {
                 }
                 EventKind::Create | EventKind::Update => {
                     let Some((key, obj)) = self.decode(&ev.kv) else { continue };
-                    let old = self.inner.items.write().unwrap_or_else(|e| e.into_inner()).insert(key, obj.clone());
+                    let index_of = self.inner.index_of.get();
+                    let old =
+                        self.inner.items.write().unwrap_or_else(|e| e.into_inner()).insert(index_of, key, obj.clone());
                     match old {
                         Some(old) => Change::Updated { old, new: obj },
                         None => Change::Added(obj),
@@ -244,7 +326,7 @@ impl<T: Object> Informer<T> {
 }
 
 /// What turned `old` into `new` (after a re-list).
-fn diff<T: Object>(old: &HashMap<String, Arc<T>>, new: &HashMap<String, Arc<T>>) -> Vec<Change<T>> {
+fn diff<T: Object>(old: &BTreeMap<String, Arc<T>>, new: &BTreeMap<String, Arc<T>>) -> Vec<Change<T>> {
     let mut changes = Vec::new();
     for (key, obj) in new {
         match old.get(key) {
@@ -319,6 +401,40 @@ mod tests {
     }
 
     #[test]
+    fn the_index_and_namespace_ranges_follow_inserts_changes_and_removals() {
+        let mk = |ns: &str, name: &str, group: &str| {
+            let mut c = ConfigMap::default();
+            c.metadata.namespace = Some(ns.into());
+            c.metadata.name = Some(name.into());
+            c.data = Some([("group".to_string(), group.to_string())].into());
+            Arc::new(c)
+        };
+        let group: IndexFn<ConfigMap> = |c| c.data.as_ref()?.get("group").filter(|g| !g.is_empty()).cloned();
+        let informer = Informer::<ConfigMap>::with_prefix("configmaps/".into());
+        informer.set_index(group);
+        let f = informer.inner.index_of.get();
+        {
+            let mut items = informer.inner.items.write().expect("lock");
+            items.insert(f, "a/one".into(), mk("a", "one", "x"));
+            items.insert(f, "a/two".into(), mk("a", "two", "x"));
+            items.insert(f, "ab/three".into(), mk("ab", "three", "y"));
+            items.insert(f, "a/two".into(), mk("a", "two", "y"));
+        }
+        let names = |list: Vec<Arc<ConfigMap>>| {
+            let mut names: Vec<String> = list.iter().map(|c| c.metadata.name.clone().unwrap_or_default()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(informer.by_index("x")), ["one"], "a changed value moves the key");
+        assert_eq!(names(informer.by_index("y")), ["three", "two"]);
+        assert_eq!(names(informer.list_namespace("a")), ["one", "two"], "`ab/` is not in namespace `a`");
+        informer.inner.items.write().expect("lock").remove(f, "a/one");
+        assert!(informer.by_index("x").is_empty());
+        informer.inner.items.write().expect("lock").insert(f, "a/two".into(), mk("a", "two", ""));
+        assert_eq!(names(informer.by_index("y")), ["three"], "an object without a value leaves the index");
+    }
+
+    #[test]
     fn relist_diff_reports_each_kind_of_change() {
         let mk = |name: &str, rv: &str| {
             let mut c = ConfigMap::default();
@@ -326,9 +442,9 @@ mod tests {
             c.metadata.resource_version = Some(rv.into());
             Arc::new(c)
         };
-        let old: HashMap<_, _> =
+        let old: BTreeMap<_, _> =
             [("a".to_string(), mk("a", "1")), ("b".to_string(), mk("b", "1")), ("c".to_string(), mk("c", "1"))].into();
-        let new: HashMap<_, _> =
+        let new: BTreeMap<_, _> =
             [("a".to_string(), mk("a", "1")), ("b".to_string(), mk("b", "5")), ("d".to_string(), mk("d", "6"))].into();
         let mut kinds: Vec<String> = diff(&old, &new)
             .iter()

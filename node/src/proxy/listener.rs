@@ -89,8 +89,13 @@ impl Shared {
         self.listen.send_if_modified(|l| std::mem::replace(l, listen) != listen);
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Balancer) -> T) -> T {
+    pub(super) fn with<T>(&self, f: impl FnOnce(&mut Balancer) -> T) -> T {
         f(&mut self.balancer.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Follows whether there is a ready backend.
+    pub(super) fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
     }
 
     fn wake_targets(&self) -> Vec<WakeTarget> {

@@ -21,8 +21,8 @@
 //! given new backends in place (the balancer's rotation and client affinity carry on), stopped
 //! when it goes. What it does not: allocate cluster IPs or node ports (the API server does),
 //! publish endpoints (the control plane's controllers do), or make cluster IPs local addresses
-//! (`bridge::HostNet` does, in bridge mode). UDP and SCTP Service ports are not served yet
-//! (logged once).
+//! (`bridge::HostNet` does, in bridge mode). TCP ports are served by `listener`, UDP ports by
+//! `udp` (a flow per client, as conntrack keeps); SCTP ports are not served (logged once).
 
 mod balance;
 mod index;
@@ -33,6 +33,7 @@ mod scaler;
 mod table;
 #[cfg(test)]
 mod tests;
+mod udp;
 mod wake;
 
 use std::collections::{HashMap, HashSet};
@@ -302,8 +303,8 @@ impl Proxy {
             }
             return;
         };
-        if frontend.protocol != Protocol::Tcp {
-            let reason = format!("{} {frontend}: only TCP Service ports are served", route.service);
+        if frontend.protocol == Protocol::Sctp {
+            let reason = format!("{} {frontend}: SCTP Service ports are not served", route.service);
             if self.logged.insert(reason.clone()) {
                 warn!("{reason}");
             }
@@ -321,14 +322,18 @@ impl Proxy {
                 info!(%frontend, service = %route.service, kind = ?route.kind, backends = route.backends.len(), "Service frontend added");
                 let shared = Shared::new(Balancer::new(route.backends.clone(), route.affinity), route.wake.clone());
                 let stop = self.shutdown.child_token();
-                self.tasks.spawn(listener::run(
-                    frontend,
-                    Arc::clone(&shared),
-                    Arc::clone(&self.local),
-                    Arc::clone(&self.scaler),
-                    stop.clone(),
-                    self.shutdown.clone(),
-                ));
+                if frontend.protocol == Protocol::Udp {
+                    self.tasks.spawn(udp::run(frontend, Arc::clone(&shared), stop.clone()));
+                } else {
+                    self.tasks.spawn(listener::run(
+                        frontend,
+                        Arc::clone(&shared),
+                        Arc::clone(&self.local),
+                        Arc::clone(&self.scaler),
+                        stop.clone(),
+                        self.shutdown.clone(),
+                    ));
+                }
                 self.served.insert(frontend, Served { shared, route: route.clone(), stop });
             }
         }

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::table::{Frontend, Route, ServiceRoutes, Skipped, Table};
+use super::table::{Frontend, Route, ServiceRoutes, Skipped};
 
 /// A Service's namespace and name.
 pub type ServiceKey = (String, String);
@@ -87,8 +87,8 @@ impl Routing {
 
     /// The whole table (tests; the proxy follows [`Routing::set`]'s changes).
     #[cfg(test)]
-    pub fn table(&self) -> Table {
-        let mut table = Table::default();
+    pub fn table(&self) -> super::table::Table {
+        let mut table = super::table::Table::default();
         for (frontend, claims) in &self.claims {
             if let Some(route) = claims.values().next() {
                 table.routes.insert(*frontend, route.clone());

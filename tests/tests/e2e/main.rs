@@ -39,6 +39,7 @@ mod rollout;
 mod scale_to_zero;
 mod scheduling;
 mod service_proxy;
+mod service_udp;
 mod services;
 mod statefulset;
 mod storage;

@@ -93,7 +93,7 @@ pub struct EndpointSliceController {
 }
 
 /// The Service key of a slice this controller manages (selected or mirrored).
-fn service_key(slice: &EndpointSlice) -> Option<String> {
+pub(crate) fn service_key(slice: &EndpointSlice) -> Option<String> {
     let labels = labels_of(&slice.metadata);
     if !matches!(labels.get(MANAGED_BY_LABEL).map(String::as_str), Some(MANAGED_BY | MIRROR_MANAGED_BY)) {
         return None;
@@ -149,6 +149,8 @@ impl EndpointSliceController {
     /// Creates the controller and subscribes it to Services, pods and its own slices.
     pub fn new(ctx: &Ctx) -> Self {
         let c = EndpointSliceController { ctx: ctx.clone(), queue: WorkQueue::new(), tracker: Tracker::default() };
+        // Each reconcile reads one Service's slices: indexed, not a scan of every slice.
+        ctx.inf.endpoint_slices.set_index(service_key);
         let q = c.queue.clone();
         ctx.inf.services.subscribe(move |change| q.add(&key_of(&change.object().metadata)));
         let (q, ctx2) = (c.queue.clone(), ctx.clone());
@@ -312,7 +314,7 @@ impl Reconcile for EndpointSliceController {
             self.queue.add_after(key, STALE_RETRY);
             return Ok(());
         }
-        let managed = self.ctx.inf.endpoint_slices.list_where(|s| service_key(s).as_deref() == Some(key));
+        let managed = self.ctx.inf.endpoint_slices.by_index(key);
         let svc = self.ctx.inf.services.get(key).filter(|s| s.metadata.deletion_timestamp.is_none());
         let wanted = svc.as_ref().and_then(|svc| {
             if addresses::selector(svc).is_some() {
