@@ -24,6 +24,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -48,6 +49,8 @@ const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
 const DNS_WAIT: Duration = Duration::from_millis(300);
 /// DNS queries in flight at once.
 const DNS_WINDOW: usize = 128;
+/// Tries per API request (transport errors only).
+const ATTEMPTS: usize = 3;
 /// Services asked for a full HTTP answer at the end.
 const SAMPLE: usize = 20;
 
@@ -62,6 +65,8 @@ pub struct ChurnBench {
     pub skiff_bin: Option<PathBuf>,
     /// [`crate::pods::load_note`] taken when the run started.
     pub load_at_start: String,
+    /// API requests sent again after a transport error.
+    pub retried: Arc<AtomicUsize>,
 }
 
 /// One phase's figures.
@@ -109,12 +114,11 @@ impl ChurnBench {
         let names: Vec<String> = (0..self.services).map(|i| format!("churn-{i}")).collect();
         let (known, targets) = watch::channel(None);
         let started = Instant::now();
-        let (created, checked) = tokio::join!(
+        // try_join: a failed write ends the phase at once instead of after the checker's timeout.
+        let ((targets, api), (dns_at, proxy_at)) = tokio::try_join!(
             self.create_all(cluster, &names, &pod_ip, known),
             check_all(&inside, &dns, targets.clone(), true, started)
-        );
-        let (targets, api) = created?;
-        let (dns_at, proxy_at) = checked?;
+        )?;
         let create = Phase { api, dns: dns_at, proxy: proxy_at };
         eprintln!("create: {create:?}");
 
@@ -122,10 +126,8 @@ impl ChurnBench {
 
         let started = Instant::now();
         let (_, known) = watch::channel(Some(targets));
-        let (deleted, checked) =
-            tokio::join!(self.delete_all(cluster, &names), check_all(&inside, &dns, known, false, started));
-        let api = deleted?;
-        let (dns_at, proxy_at) = checked?;
+        let (api, (dns_at, proxy_at)) =
+            tokio::try_join!(self.delete_all(cluster, &names), check_all(&inside, &dns, known, false, started))?;
         let delete = Phase { api, dns: dns_at, proxy: proxy_at };
         eprintln!("delete: {delete:?}");
         Ok(self.render(create, delete, answered))
@@ -141,7 +143,7 @@ impl ChurnBench {
     ) -> Result<(Vec<Target>, Duration)> {
         let started = Instant::now();
         let results: Vec<Result<Target>> = futures::stream::iter(names.iter().cloned())
-            .map(|name| async move { create_one(cluster, &name, pod_ip).await })
+            .map(|name| async move { create_one(cluster, &name, pod_ip, &self.retried).await })
             .buffer_unordered(self.clients)
             .collect()
             .await;
@@ -158,7 +160,7 @@ impl ChurnBench {
             .map(|name| async move {
                 for kind in ["services", "endpoints"] {
                     let url = format!("{}/api/v1/namespaces/{NAMESPACE}/{kind}/{name}", cluster.skiff.url);
-                    let response = cluster.http.delete(url).send().await?;
+                    let response = send(&self.retried, || cluster.http.delete(&url)).await?;
                     if !response.status().is_success() && response.status() != reqwest::StatusCode::NOT_FOUND {
                         bail!("deleting {kind} {name}: {} {}", response.status(), response.text().await?);
                     }
@@ -185,10 +187,11 @@ impl ChurnBench {
              Services, each with a manual Endpoints naming one hello-http pod, written by {} concurrent API \
              clients (Service, then its Endpoints), then deleted the same way. A checker in the namespace \
              sweeps the Services not yet seen: DNS A query to 10.96.0.10 (the Service's cluster IP, then \
-             NXDOMAIN) and a TCP connect to clusterIP:80 (accepted, then refused). Times are from the first \
+             NXDOMAIN) and whether a socket listens on clusterIP:80 there (the proxy listens exactly while \
+             it serves the Service; read from /proc, so the check adds no load). Times are from the first \
              write; the lag is after the API acknowledged the last write. {answered} of {SAMPLE} sampled \
-             Services answered hello-http's body through their cluster IP. One node: every node's agent \
-             runs the same watches.\n\n",
+             Services answered hello-http's body through their cluster IP. API requests retried after a \
+             transport error: {}. One node: every node's agent runs the same watches.\n\n",
             report::now(),
             report::machine(),
             release_warning(),
@@ -197,6 +200,7 @@ impl ChurnBench {
             self.clients,
             self.services,
             self.clients,
+            self.retried.load(Ordering::Relaxed),
         );
         let row = |phase: &str, p: &Phase| {
             vec![
@@ -219,11 +223,16 @@ impl ChurnBench {
 }
 
 /// Creates one Service (cluster IP allocated) and its Endpoints.
-async fn create_one(cluster: &Cluster, name: &str, pod_ip: &str) -> Result<Target> {
+async fn create_one(cluster: &Cluster, name: &str, pod_ip: &str, retried: &AtomicUsize) -> Result<Target> {
     let base = format!("{}/api/v1/namespaces/{NAMESPACE}", cluster.skiff.url);
     let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}});
-    let response = cluster.http.post(format!("{base}/services")).json(&service).send().await?;
+    let url = format!("{base}/services");
+    let mut response = send(retried, || cluster.http.post(&url).json(&service)).await?;
+    if response.status() == reqwest::StatusCode::CONFLICT && retried.load(Ordering::Relaxed) > 0 {
+        // A retried create whose first attempt was written: read what it made.
+        response = send(retried, || cluster.http.get(format!("{url}/{name}"))).await?;
+    }
     if !response.status().is_success() {
         bail!("creating Service {name}: {} {}", response.status(), response.text().await?);
     }
@@ -231,11 +240,34 @@ async fn create_one(cluster: &Cluster, name: &str, pod_ip: &str) -> Result<Targe
     let ip = created["spec"]["clusterIP"].as_str().context("no clusterIP")?.parse().context("clusterIP")?;
     let endpoints = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name},
         "subsets": [{"addresses": [{"ip": pod_ip}], "ports": [{"name": "http", "port": 8080}]}]});
-    let response = cluster.http.post(format!("{base}/endpoints")).json(&endpoints).send().await?;
-    if !response.status().is_success() {
+    let url = format!("{base}/endpoints");
+    let response = send(retried, || cluster.http.post(&url).json(&endpoints)).await?;
+    let retried_write = response.status() == reqwest::StatusCode::CONFLICT && retried.load(Ordering::Relaxed) > 0;
+    if !response.status().is_success() && !retried_write {
         bail!("creating Endpoints {name}: {} {}", response.status(), response.text().await?);
     }
     Ok(Target { name: name.to_string(), ip })
+}
+
+/// Sends a request, again (up to [`ATTEMPTS`] in all) when it fails without an HTTP answer — a
+/// transport error on the shared HTTP/2 connection — counting the retries in `retried`
+/// (reported with the figures).
+async fn send(
+    retried: &AtomicUsize,
+    request: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response> {
+    let mut attempt = 1;
+    loop {
+        match request().send().await {
+            Ok(response) => return Ok(response),
+            Err(error) if attempt < ATTEMPTS => {
+                eprintln!("API request failed ({error:#}); retrying");
+                retried.fetch_add(1, Ordering::Relaxed);
+                attempt += 1;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 /// A UDP socket made inside the namespace (usable from any thread).

@@ -339,7 +339,13 @@ async fn main() -> Result<()> {
             emit(&cli.output, "ingress", &section, dry_run)?;
         }
         Command::Churn { services, clients, skiff_bin, dry_run } => {
-            let bench = churn::ChurnBench { services, clients, skiff_bin, load_at_start: pods::load_note() };
+            let bench = churn::ChurnBench {
+                services,
+                clients,
+                skiff_bin,
+                load_at_start: pods::load_note(),
+                retried: Default::default(),
+            };
             let section = bench.run().await?;
             emit(&cli.output, "churn", &section, dry_run)?;
         }

@@ -227,6 +227,11 @@ pub trait Reconcile: Clone + Send + Sync + 'static {
 
 /// How many keys each controller reconciles at once.
 const WORKERS: usize = 2;
+/// Workers of the Endpoints, EndpointSlice (and mirroring) and SkyDNS controllers: Kubernetes'
+/// `--concurrent-service-endpoint-syncs` and `--mirroring-concurrent-service-endpoint-syncs`
+/// default. Each reconcile waits on one store write, so with many Services changing at once
+/// (10,000 created) throughput grows with writes in flight; two made slices trail the API.
+const SERVICE_WORKERS: usize = 5;
 
 /// Runs `workers` workers of controller `c` as tasks in `tasks`.
 pub fn spawn<C: Reconcile>(c: &C, workers: usize, ctx: &Ctx, cancel: &CancellationToken, tasks: &mut JoinSet<()>) {
@@ -285,10 +290,10 @@ pub fn start(
     spawn(&gc, WORKERS, &ctx, cancel, tasks);
     spawn(&namespaces, WORKERS, &ctx, cancel, tasks);
     spawn(&sts, WORKERS, &ctx, cancel, tasks);
-    spawn(&endpoints, WORKERS, &ctx, cancel, tasks);
-    spawn(&slices, WORKERS, &ctx, cancel, tasks);
+    spawn(&endpoints, SERVICE_WORKERS, &ctx, cancel, tasks);
+    spawn(&slices, SERVICE_WORKERS, &ctx, cancel, tasks);
     spawn(&ingress_status, WORKERS, &ctx, cancel, tasks);
-    spawn(&skydns, WORKERS, &ctx, cancel, tasks);
+    spawn(&skydns, SERVICE_WORKERS, &ctx, cancel, tasks);
     tasks.spawn(skydns.clone().sweep(cancel.clone()));
     spawn(&service_lb, WORKERS, &ctx, cancel, tasks);
     spawn(&scale_to_zero, WORKERS, &ctx, cancel, tasks);
