@@ -252,16 +252,13 @@ async fn create_one(cluster: &Cluster, name: &str, pod_ip: &str, retried: &Atomi
 /// Sends a request, again (up to [`ATTEMPTS`] in all) when it fails without an HTTP answer — a
 /// transport error on the shared HTTP/2 connection — counting the retries in `retried`
 /// (reported with the figures).
-async fn send(
-    retried: &AtomicUsize,
-    request: impl Fn() -> reqwest::RequestBuilder,
-) -> Result<reqwest::Response> {
+async fn send(retried: &AtomicUsize, request: impl Fn() -> reqwest::RequestBuilder) -> Result<reqwest::Response> {
     let mut attempt = 1;
     loop {
         match request().send().await {
             Ok(response) => return Ok(response),
             Err(error) if attempt < ATTEMPTS => {
-                eprintln!("API request failed ({error:#}); retrying");
+                eprintln!("API request failed ({:#}); retrying", anyhow::Error::from(error));
                 retried.fetch_add(1, Ordering::Relaxed);
                 attempt += 1;
             }
