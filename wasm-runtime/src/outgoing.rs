@@ -170,7 +170,11 @@ mod tests {
         );
         assert_eq!(
             routed("http://hello.default.svc.cluster.local:8080/").expect("routed"),
-            (Route::Default, "http://10.96.0.20:8080/".to_owned(), Some("hello.default.svc.cluster.local:8080".to_owned()))
+            (
+                Route::Default,
+                "http://10.96.0.20:8080/".to_owned(),
+                Some("hello.default.svc.cluster.local:8080".to_owned())
+            )
         );
     }
 
@@ -186,7 +190,11 @@ mod tests {
         // Every address, in order, on the URL's port.
         assert_eq!(
             routed("https://two:8443/").expect("routed"),
-            (tls("two", &["10.244.0.5:8443", "10.244.0.6:8443"]), "https://two:8443/".to_owned(), Some("two:8443".to_owned()))
+            (
+                tls("two", &["10.244.0.5:8443", "10.244.0.6:8443"]),
+                "https://two:8443/".to_owned(),
+                Some("two:8443".to_owned())
+            )
         );
     }
 
@@ -209,10 +217,7 @@ mod tests {
             assert_eq!(routed(url).expect("kept"), (Route::Default, url.to_owned(), None), "{url}");
         }
         for url in ["http://nothere.default.svc.cluster.local/", "https://nothere.default.svc.cluster.local/"] {
-            assert!(
-                matches!(routed(url), Err(Error::DnsError { rcode: Some(ref r), .. }) if r == "NXDOMAIN"),
-                "{url}"
-            );
+            assert!(matches!(routed(url), Err(Error::DnsError { rcode: Some(ref r), .. }) if r == "NXDOMAIN"), "{url}");
         }
     }
 }

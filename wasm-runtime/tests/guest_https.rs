@@ -121,7 +121,7 @@ fn guest(resolver: NameResolver) -> GuestConfig {
 }
 
 /// A `dns-probe` guest on its own runtime, trusting `extra_roots_pem` besides the web roots.
-async fn probe(dir: &std::path::Path, extra_roots_pem: Option<String>) -> Result<(WasmRuntime, HttpServer)> {
+async fn start_probe(dir: &std::path::Path, extra_roots_pem: Option<String>) -> Result<(WasmRuntime, HttpServer)> {
     let rt = WasmRuntime::new(RuntimeConfig {
         cache_dir: dir.to_owned(),
         max_instances: 16,
@@ -129,7 +129,8 @@ async fn probe(dir: &std::path::Path, extra_roots_pem: Option<String>) -> Result
         ..RuntimeConfig::default()
     })?;
     let artifact = rt.load("test:dns-probe", &guest_bytes("dns-probe"))?;
-    let opts = HttpOptions { listen: "127.0.0.1:0".parse()?, max_concurrency: 16, request_timeout: Duration::from_secs(20) };
+    let opts =
+        HttpOptions { listen: "127.0.0.1:0".parse()?, max_concurrency: 16, request_timeout: Duration::from_secs(20) };
     let resolver = NameResolver::cluster_first(Arc::new(Fixture), "default");
     let server = rt.serve_http(&artifact, guest(resolver), opts).await?;
     Ok((rt, server))
@@ -153,7 +154,7 @@ async fn guests_fetch_https_cluster_names_verified_by_the_cluster_ca() -> Result
     let (h2_port, h2_server) = tls_server(&cluster_ca, &[b"h2", b"http/1.1"]).await?;
     let (h1_port, h1_server) = tls_server(&cluster_ca, &[b"http/1.1"]).await?;
     let dir = tempfile::tempdir()?;
-    let (_rt, probe) = probe(dir.path(), Some(cluster_ca.pem.clone())).await?;
+    let (_rt, probe) = start_probe(dir.path(), Some(cluster_ca.pem.clone())).await?;
 
     // Every form of the name, verified as the name the guest used; ALPN picks h2 when offered.
     for name in ["hello", "hello.default", "hello.default.svc", "hello.default.svc.cluster.local"] {
@@ -191,14 +192,14 @@ async fn certificates_of_an_untrusted_ca_fail_with_a_tls_certificate_error() -> 
     let dir = tempfile::tempdir()?;
 
     // Trusting the cluster CA, not the stranger.
-    let (_rt, probe) = probe(dir.path(), Some(cluster_ca.pem.clone())).await?;
+    let (_rt, probe) = start_probe(dir.path(), Some(cluster_ca.pem.clone())).await?;
     let (status, body) = fetch(&probe, &format!("https://hello:{stranger_port}/")).await?;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("TlsCertificateError"), "{body}");
     probe.shutdown(Duration::from_secs(1)).await;
 
     // Without extra roots only the web roots are trusted: the cluster CA's certificate fails too.
-    let (_rt, plain) = probe(dir.path(), None).await?;
+    let (_rt, plain) = start_probe(dir.path(), None).await?;
     let (status, body) = fetch(&plain, &format!("https://hello:{cluster_port}/")).await?;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("TlsCertificateError"), "{body}");
