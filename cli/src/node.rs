@@ -144,9 +144,13 @@ pub async fn start(
             Compiler::InProcess
         }
     };
+    // Guests' HTTPS to cluster names trusts the cluster CA (the one the kubeconfig names, which
+    // issues the cluster's serving certificates) besides the web roots, as pods trust
+    // `kube-root-ca.crt`.
     let wasm = WasmRuntime::new(RuntimeConfig {
         cache_dir: cfg.data_dir.join("wasm-cache"),
         compiler,
+        extra_tls_roots_pem: Some(cluster.pki.ca_pem().to_string()),
         ..RuntimeConfig::default()
     })
     .context("starting the WebAssembly engine")?;

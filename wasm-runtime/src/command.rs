@@ -112,7 +112,7 @@ impl WasmRuntime {
         let mut builder = guest.wasi_builder()?;
         let prepared = match &artifact.inner.code {
             Code::Command(pre) => {
-                let mut store = Store::new(engine, guest.host(builder.build(), limiter));
+                let mut store = Store::new(engine, guest.host(builder.build(), limiter, &self.inner.cluster_tls));
                 store.limiter(|h| &mut h.limiter);
                 interrupt_on_kill(&mut store, &kill);
                 Prepared::Component(store, pre.clone())

@@ -27,6 +27,10 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Where artifacts are compiled (see [`crate::Compiler`]).
     pub compiler: crate::Compiler,
+    /// Root certificates (PEM, one or more) that guests' HTTPS requests to cluster names trust
+    /// besides the public web roots: the cluster CA, so that serving certificates it issued
+    /// verify, as a Kubernetes pod trusts `kube-root-ca.crt`. `None`: the web roots only.
+    pub extra_tls_roots_pem: Option<String>,
 }
 
 impl Default for RuntimeConfig {
@@ -42,6 +46,7 @@ impl Default for RuntimeConfig {
             max_memory_per_instance: 512 << 20,
             epoch_tick: Duration::from_millis(10),
             compiler: crate::Compiler::InProcess,
+            extra_tls_roots_pem: None,
         }
     }
 }

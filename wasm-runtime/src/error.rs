@@ -20,6 +20,9 @@ pub enum RuntimeError {
     /// The epoch ticker thread could not be started.
     #[error("starting the epoch ticker thread: {0}")]
     Ticker(std::io::Error),
+    /// [`crate::RuntimeConfig::extra_tls_roots_pem`] is not a PEM of usable root certificates.
+    #[error("extra TLS roots: {0}")]
+    TlsRoots(String),
 }
 
 /// An artifact could not be turned into something runnable.

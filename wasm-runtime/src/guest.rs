@@ -13,6 +13,7 @@ use crate::limits::GuestLimiter;
 use crate::names::NameResolver;
 use crate::outgoing::ClusterHttpHooks;
 use crate::output::{OutputSink, OutputStream, SinkStream};
+use crate::tls_send::ClusterTls;
 use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -70,12 +71,12 @@ impl GuestConfig {
     }
 
     /// The store data of one component instance of this guest.
-    pub(crate) fn host(&self, wasi: WasiCtx, limiter: GuestLimiter) -> Host {
+    pub(crate) fn host(&self, wasi: WasiCtx, limiter: GuestLimiter, tls: &ClusterTls) -> Host {
         Host {
             table: ResourceTable::new(),
             wasi,
             http: WasiHttpCtx::new(),
-            hooks: ClusterHttpHooks { resolver: self.resolver.clone() },
+            hooks: ClusterHttpHooks { resolver: self.resolver.clone(), tls: tls.clone() },
             resolver: self.resolver.clone(),
             limiter,
         }

@@ -313,7 +313,8 @@ async fn run_guest(
         Ok(mut builder) => builder.build(),
         Err(error) => return plain(500, &error.to_string()),
     };
-    let mut store = Store::new(&state.runtime.inner.engine, state.guest.host(wasi, limiter));
+    let mut store =
+        Store::new(&state.runtime.inner.engine, state.guest.host(wasi, limiter, &state.runtime.inner.cluster_tls));
     store.limiter(|h| &mut h.limiter);
     let std_deadline = deadline.into_std();
     store.epoch_deadline_callback(move |_| {

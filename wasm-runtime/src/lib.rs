@@ -4,7 +4,8 @@
 //! volumes, env and output onto guest capabilities.
 //!
 //! Cluster names: a guest given a [`NameResolver`] resolves them in `wasi:sockets` name
-//! lookups and outgoing `wasi:http` requests (`names.rs`, `lookup.rs`, `outgoing.rs`).
+//! lookups and outgoing `wasi:http` requests (`names.rs`, `lookup.rs`, `outgoing.rs`), HTTPS
+//! ones verified against the web roots plus [`RuntimeConfig::extra_tls_roots_pem`] (`tls_send.rs`).
 //!
 //! What it does not own: pulling artifacts (the node agent hands over bytes and a digest),
 //! pod lifecycle, restarts, probes, log files (an [`OutputSink`] receives the bytes), or pod
@@ -32,6 +33,7 @@ mod outgoing;
 mod output;
 mod runtime;
 mod stats;
+mod tls_send;
 
 pub use artifact::{Artifact, Shape};
 pub use command::{CommandRun, Exit};

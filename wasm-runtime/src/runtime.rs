@@ -9,6 +9,7 @@ use crate::cache::{DiskCache, Kind};
 use crate::compile::{self, Compiler};
 use crate::config::{RuntimeConfig, wasmtime_config};
 use crate::guest::{Host, P1Host};
+use crate::tls_send::ClusterTls;
 use crate::{LoadError, RuntimeError};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -43,6 +44,8 @@ pub(crate) struct RuntimeInner {
     pub component_linker: Linker<Host>,
     pub module_linker: wasmtime::Linker<P1Host>,
     pub epoch_tick: Duration,
+    /// TLS settings of guests' HTTPS requests to cluster names.
+    pub cluster_tls: ClusterTls,
     cache: DiskCache,
     /// The settings the engine was built from (the compiler child needs them).
     config: RuntimeConfig,
@@ -78,6 +81,7 @@ impl WasmRuntime {
         let mut module_linker = wasmtime::Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |h: &mut P1Host| &mut h.wasi)
             .map_err(|e| RuntimeError::Engine(format!("linking WASI preview 1: {e:#}")))?;
+        let cluster_tls = ClusterTls::new(cfg.extra_tls_roots_pem.as_deref())?;
         let ticker = Ticker::start(engine.clone(), cfg.epoch_tick)?;
         Ok(Self {
             inner: Arc::new(RuntimeInner {
@@ -86,6 +90,7 @@ impl WasmRuntime {
                 component_linker,
                 module_linker,
                 epoch_tick: cfg.epoch_tick,
+                cluster_tls,
                 config: cfg.clone(),
                 loaded: Mutex::new(HashMap::new()),
                 compiled: AtomicU64::new(0),
