@@ -6,8 +6,9 @@
 //!   (the node agent); no Kubernetes API client here.
 //! - `addresses.rs`: a name's addresses ([`NameAddresses`]) for in-process resolvers.
 //! - `lookup.rs`: query → [`Resolution`] (records, NODATA, NXDOMAIN or not ours), pure logic.
-//! - [`DnsServer`] (`server.rs`, `handler.rs`, `udp.rs`): our request handler behind hickory's
-//!   TCP server and our own UDP loop with an answer cache; [`Forwarder`] (`forward.rs`) sends other names to upstream resolvers, cached.
+//! - [`DnsServer`] (`server.rs`, `handler.rs`, `udp.rs`, `cache.rs`, `mmsg.rs`): our request
+//!   handler behind hickory's TCP server and our own UDP receive threads (batched system calls)
+//!   with an answer cache; [`Forwarder`] (`forward.rs`) sends other names to upstream resolvers, cached.
 //! - [`skydns_records`] (`skydns.rs`): the `/skydns/...` keys and JSON values for a Service.
 //!
 //! Embedding it (the node agent's job):
@@ -34,9 +35,11 @@
 //! ```
 
 mod addresses;
+mod cache;
 mod forward;
 mod handler;
 mod lookup;
+mod mmsg;
 mod records;
 mod server;
 mod skydns;

@@ -1,5 +1,5 @@
 //! The DNS server task: UDP and TCP listeners on one address, served by [`ClusterHandler`] —
-//! TCP by hickory's server, UDP by our own loop with an answer cache (`udp.rs`).
+//! TCP by hickory's server, UDP by our own receive threads with an answer cache (`udp.rs`).
 //!
 //! Owns socket binding and the server's lifetime (a task that ends when the cancellation token
 //! fires, after hickory drains its listeners); not the answers (`handler.rs`).
@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_server::Server;
-use tokio::net::{TcpListener, UdpSocket};
+use socket2::Socket;
+use tokio::net::TcpListener;
 
 /// The error of binding `addr`.
 fn bind_error(addr: SocketAddr) -> impl Fn(std::io::Error) -> ServerError + Copy {
@@ -23,7 +24,7 @@ use crate::handler::ClusterHandler;
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Responses queued per TCP connection.
 const TCP_RESPONSE_BUFFER: usize = 64;
-/// UDP sockets (and receive loops) on the address: the kernel spreads clients over them.
+/// UDP sockets (and receive threads) on the address: the kernel spreads clients over them.
 const UDP_LOOPS: usize = 2;
 /// Attempts at finding a port free for both UDP and TCP when asked for port 0.
 const BIND_ATTEMPTS: usize = 16;
@@ -53,11 +54,12 @@ impl DnsServer {
         cancel: CancellationToken,
     ) -> Result<Self, ServerError> {
         let (udp, tcp) = bind_pair(listen).await?;
-        let local_addr = udp.local_addr().map_err(|source| ServerError::Bind { addr: listen, source })?;
+        let local_addr = crate::udp::local_addr(&udp).map_err(|source| ServerError::Bind { addr: listen, source })?;
         let udp_cancel = cancel.child_token();
         let mut sockets = vec![udp];
         sockets.extend(crate::udp::bind_more(&sockets[0], UDP_LOOPS - 1).map_err(bind_error(local_addr))?);
-        let udp_task = tokio::spawn(crate::udp::serve(sockets, handler.clone(), udp_cancel.clone()));
+        let udp_task = crate::udp::spawn(sockets, handler.clone(), udp_cancel.clone())
+            .map_err(|e| ServerError::Serve(e.to_string()))?;
         let mut server = Server::new(handler);
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
         tracing::info!(%local_addr, "cluster DNS listening (udp, tcp)");
@@ -91,13 +93,13 @@ impl DnsServer {
     }
 }
 
-async fn bind_pair(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), ServerError> {
+async fn bind_pair(listen: SocketAddr) -> Result<(Socket, TcpListener), ServerError> {
     let bind_error = bind_error(listen);
     let attempts = if listen.port() == 0 { BIND_ATTEMPTS } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
         let udp = crate::udp::bind(listen).map_err(bind_error)?;
-        let addr = udp.local_addr().map_err(bind_error)?;
+        let addr = crate::udp::local_addr(&udp).map_err(bind_error)?;
         match TcpListener::bind(addr).await {
             Ok(tcp) => return Ok((udp, tcp)),
             // The kernel's free UDP port may be taken for TCP: try another one.

@@ -1,23 +1,30 @@
-//! The UDP side of the server: one receive loop with an answer cache in front of
+//! The UDP side of the server: receive threads with an answer cache in front of
 //! [`ClusterHandler`].
 //!
 //! Why not hickory's UDP server: it spawns a task and builds a full request and response per
 //! packet, which held cluster DNS to about a third of an authoritative server's rate on the
-//! same cores. Cluster answers change only when the Service/Endpoints cache does, so the
-//! encoded response of a query can be reused: the key is the query's bytes after its ID (the
-//! question name lowercased; flags, EDNS and all else included), valid while the records'
-//! serial is unchanged. A hit costs a copy and two patches — the client's ID, and the question
-//! name as the client spelled it (0x20 case randomisation) — and one `send_to`.
+//! same cores. Repeated queries are answered from the [`AnswerCache`] (`cache.rs`) instead.
 //!
-//! Only authoritative responses are cached (cluster names; forwarded answers carry upstream
-//! TTLs that age); the rest, and every miss, goes through the handler on its own task, at most
-//! [`MAX_IN_FLIGHT`] at once (more are dropped: the client retries, as on a lost packet).
-//! Malformed queries get FORMERR when their header is readable, as hickory answers them;
-//! responses and shorter garbage are dropped.
+//! Why threads rather than tasks: a cache hit is a few hundred nanoseconds of work, so what
+//! costs is around it — system calls and wake-ups. Each socket (`SO_REUSEPORT`, the kernel
+//! spreads clients over them) gets a dedicated thread blocked in `recvmmsg` (`mmsg.rs`): a
+//! flood is read up to [`BATCH`](crate::mmsg::BATCH) queries per call and the hits answered in
+//! one `sendmmsg`, and a lone query wakes its thread directly instead of waiting for a runtime
+//! worker that may be busy with the rest of the node (API server, controllers, pods).
+//!
+//! Misses go to the handler on the tokio runtime, one task each, at most [`MAX_IN_FLIGHT`] at
+//! once (more are dropped: the client retries, as on a lost packet); the task caches the
+//! response when it may ([`AnswerCache::insert`]) and sends it. Malformed queries get FORMERR
+//! when their header is readable, as hickory answers them; responses and shorter garbage are
+//! dropped. The threads notice cancellation within [`POLL`].
 
-use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use hickory_net::NetError;
 use hickory_net::runtime::TokioTime;
@@ -27,208 +34,156 @@ use hickory_proto::rr::Record;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
-use tokio::net::UdpSocket;
-use tokio::task::JoinSet;
+use socket2::{SockAddr, Socket};
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::cache::AnswerCache;
 use crate::handler::ClusterHandler;
-use crate::records::ClusterRecords;
+use crate::mmsg::{MAX_DATAGRAM, RecvBatch, SendBatch};
 
 /// Queries answered by the handler at once; beyond, packets are dropped.
 const MAX_IN_FLIGHT: usize = 1024;
-/// Responses kept; the cache starts over when full (a flood of distinct names cannot grow it).
-const MAX_CACHED: usize = 16 * 1024;
-/// The largest datagram read.
-const MAX_DATAGRAM: usize = 4096;
-/// Header bytes.
-const HEADER: usize = 12;
-/// Authoritative-answer bit in the third header byte.
-const AA: u8 = 0x04;
-
-/// Encoded responses by [`key`].
-type Responses = HashMap<Box<[u8]>, Box<[u8]>>;
-
-/// Encoded authoritative responses by query, valid for one records serial.
-#[derive(Debug)]
-pub(crate) struct AnswerCache {
-    records: ClusterRecords,
-    entries: RwLock<(u32, Responses)>,
-}
-
-/// Where the question name ends in a query (offset after its terminating zero), if the packet
-/// is a plain query: QR 0, opcode QUERY, one question, no answer or authority records, an
-/// uncompressed name.
-fn question_end(packet: &[u8]) -> Option<usize> {
-    if packet.len() < HEADER + 5 || packet[2] & 0xf8 != 0 {
-        return None;
-    }
-    let count = |at: usize| u16::from_be_bytes([packet[at], packet[at + 1]]);
-    if count(4) != 1 || count(6) != 0 || count(8) != 0 {
-        return None;
-    }
-    let mut at = HEADER;
-    loop {
-        let len = usize::from(*packet.get(at)?);
-        if len == 0 {
-            return Some(at + 1);
-        }
-        if len > 63 {
-            return None;
-        }
-        at += 1 + len;
-    }
-}
-
-/// The cache key of a query: every byte after the ID, with the question name lowercased.
-fn key(packet: &[u8], name_end: usize) -> Box<[u8]> {
-    let mut key = packet[2..].to_vec();
-    key[HEADER - 2..name_end - 2].make_ascii_lowercase();
-    key.into_boxed_slice()
-}
-
-impl AnswerCache {
-    pub(crate) fn new(records: ClusterRecords) -> Self {
-        let serial = records.serial();
-        Self { records, entries: RwLock::new((serial, HashMap::new())) }
-    }
-
-    /// Writes the cached response to `packet`, patched for it, into `response` and says
-    /// whether there was one for the current records (the hot path: no allocation).
-    pub(crate) fn answer_into(&self, packet: &[u8], response: &mut Vec<u8>) -> bool {
-        let Some(name_end) = question_end(packet) else { return false };
-        let mut key = [0u8; MAX_DATAGRAM];
-        let Some(key) = key.get_mut(..packet.len() - 2) else { return false };
-        key.copy_from_slice(&packet[2..]);
-        key[HEADER - 2..name_end - 2].make_ascii_lowercase();
-        let serial = self.records.serial();
-        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
-        if entries.0 != serial {
-            return false;
-        }
-        let Some(cached) = entries.1.get(&*key) else { return false };
-        response.clear();
-        response.extend_from_slice(cached);
-        drop(entries);
-        response[..2].copy_from_slice(&packet[..2]);
-        // The question is the first name of the response, at the same offset and length
-        // (checked when it was cached).
-        response[HEADER..name_end].copy_from_slice(&packet[HEADER..name_end]);
-        true
-    }
-
-    /// [`AnswerCache::answer_into`] into a new buffer.
-    #[cfg(test)]
-    fn answer(&self, packet: &[u8]) -> Option<Vec<u8>> {
-        let mut response = Vec::new();
-        self.answer_into(packet, &mut response).then_some(response)
-    }
-
-    /// Remembers `response` to `packet` when it is authoritative and the records have not
-    /// changed since `serial` (read before the handler ran).
-    pub(crate) fn insert(&self, packet: &[u8], response: &[u8], serial: u32) {
-        let Some(name_end) = question_end(packet) else { return };
-        if response.len() < name_end || response[2] & AA == 0 || response[HEADER..name_end] != packet[HEADER..name_end]
-        {
-            return;
-        }
-        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
-        let now = self.records.serial();
-        if now != serial {
-            // The records changed while the handler ran: this response may be stale already.
-            return;
-        }
-        if entries.0 != now {
-            entries.0 = now;
-            entries.1.clear();
-        }
-        if entries.1.len() >= MAX_CACHED {
-            entries.1.clear();
-        }
-        entries.1.insert(key(packet, name_end), response.into());
-    }
-}
+/// How long a receive thread blocks before it looks at the stop flag.
+const POLL: Duration = Duration::from_millis(100);
 
 /// Binds `addr` for UDP with `SO_REUSEPORT`, so that [`bind_more`] can add sockets the kernel
-/// spreads queries over (by source address and port).
-pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+/// spreads queries over (by source address and port). Blocking, with a [`POLL`] receive timeout:
+/// the socket is read by a thread of its own.
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
     socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
+    socket.set_read_timeout(Some(POLL))?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket)
+}
+
+/// The address `socket` is bound to.
+pub(crate) fn local_addr(socket: &Socket) -> io::Result<SocketAddr> {
+    socket.local_addr()?.as_socket().ok_or_else(|| io::Error::other("not an IP socket"))
 }
 
 /// `count` more sockets on the address `first` is bound to.
-pub(crate) fn bind_more(first: &UdpSocket, count: usize) -> std::io::Result<Vec<UdpSocket>> {
-    let addr = first.local_addr()?;
+pub(crate) fn bind_more(first: &Socket, count: usize) -> io::Result<Vec<Socket>> {
+    let addr = local_addr(first)?;
     (0..count).map(|_| bind(addr)).collect()
 }
 
-/// Serves UDP on `sockets` (one receive loop each, sharing one cache) until `cancel` fires.
-pub(crate) async fn serve(sockets: Vec<UdpSocket>, handler: ClusterHandler, cancel: CancellationToken) {
-    let cache = Arc::new(AnswerCache::new(handler.records().clone()));
-    let per_loop = MAX_IN_FLIGHT / sockets.len().max(1);
-    let mut loops = JoinSet::new();
-    for socket in sockets {
-        loops.spawn(serve_socket(socket, handler.clone(), cache.clone(), per_loop, cancel.clone()));
-    }
-    while loops.join_next().await.is_some() {}
+/// What the receive threads and miss tasks share.
+#[derive(Debug)]
+struct Shared {
+    cache: AnswerCache,
+    handler: ClusterHandler,
+    runtime: Handle,
+    misses: TaskTracker,
+    in_flight: AtomicUsize,
+    stop: AtomicBool,
+    cancel: CancellationToken,
 }
 
-/// One receive loop.
-async fn serve_socket(
-    socket: UdpSocket,
+/// Starts serving UDP on `sockets` (one receive thread each, sharing one cache) on the current
+/// tokio runtime; the returned task ends once `cancel` fired and every thread and miss task
+/// has stopped.
+pub(crate) fn spawn(
+    sockets: Vec<Socket>,
     handler: ClusterHandler,
-    cache: Arc<AnswerCache>,
-    max_in_flight: usize,
     cancel: CancellationToken,
-) {
-    let socket = Arc::new(socket);
-    let mut misses = JoinSet::new();
-    let mut buffer = vec![0u8; MAX_DATAGRAM];
-    let mut response = Vec::with_capacity(MAX_DATAGRAM);
-    // Registered once: a fresh `cancelled()` per packet would lock the token's tree each time.
-    let cancelled = cancel.cancelled();
-    tokio::pin!(cancelled);
-    loop {
-        let received = tokio::select! {
-            biased;
-            received = socket.recv_from(&mut buffer) => received,
-            () = &mut cancelled => break,
-        };
-        while misses.try_join_next().is_some() {}
-        let (len, src) = match received {
-            Ok(received) => received,
+) -> io::Result<tokio::task::JoinHandle<()>> {
+    let shared = Arc::new(Shared {
+        cache: AnswerCache::new(handler.records().clone()),
+        handler,
+        runtime: Handle::current(),
+        misses: TaskTracker::new(),
+        in_flight: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        cancel,
+    });
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let (thread_shared, socket) = (shared.clone(), Arc::new(socket));
+        let started = std::thread::Builder::new()
+            .name(format!("cluster-dns-udp-{i}"))
+            .spawn(move || receive(&socket, &thread_shared));
+        match started {
+            Ok(thread) => threads.push(thread),
+            Err(error) => {
+                // The threads already started see the flag within POLL.
+                shared.stop.store(true, Ordering::Release);
+                return Err(error);
+            }
+        }
+    }
+    Ok(tokio::spawn(async move {
+        shared.cancel.cancelled().await;
+        shared.stop.store(true, Ordering::Release);
+        let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
+        shared.misses.close();
+        shared.misses.wait().await;
+    }))
+}
+
+/// One receive thread: batches of queries in, cache hits out in one batch, misses to the
+/// runtime.
+fn receive(socket: &Arc<Socket>, shared: &Arc<Shared>) {
+    let fd = socket.as_raw_fd();
+    let mut batch = RecvBatch::default();
+    let mut replies = SendBatch::default();
+    let mut scratch = Vec::with_capacity(MAX_DATAGRAM);
+    while !shared.stop.load(Ordering::Acquire) {
+        match batch.recv(fd) {
+            Ok(_) => {}
+            Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
             Err(error) => {
                 // ICMP errors of earlier sends surface here on Linux; the socket is fine.
                 tracing::debug!(%error, "cluster DNS: UDP receive");
                 continue;
             }
-        };
-        if src.port() == 0 {
-            continue;
         }
-        let packet = &buffer[..len];
-        if cache.answer_into(packet, &mut response) {
-            if let Err(error) = socket.send_to(&response, src).await {
-                tracing::debug!(%error, %src, "cluster DNS: UDP send");
+        for (packet, peer) in batch.iter() {
+            let Some(src) = peer.addr().filter(|src| src.port() != 0) else { continue };
+            if shared.cache.answer_into(packet, &mut scratch, replies.buffer()) {
+                replies.push(*peer);
+            } else {
+                miss(shared, socket, packet, src);
             }
-            continue;
         }
-        if misses.len() >= max_in_flight {
-            continue;
+        if replies.len() > 0 {
+            replies.flush(fd);
         }
-        let (socket, cache, handler, packet) = (socket.clone(), cache.clone(), handler.clone(), packet.to_vec());
-        misses.spawn(async move {
-            let serial = cache.records.serial();
-            let Some(response) = respond(&handler, packet.clone(), src).await else { return };
-            cache.insert(&packet, &response, serial);
-            if let Err(error) = socket.send_to(&response, src).await {
-                tracing::debug!(%error, %src, "cluster DNS: UDP send");
-            }
-        });
     }
-    misses.shutdown().await;
+}
+
+/// Hands `packet` to the handler on the runtime, unless [`MAX_IN_FLIGHT`] are there already.
+fn miss(shared: &Arc<Shared>, socket: &Arc<Socket>, packet: &[u8], src: SocketAddr) {
+    if shared.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
+        shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    let (task_shared, socket, packet) = (shared.clone(), socket.clone(), packet.to_vec());
+    shared.misses.spawn_on(
+        async move {
+            let shared = task_shared;
+            let _slot = InFlight(&shared.in_flight);
+            let serial = shared.cache.records().serial();
+            let answered = shared.cancel.run_until_cancelled(respond(&shared.handler, packet.clone(), src)).await;
+            let Some(response) = answered.flatten() else { return };
+            shared.cache.insert(&packet, &response, serial);
+            if let Err(error) = socket.send_to_with_flags(&response, &SockAddr::from(src), libc::MSG_DONTWAIT) {
+                tracing::debug!(%error, %src, "cluster DNS: UDP send");
+            }
+        },
+        &shared.runtime,
+    );
+}
+
+/// A handler slot, given back when the miss task ends.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The handler's encoded response to `packet`, FORMERR for an unreadable query, or nothing
@@ -282,74 +237,98 @@ impl ResponseHandler for Capture {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ZoneConfig;
+    use crate::cache::tests::query;
+    use crate::records::ClusterRecords;
+    use crate::records::tests::service;
+    use hickory_proto::rr::RData;
+    use std::collections::HashMap;
+    use std::time::Instant;
 
-    fn query(id: u16, name: &str) -> Vec<u8> {
-        let mut packet = id.to_be_bytes().to_vec();
-        packet.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-        for label in name.split('.').filter(|l| !l.is_empty()) {
-            packet.push(u8::try_from(label.len()).expect("label"));
-            packet.extend(label.as_bytes());
+    /// Services `web-0` … `web-7` in namespace `d`, at 10.96.0.20 + i.
+    fn records() -> ClusterRecords {
+        let records = ClusterRecords::new(ZoneConfig::default());
+        for i in 0..8u8 {
+            records.upsert_service(&service("d", &format!("web-{i}"), &format!("10.96.0.{}", 20 + i), &[]));
         }
-        packet.extend([0, 0, 1, 0, 1]);
-        packet
+        records
     }
 
-    #[test]
-    fn keys_ignore_the_id_and_the_case_of_the_name_only() {
-        let a = query(1, "Web.D.svc");
-        let b = query(2, "web.d.SVC");
-        let end = question_end(&a).expect("a plain query");
-        assert_eq!(end, HEADER + 1 + 3 + 1 + 1 + 1 + 3 + 1);
-        assert_eq!(key(&a, end), key(&b, end));
-        let mut aaaa = b.clone();
-        let at = aaaa.len() - 3;
-        aaaa[at] = 28;
-        assert_ne!(key(&aaaa, end), key(&b, end), "the type is part of the key");
-        let mut response = a.clone();
-        response[2] |= 0x80;
-        assert_eq!(question_end(&response), None, "responses are not queries");
-        let mut compressed = a.clone();
-        compressed[HEADER] = 0xc0;
-        assert_eq!(question_end(&compressed), None);
-        assert_eq!(question_end(&a[..a.len() - 6]), None, "cut short");
+    /// `name` with every other letter upper case, as 0x20 randomisation might spell it.
+    fn mixed_case(name: &str) -> String {
+        name.chars().enumerate().map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c }).collect()
     }
 
-    #[test]
-    fn cached_answers_are_patched_and_dropped_on_change() {
-        use k8s_openapi::api::core::v1::{Service, ServiceSpec};
-        let records = ClusterRecords::new(crate::ZoneConfig::default());
-        let cache = AnswerCache::new(records.clone());
-        let asked = query(7, "web.d.svc");
-        let end = question_end(&asked).expect("query");
-        let mut response = asked.clone();
-        response[2] = 0x84; // QR + AA
-        response.extend([0xc0, 0x0c]);
-        let serial = records.serial();
-        cache.insert(&asked, &response, serial);
-        let again = query(9, "WEB.d.svc");
-        let answer = cache.answer(&again).expect("cached");
-        assert_eq!(&answer[..2], &[0, 9], "the client's ID");
-        assert_eq!(&answer[HEADER..end], &again[HEADER..end], "the client's spelling");
-        assert_eq!(&answer[end..], &response[end..]);
+    /// Sends `packets` at once, alternating between two client sockets (so that both server
+    /// sockets get some), and collects replies by ID until `expected` arrived or 5 s passed.
+    fn burst(server: SocketAddr, packets: &[Vec<u8>], expected: usize) -> HashMap<u16, Message> {
+        let clients: Vec<std::net::UdpSocket> =
+            (0..2).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("client")).collect();
+        for (i, packet) in packets.iter().enumerate() {
+            clients[i % 2].send_to(packet, server).expect("send");
+        }
+        let mut replies = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buffer = [0u8; MAX_DATAGRAM];
+        while replies.len() < expected && Instant::now() < deadline {
+            for client in &clients {
+                client.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+                while let Ok(len) = client.recv(&mut buffer) {
+                    let message = Message::from_vec(&buffer[..len]).expect("a readable reply");
+                    assert!(replies.insert(message.metadata.id, message).is_none(), "one reply per query");
+                }
+            }
+        }
+        replies
+    }
 
-        let mut not_authoritative = response.clone();
-        not_authoritative[2] = 0x80;
-        let other = query(1, "other.d.svc");
-        cache.insert(&other, &not_authoritative, serial);
-        assert!(cache.answer(&other).is_none(), "only authoritative answers are kept");
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bursts_with_garbage_get_every_answer_right() {
+        let cancel = CancellationToken::new();
+        let first = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let server = local_addr(&first).expect("addr");
+        let mut sockets = bind_more(&first, 1).expect("bind more");
+        sockets.push(first);
+        let task = spawn(sockets, ClusterHandler::new(records(), None), cancel.clone()).expect("spawn");
 
-        let service = Service {
-            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                name: Some("x".into()),
-                namespace: Some("d".into()),
-                ..Default::default()
-            },
-            spec: Some(ServiceSpec::default()),
-            ..Service::default()
-        };
-        records.upsert_service(&service);
-        assert!(cache.answer(&again).is_none(), "a change of the records empties the cache");
-        cache.insert(&asked, &response, serial);
-        assert!(cache.answer(&asked).is_none(), "an answer computed before the change is not kept");
+        // Twice the same burst: first mostly answered by the handler, then from the cache.
+        for round in 0..2u16 {
+            let mut packets = Vec::new();
+            let mut names = HashMap::new();
+            for i in 0..40u16 {
+                let id = round * 1000 + i;
+                let name = format!("web-{}.d.svc.cluster.local", i % 8);
+                let spelled = if i % 3 == 0 { mixed_case(&name) } else { name.clone() };
+                packets.push(query(id, &spelled));
+                names.insert(id, (spelled, format!("10.96.0.{}", 20 + i % 8)));
+                if i % 10 == 0 {
+                    // A readable header and garbage after it: FORMERR.
+                    let id = round * 1000 + 500 + i;
+                    packets.push([&id.to_be_bytes()[..], &[1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xff, 0xff]].concat());
+                    // Shorter than a header, and a response: dropped.
+                    packets.push(vec![0xde, 0xad, 0xbe]);
+                    let mut response = query(round * 1000 + 900 + i, &name);
+                    response[2] |= 0x80;
+                    packets.push(response);
+                }
+            }
+            let expected = names.len() + 4;
+            let replies = tokio::task::spawn_blocking(move || burst(server, &packets, expected)).await.expect("burst");
+            assert_eq!(replies.len(), expected, "round {round}: every query answered once, garbage not");
+            for (id, (spelled, ip)) in &names {
+                let reply = &replies[id];
+                assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "{spelled}");
+                assert!(reply.metadata.authoritative);
+                assert_eq!(reply.queries[0].name().to_ascii().trim_end_matches('.'), spelled, "the client's spelling");
+                let RData::A(a) = &reply.answers[0].data else { panic!("{spelled}: not an A answer") };
+                assert_eq!(a.to_string(), *ip);
+            }
+            for i in (0..40u16).step_by(10) {
+                let reply = &replies[&(round * 1000 + 500 + i)];
+                assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+            }
+        }
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops promptly").expect("task");
     }
 }
