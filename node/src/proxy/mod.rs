@@ -66,6 +66,7 @@ use crate::events::EventRecorder;
 
 /// One watch event, from whichever watch.
 #[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "one event at a time, moved straight into `note`")]
 enum Change {
     Service(watcher::Event<Service>),
     Slice(watcher::Event<EndpointSlice>),
@@ -222,20 +223,30 @@ impl Proxy {
                 pending.reindex = true;
                 pending.all = true;
             }
-            Change::Deployment(watcher::Event::Apply(d) | watcher::Event::Delete(d)) => {
-                let id = key(&d.metadata);
-                let deleted = d.metadata.deletion_timestamp.is_some();
-                let now = !deleted && matches!(scale_to_zero::parse(d.metadata.annotations.as_ref()), Ok(Some(_)));
-                let before = if now { !self.opted_in.insert(id.clone()) } else { self.opted_in.remove(&id) };
-                if now || before {
-                    pending.namespaces.insert(id.0);
-                }
-            }
-            Change::Deployment(watcher::Event::InitDone) => {
+            Change::Deployment(event) => self.note_deployment(event, pending),
+            Change::Service(_) | Change::Slice(_) => {}
+        }
+    }
+
+    /// A Deployment that is or was opted in to scale-to-zero touches its namespace's Services.
+    fn note_deployment(&mut self, event: watcher::Event<Deployment>, pending: &mut Pending) {
+        let (d, exists) = match event {
+            watcher::Event::Apply(d) => (d, true),
+            watcher::Event::Delete(d) => (d, false),
+            watcher::Event::InitDone => {
                 pending.listed_deployments = true;
                 pending.all = true;
+                return;
             }
-            Change::Service(_) | Change::Slice(_) | Change::Deployment(_) => {}
+            watcher::Event::Init | watcher::Event::InitApply(_) => return,
+        };
+        let id = key(&d.metadata);
+        let now = exists
+            && d.metadata.deletion_timestamp.is_none()
+            && matches!(scale_to_zero::parse(d.metadata.annotations.as_ref()), Ok(Some(_)));
+        let before = if now { !self.opted_in.insert(id.clone()) } else { self.opted_in.remove(&id) };
+        if now || before {
+            pending.namespaces.insert(id.0);
         }
     }
 
