@@ -8,7 +8,7 @@
 mod common;
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
-use common::guest_bytes;
+use common::{StaticNames, guest_bytes};
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{
@@ -16,31 +16,12 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use skiff_wasm_runtime::{
-    ClusterAnswer, ClusterNames, DiscardOutput, GuestConfig, HttpOptions, HttpServer, NameResolver, RuntimeConfig,
-    WasmRuntime,
+    DiscardOutput, GuestConfig, HttpOptions, HttpServer, NameResolver, RuntimeConfig, WasmRuntime,
 };
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
-
-#[derive(Debug)]
-struct Fixture;
-
-impl ClusterNames for Fixture {
-    fn zone(&self) -> &str {
-        "cluster.local"
-    }
-    fn lookup(&self, fqdn: &str) -> ClusterAnswer {
-        match fqdn {
-            "hello.default.svc.cluster.local" => {
-                ClusterAnswer::Addresses(vec!["127.0.0.3".parse().expect("ip"), "127.0.0.1".parse().expect("ip")])
-            }
-            "other.default.svc.cluster.local" => ClusterAnswer::Addresses(vec!["127.0.0.1".parse().expect("ip")]),
-            _ => ClusterAnswer::NoAddresses,
-        }
-    }
-}
 
 /// A test CA: its certificate (PEM) and what signs with it.
 struct Ca {
@@ -131,7 +112,13 @@ async fn start_probe(dir: &std::path::Path, extra_roots_pem: Option<String>) -> 
     let artifact = rt.load("test:dns-probe", &guest_bytes("dns-probe"))?;
     let opts =
         HttpOptions { listen: "127.0.0.1:0".parse()?, max_concurrency: 16, request_timeout: Duration::from_secs(20) };
-    let resolver = NameResolver::cluster_first(Arc::new(Fixture), "default");
+    let resolver = NameResolver::cluster_first(
+        Arc::new(StaticNames::new(&[
+            ("hello.default.svc.cluster.local", &["127.0.0.3", "127.0.0.1"]),
+            ("other.default.svc.cluster.local", &["127.0.0.1"]),
+        ])),
+        "default",
+    );
     let server = rt.serve_http(&artifact, guest(resolver), opts).await?;
     Ok((rt, server))
 }

@@ -8,28 +8,12 @@
 
 mod common;
 use anyhow::{Context as _, Result};
-use common::guest_bytes;
+use common::{StaticNames, guest_bytes};
 use skiff_wasm_runtime::{
-    ClusterAnswer, ClusterNames, DiscardOutput, GuestConfig, HttpOptions, HttpServer, NameResolver, RuntimeConfig,
-    WasmRuntime,
+    DiscardOutput, GuestConfig, HttpOptions, HttpServer, NameResolver, RuntimeConfig, WasmRuntime,
 };
 use std::sync::Arc;
 use std::time::Duration;
-
-#[derive(Debug)]
-struct Fixture;
-
-impl ClusterNames for Fixture {
-    fn zone(&self) -> &str {
-        "cluster.local"
-    }
-    fn lookup(&self, fqdn: &str) -> ClusterAnswer {
-        match fqdn {
-            "hello.default.svc.cluster.local" => ClusterAnswer::Addresses(vec!["127.0.0.77".parse().expect("ip")]),
-            _ => ClusterAnswer::NoAddresses,
-        }
-    }
-}
 
 fn guest(resolver: Option<NameResolver>) -> GuestConfig {
     GuestConfig {
@@ -70,7 +54,10 @@ async fn guests_resolve_and_fetch_cluster_names_and_keep_host_resolution() -> Re
     })?;
     let hello = serve(&rt, "http-probe", "127.0.0.77:0", None).await?;
     let port = hello.local_addr().port();
-    let resolver = NameResolver::cluster_first(Arc::new(Fixture), "default");
+    let resolver = NameResolver::cluster_first(
+        Arc::new(StaticNames::new(&[("hello.default.svc.cluster.local", &["127.0.0.77"])])),
+        "default",
+    );
     let probe = serve(&rt, "dns-probe", "127.0.0.1:0", Some(resolver)).await?;
 
     for name in ["hello", "hello.default", "hello.default.svc.cluster.local"] {

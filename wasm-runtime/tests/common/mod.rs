@@ -1,6 +1,32 @@
 //! Helpers shared by this crate's integration tests.
+#![allow(dead_code, reason = "each test binary uses its part of the shared helpers")]
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+
+use skiff_wasm_runtime::{ClusterAnswer, ClusterNames};
+
+/// A fixed "cluster" of `cluster.local`: fully qualified names and their addresses (the
+/// cluster cache's interface; the guests, servers and connections of the tests are real).
+#[derive(Debug)]
+pub struct StaticNames(pub HashMap<&'static str, Vec<IpAddr>>);
+
+impl StaticNames {
+    pub fn new(names: &[(&'static str, &[&str])]) -> StaticNames {
+        let parse = |ips: &[&str]| ips.iter().map(|ip| ip.parse().expect("ip")).collect();
+        StaticNames(names.iter().map(|(name, ips)| (*name, parse(ips))).collect())
+    }
+}
+
+impl ClusterNames for StaticNames {
+    fn zone(&self) -> &str {
+        "cluster.local"
+    }
+    fn lookup(&self, fqdn: &str) -> ClusterAnswer {
+        self.0.get(fqdn).map_or(ClusterAnswer::NoAddresses, |ips| ClusterAnswer::Addresses(ips.clone()))
+    }
+}
 
 /// Where build-guests.sh puts the guests (same rule as `skiff_tests::guests::guest_path`,
 /// repeated here so this crate's tests do not depend on the e2e harness).
