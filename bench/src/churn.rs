@@ -160,7 +160,7 @@ impl ChurnBench {
             .map(|name| async move {
                 for kind in ["services", "endpoints"] {
                     let url = format!("{}/api/v1/namespaces/{NAMESPACE}/{kind}/{name}", cluster.skiff.url);
-                    let response = send(&self.retried, || cluster.http.delete(&url)).await?;
+                    let (response, _) = send(&self.retried, || cluster.http.delete(&url)).await?;
                     if !response.status().is_success() && response.status() != reqwest::StatusCode::NOT_FOUND {
                         bail!("deleting {kind} {name}: {} {}", response.status(), response.text().await?);
                     }
@@ -228,10 +228,10 @@ async fn create_one(cluster: &Cluster, name: &str, pod_ip: &str, retried: &Atomi
     let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}});
     let url = format!("{base}/services");
-    let mut response = send(retried, || cluster.http.post(&url).json(&service)).await?;
-    if response.status() == reqwest::StatusCode::CONFLICT && retried.load(Ordering::Relaxed) > 0 {
+    let (mut response, again) = send(retried, || cluster.http.post(&url).json(&service)).await?;
+    if response.status() == reqwest::StatusCode::CONFLICT && again {
         // A retried create whose first attempt was written: read what it made.
-        response = send(retried, || cluster.http.get(format!("{url}/{name}"))).await?;
+        response = send(retried, || cluster.http.get(format!("{url}/{name}"))).await?.0;
     }
     if !response.status().is_success() {
         bail!("creating Service {name}: {} {}", response.status(), response.text().await?);
@@ -241,8 +241,8 @@ async fn create_one(cluster: &Cluster, name: &str, pod_ip: &str, retried: &Atomi
     let endpoints = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name},
         "subsets": [{"addresses": [{"ip": pod_ip}], "ports": [{"name": "http", "port": 8080}]}]});
     let url = format!("{base}/endpoints");
-    let response = send(retried, || cluster.http.post(&url).json(&endpoints)).await?;
-    let retried_write = response.status() == reqwest::StatusCode::CONFLICT && retried.load(Ordering::Relaxed) > 0;
+    let (response, again) = send(retried, || cluster.http.post(&url).json(&endpoints)).await?;
+    let retried_write = response.status() == reqwest::StatusCode::CONFLICT && again;
     if !response.status().is_success() && !retried_write {
         bail!("creating Endpoints {name}: {} {}", response.status(), response.text().await?);
     }
@@ -251,12 +251,15 @@ async fn create_one(cluster: &Cluster, name: &str, pod_ip: &str, retried: &Atomi
 
 /// Sends a request, again (up to [`ATTEMPTS`] in all) when it fails without an HTTP answer — a
 /// transport error on the shared HTTP/2 connection — counting the retries in `retried`
-/// (reported with the figures).
-async fn send(retried: &AtomicUsize, request: impl Fn() -> reqwest::RequestBuilder) -> Result<reqwest::Response> {
+/// (reported with the figures); the response, and whether this request was sent again.
+async fn send(
+    retried: &AtomicUsize,
+    request: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<(reqwest::Response, bool)> {
     let mut attempt = 1;
     loop {
         match request().send().await {
-            Ok(response) => return Ok(response),
+            Ok(response) => return Ok((response, attempt > 1)),
             Err(error) if attempt < ATTEMPTS => {
                 eprintln!("API request failed ({:#}); retrying", anyhow::Error::from(error));
                 retried.fetch_add(1, Ordering::Relaxed);

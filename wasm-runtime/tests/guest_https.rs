@@ -6,7 +6,7 @@
 //! listens, so every fetch also shows the fallback to the next address) then `127.0.0.1`.
 
 mod common;
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use bytes::Bytes;
 use common::{StaticNames, guest_bytes};
 use http_body_util::Full;
@@ -125,14 +125,7 @@ async fn start_probe(dir: &std::path::Path, extra_roots_pem: Option<String>) -> 
 
 /// What the guest answers to `/fetch?url=<url>`: status and body.
 async fn fetch(probe: &HttpServer, url: &str) -> Result<(u16, String)> {
-    let get = format!("http://{}/fetch?url={url}", probe.local_addr());
-    let resp = reqwest::Client::new()
-        .get(&get)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .with_context(|| format!("GET {get}"))?;
-    Ok((resp.status().as_u16(), resp.text().await?))
+    common::get(probe.local_addr(), &format!("/fetch?url={url}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@
 //! an `http-probe` guest serves, so the fetch needs no network beyond loopback.
 
 mod common;
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use common::{StaticNames, guest_bytes};
 use skiff_wasm_runtime::{
     DiscardOutput, GuestConfig, HttpOptions, HttpServer, NameResolver, RuntimeConfig, WasmRuntime,
@@ -34,14 +34,7 @@ async fn serve(rt: &WasmRuntime, name: &str, listen: &str, resolver: Option<Name
 }
 
 async fn get(server: &HttpServer, path: &str) -> Result<(u16, String)> {
-    let url = format!("http://{}{path}", server.local_addr());
-    let resp = reqwest::Client::new()
-        .get(&url)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    Ok((resp.status().as_u16(), resp.text().await?))
+    common::get(server.local_addr(), path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,7 +75,7 @@ pub async fn run(frontend: Frontend, shared: Arc<Shared>, stop: CancellationToke
             () = stop.cancelled() => break,
             open = async { ready.wait_for(|r| *r).await.is_ok() } => if !open { break },
         }
-        let socket = match bind(frontend.addr).await {
+        let socket = match UdpSocket::bind(frontend.addr).await {
             Ok(socket) => Arc::new(socket),
             Err(error) => {
                 if !warned {
@@ -248,10 +248,6 @@ async fn replies(
             }
         }
     }
-}
-
-async fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
-    UdpSocket::bind(addr).await
 }
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
 
 use skiff_wasm_runtime::{ClusterAnswer, ClusterNames};
 
@@ -40,4 +43,16 @@ pub fn guest_bytes(name: &str) -> Vec<u8> {
         }
     }
     panic!("guest {name} not found in {}: run scripts/build-guests.sh first", dir.display());
+}
+
+/// GET `http://{addr}{path}` (30 s timeout): status and body.
+pub async fn get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    let url = format!("http://{addr}{path}");
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    Ok((resp.status().as_u16(), resp.text().await?))
 }
